@@ -1,0 +1,137 @@
+//! First start: the instance's ID scope, its owner access policy and the built-in hub are created
+//! once and reused by every later start (and by every instance on the same database: first writer
+//! wins).
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::domain::*;
+use crate::store::{Store, StoreError};
+
+/// Marks that the built-in hub was linked once, so an operator who unlinks it keeps it unlinked.
+const BUILTIN_HUB_SETTING: &str = "builtin_hub_linked";
+
+/// What a fresh instance has after bootstrap.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub id_scope: String,
+    pub owner_policy: AccessPolicy,
+}
+
+/// A random base64 key of `len` bytes, as Azure makes them.
+pub fn random_key(len: usize) -> String {
+    let bytes: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
+    BASE64.encode(bytes)
+}
+
+pub async fn bootstrap(store: &dyn Store, config: &Config) -> Result<Instance, StoreError> {
+    let id_scope = store.init_setting(setting::ID_SCOPE, &new_id_scope()).await?;
+    store.init_setting(setting::DEFAULT_ALLOCATION_POLICY, "hashed").await?;
+    let owner_policy = ensure_owner_policy(store).await?;
+    if store.setting(BUILTIN_HUB_SETTING).await?.is_none() {
+        link_builtin_hub(store, &config.hostname).await?;
+        store.put_setting(BUILTIN_HUB_SETTING, &config.hostname).await?;
+    }
+    Ok(Instance { id_scope, owner_policy })
+}
+
+async fn ensure_owner_policy(store: &dyn Store) -> Result<AccessPolicy, StoreError> {
+    if let Some(policy) = store.get_policy(OWNER_POLICY).await? {
+        return Ok(policy);
+    }
+    let now = Utc::now();
+    let policy = AccessPolicy {
+        name: OWNER_POLICY.into(),
+        rights: Right::ALL.to_vec(),
+        primary_key: random_key(32),
+        secondary_key: random_key(32),
+        etag: Etag::new(),
+        created: now,
+        updated: now,
+    };
+    match store.put_policy(policy, IfMatch::Absent).await {
+        Ok(policy) => Ok(policy),
+        // Another instance created it first: use theirs.
+        Err(StoreError::Conflict) => store.get_policy(OWNER_POLICY).await?.ok_or(StoreError::NotFound),
+        Err(e) => Err(e),
+    }
+}
+
+/// The built-in hub takes the server's host name, which resolves and is in the server certificate
+/// on any install; further logical hubs get names of their own.
+async fn link_builtin_hub(store: &dyn Store, host_name: &str) -> Result<(), StoreError> {
+    let now = Utc::now();
+    let hub = LinkedHub {
+        host_name: host_name.into(),
+        connector: ConnectorKind::BuiltIn,
+        region: None,
+        allocation_weight: 1,
+        apply_allocation_policy: true,
+        settings: serde_json::json!({}),
+        etag: Etag::new(),
+        created: now,
+        updated: now,
+    };
+    match store.put_hub(hub, IfMatch::Absent).await {
+        Ok(_) | Err(StoreError::Conflict) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// `onramp admin info --json`: what scripts and tests need to talk to this instance.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminInfo {
+    pub id_scope: String,
+    pub service_connection_string: String,
+    pub ca_cert_path: Option<String>,
+    pub https_url: String,
+    pub mqtt_url: String,
+    pub amqp_url: String,
+    pub hubs: Vec<HubInfo>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HubInfo {
+    pub host_name: String,
+    pub connector: ConnectorKind,
+    pub region: Option<String>,
+    pub allocation_weight: u32,
+    pub apply_allocation_policy: bool,
+}
+
+pub async fn admin_info(
+    store: &dyn Store,
+    config: &Config,
+    instance: &Instance,
+    ca_path: Option<&std::path::Path>,
+) -> Result<AdminInfo, StoreError> {
+    let hubs = store
+        .list_hubs()
+        .await?
+        .into_iter()
+        .map(|hub| HubInfo {
+            host_name: hub.host_name,
+            connector: hub.connector,
+            region: hub.region,
+            allocation_weight: hub.allocation_weight,
+            apply_allocation_policy: hub.apply_allocation_policy,
+        })
+        .collect();
+    Ok(AdminInfo {
+        id_scope: instance.id_scope.clone(),
+        service_connection_string: format!(
+            "HostName={};SharedAccessKeyName={};SharedAccessKey={}",
+            config.hostname, instance.owner_policy.name, instance.owner_policy.primary_key
+        ),
+        ca_cert_path: ca_path.map(|p| p.display().to_string()),
+        https_url: config.https_url(),
+        mqtt_url: config.mqtt_url(),
+        amqp_url: config.amqp_url(),
+        hubs,
+    })
+}

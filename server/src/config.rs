@@ -1,0 +1,454 @@
+//! One validated configuration, merged from built-in defaults, a TOML file, `ONRAMP_*` environment
+//! variables and command-line flags (later sources win). Validation happens once, at start, and every
+//! error names the key it is about.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::{Table, Value};
+
+/// Environment variables that configure Onramp start with this prefix; `__` separates a section from
+/// its key (`ONRAMP_LIMITS__MAX_CONNECTIONS`).
+pub const ENV_PREFIX: &str = "ONRAMP_";
+
+/// Variables with the prefix that are not configuration keys (read elsewhere, e.g. the log filter).
+const ENV_NOT_CONFIG: &[&str] = &["ONRAMP_LOG"];
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the SQLite database, the generated CA and certificates live.
+    pub data_dir: PathBuf,
+    /// `sqlite:...` or `postgres://...`; unset means `sqlite://<data_dir>/onramp.db`.
+    pub database_url: Option<String>,
+    /// The host name devices and operators use; it goes into the server certificate and URLs.
+    pub hostname: String,
+    /// Address the listeners bind to.
+    pub listen_address: IpAddr,
+    pub https_port: u16,
+    pub mqtt_port: u16,
+    pub amqp_port: u16,
+    /// Human-readable (`human`) or machine-readable (`json`) logs.
+    pub log_format: LogFormat,
+    /// The built console (JS, wasm, CSS); see scripts/build-site.sh.
+    pub site_root: PathBuf,
+    pub tls: TlsConfig,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// A PEM certificate chain to serve instead of the generated one (needs `key_path` too).
+    pub cert_path: Option<PathBuf>,
+    /// The PEM private key of `cert_path`.
+    pub key_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Concurrent connections per listener; further clients wait in the accept queue.
+    pub max_connections: usize,
+    /// Largest request body accepted (Azure DPS: 96 KB).
+    pub max_body_bytes: usize,
+    /// Seconds a client has to finish the TLS handshake.
+    pub handshake_timeout_secs: u64,
+    /// Seconds in-flight requests get to finish after a shutdown signal.
+    pub shutdown_grace_secs: u64,
+    /// Database connections in the pool.
+    pub database_max_connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            hostname: "localhost".into(),
+            listen_address: IpAddr::from([0, 0, 0, 0]),
+            https_port: 8443,
+            mqtt_port: 8883,
+            amqp_port: 5671,
+            log_format: LogFormat::Human,
+            site_root: PathBuf::from("target/site"),
+            tls: TlsConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            max_body_bytes: 96 * 1024,
+            handshake_timeout_secs: 10,
+            shutdown_grace_secs: 10,
+            database_max_connections: 16,
+        }
+    }
+}
+
+/// A configuration problem, phrased for the operator; always names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+/// The backend a database URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sqlite,
+    Postgres,
+}
+
+impl Config {
+    /// Merges `file` (if any), the environment and `overrides` (flags, as a TOML table) over the
+    /// defaults, then validates.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: Table,
+    ) -> Result<Config, ConfigError> {
+        let mut merged = Table::try_from(Config::default()).expect("defaults serialize");
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!("cannot read config file {}: {e}", path.display()))
+            })?;
+            let table: Table = text
+                .parse()
+                .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
+            merge(&mut merged, table);
+        }
+        merge(&mut merged, env_table(env)?);
+        merge(&mut merged, overrides);
+        let config: Config = serde_path_to_error::deserialize(Value::Table(merged))
+            .map_err(|e| ConfigError(describe_serde_error(&e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |msg: String| Err(ConfigError(msg));
+        for (key, port) in [
+            ("https_port", self.https_port),
+            ("mqtt_port", self.mqtt_port),
+            ("amqp_port", self.amqp_port),
+        ] {
+            if port == 0 {
+                return fail(format!("`{key}` must be between 1 and 65535, got 0"));
+            }
+        }
+        if self.https_port == self.mqtt_port
+            || self.https_port == self.amqp_port
+            || self.mqtt_port == self.amqp_port
+        {
+            return fail(
+                "`https_port`, `mqtt_port` and `amqp_port` must be three different ports".into(),
+            );
+        }
+        if !is_valid_hostname(&self.hostname) {
+            return fail(format!(
+                "`hostname` {:?} is not a valid DNS name or IP address",
+                self.hostname
+            ));
+        }
+        self.database_kind()?;
+        match (&self.tls.cert_path, &self.tls.key_path) {
+            (None, None) => {}
+            (Some(cert), Some(key)) => {
+                check_readable("tls.cert_path", cert)?;
+                check_readable("tls.key_path", key)?;
+            }
+            _ => return fail("`tls.cert_path` and `tls.key_path` must be given together".into()),
+        }
+        let l = &self.limits;
+        for (key, value) in [
+            ("limits.max_connections", l.max_connections as u64),
+            ("limits.max_body_bytes", l.max_body_bytes as u64),
+            ("limits.handshake_timeout_secs", l.handshake_timeout_secs),
+            ("limits.database_max_connections", l.database_max_connections as u64),
+        ] {
+            if value == 0 {
+                return fail(format!("`{key}` must be greater than 0"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL in force: the configured one, or the SQLite file in the data directory.
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("onramp.db").display()),
+        }
+    }
+
+    pub fn database_kind(&self) -> Result<DatabaseKind, ConfigError> {
+        database_kind(&self.effective_database_url())
+    }
+
+    pub fn https_url(&self) -> String {
+        url_for("https", &self.hostname, self.https_port, 443)
+    }
+
+    pub fn mqtt_url(&self) -> String {
+        url_for("mqtts", &self.hostname, self.mqtt_port, 8883)
+    }
+
+    pub fn amqp_url(&self) -> String {
+        url_for("amqps", &self.hostname, self.amqp_port, 5671)
+    }
+
+    /// The configuration as TOML, with secrets (a database password) replaced by `***`.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.database_url = Some(redact_url_password(&self.effective_database_url()));
+        toml::to_string_pretty(&shown).expect("config serializes")
+    }
+}
+
+fn url_for(scheme: &str, host: &str, port: u16, default_port: u16) -> String {
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    if port == default_port {
+        format!("{scheme}://{host}")
+    } else {
+        format!("{scheme}://{host}:{port}")
+    }
+}
+
+pub fn database_kind(url: &str) -> Result<DatabaseKind, ConfigError> {
+    let bad = |why: &str| {
+        ConfigError(format!(
+            "`database_url` {:?} {why}",
+            redact_url_password(url)
+        ))
+    };
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        if rest.trim_start_matches('/').is_empty() {
+            return Err(bad("names no database file"));
+        }
+        return Ok(DatabaseKind::Sqlite);
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let parsed = url::Url::parse(url).map_err(|e| bad(&format!("is not a valid URL: {e}")))?;
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(bad("names no host"));
+        }
+        return Ok(DatabaseKind::Postgres);
+    }
+    Err(bad("must start with `sqlite:` or `postgres://`"))
+}
+
+fn redact_url_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn check_readable(key: &str, path: &Path) -> Result<(), ConfigError> {
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| ConfigError(format!("`{key}` {}: {e}", path.display())))
+}
+
+fn is_valid_hostname(host: &str) -> bool {
+    if host.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// Deep-merges `over` into `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut Table, over: Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// `ONRAMP_HTTPS_PORT=9443` → `https_port = 9443`; `ONRAMP_TLS__CERT_PATH=x` → `[tls] cert_path = "x"`.
+fn env_table(env: impl IntoIterator<Item = (String, String)>) -> Result<Table, ConfigError> {
+    let mut table = Table::new();
+    for (name, raw) in env {
+        let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if ENV_NOT_CONFIG.contains(&name.as_str()) {
+            continue;
+        }
+        let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();
+        if path.iter().any(String::is_empty) {
+            return Err(ConfigError(format!(
+                "environment variable `{name}` names no configuration key"
+            )));
+        }
+        let mut node = &mut table;
+        for section in &path[..path.len() - 1] {
+            node = node
+                .entry(section.clone())
+                .or_insert_with(|| Value::Table(Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| ConfigError(format!("environment variable `{name}` conflicts")))?;
+        }
+        node.insert(path[path.len() - 1].clone(), env_value(&raw));
+    }
+    Ok(table)
+}
+
+/// Environment values are untyped: read them as a TOML literal (number, boolean) when they are one,
+/// as a string otherwise.
+fn env_value(raw: &str) -> Value {
+    format!("v = {raw}")
+        .parse::<Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .filter(|v| !v.is_table())
+        .unwrap_or_else(|| Value::String(raw.to_string()))
+}
+
+fn describe_serde_error(e: &serde_path_to_error::Error<toml::de::Error>) -> String {
+    let key = e.path().to_string();
+    let inner = e.inner().message().trim_end().to_string();
+    if key == "." || key.is_empty() {
+        inner
+    } else {
+        format!("`{key}`: {inner}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file_text: Option<&str>, env: &[(&str, &str)], flags: Table) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("onramp.toml");
+        if let Some(text) = file_text {
+            std::fs::write(&path, text).unwrap();
+        }
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load(file_text.map(|_| path.as_path()), env, flags).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_follow_the_documented_values() {
+        let c = load(None, &[], Table::new()).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!((c.https_port, c.mqtt_port, c.amqp_port), (8443, 8883, 5671));
+        assert_eq!(c.hostname, "localhost");
+        assert_eq!(c.effective_database_url(), "sqlite://./data/onramp.db");
+        assert_eq!(c.database_kind().unwrap(), DatabaseKind::Sqlite);
+        assert_eq!(c.limits.max_body_bytes, 96 * 1024);
+    }
+
+    #[test]
+    fn flags_beat_environment_beat_file() {
+        let file = "https_port = 1001\nmqtt_port = 1002\namqp_port = 1003\n[limits]\nmax_connections = 5\n";
+        let env = [("ONRAMP_MQTT_PORT", "2002"), ("ONRAMP_AMQP_PORT", "2003")];
+        let mut flags = Table::new();
+        flags.insert("amqp_port".into(), Value::Integer(3003));
+        let c = load(Some(file), &env, flags).unwrap();
+        assert_eq!((c.https_port, c.mqtt_port, c.amqp_port), (1001, 2002, 3003));
+        assert_eq!(c.limits.max_connections, 5);
+        assert_eq!(c.limits.max_body_bytes, 96 * 1024, "sections merge key by key");
+    }
+
+    #[test]
+    fn environment_reaches_nested_sections() {
+        let c = load(None, &[("ONRAMP_LIMITS__MAX_CONNECTIONS", "7")], Table::new()).unwrap();
+        assert_eq!(c.limits.max_connections, 7);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = load(Some("htps_port = 1\n"), &[], Table::new()).unwrap_err();
+        assert!(err.contains("htps_port"), "{err}");
+        let err = load(Some("[limits]\nmax_conections = 1\n"), &[], Table::new()).unwrap_err();
+        assert!(err.contains("max_conections"), "{err}");
+        let err = load(None, &[("ONRAMP_BOGUS", "1")], Table::new()).unwrap_err();
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let err = load(Some("https_port = 70000\n"), &[], Table::new()).unwrap_err();
+        assert!(err.contains("https_port"), "{err}");
+        let err = load(None, &[("ONRAMP_MQTT_PORT", "0")], Table::new()).unwrap_err();
+        assert!(err.contains("mqtt_port"), "{err}");
+        let err = load(Some("hostname = \"bad host\"\n"), &[], Table::new()).unwrap_err();
+        assert!(err.contains("hostname"), "{err}");
+        let err = load(Some("log_format = \"xml\"\n"), &[], Table::new()).unwrap_err();
+        assert!(err.contains("log_format"), "{err}");
+        let err = load(Some("https_port = 9000\nmqtt_port = 9000\n"), &[], Table::new()).unwrap_err();
+        assert!(err.contains("different ports"), "{err}");
+    }
+
+    #[test]
+    fn database_urls_are_checked() {
+        for bad in ["mysql://x/y", "postgres://", "sqlite:", "nonsense"] {
+            let err = load(None, &[("ONRAMP_DATABASE_URL", bad)], Table::new()).unwrap_err();
+            assert!(err.contains("database_url"), "{bad}: {err}");
+        }
+        let c = load(None, &[("ONRAMP_DATABASE_URL", "postgres://u:pw@127.0.0.1/test")], Table::new()).unwrap();
+        assert_eq!(c.database_kind().unwrap(), DatabaseKind::Postgres);
+    }
+
+    #[test]
+    fn unreadable_certificate_paths_are_named() {
+        let file = "[tls]\ncert_path = \"/nonexistent/cert.pem\"\nkey_path = \"/nonexistent/key.pem\"\n";
+        let err = load(Some(file), &[], Table::new()).unwrap_err();
+        assert!(err.contains("tls.cert_path") && err.contains("/nonexistent/cert.pem"), "{err}");
+        let err = load(Some("[tls]\ncert_path = \"/etc/hostname\"\n"), &[], Table::new()).unwrap_err();
+        assert!(err.contains("together"), "{err}");
+    }
+
+    #[test]
+    fn show_redacts_the_database_password() {
+        let c = load(None, &[("ONRAMP_DATABASE_URL", "postgres://onramp:s3cret@db.example/onramp")], Table::new())
+            .unwrap();
+        let shown = c.to_redacted_toml();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("onramp:***@db.example"), "{shown}");
+    }
+
+    #[test]
+    fn urls_omit_default_ports() {
+        let mut c = Config::default();
+        c.https_port = 443;
+        assert_eq!(c.https_url(), "https://localhost");
+        assert_eq!(c.mqtt_url(), "mqtts://localhost");
+        c.hostname = "::1".into();
+        assert_eq!(c.amqp_url(), "amqps://[::1]");
+    }
+}

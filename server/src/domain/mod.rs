@@ -1,0 +1,87 @@
+//! The provisioning domain: enrollments, enrollment groups, linked hubs, registration records and
+//! operations, access policies, CA certificates, built-in hub identities, console users and the
+//! audit trail. Plain data here; rules that need I/O talk to the `Store` trait.
+
+pub mod enrollment;
+pub mod hub;
+pub mod instance;
+pub mod registration;
+pub mod security;
+
+pub use enrollment::*;
+pub use hub::*;
+pub use instance::*;
+pub use registration::*;
+pub use security::*;
+
+use serde::{Deserialize, Serialize};
+
+/// An optimistic-concurrency tag, sent on the wire in quotes like Azure's (`"\"<uuid>\""`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Etag(pub String);
+
+impl Etag {
+    pub fn new() -> Etag {
+        Etag(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// Reads an `If-Match`/etag value whether or not the client kept the quotes.
+    pub fn parse(value: &str) -> Etag {
+        Etag(value.trim().trim_matches('"').to_string())
+    }
+
+    pub fn quoted(&self) -> String {
+        format!("\"{}\"", self.0)
+    }
+}
+
+impl Default for Etag {
+    fn default() -> Self {
+        Etag::new()
+    }
+}
+
+/// The precondition of a write: `If-Match` absent, `*`, or one etag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IfMatch {
+    /// Create or replace, whatever is stored.
+    Any,
+    /// Only if no record exists (create; a bulk `create` or `If-None-Match: *`).
+    Absent,
+    /// Only if a record exists (`If-Match: *`).
+    Exists,
+    /// Only if the stored record has this etag.
+    Etag(Etag),
+}
+
+impl IfMatch {
+    pub fn from_header(value: Option<&str>) -> IfMatch {
+        match value.map(str::trim) {
+            None | Some("") => IfMatch::Any,
+            Some("*") => IfMatch::Exists,
+            Some(tag) => IfMatch::Etag(Etag::parse(tag)),
+        }
+    }
+}
+
+/// Registration IDs, group IDs and hub host names are case-insensitive: the store keys them in
+/// lower case and keeps the spelling the operator chose.
+pub fn key_of(id: &str) -> String {
+    id.to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_read_with_or_without_quotes() {
+        let tag = Etag("abc".into());
+        assert_eq!(Etag::parse(&tag.quoted()), tag);
+        assert_eq!(Etag::parse("abc"), tag);
+        assert_eq!(IfMatch::from_header(Some("*")), IfMatch::Exists);
+        assert_eq!(IfMatch::from_header(None), IfMatch::Any);
+        assert_eq!(IfMatch::from_header(Some("\"abc\"")), IfMatch::Etag(tag));
+    }
+}

@@ -1,0 +1,135 @@
+//! Who may do what: service access policies, CA certificates, console users and sessions, and the
+//! audit trail of every change.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::Etag;
+
+/// Rights of a shared access policy (Azure DPS names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Right {
+    ServiceConfig,
+    EnrollmentRead,
+    EnrollmentWrite,
+    RegistrationStatusRead,
+    RegistrationStatusWrite,
+}
+
+impl Right {
+    pub const ALL: [Right; 5] = [
+        Right::ServiceConfig,
+        Right::EnrollmentRead,
+        Right::EnrollmentWrite,
+        Right::RegistrationStatusRead,
+        Right::RegistrationStatusWrite,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Right::ServiceConfig => "ServiceConfig",
+            Right::EnrollmentRead => "EnrollmentRead",
+            Right::EnrollmentWrite => "EnrollmentWrite",
+            Right::RegistrationStatusRead => "RegistrationStatusRead",
+            Right::RegistrationStatusWrite => "RegistrationStatusWrite",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Right> {
+        Right::ALL.into_iter().find(|r| r.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessPolicy {
+    pub name: String,
+    pub rights: Vec<Right>,
+    /// Base64 keys; secrets: never logged.
+    pub primary_key: String,
+    pub secondary_key: String,
+    pub etag: Etag,
+    pub created: DateTime<Utc>,
+    pub updated: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaCertificate {
+    pub name: String,
+    pub pem: String,
+    pub sha256_thumbprint: String,
+    pub verified: bool,
+    /// The code a proof-of-possession certificate must carry as its CN.
+    pub verification_code: Option<String>,
+    pub etag: Etag,
+    pub created: DateTime<Utc>,
+    pub updated: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::Viewer, Role::Operator, Role::Admin]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsoleUser {
+    pub username: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub created: DateTime<Utc>,
+    pub updated: DateTime<Utc>,
+}
+
+/// A console session as the session layer stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSession {
+    pub id: String,
+    pub data: Vec<u8>,
+    pub expires: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+}
+
+/// An audit entry before the store numbers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAuditEntry {
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+}

@@ -1,0 +1,11 @@
+//! Onramp: a self-hosted device provisioning service that speaks the Azure IoT Hub DPS protocols.
+//! The `onramp` binary (main.rs) is a thin command line over this library.
+
+pub mod bootstrap;
+pub mod config;
+pub mod diagnostics;
+pub mod domain;
+pub mod service;
+pub mod store;
+pub mod tls;
+pub mod transport;

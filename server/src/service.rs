@@ -1,0 +1,88 @@
+//! The running service: opens the store, bootstraps the instance, prepares TLS, serves the listeners
+//! and shuts down gracefully on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::bootstrap::{self, Instance};
+use crate::config::Config;
+use crate::diagnostics::DiagnosticsBus;
+use crate::store::{self, Store};
+use crate::tls;
+use crate::transport::{https, listener};
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub instance: Arc<Instance>,
+    pub bus: DiagnosticsBus,
+}
+
+/// An instance ready to serve: store open, bootstrap done, TLS material at hand.
+pub struct Prepared {
+    pub state: AppState,
+    pub tls: tls::TlsMaterial,
+}
+
+/// Opens the store and runs the first-start bootstrap (idempotent); shared by `serve` and the
+/// admin commands, so both see the same instance.
+pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
+    let store = store::open(&config.effective_database_url(), config.limits.database_max_connections).await?;
+    let instance = bootstrap::bootstrap(store.as_ref(), &config).await?;
+    let hub_names: Vec<String> = store.list_hubs().await?.into_iter().map(|h| h.host_name).collect();
+    let tls = tls::prepare(&config, &hub_names)?;
+    Ok(Prepared {
+        state: AppState {
+            config: Arc::new(config),
+            store,
+            instance: Arc::new(instance),
+            bus: DiagnosticsBus::default(),
+        },
+        tls,
+    })
+}
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let Prepared { state, tls } = prepare(config).await?;
+    let config = state.config.clone();
+    let https_tls = tls::server_config(&tls, &[b"h2", b"http/1.1"])?;
+    let addr = SocketAddr::new(config.listen_address, config.https_port);
+    let https_listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (https_port)"))?;
+    tracing::info!(
+        url = %config.https_url(),
+        id_scope = %state.instance.id_scope,
+        database = ?state.store.kind(),
+        ca = ?tls.ca_path,
+        "Onramp is serving"
+    );
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let limits = listener::ListenerLimits {
+        max_connections: config.limits.max_connections,
+        handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
+        shutdown_grace: Duration::from_secs(config.limits.shutdown_grace_secs),
+    };
+    listener::serve_https(https_listener, https_tls, https::router(state.clone()), limits, shutdown).await;
+    state.store.close().await;
+    tracing::info!("Onramp stopped");
+    Ok(())
+}
+
+async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+    }
+    token.cancel();
+}

@@ -1,0 +1,185 @@
+//! Persistence. The `Store` trait is all the domain sees; `sql` implements it once for SQLite (the
+//! embedded default, WAL mode) and once for PostgreSQL (scale-out), from the same SQL text. This is
+//! the only module that knows SQL.
+
+mod rows;
+mod sql;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::config::{self, DatabaseKind};
+use crate::domain::*;
+
+pub use sql::{PostgresStore, SqliteStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// The etag (or existence) condition of a write did not hold.
+    #[error("precondition failed: the record changed or does not exist")]
+    PreconditionFailed,
+    /// A create collided with an existing record.
+    #[error("already exists")]
+    Conflict,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Largest page any list returns, whatever the caller asks.
+pub const MAX_PAGE: u32 = 1000;
+
+/// Everything Onramp keeps. Writes take an `IfMatch` and return the record as stored, with a fresh
+/// etag and `updated` time (the store owns both).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn kind(&self) -> DatabaseKind;
+    /// Succeeds when the database answers (readiness).
+    async fn ping(&self) -> Result<()>;
+    /// Closes the pool, waiting for connections in use to be returned.
+    async fn close(&self);
+
+    async fn setting(&self, key: &str) -> Result<Option<String>>;
+    async fn put_setting(&self, key: &str, value: &str) -> Result<()>;
+    /// Stores `value` unless the key is set, and returns what is stored: the first writer wins, so
+    /// instances bootstrapping together agree.
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
+
+    async fn get_enrollment(&self, registration_id: &str) -> Result<Option<Enrollment>>;
+    async fn put_enrollment(&self, enrollment: Enrollment, cond: IfMatch) -> Result<Enrollment>;
+    async fn delete_enrollment(&self, registration_id: &str, cond: IfMatch) -> Result<()>;
+    async fn list_enrollments(&self, query: &ListQuery) -> Result<Page<Enrollment>>;
+    async fn count_enrollments(&self) -> Result<u64>;
+
+    async fn get_group(&self, group_id: &str) -> Result<Option<EnrollmentGroup>>;
+    async fn put_group(&self, group: EnrollmentGroup, cond: IfMatch) -> Result<EnrollmentGroup>;
+    async fn delete_group(&self, group_id: &str, cond: IfMatch) -> Result<()>;
+    async fn list_groups(&self, query: &ListQuery) -> Result<Page<EnrollmentGroup>>;
+    async fn count_groups(&self) -> Result<u64>;
+
+    async fn list_hubs(&self) -> Result<Vec<LinkedHub>>;
+    async fn get_hub(&self, host_name: &str) -> Result<Option<LinkedHub>>;
+    async fn put_hub(&self, hub: LinkedHub, cond: IfMatch) -> Result<LinkedHub>;
+    async fn delete_hub(&self, host_name: &str, cond: IfMatch) -> Result<()>;
+
+    async fn get_registration(&self, registration_id: &str) -> Result<Option<RegistrationRecord>>;
+    async fn put_registration(
+        &self,
+        record: RegistrationRecord,
+        cond: IfMatch,
+    ) -> Result<RegistrationRecord>;
+    async fn delete_registration(&self, registration_id: &str, cond: IfMatch) -> Result<()>;
+    async fn list_registrations(&self, query: &ListQuery) -> Result<Page<RegistrationRecord>>;
+    async fn count_registrations(&self) -> Result<u64>;
+
+    async fn get_operation(&self, operation_id: &str) -> Result<Option<RegistrationOperation>>;
+    async fn put_operation(&self, operation: RegistrationOperation) -> Result<()>;
+    /// Forgets operations created before `before`; returns how many.
+    async fn delete_operations_before(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    async fn list_policies(&self) -> Result<Vec<AccessPolicy>>;
+    async fn get_policy(&self, name: &str) -> Result<Option<AccessPolicy>>;
+    async fn put_policy(&self, policy: AccessPolicy, cond: IfMatch) -> Result<AccessPolicy>;
+    async fn delete_policy(&self, name: &str, cond: IfMatch) -> Result<()>;
+
+    async fn list_ca_certificates(&self) -> Result<Vec<CaCertificate>>;
+    async fn get_ca_certificate(&self, name: &str) -> Result<Option<CaCertificate>>;
+    async fn put_ca_certificate(&self, ca: CaCertificate, cond: IfMatch) -> Result<CaCertificate>;
+    async fn delete_ca_certificate(&self, name: &str, cond: IfMatch) -> Result<()>;
+
+    async fn get_hub_device(&self, hub: &str, device_id: &str) -> Result<Option<HubDevice>>;
+    async fn put_hub_device(&self, device: HubDevice, cond: IfMatch) -> Result<HubDevice>;
+    async fn delete_hub_device(&self, hub: &str, device_id: &str, cond: IfMatch) -> Result<()>;
+    async fn count_hub_devices(&self, hub: &str) -> Result<u64>;
+
+    async fn get_user(&self, username: &str) -> Result<Option<ConsoleUser>>;
+    async fn put_user(&self, user: ConsoleUser) -> Result<ConsoleUser>;
+    async fn list_users(&self) -> Result<Vec<ConsoleUser>>;
+
+    async fn load_session(&self, id: &str) -> Result<Option<StoredSession>>;
+    async fn save_session(&self, session: &StoredSession) -> Result<()>;
+    async fn delete_session(&self, id: &str) -> Result<()>;
+    async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> Result<u64>;
+
+    async fn append_audit(&self, entry: NewAuditEntry) -> Result<AuditEntry>;
+    /// The newest entries first.
+    async fn recent_audit(&self, limit: u32) -> Result<Vec<AuditEntry>>;
+}
+
+/// Opens the database the URL names, creating the SQLite file if needed, and applies migrations.
+pub async fn open(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, anyhow::Error> {
+    let kind = config::database_kind(url)?;
+    Ok(match kind {
+        DatabaseKind::Sqlite => Arc::new(open_sqlite(url, max_connections).await?),
+        DatabaseKind::Postgres => {
+            let options = PgConnectOptions::from_str(url)?;
+            Arc::new(open_postgres(options, max_connections).await?)
+        }
+    })
+}
+
+pub async fn open_sqlite(url: &str, max_connections: u32) -> Result<SqliteStore, anyhow::Error> {
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    if let Some(parent) = options.get_filename().parent() {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            anyhow::anyhow!("cannot create the directory of the SQLite database {}: {e}", parent.display())
+        })?;
+    }
+    let pool = SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .connect_with(options)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the SQLite database {url}: {e}"))?;
+    sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+    Ok(SqliteStore::new(pool))
+}
+
+pub async fn open_postgres(
+    options: PgConnectOptions,
+    max_connections: u32,
+) -> Result<PostgresStore, anyhow::Error> {
+    let target = format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("")
+    );
+    // One direct attempt first: a wrong URL fails at once with the server's own words, instead of
+    // after the pool's retries.
+    let probe = PgConnection::connect_with(&options)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL at {target}: {e}"))?;
+    probe.close().await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await?;
+    sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+    Ok(PostgresStore::new(pool))
+}

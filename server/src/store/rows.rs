@@ -1,0 +1,602 @@
+//! Table rows and their mapping to domain records. `table_row!` declares a row once and derives from
+//! it the column list, the SQL statements and the binding for both backends, so no statement is
+//! written twice.
+
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::{Database, Postgres, Sqlite, query::Query};
+
+use super::{Result, StoreError};
+use crate::domain::*;
+
+/// Binds a row's fields, in column order, to a statement of backend `DB`.
+pub(super) trait BindRow<DB: Database>: Sized {
+    fn bind_row<'q>(
+        self,
+        query: Query<'q, DB, <DB as Database>::Arguments<'q>>,
+    ) -> Query<'q, DB, <DB as Database>::Arguments<'q>>;
+}
+
+/// The statements of one table, derived from its columns. Parameters are `$n`, which SQLite and
+/// PostgreSQL both read as "the n-th bound value", so each statement binds the full row.
+pub(super) struct Statements {
+    pub select: String,
+    pub select_by_key: String,
+    /// Insert unless the key exists (returns no row then).
+    pub insert: String,
+    /// Insert, or replace everything but `created_at` when the key exists.
+    pub upsert: String,
+    /// Replace if the key exists; with `upsert_if_etag` also only when the etag matches ($n+1).
+    pub update: String,
+    pub update_if_etag: String,
+    pub delete: String,
+    pub delete_if_etag: String,
+    pub count: String,
+}
+
+impl Statements {
+    fn new(table: &str, columns: &[&str], keys: &[&str]) -> Statements {
+        let param = |col: &str| format!("${}", columns.iter().position(|c| *c == col).unwrap() + 1);
+        let list = columns.join(", ");
+        let values = (1..=columns.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let mutable: Vec<&str> = columns
+            .iter()
+            .copied()
+            .filter(|c| !keys.contains(c) && *c != "created_at")
+            .collect();
+        let excluded = mutable.iter().map(|c| format!("{c} = excluded.{c}")).collect::<Vec<_>>().join(", ");
+        let assign = mutable.iter().map(|c| format!("{c} = {}", param(c))).collect::<Vec<_>>().join(", ");
+        let key_match = keys.iter().map(|k| format!("{k} = {}", param(k))).collect::<Vec<_>>().join(" AND ");
+        let key_only = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{k} = ${}", i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let etag_param = columns.len() + 1;
+        Statements {
+            select: format!("SELECT {list} FROM {table}"),
+            select_by_key: format!("SELECT {list} FROM {table} WHERE {key_only}"),
+            insert: format!(
+                "INSERT INTO {table} ({list}) VALUES ({values}) ON CONFLICT ({}) DO NOTHING RETURNING created_at",
+                keys.join(", ")
+            ),
+            upsert: format!(
+                "INSERT INTO {table} ({list}) VALUES ({values}) ON CONFLICT ({}) DO UPDATE SET {excluded} RETURNING created_at",
+                keys.join(", ")
+            ),
+            update: format!("UPDATE {table} SET {assign} WHERE {key_match} RETURNING created_at"),
+            update_if_etag: format!(
+                "UPDATE {table} SET {assign} WHERE {key_match} AND etag = ${etag_param} RETURNING created_at"
+            ),
+            delete: format!("DELETE FROM {table} WHERE {key_only}"),
+            delete_if_etag: format!("DELETE FROM {table} WHERE {key_only} AND etag = ${}", keys.len() + 1),
+            count: format!("SELECT COUNT(*) FROM {table}"),
+        }
+    }
+}
+
+/// A row type: its table, key columns and statements.
+pub(super) trait Row {
+    fn statements() -> &'static Statements;
+    /// The row's key, for keyset paging (first key column).
+    fn key(&self) -> &str;
+}
+
+macro_rules! table_row {
+    ($row:ident in $table:literal, keys($($key:ident),+) { $($field:ident : $ty:ty),+ $(,)? }) => {
+        #[derive(Debug, sqlx::FromRow)]
+        pub(super) struct $row { $(pub $field: $ty),+ }
+
+        impl Row for $row {
+            fn statements() -> &'static Statements {
+                static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
+                    Statements::new($table, &[$(stringify!($field)),+], &[$(stringify!($key)),+])
+                });
+                &STATEMENTS
+            }
+            fn key(&self) -> &str {
+                table_row!(@first self, $($key),+)
+            }
+        }
+
+        table_row!(@bind $row, Sqlite, $($field),+);
+        table_row!(@bind $row, Postgres, $($field),+);
+    };
+    (@first $self:ident, $first:ident $(, $rest:ident)*) => {
+        $self.$first.as_str()
+    };
+    (@bind $row:ident, $db:ty, $($field:ident),+) => {
+        impl BindRow<$db> for $row {
+            fn bind_row<'q>(
+                self,
+                query: Query<'q, $db, <$db as Database>::Arguments<'q>>,
+            ) -> Query<'q, $db, <$db as Database>::Arguments<'q>> {
+                query$(.bind(self.$field))+
+            }
+        }
+    };
+}
+
+table_row!(EnrollmentRow in "enrollments", keys(id) {
+    id: String,
+    registration_id: String,
+    device_id: Option<String>,
+    provisioning_status: String,
+    attestation_type: String,
+    spec: String,
+    optional_device_information: Option<String>,
+    etag: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+});
+
+table_row!(GroupRow in "enrollment_groups", keys(id) {
+    id: String,
+    group_id: String,
+    provisioning_status: String,
+    attestation_type: String,
+    spec: String,
+    etag: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+});
+
+table_row!(HubRow in "linked_hubs", keys(id) {
+    id: String,
+    host_name: String,
+    connector: String,
+    region: Option<String>,
+    allocation_weight: i32,
+    apply_allocation_policy: bool,
+    settings: String,
+    etag: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+});
+
+table_row!(RegistrationRow in "registrations", keys(id) {
+    id: String,
+    registration_id: String,
+    enrollment: String,
+    group_id: Option<String>,
+    attestation_type: String,
+    assigned_hub: Option<String>,
+    device_id: Option<String>,
+    status: String,
+    substatus: Option<String>,
+    error_code: Option<i64>,
+    error_message: Option<String>,
+    payload: Option<String>,
+    etag: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+});
+
+table_row!(OperationRow in "registration_operations", keys(operation_id) {
+    operation_id: String,
+    registration_id: String,
+    status: String,
+    result: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+});
+
+table_row!(PolicyRow in "access_policies", keys(id) {
+    id: String,
+    name: String,
+    rights: String,
+    primary_key: String,
+    secondary_key: String,
+    etag: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+});
+
+table_row!(CaRow in "ca_certificates", keys(id) {
+    id: String,
+    name: String,
+    pem: String,
+    sha256_thumbprint: String,
+    verified: bool,
+    verification_code: Option<String>,
+    etag: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+});
+
+table_row!(HubDeviceRow in "hub_devices", keys(hub, id) {
+    hub: String,
+    id: String,
+    device_id: String,
+    enabled: bool,
+    auth: String,
+    iot_edge: bool,
+    generation_id: String,
+    tags: String,
+    desired: String,
+    desired_version: i64,
+    reported: String,
+    reported_version: i64,
+    etag: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+});
+
+table_row!(UserRow in "console_users", keys(id) {
+    id: String,
+    username: String,
+    password_hash: String,
+    role: String,
+    disabled: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+});
+
+/// A domain record that is stored as one row.
+pub(super) trait Stored: Sized {
+    type Row: Row;
+    fn to_row(&self) -> Result<Self::Row>;
+    fn from_row(row: Self::Row) -> Result<Self>;
+    /// Gives the record the bookkeeping of a write (fresh etag and update time).
+    fn touch(&mut self, now: DateTime<Utc>);
+    fn set_created(&mut self, created: DateTime<Utc>);
+}
+
+fn json<T: Serialize>(value: &T) -> Result<String> {
+    Ok(serde_json::to_string(value)?)
+}
+
+fn from_json<T: DeserializeOwned>(text: &str) -> Result<T> {
+    Ok(serde_json::from_str(text)?)
+}
+
+fn opt_json<T: DeserializeOwned>(text: Option<String>) -> Result<Option<T>> {
+    text.as_deref().map(from_json).transpose()
+}
+
+fn parse_or_corrupt<T>(what: &str, value: &str, parsed: Option<T>) -> Result<T> {
+    parsed.ok_or_else(|| StoreError::Corrupt(format!("unknown {what} {value:?}")))
+}
+
+macro_rules! bookkeeping {
+    ($ty:ty, etag) => {
+        fn touch(&mut self, now: DateTime<Utc>) {
+            self.etag = Etag::new();
+            self.updated = now;
+        }
+        bookkeeping!($ty);
+    };
+    ($ty:ty) => {
+        fn set_created(&mut self, created: DateTime<Utc>) {
+            self.created = created;
+        }
+    };
+}
+
+impl Stored for Enrollment {
+    type Row = EnrollmentRow;
+    fn to_row(&self) -> Result<EnrollmentRow> {
+        Ok(EnrollmentRow {
+            id: key_of(&self.registration_id),
+            registration_id: self.registration_id.clone(),
+            device_id: self.device_id.clone(),
+            provisioning_status: self.spec.provisioning_status.as_str().into(),
+            attestation_type: self.spec.attestation.kind().as_str().into(),
+            spec: json(&self.spec)?,
+            optional_device_information: self.optional_device_information.as_ref().map(json).transpose()?,
+            etag: self.etag.0.clone(),
+            created_at: self.created,
+            updated_at: self.updated,
+        })
+    }
+    fn from_row(row: EnrollmentRow) -> Result<Self> {
+        Ok(Enrollment {
+            registration_id: row.registration_id,
+            device_id: row.device_id,
+            spec: from_json(&row.spec)?,
+            optional_device_information: opt_json(row.optional_device_information)?,
+            etag: Etag(row.etag),
+            created: row.created_at,
+            updated: row.updated_at,
+        })
+    }
+    bookkeeping!(Enrollment, etag);
+}
+
+impl Stored for EnrollmentGroup {
+    type Row = GroupRow;
+    fn to_row(&self) -> Result<GroupRow> {
+        Ok(GroupRow {
+            id: key_of(&self.group_id),
+            group_id: self.group_id.clone(),
+            provisioning_status: self.spec.provisioning_status.as_str().into(),
+            attestation_type: self.spec.attestation.kind().as_str().into(),
+            spec: json(&self.spec)?,
+            etag: self.etag.0.clone(),
+            created_at: self.created,
+            updated_at: self.updated,
+        })
+    }
+    fn from_row(row: GroupRow) -> Result<Self> {
+        Ok(EnrollmentGroup {
+            group_id: row.group_id,
+            spec: from_json(&row.spec)?,
+            etag: Etag(row.etag),
+            created: row.created_at,
+            updated: row.updated_at,
+        })
+    }
+    bookkeeping!(EnrollmentGroup, etag);
+}
+
+impl Stored for LinkedHub {
+    type Row = HubRow;
+    fn to_row(&self) -> Result<HubRow> {
+        Ok(HubRow {
+            id: key_of(&self.host_name),
+            host_name: self.host_name.clone(),
+            connector: self.connector.as_str().into(),
+            region: self.region.clone(),
+            allocation_weight: self.allocation_weight as i32,
+            apply_allocation_policy: self.apply_allocation_policy,
+            settings: json(&self.settings)?,
+            etag: self.etag.0.clone(),
+            created_at: self.created,
+            updated_at: self.updated,
+        })
+    }
+    fn from_row(row: HubRow) -> Result<Self> {
+        Ok(LinkedHub {
+            connector: parse_or_corrupt("connector", &row.connector, ConnectorKind::parse(&row.connector))?,
+            host_name: row.host_name,
+            region: row.region,
+            allocation_weight: row.allocation_weight.max(1) as u32,
+            apply_allocation_policy: row.apply_allocation_policy,
+            settings: from_json(&row.settings)?,
+            etag: Etag(row.etag),
+            created: row.created_at,
+            updated: row.updated_at,
+        })
+    }
+    bookkeeping!(LinkedHub, etag);
+}
+
+impl Stored for RegistrationRecord {
+    type Row = RegistrationRow;
+    fn to_row(&self) -> Result<RegistrationRow> {
+        Ok(RegistrationRow {
+            id: key_of(&self.registration_id),
+            registration_id: self.registration_id.clone(),
+            enrollment: json(&self.enrollment)?,
+            group_id: self.enrollment.group_id().map(key_of),
+            attestation_type: self.attestation.as_str().into(),
+            assigned_hub: self.assigned_hub.clone(),
+            device_id: self.device_id.clone(),
+            status: self.status.as_str().into(),
+            substatus: self.substatus.as_ref().map(json).transpose()?,
+            error_code: self.error_code,
+            error_message: self.error_message.clone(),
+            payload: self.payload.as_ref().map(json).transpose()?,
+            etag: self.etag.0.clone(),
+            created_at: self.created,
+            updated_at: self.updated,
+        })
+    }
+    fn from_row(row: RegistrationRow) -> Result<Self> {
+        Ok(RegistrationRecord {
+            enrollment: from_json(&row.enrollment)?,
+            attestation: parse_or_corrupt(
+                "attestation type",
+                &row.attestation_type,
+                AttestationKind::parse(&row.attestation_type),
+            )?,
+            status: parse_or_corrupt("status", &row.status, RegistrationStatus::parse(&row.status))?,
+            substatus: opt_json(row.substatus)?,
+            payload: opt_json(row.payload)?,
+            registration_id: row.registration_id,
+            assigned_hub: row.assigned_hub,
+            device_id: row.device_id,
+            error_code: row.error_code,
+            error_message: row.error_message,
+            etag: Etag(row.etag),
+            created: row.created_at,
+            updated: row.updated_at,
+        })
+    }
+    bookkeeping!(RegistrationRecord, etag);
+}
+
+impl Stored for RegistrationOperation {
+    type Row = OperationRow;
+    fn to_row(&self) -> Result<OperationRow> {
+        Ok(OperationRow {
+            operation_id: self.operation_id.clone(),
+            registration_id: self.registration_id.clone(),
+            status: self.status.as_str().into(),
+            result: self.result.as_ref().map(json).transpose()?,
+            created_at: self.created,
+            updated_at: self.updated,
+        })
+    }
+    fn from_row(row: OperationRow) -> Result<Self> {
+        Ok(RegistrationOperation {
+            status: parse_or_corrupt("status", &row.status, RegistrationStatus::parse(&row.status))?,
+            result: opt_json(row.result)?,
+            operation_id: row.operation_id,
+            registration_id: row.registration_id,
+            created: row.created_at,
+            updated: row.updated_at,
+        })
+    }
+    fn touch(&mut self, now: DateTime<Utc>) {
+        self.updated = now;
+    }
+    bookkeeping!(RegistrationOperation);
+}
+
+impl Stored for AccessPolicy {
+    type Row = PolicyRow;
+    fn to_row(&self) -> Result<PolicyRow> {
+        Ok(PolicyRow {
+            id: key_of(&self.name),
+            name: self.name.clone(),
+            rights: self.rights.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(","),
+            primary_key: self.primary_key.clone(),
+            secondary_key: self.secondary_key.clone(),
+            etag: self.etag.0.clone(),
+            created_at: self.created,
+            updated_at: self.updated,
+        })
+    }
+    fn from_row(row: PolicyRow) -> Result<Self> {
+        let rights = row
+            .rights
+            .split(',')
+            .filter(|r| !r.is_empty())
+            .map(|r| parse_or_corrupt("right", r, Right::parse(r)))
+            .collect::<Result<_>>()?;
+        Ok(AccessPolicy {
+            name: row.name,
+            rights,
+            primary_key: row.primary_key,
+            secondary_key: row.secondary_key,
+            etag: Etag(row.etag),
+            created: row.created_at,
+            updated: row.updated_at,
+        })
+    }
+    bookkeeping!(AccessPolicy, etag);
+}
+
+impl Stored for CaCertificate {
+    type Row = CaRow;
+    fn to_row(&self) -> Result<CaRow> {
+        Ok(CaRow {
+            id: key_of(&self.name),
+            name: self.name.clone(),
+            pem: self.pem.clone(),
+            sha256_thumbprint: self.sha256_thumbprint.clone(),
+            verified: self.verified,
+            verification_code: self.verification_code.clone(),
+            etag: self.etag.0.clone(),
+            created_at: self.created,
+            updated_at: self.updated,
+        })
+    }
+    fn from_row(row: CaRow) -> Result<Self> {
+        Ok(CaCertificate {
+            name: row.name,
+            pem: row.pem,
+            sha256_thumbprint: row.sha256_thumbprint,
+            verified: row.verified,
+            verification_code: row.verification_code,
+            etag: Etag(row.etag),
+            created: row.created_at,
+            updated: row.updated_at,
+        })
+    }
+    bookkeeping!(CaCertificate, etag);
+}
+
+impl Stored for HubDevice {
+    type Row = HubDeviceRow;
+    fn to_row(&self) -> Result<HubDeviceRow> {
+        Ok(HubDeviceRow {
+            hub: key_of(&self.hub),
+            // Device IDs on a hub are case-sensitive, as on IoT Hub.
+            id: self.device_id.clone(),
+            device_id: self.device_id.clone(),
+            enabled: self.enabled,
+            auth: json(&self.auth)?,
+            iot_edge: self.iot_edge,
+            generation_id: self.generation_id.clone(),
+            tags: json(&self.tags)?,
+            desired: json(&self.desired.properties)?,
+            desired_version: self.desired.version,
+            reported: json(&self.reported.properties)?,
+            reported_version: self.reported.version,
+            etag: self.etag.0.clone(),
+            created_at: self.created,
+            updated_at: self.updated,
+        })
+    }
+    fn from_row(row: HubDeviceRow) -> Result<Self> {
+        Ok(HubDevice {
+            hub: row.hub,
+            device_id: row.device_id,
+            enabled: row.enabled,
+            auth: from_json(&row.auth)?,
+            iot_edge: row.iot_edge,
+            generation_id: row.generation_id,
+            tags: from_json(&row.tags)?,
+            desired: TwinProperties { properties: from_json(&row.desired)?, version: row.desired_version },
+            reported: TwinProperties { properties: from_json(&row.reported)?, version: row.reported_version },
+            etag: Etag(row.etag),
+            created: row.created_at,
+            updated: row.updated_at,
+        })
+    }
+    bookkeeping!(HubDevice, etag);
+}
+
+impl Stored for ConsoleUser {
+    type Row = UserRow;
+    fn to_row(&self) -> Result<UserRow> {
+        Ok(UserRow {
+            id: key_of(&self.username),
+            username: self.username.clone(),
+            password_hash: self.password_hash.clone(),
+            role: self.role.as_str().into(),
+            disabled: self.disabled,
+            created_at: self.created,
+            updated_at: self.updated,
+        })
+    }
+    fn from_row(row: UserRow) -> Result<Self> {
+        Ok(ConsoleUser {
+            role: parse_or_corrupt("role", &row.role, Role::parse(&row.role))?,
+            username: row.username,
+            password_hash: row.password_hash,
+            disabled: row.disabled,
+            created: row.created_at,
+            updated: row.updated_at,
+        })
+    }
+    fn touch(&mut self, now: DateTime<Utc>) {
+        self.updated = now;
+    }
+    bookkeeping!(ConsoleUser);
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct AuditRow {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+impl AuditRow {
+    pub fn into_domain(self) -> Result<AuditEntry> {
+        Ok(AuditEntry {
+            id: self.id,
+            at: self.at,
+            actor: self.actor,
+            action: self.action,
+            target: self.target,
+            before: opt_json(self.before)?,
+            after: opt_json(self.after)?,
+        })
+    }
+}
+
+pub(super) fn opt_to_json(value: &Option<serde_json::Value>) -> Result<Option<String>> {
+    value.as_ref().map(json).transpose()
+}

@@ -1,0 +1,460 @@
+//! The `Store` implementation, written once and expanded for SQLite and PostgreSQL. Both read `$n`
+//! parameters the same way, and the schemas (see migrations/) differ only in column types.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{Database, FromRow, Postgres, Row as _, Sqlite};
+
+use super::rows::*;
+use super::{MAX_PAGE, Result, Store, StoreError};
+use crate::config::DatabaseKind;
+use crate::domain::*;
+
+/// Optional filters of a list and the columns they apply to.
+struct ListColumns {
+    status: Option<&'static str>,
+    attestation: Option<&'static str>,
+    group: Option<&'static str>,
+}
+
+const ENROLLMENT_FILTERS: ListColumns = ListColumns {
+    status: Some("provisioning_status"),
+    attestation: Some("attestation_type"),
+    group: None,
+};
+
+const REGISTRATION_FILTERS: ListColumns = ListColumns {
+    status: None,
+    attestation: Some("attestation_type"),
+    group: Some("group_id"),
+};
+
+/// `SELECT ... WHERE <filters> AND id > after ORDER BY id LIMIT n+1`, with its string parameters.
+fn list_sql(select: &str, query: &ListQuery, columns: &ListColumns) -> (String, Vec<String>, i64) {
+    let mut sql = format!("{select} WHERE 1 = 1");
+    let mut binds: Vec<String> = Vec::new();
+    let mut cond = |sql: &mut String, expr: &str, value: String| {
+        binds.push(value);
+        sql.push_str(&format!(" AND {expr} ${}", binds.len()));
+    };
+    if let Some(prefix) = query.id_prefix.as_deref().map(key_of) {
+        // Every character allowed in an ID sorts below '~', so [prefix, prefix~) is the prefix range
+        // (byte order: PostgreSQL columns use the "C" collation).
+        cond(&mut sql, "id >=", prefix.clone());
+        cond(&mut sql, "id <", format!("{prefix}~"));
+    }
+    if let Some(after) = &query.after {
+        cond(&mut sql, "id >", key_of(after));
+    }
+    if let (Some(col), Some(status)) = (columns.status, query.status) {
+        cond(&mut sql, &format!("{col} ="), status.as_str().into());
+    }
+    if let (Some(col), Some(kind)) = (columns.attestation, query.attestation) {
+        cond(&mut sql, &format!("{col} ="), kind.as_str().into());
+    }
+    if let (Some(col), Some(group)) = (columns.group, query.group_id.as_deref()) {
+        cond(&mut sql, &format!("{col} ="), key_of(group));
+    }
+    let limit = query.limit.clamp(1, MAX_PAGE);
+    sql.push_str(&format!(" ORDER BY id LIMIT ${}", binds.len() + 1));
+    (sql, binds, i64::from(limit) + 1)
+}
+
+macro_rules! sql_store {
+    ($store:ident, $db:ty, $kind:expr) => {
+        pub struct $store {
+            pool: sqlx::Pool<$db>,
+        }
+
+        impl $store {
+            pub fn new(pool: sqlx::Pool<$db>) -> Self {
+                $store { pool }
+            }
+
+            pub fn pool(&self) -> &sqlx::Pool<$db> {
+                &self.pool
+            }
+
+            async fn fetch<T>(&self, keys: &[&str]) -> Result<Option<T>>
+            where
+                T: Stored,
+                T::Row: for<'r> FromRow<'r, <$db as Database>::Row> + Send + Unpin,
+            {
+                let mut query = sqlx::query_as::<_, T::Row>(&T::Row::statements().select_by_key);
+                for key in keys {
+                    query = query.bind(key.to_string());
+                }
+                query.fetch_optional(&self.pool).await?.map(T::from_row).transpose()
+            }
+
+            async fn fetch_all<T>(&self) -> Result<Vec<T>>
+            where
+                T: Stored,
+                T::Row: for<'r> FromRow<'r, <$db as Database>::Row> + Send + Unpin,
+            {
+                let sql = format!("{} ORDER BY 1", T::Row::statements().select);
+                sqlx::query_as::<_, T::Row>(&sql)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(T::from_row)
+                    .collect()
+            }
+
+            async fn write<T>(&self, mut record: T, cond: IfMatch) -> Result<T>
+            where
+                T: Stored,
+                T::Row: BindRow<$db> + Send,
+            {
+                record.touch(Utc::now());
+                let row = record.to_row()?;
+                let statements = T::Row::statements();
+                let creating = matches!(cond, IfMatch::Absent);
+                let returned = match cond {
+                    IfMatch::Any => row.bind_row(sqlx::query(&statements.upsert)).fetch_optional(&self.pool).await?,
+                    IfMatch::Absent => row.bind_row(sqlx::query(&statements.insert)).fetch_optional(&self.pool).await?,
+                    IfMatch::Exists => row.bind_row(sqlx::query(&statements.update)).fetch_optional(&self.pool).await?,
+                    IfMatch::Etag(tag) => {
+                        row.bind_row(sqlx::query(&statements.update_if_etag))
+                            .bind(tag.0)
+                            .fetch_optional(&self.pool)
+                            .await?
+                    }
+                };
+                let created: DateTime<Utc> = match returned {
+                    Some(row) => row.try_get(0)?,
+                    None if creating => return Err(StoreError::Conflict),
+                    None => return Err(StoreError::PreconditionFailed),
+                };
+                record.set_created(created);
+                Ok(record)
+            }
+
+            async fn remove<R: Row>(&self, keys: &[&str], cond: IfMatch) -> Result<()> {
+                let statements = R::statements();
+                let sql = match cond {
+                    IfMatch::Etag(_) => &statements.delete_if_etag,
+                    _ => &statements.delete,
+                };
+                let mut query = sqlx::query(sql);
+                for key in keys {
+                    query = query.bind(key.to_string());
+                }
+                if let IfMatch::Etag(tag) = &cond {
+                    query = query.bind(tag.0.clone());
+                }
+                if query.execute(&self.pool).await?.rows_affected() > 0 {
+                    return Ok(());
+                }
+                let mut exists = sqlx::query(&statements.select_by_key);
+                for key in keys {
+                    exists = exists.bind(key.to_string());
+                }
+                match exists.fetch_optional(&self.pool).await? {
+                    Some(_) => Err(StoreError::PreconditionFailed),
+                    None => Err(StoreError::NotFound),
+                }
+            }
+
+            async fn list<T>(&self, query: &ListQuery, columns: &ListColumns) -> Result<Page<T>>
+            where
+                T: Stored,
+                T::Row: for<'r> FromRow<'r, <$db as Database>::Row> + Send + Unpin,
+            {
+                let (sql, binds, limit) = list_sql(&T::Row::statements().select, query, columns);
+                let mut q = sqlx::query_as::<_, T::Row>(&sql);
+                for value in binds {
+                    q = q.bind(value);
+                }
+                let mut rows = q.bind(limit).fetch_all(&self.pool).await?;
+                let next = if rows.len() as i64 == limit {
+                    rows.pop();
+                    rows.last().map(|row| row.key().to_string())
+                } else {
+                    None
+                };
+                let items = rows.into_iter().map(T::from_row).collect::<Result<_>>()?;
+                Ok(Page { items, next })
+            }
+
+            async fn count<R: Row>(&self) -> Result<u64> {
+                let n: i64 = sqlx::query_scalar(&R::statements().count).fetch_one(&self.pool).await?;
+                Ok(n as u64)
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            fn kind(&self) -> DatabaseKind {
+                $kind
+            }
+
+            async fn ping(&self) -> Result<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn close(&self) {
+                self.pool.close().await;
+            }
+
+            async fn setting(&self, key: &str) -> Result<Option<String>> {
+                Ok(sqlx::query_scalar("SELECT value FROM instance_settings WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn put_setting(&self, key: &str, value: &str) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO instance_settings (key, value) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(key)
+                .bind(value)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
+                sqlx::query("INSERT INTO instance_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                    .bind(key)
+                    .bind(value)
+                    .execute(&self.pool)
+                    .await?;
+                self.setting(key).await?.ok_or(StoreError::NotFound)
+            }
+
+            async fn get_enrollment(&self, registration_id: &str) -> Result<Option<Enrollment>> {
+                self.fetch(&[&key_of(registration_id)]).await
+            }
+
+            async fn put_enrollment(&self, enrollment: Enrollment, cond: IfMatch) -> Result<Enrollment> {
+                self.write(enrollment, cond).await
+            }
+
+            async fn delete_enrollment(&self, registration_id: &str, cond: IfMatch) -> Result<()> {
+                self.remove::<EnrollmentRow>(&[&key_of(registration_id)], cond).await
+            }
+
+            async fn list_enrollments(&self, query: &ListQuery) -> Result<Page<Enrollment>> {
+                self.list(query, &ENROLLMENT_FILTERS).await
+            }
+
+            async fn count_enrollments(&self) -> Result<u64> {
+                self.count::<EnrollmentRow>().await
+            }
+
+            async fn get_group(&self, group_id: &str) -> Result<Option<EnrollmentGroup>> {
+                self.fetch(&[&key_of(group_id)]).await
+            }
+
+            async fn put_group(&self, group: EnrollmentGroup, cond: IfMatch) -> Result<EnrollmentGroup> {
+                self.write(group, cond).await
+            }
+
+            async fn delete_group(&self, group_id: &str, cond: IfMatch) -> Result<()> {
+                self.remove::<GroupRow>(&[&key_of(group_id)], cond).await
+            }
+
+            async fn list_groups(&self, query: &ListQuery) -> Result<Page<EnrollmentGroup>> {
+                self.list(query, &ENROLLMENT_FILTERS).await
+            }
+
+            async fn count_groups(&self) -> Result<u64> {
+                self.count::<GroupRow>().await
+            }
+
+            async fn list_hubs(&self) -> Result<Vec<LinkedHub>> {
+                self.fetch_all().await
+            }
+
+            async fn get_hub(&self, host_name: &str) -> Result<Option<LinkedHub>> {
+                self.fetch(&[&key_of(host_name)]).await
+            }
+
+            async fn put_hub(&self, hub: LinkedHub, cond: IfMatch) -> Result<LinkedHub> {
+                self.write(hub, cond).await
+            }
+
+            async fn delete_hub(&self, host_name: &str, cond: IfMatch) -> Result<()> {
+                self.remove::<HubRow>(&[&key_of(host_name)], cond).await
+            }
+
+            async fn get_registration(&self, registration_id: &str) -> Result<Option<RegistrationRecord>> {
+                self.fetch(&[&key_of(registration_id)]).await
+            }
+
+            async fn put_registration(
+                &self,
+                record: RegistrationRecord,
+                cond: IfMatch,
+            ) -> Result<RegistrationRecord> {
+                self.write(record, cond).await
+            }
+
+            async fn delete_registration(&self, registration_id: &str, cond: IfMatch) -> Result<()> {
+                self.remove::<RegistrationRow>(&[&key_of(registration_id)], cond).await
+            }
+
+            async fn list_registrations(&self, query: &ListQuery) -> Result<Page<RegistrationRecord>> {
+                self.list(query, &REGISTRATION_FILTERS).await
+            }
+
+            async fn count_registrations(&self) -> Result<u64> {
+                self.count::<RegistrationRow>().await
+            }
+
+            async fn get_operation(&self, operation_id: &str) -> Result<Option<RegistrationOperation>> {
+                self.fetch(&[operation_id]).await
+            }
+
+            async fn put_operation(&self, operation: RegistrationOperation) -> Result<()> {
+                self.write(operation, IfMatch::Any).await.map(drop)
+            }
+
+            async fn delete_operations_before(&self, before: DateTime<Utc>) -> Result<u64> {
+                let done = sqlx::query("DELETE FROM registration_operations WHERE created_at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn list_policies(&self) -> Result<Vec<AccessPolicy>> {
+                self.fetch_all().await
+            }
+
+            async fn get_policy(&self, name: &str) -> Result<Option<AccessPolicy>> {
+                self.fetch(&[&key_of(name)]).await
+            }
+
+            async fn put_policy(&self, policy: AccessPolicy, cond: IfMatch) -> Result<AccessPolicy> {
+                self.write(policy, cond).await
+            }
+
+            async fn delete_policy(&self, name: &str, cond: IfMatch) -> Result<()> {
+                self.remove::<PolicyRow>(&[&key_of(name)], cond).await
+            }
+
+            async fn list_ca_certificates(&self) -> Result<Vec<CaCertificate>> {
+                self.fetch_all().await
+            }
+
+            async fn get_ca_certificate(&self, name: &str) -> Result<Option<CaCertificate>> {
+                self.fetch(&[&key_of(name)]).await
+            }
+
+            async fn put_ca_certificate(&self, ca: CaCertificate, cond: IfMatch) -> Result<CaCertificate> {
+                self.write(ca, cond).await
+            }
+
+            async fn delete_ca_certificate(&self, name: &str, cond: IfMatch) -> Result<()> {
+                self.remove::<CaRow>(&[&key_of(name)], cond).await
+            }
+
+            async fn get_hub_device(&self, hub: &str, device_id: &str) -> Result<Option<HubDevice>> {
+                self.fetch(&[&key_of(hub), device_id]).await
+            }
+
+            async fn put_hub_device(&self, device: HubDevice, cond: IfMatch) -> Result<HubDevice> {
+                self.write(device, cond).await
+            }
+
+            async fn delete_hub_device(&self, hub: &str, device_id: &str, cond: IfMatch) -> Result<()> {
+                self.remove::<HubDeviceRow>(&[&key_of(hub), device_id], cond).await
+            }
+
+            async fn count_hub_devices(&self, hub: &str) -> Result<u64> {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hub_devices WHERE hub = $1")
+                    .bind(key_of(hub))
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n as u64)
+            }
+
+            async fn get_user(&self, username: &str) -> Result<Option<ConsoleUser>> {
+                self.fetch(&[&key_of(username)]).await
+            }
+
+            async fn put_user(&self, user: ConsoleUser) -> Result<ConsoleUser> {
+                self.write(user, IfMatch::Any).await
+            }
+
+            async fn list_users(&self) -> Result<Vec<ConsoleUser>> {
+                self.fetch_all().await
+            }
+
+            async fn load_session(&self, id: &str) -> Result<Option<StoredSession>> {
+                let row = sqlx::query("SELECT id, data, expires_at FROM console_sessions WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|row| {
+                    Ok(StoredSession {
+                        id: row.try_get(0)?,
+                        data: row.try_get(1)?,
+                        expires: row.try_get(2)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn save_session(&self, session: &StoredSession) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO console_sessions (id, data, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at",
+                )
+                .bind(&session.id)
+                .bind(&session.data)
+                .bind(session.expires)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn delete_session(&self, id: &str) -> Result<()> {
+                sqlx::query("DELETE FROM console_sessions WHERE id = $1").bind(id).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> Result<u64> {
+                let done = sqlx::query("DELETE FROM console_sessions WHERE expires_at < $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn append_audit(&self, entry: NewAuditEntry) -> Result<AuditEntry> {
+                let row: AuditRow = sqlx::query_as(
+                    "INSERT INTO audit_log (at, actor, action, target, before, after) VALUES ($1, $2, $3, $4, $5, $6) \
+                     RETURNING id, at, actor, action, target, before, after",
+                )
+                .bind(Utc::now())
+                .bind(entry.actor)
+                .bind(entry.action)
+                .bind(entry.target)
+                .bind(opt_to_json(&entry.before)?)
+                .bind(opt_to_json(&entry.after)?)
+                .fetch_one(&self.pool)
+                .await?;
+                row.into_domain()
+            }
+
+            async fn recent_audit(&self, limit: u32) -> Result<Vec<AuditEntry>> {
+                let rows: Vec<AuditRow> = sqlx::query_as(
+                    "SELECT id, at, actor, action, target, before, after FROM audit_log ORDER BY id DESC LIMIT $1",
+                )
+                .bind(i64::from(limit.min(MAX_PAGE)))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(AuditRow::into_domain).collect()
+            }
+        }
+    };
+}
+
+sql_store!(SqliteStore, Sqlite, DatabaseKind::Sqlite);
+sql_store!(PostgresStore, Postgres, DatabaseKind::Postgres);

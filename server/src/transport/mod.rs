@@ -1,0 +1,6 @@
+//! The wire: listeners and protocol front ends. Each decodes its protocol, calls the domain, and
+//! encodes the answer; none holds a business rule.
+
+pub mod console;
+pub mod https;
+pub mod listener;

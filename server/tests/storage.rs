@@ -1,0 +1,545 @@
+//! The storage suite: every case runs against SQLite and against PostgreSQL (the local server,
+//! each test in a schema of its own). PostgreSQL being unreachable fails the suite loudly; set
+//! ONRAMP_TEST_SKIP_POSTGRES=1 to run the SQLite half alone on a machine without it.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use onramp::domain::*;
+use onramp::store::{self, Store, StoreError};
+use serde_json::json;
+
+mod support;
+use support::db::{postgres, sqlite};
+
+macro_rules! storage_suite {
+    ($($case:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let db = super::sqlite().await;
+                    super::$case(db.store.clone()).await;
+                    db.finish().await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(db) = super::postgres().await else { return };
+                    super::$case(db.store.clone()).await;
+                    db.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+storage_suite!(
+    settings_first_writer_wins,
+    enrollment_round_trip,
+    enrollment_ids_are_case_insensitive,
+    etag_conditions,
+    deletes_honour_etags,
+    enrollment_paging_and_filters,
+    groups,
+    linked_hubs,
+    registration_records_by_group,
+    operations,
+    policies_and_ca_certificates,
+    hub_devices_and_twins,
+    users_sessions_and_audit,
+    concurrent_writers_lose_no_update,
+    concurrent_inserts,
+);
+
+fn symmetric() -> Attestation {
+    Attestation::SymmetricKey {
+        primary_key: "cHJpbWFyeQ==".into(),
+        secondary_key: "c2Vjb25kYXJ5".into(),
+    }
+}
+
+fn spec(attestation: Attestation, status: ProvisioningStatus) -> EnrollmentSpec {
+    EnrollmentSpec {
+        attestation,
+        provisioning_status: status,
+        iot_edge: false,
+        initial_twin: Some(InitialTwin {
+            tags: json!({"site": "plant-7"}).as_object().unwrap().clone(),
+            desired: json!({"interval": 30}).as_object().unwrap().clone(),
+        }),
+        reprovision_policy: ReprovisionPolicy::default(),
+        allocation_policy: Some(AllocationPolicy::Hashed),
+        iot_hubs: vec!["hub-a.localhost".into()],
+        custom_allocation: None,
+    }
+}
+
+fn enrollment(id: &str) -> Enrollment {
+    let now = Utc::now();
+    Enrollment {
+        registration_id: id.into(),
+        device_id: Some(format!("{id}-device")),
+        spec: spec(symmetric(), ProvisioningStatus::Enabled),
+        optional_device_information: Some(json!({"counter": 0})),
+        etag: Etag::new(),
+        created: now,
+        updated: now,
+    }
+}
+
+async fn settings_first_writer_wins(store: Arc<dyn Store>) {
+    assert_eq!(store.setting("k").await.unwrap(), None);
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.init_setting("scope", &format!("value-{i}")).await.unwrap() })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for task in tasks {
+        seen.push(task.await.unwrap());
+    }
+    assert!(seen.iter().all(|v| v == &seen[0]), "every writer sees the winner: {seen:?}");
+    store.put_setting("scope", "changed").await.unwrap();
+    assert_eq!(store.init_setting("scope", "other").await.unwrap(), "changed");
+}
+
+async fn enrollment_round_trip(store: Arc<dyn Store>) {
+    let original = enrollment("Device-001");
+    let stored = store.put_enrollment(original.clone(), IfMatch::Any).await.unwrap();
+    assert_ne!(stored.etag, original.etag, "the store issues a fresh etag");
+    let read = store.get_enrollment("Device-001").await.unwrap().unwrap();
+    assert_eq!(read.registration_id, "Device-001");
+    assert_eq!(read.spec, original.spec);
+    assert_eq!(read.device_id, original.device_id);
+    assert_eq!(read.optional_device_information, original.optional_device_information);
+    assert_eq!(read.etag, stored.etag);
+    assert_eq!(read.created.timestamp_micros(), stored.created.timestamp_micros());
+
+    // A replace keeps the creation time.
+    let mut changed = read.clone();
+    changed.spec.provisioning_status = ProvisioningStatus::Disabled;
+    let replaced = store.put_enrollment(changed, IfMatch::Any).await.unwrap();
+    assert_eq!(replaced.created.timestamp_micros(), stored.created.timestamp_micros());
+    assert!(replaced.updated >= stored.updated);
+    let read = store.get_enrollment("device-001").await.unwrap().unwrap();
+    assert_eq!(read.spec.provisioning_status, ProvisioningStatus::Disabled);
+    assert_eq!(store.count_enrollments().await.unwrap(), 1);
+    assert!(store.get_enrollment("nobody").await.unwrap().is_none());
+}
+
+async fn enrollment_ids_are_case_insensitive(store: Arc<dyn Store>) {
+    store.put_enrollment(enrollment("MixedCase"), IfMatch::Any).await.unwrap();
+    let err = store.put_enrollment(enrollment("mixedcase"), IfMatch::Absent).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict), "{err:?}");
+    assert_eq!(store.get_enrollment("MIXEDCASE").await.unwrap().unwrap().registration_id, "MixedCase");
+}
+
+async fn etag_conditions(store: Arc<dyn Store>) {
+    let missing = store.put_enrollment(enrollment("e1"), IfMatch::Exists).await.unwrap_err();
+    assert!(matches!(missing, StoreError::PreconditionFailed), "If-Match: * needs a record");
+    let stale_on_missing = store
+        .put_enrollment(enrollment("e1"), IfMatch::Etag(Etag::new()))
+        .await
+        .unwrap_err();
+    assert!(matches!(stale_on_missing, StoreError::PreconditionFailed));
+    assert!(store.get_enrollment("e1").await.unwrap().is_none(), "nothing stored by failed writes");
+
+    let first = store.put_enrollment(enrollment("e1"), IfMatch::Absent).await.unwrap();
+    // Two operators read the same version; the first write wins, the second is refused.
+    let a = store.get_enrollment("e1").await.unwrap().unwrap();
+    let b = a.clone();
+    let written = store.put_enrollment(a.clone(), IfMatch::Etag(a.etag.clone())).await.unwrap();
+    let refused = store.put_enrollment(b.clone(), IfMatch::Etag(b.etag.clone())).await.unwrap_err();
+    assert!(matches!(refused, StoreError::PreconditionFailed), "{refused:?}");
+    assert_eq!(store.get_enrollment("e1").await.unwrap().unwrap().etag, written.etag);
+    let again = store.put_enrollment(b, IfMatch::Etag(written.etag.clone())).await.unwrap();
+    assert_ne!(again.etag, written.etag);
+    store.put_enrollment(first, IfMatch::Exists).await.unwrap();
+}
+
+async fn deletes_honour_etags(store: Arc<dyn Store>) {
+    let stored = store.put_enrollment(enrollment("gone"), IfMatch::Any).await.unwrap();
+    let refused = store.delete_enrollment("gone", IfMatch::Etag(Etag::new())).await.unwrap_err();
+    assert!(matches!(refused, StoreError::PreconditionFailed));
+    assert!(store.get_enrollment("gone").await.unwrap().is_some());
+    store.delete_enrollment("GONE", IfMatch::Etag(stored.etag)).await.unwrap();
+    let again = store.delete_enrollment("gone", IfMatch::Any).await.unwrap_err();
+    assert!(matches!(again, StoreError::NotFound));
+}
+
+async fn enrollment_paging_and_filters(store: Arc<dyn Store>) {
+    for i in 0..25 {
+        let mut e = enrollment(&format!("sensor-{i:03}"));
+        if i % 5 == 0 {
+            e.spec.provisioning_status = ProvisioningStatus::Disabled;
+        }
+        if i % 2 == 0 {
+            e.spec.attestation = Attestation::Tpm {
+                endorsement_key: "ZWs=".into(),
+                storage_root_key: None,
+            };
+        }
+        store.put_enrollment(e, IfMatch::Any).await.unwrap();
+    }
+    store.put_enrollment(enrollment("gateway-1"), IfMatch::Any).await.unwrap();
+    store.put_enrollment(enrollment("sensor_x"), IfMatch::Any).await.unwrap();
+
+    let mut query = ListQuery { id_prefix: Some("SENSOR-".into()), limit: 10, ..Default::default() };
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = store.list_enrollments(&query).await.unwrap();
+        pages += 1;
+        seen.extend(page.items.iter().map(|e| e.registration_id.clone()));
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let expected: Vec<String> = (0..25).map(|i| format!("sensor-{i:03}")).collect();
+    assert_eq!(seen, expected, "every match exactly once, in order");
+
+    let disabled = ListQuery { status: Some(ProvisioningStatus::Disabled), limit: 100, ..Default::default() };
+    assert_eq!(store.list_enrollments(&disabled).await.unwrap().items.len(), 5);
+    let tpm = ListQuery { attestation: Some(AttestationKind::Tpm), limit: 100, ..Default::default() };
+    assert_eq!(store.list_enrollments(&tpm).await.unwrap().items.len(), 13);
+    let both = ListQuery {
+        status: Some(ProvisioningStatus::Disabled),
+        attestation: Some(AttestationKind::Tpm),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(store.list_enrollments(&both).await.unwrap().items.len(), 3);
+    let underscore = ListQuery { id_prefix: Some("sensor_".into()), limit: 100, ..Default::default() };
+    let items = store.list_enrollments(&underscore).await.unwrap().items;
+    assert_eq!(items.len(), 1, "'_' is literal in a prefix");
+    let huge = ListQuery { limit: 1_000_000, ..Default::default() };
+    assert_eq!(store.list_enrollments(&huge).await.unwrap().items.len(), 27);
+    assert_eq!(store.count_enrollments().await.unwrap(), 27);
+}
+
+async fn groups(store: Arc<dyn Store>) {
+    let now = Utc::now();
+    let group = EnrollmentGroup {
+        group_id: "Floor-3".into(),
+        spec: spec(
+            Attestation::X509 { certificates: vec!["-----BEGIN CERTIFICATE-----".into()], ca_references: vec![] },
+            ProvisioningStatus::Enabled,
+        ),
+        etag: Etag::new(),
+        created: now,
+        updated: now,
+    };
+    let stored = store.put_group(group.clone(), IfMatch::Absent).await.unwrap();
+    assert_eq!(store.get_group("floor-3").await.unwrap().unwrap().spec, group.spec);
+    let x509 = ListQuery { attestation: Some(AttestationKind::X509), limit: 10, ..Default::default() };
+    assert_eq!(store.list_groups(&x509).await.unwrap().items.len(), 1);
+    assert_eq!(store.count_groups().await.unwrap(), 1);
+    store.delete_group("Floor-3", IfMatch::Etag(stored.etag)).await.unwrap();
+    assert_eq!(store.count_groups().await.unwrap(), 0);
+}
+
+fn hub(host: &str, weight: u32) -> LinkedHub {
+    let now = Utc::now();
+    LinkedHub {
+        host_name: host.into(),
+        connector: ConnectorKind::BuiltIn,
+        region: Some("eu-west".into()),
+        allocation_weight: weight,
+        apply_allocation_policy: true,
+        settings: json!({"note": "test"}),
+        etag: Etag::new(),
+        created: now,
+        updated: now,
+    }
+}
+
+async fn linked_hubs(store: Arc<dyn Store>) {
+    store.put_hub(hub("hub-b.localhost", 2), IfMatch::Any).await.unwrap();
+    store.put_hub(hub("Hub-A.localhost", 1), IfMatch::Any).await.unwrap();
+    let hubs = store.list_hubs().await.unwrap();
+    let names: Vec<_> = hubs.iter().map(|h| h.host_name.as_str()).collect();
+    assert_eq!(names, ["Hub-A.localhost", "hub-b.localhost"]);
+    assert_eq!(hubs[1].allocation_weight, 2);
+    assert_eq!(hubs[0].settings, json!({"note": "test"}));
+    let err = store.put_hub(hub("bad.localhost", 0), IfMatch::Any).await.unwrap_err();
+    assert!(matches!(err, StoreError::Database(_)), "the schema refuses weight 0: {err:?}");
+    store.delete_hub("hub-a.localhost", IfMatch::Exists).await.unwrap();
+    assert_eq!(store.list_hubs().await.unwrap().len(), 1);
+}
+
+fn record(id: &str, group: Option<&str>) -> RegistrationRecord {
+    let now = Utc::now();
+    RegistrationRecord {
+        registration_id: id.into(),
+        enrollment: match group {
+            Some(g) => EnrollmentRef::Group(g.into()),
+            None => EnrollmentRef::Individual(id.into()),
+        },
+        attestation: AttestationKind::SymmetricKey,
+        assigned_hub: Some("hub-a.localhost".into()),
+        device_id: Some(id.into()),
+        status: RegistrationStatus::Assigned,
+        substatus: Some(Substatus::InitialAssignment),
+        error_code: None,
+        error_message: None,
+        payload: Some(json!({"hello": "device"})),
+        etag: Etag::new(),
+        created: now,
+        updated: now,
+    }
+}
+
+async fn registration_records_by_group(store: Arc<dyn Store>) {
+    for i in 0..7 {
+        store.put_registration(record(&format!("g1-dev-{i}"), Some("Group-1")), IfMatch::Any).await.unwrap();
+    }
+    store.put_registration(record("g2-dev", Some("group-2")), IfMatch::Any).await.unwrap();
+    let mut failed = record("lonely", None);
+    failed.status = RegistrationStatus::Failed;
+    failed.error_code = Some(400207);
+    failed.error_message = Some("Custom allocation failed with status code: 500".into());
+    failed.substatus = None;
+    let stored = store.put_registration(failed.clone(), IfMatch::Any).await.unwrap();
+
+    let read = store.get_registration("LONELY").await.unwrap().unwrap();
+    assert_eq!(read.status, RegistrationStatus::Failed);
+    assert_eq!(read.error_code, Some(400207));
+    assert_eq!(read.error_message, failed.error_message);
+    assert_eq!(read.enrollment, EnrollmentRef::Individual("lonely".into()));
+    assert_eq!(read.payload, failed.payload);
+
+    let first = ListQuery { group_id: Some("group-1".into()), limit: 5, ..Default::default() };
+    let page = store.list_registrations(&first).await.unwrap();
+    assert_eq!(page.items.len(), 5);
+    assert!(page.items.iter().all(|r| r.enrollment == EnrollmentRef::Group("Group-1".into())));
+    let rest = ListQuery { after: page.next, ..first };
+    let page = store.list_registrations(&rest).await.unwrap();
+    assert_eq!((page.items.len(), page.next), (2, None));
+    assert_eq!(store.count_registrations().await.unwrap(), 9);
+
+    let refused = store.delete_registration("lonely", IfMatch::Etag(Etag::new())).await.unwrap_err();
+    assert!(matches!(refused, StoreError::PreconditionFailed));
+    store.delete_registration("lonely", IfMatch::Etag(stored.etag)).await.unwrap();
+    assert!(store.get_registration("lonely").await.unwrap().is_none());
+}
+
+async fn operations(store: Arc<dyn Store>) {
+    let old = Utc::now() - Duration::hours(2);
+    let mut op = RegistrationOperation {
+        operation_id: "4.abc.def".into(),
+        registration_id: "dev".into(),
+        status: RegistrationStatus::Assigning,
+        result: None,
+        created: old,
+        updated: old,
+    };
+    store.put_operation(op.clone()).await.unwrap();
+    op.status = RegistrationStatus::Assigned;
+    op.result = Some(json!({"assignedHub": "hub-a.localhost", "deviceId": "dev"}));
+    store.put_operation(op.clone()).await.unwrap();
+    let read = store.get_operation("4.abc.def").await.unwrap().unwrap();
+    assert_eq!(read.status, RegistrationStatus::Assigned);
+    assert_eq!(read.result, op.result);
+    assert_eq!(read.created.timestamp_micros(), old.timestamp_micros());
+
+    let fresh = RegistrationOperation { operation_id: "fresh".into(), created: Utc::now(), ..op };
+    store.put_operation(fresh).await.unwrap();
+    assert_eq!(store.delete_operations_before(Utc::now() - Duration::hours(1)).await.unwrap(), 1);
+    assert!(store.get_operation("4.abc.def").await.unwrap().is_none());
+    assert!(store.get_operation("fresh").await.unwrap().is_some());
+}
+
+async fn policies_and_ca_certificates(store: Arc<dyn Store>) {
+    let now = Utc::now();
+    let policy = AccessPolicy {
+        name: "enrollment-reader".into(),
+        rights: vec![Right::EnrollmentRead, Right::RegistrationStatusRead],
+        primary_key: "a2V5MQ==".into(),
+        secondary_key: "a2V5Mg==".into(),
+        etag: Etag::new(),
+        created: now,
+        updated: now,
+    };
+    store.put_policy(policy.clone(), IfMatch::Absent).await.unwrap();
+    let read = store.get_policy("Enrollment-Reader").await.unwrap().unwrap();
+    assert_eq!(read.rights, policy.rights);
+    assert_eq!(read.primary_key, policy.primary_key);
+    assert_eq!(store.list_policies().await.unwrap().len(), 1);
+    store.delete_policy("enrollment-reader", IfMatch::Any).await.unwrap();
+    assert!(store.list_policies().await.unwrap().is_empty());
+
+    let ca = CaCertificate {
+        name: "root-ca".into(),
+        pem: "-----BEGIN CERTIFICATE-----\n...".into(),
+        sha256_thumbprint: "AB".repeat(32),
+        verified: false,
+        verification_code: Some("0123456789ABCDEF".into()),
+        etag: Etag::new(),
+        created: now,
+        updated: now,
+    };
+    let stored = store.put_ca_certificate(ca, IfMatch::Absent).await.unwrap();
+    let verified = CaCertificate { verified: true, verification_code: None, ..stored.clone() };
+    store.put_ca_certificate(verified, IfMatch::Etag(stored.etag.clone())).await.unwrap();
+    let read = store.get_ca_certificate("ROOT-CA").await.unwrap().unwrap();
+    assert!(read.verified);
+    assert_eq!(read.verification_code, None);
+    assert_eq!(store.list_ca_certificates().await.unwrap().len(), 1);
+    let stale = store.delete_ca_certificate("root-ca", IfMatch::Etag(stored.etag)).await.unwrap_err();
+    assert!(matches!(stale, StoreError::PreconditionFailed));
+}
+
+async fn hub_devices_and_twins(store: Arc<dyn Store>) {
+    let now = Utc::now();
+    let device = HubDevice {
+        hub: "Hub-A.localhost".into(),
+        device_id: "Thermostat-1".into(),
+        enabled: true,
+        auth: DeviceAuth::Sas { primary_key: "cA==".into(), secondary_key: "cw==".into() },
+        iot_edge: false,
+        generation_id: "638000000000000000".into(),
+        tags: json!({"site": "plant-7"}).as_object().unwrap().clone(),
+        desired: TwinProperties { properties: json!({"interval": 30}).as_object().unwrap().clone(), version: 2 },
+        reported: TwinProperties::default(),
+        etag: Etag::new(),
+        created: now,
+        updated: now,
+    };
+    let stored = store.put_hub_device(device.clone(), IfMatch::Absent).await.unwrap();
+    assert!(store.get_hub_device("hub-a.localhost", "thermostat-1").await.unwrap().is_none(), "device IDs are case-sensitive");
+    let mut read = store.get_hub_device("hub-a.localhost", "Thermostat-1").await.unwrap().unwrap();
+    assert_eq!(read.desired, device.desired);
+    assert_eq!(read.tags, device.tags);
+    assert_eq!(read.auth, device.auth);
+    read.reported.properties.insert("firmware".into(), json!("1.0.0"));
+    read.reported.version += 1;
+    store.put_hub_device(read, IfMatch::Etag(stored.etag.clone())).await.unwrap();
+    let read = store.get_hub_device("HUB-A.localhost", "Thermostat-1").await.unwrap().unwrap();
+    assert_eq!(read.reported.version, 1);
+    assert_eq!(read.reported.properties["firmware"], "1.0.0");
+    assert_eq!(store.count_hub_devices("hub-a.localhost").await.unwrap(), 1);
+    assert_eq!(store.count_hub_devices("hub-b.localhost").await.unwrap(), 0);
+    store.delete_hub_device("hub-a.localhost", "Thermostat-1", IfMatch::Any).await.unwrap();
+    assert_eq!(store.count_hub_devices("hub-a.localhost").await.unwrap(), 0);
+}
+
+async fn users_sessions_and_audit(store: Arc<dyn Store>) {
+    let now = Utc::now();
+    let user = ConsoleUser {
+        username: "Alice".into(),
+        password_hash: "$argon2id$v=19$...".into(),
+        role: Role::Operator,
+        disabled: false,
+        created: now,
+        updated: now,
+    };
+    store.put_user(user.clone()).await.unwrap();
+    assert_eq!(store.get_user("alice").await.unwrap().unwrap().role, Role::Operator);
+    assert_eq!(store.list_users().await.unwrap().len(), 1);
+
+    let live = StoredSession { id: "s-live".into(), data: vec![1, 2, 3], expires: now + Duration::hours(1) };
+    let dead = StoredSession { id: "s-dead".into(), data: vec![9], expires: now - Duration::hours(1) };
+    store.save_session(&live).await.unwrap();
+    store.save_session(&dead).await.unwrap();
+    let updated = StoredSession { data: vec![4, 5], ..live.clone() };
+    store.save_session(&updated).await.unwrap();
+    assert_eq!(store.load_session("s-live").await.unwrap().unwrap().data, vec![4, 5]);
+    assert_eq!(store.delete_expired_sessions(now).await.unwrap(), 1);
+    assert!(store.load_session("s-dead").await.unwrap().is_none());
+    store.delete_session("s-live").await.unwrap();
+    assert!(store.load_session("s-live").await.unwrap().is_none());
+
+    for i in 0..3 {
+        store
+            .append_audit(NewAuditEntry {
+                actor: "alice".into(),
+                action: "enrollment.update".into(),
+                target: format!("dev-{i}"),
+                before: Some(json!({"status": "enabled"})),
+                after: (i != 1).then(|| json!({"status": "disabled"})),
+            })
+            .await
+            .unwrap();
+    }
+    let recent = store.recent_audit(2).await.unwrap();
+    assert_eq!(recent.len(), 2);
+    assert_eq!(recent[0].target, "dev-2", "newest first");
+    assert_eq!(recent[1].after, None);
+    assert_eq!(recent[1].before, Some(json!({"status": "enabled"})));
+    assert!(recent[0].id > recent[1].id);
+}
+
+/// Read-modify-write with etags from many tasks at once: every increment survives.
+async fn concurrent_writers_lose_no_update(store: Arc<dyn Store>) {
+    store.put_enrollment(enrollment("counter"), IfMatch::Any).await.unwrap();
+    const WRITERS: usize = 8;
+    const INCREMENTS: usize = 10;
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut conflicts = 0;
+                for _ in 0..INCREMENTS {
+                    loop {
+                        let mut e = store.get_enrollment("counter").await.unwrap().unwrap();
+                        let tag = e.etag.clone();
+                        let n = e.optional_device_information.as_ref().unwrap()["counter"].as_u64().unwrap();
+                        e.optional_device_information = Some(json!({"counter": n + 1}));
+                        match store.put_enrollment(e, IfMatch::Etag(tag)).await {
+                            Ok(_) => break,
+                            Err(StoreError::PreconditionFailed) => conflicts += 1,
+                            Err(e) => panic!("unexpected error: {e}"),
+                        }
+                    }
+                }
+                conflicts
+            })
+        })
+        .collect();
+    let mut conflicts = 0;
+    for task in tasks {
+        conflicts += task.await.unwrap();
+    }
+    let e = store.get_enrollment("counter").await.unwrap().unwrap();
+    assert_eq!(
+        e.optional_device_information.unwrap()["counter"],
+        json!(WRITERS * INCREMENTS),
+        "no lost update ({conflicts} conflicts were retried)"
+    );
+}
+
+async fn concurrent_inserts(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    store.put_enrollment(enrollment(&format!("w{t}-{i}")), IfMatch::Absent).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(store.count_enrollments().await.unwrap(), 320);
+}
+
+#[tokio::test]
+async fn bad_database_urls_fail_with_a_clear_message() {
+    for (url, want) in [
+        ("mysql://localhost/x", "database_url"),
+        ("postgres://127.0.0.1:1/test", "cannot connect to PostgreSQL at 127.0.0.1:1/test"),
+        ("sqlite:///proc/no/such/dir/x.db", "SQLite"),
+    ] {
+        let err = store::open(url, 2).await.err().expect(url).to_string();
+        assert!(err.contains(want), "{url}: {err}");
+    }
+}
