@@ -6,7 +6,10 @@ use crate::model::InstanceSummary;
 
 #[server(endpoint = "summary")]
 pub async fn get_summary() -> Result<InstanceSummary, ServerFnError> {
-    crate::backend::backend()?.summary().await.map_err(ServerFnError::new)
+    crate::backend::backend()?
+        .summary()
+        .await
+        .map_err(ServerFnError::new)
 }
 
 #[component]

@@ -28,14 +28,23 @@ pub fn random_key(len: usize) -> String {
 }
 
 pub async fn bootstrap(store: &dyn Store, config: &Config) -> Result<Instance, StoreError> {
-    let id_scope = store.init_setting(setting::ID_SCOPE, &new_id_scope()).await?;
-    store.init_setting(setting::DEFAULT_ALLOCATION_POLICY, "hashed").await?;
+    let id_scope = store
+        .init_setting(setting::ID_SCOPE, &new_id_scope())
+        .await?;
+    store
+        .init_setting(setting::DEFAULT_ALLOCATION_POLICY, "hashed")
+        .await?;
     let owner_policy = ensure_owner_policy(store).await?;
     if store.setting(BUILTIN_HUB_SETTING).await?.is_none() {
         link_builtin_hub(store, &config.hostname).await?;
-        store.put_setting(BUILTIN_HUB_SETTING, &config.hostname).await?;
+        store
+            .put_setting(BUILTIN_HUB_SETTING, &config.hostname)
+            .await?;
     }
-    Ok(Instance { id_scope, owner_policy })
+    Ok(Instance {
+        id_scope,
+        owner_policy,
+    })
 }
 
 async fn ensure_owner_policy(store: &dyn Store) -> Result<AccessPolicy, StoreError> {
@@ -55,7 +64,10 @@ async fn ensure_owner_policy(store: &dyn Store) -> Result<AccessPolicy, StoreErr
     match store.put_policy(policy, IfMatch::Absent).await {
         Ok(policy) => Ok(policy),
         // Another instance created it first: use theirs.
-        Err(StoreError::Conflict) => store.get_policy(OWNER_POLICY).await?.ok_or(StoreError::NotFound),
+        Err(StoreError::Conflict) => store
+            .get_policy(OWNER_POLICY)
+            .await?
+            .ok_or(StoreError::NotFound),
         Err(e) => Err(e),
     }
 }

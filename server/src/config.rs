@@ -24,7 +24,8 @@ pub struct Config {
     pub database_url: Option<String>,
     /// The host name devices and operators use; it goes into the server certificate and URLs.
     pub hostname: String,
-    /// Address the listeners bind to.
+    /// Address the listeners bind to. The default `::` accepts IPv6 and IPv4 (dual stack); where
+    /// IPv6 is off, Onramp falls back to `0.0.0.0`.
     pub listen_address: IpAddr,
     pub https_port: u16,
     pub mqtt_port: u16,
@@ -74,7 +75,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             hostname: "localhost".into(),
-            listen_address: IpAddr::from([0, 0, 0, 0]),
+            listen_address: IpAddr::from([0u16; 8]),
             https_port: 8443,
             mqtt_port: 8883,
             amqp_port: 5671,
@@ -175,7 +176,10 @@ impl Config {
             ("limits.max_connections", l.max_connections as u64),
             ("limits.max_body_bytes", l.max_body_bytes as u64),
             ("limits.handshake_timeout_secs", l.handshake_timeout_secs),
-            ("limits.database_max_connections", l.database_max_connections as u64),
+            (
+                "limits.database_max_connections",
+                l.database_max_connections as u64,
+            ),
         ] {
             if value == 0 {
                 return fail(format!("`{key}` must be greater than 0"));
@@ -279,9 +283,7 @@ fn is_valid_hostname(host: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
 }
 
@@ -381,12 +383,21 @@ mod tests {
         let c = load(Some(file), &env, flags).unwrap();
         assert_eq!((c.https_port, c.mqtt_port, c.amqp_port), (1001, 2002, 3003));
         assert_eq!(c.limits.max_connections, 5);
-        assert_eq!(c.limits.max_body_bytes, 96 * 1024, "sections merge key by key");
+        assert_eq!(
+            c.limits.max_body_bytes,
+            96 * 1024,
+            "sections merge key by key"
+        );
     }
 
     #[test]
     fn environment_reaches_nested_sections() {
-        let c = load(None, &[("ONRAMP_LIMITS__MAX_CONNECTIONS", "7")], Table::new()).unwrap();
+        let c = load(
+            None,
+            &[("ONRAMP_LIMITS__MAX_CONNECTIONS", "7")],
+            Table::new(),
+        )
+        .unwrap();
         assert_eq!(c.limits.max_connections, 7);
     }
 
@@ -410,7 +421,12 @@ mod tests {
         assert!(err.contains("hostname"), "{err}");
         let err = load(Some("log_format = \"xml\"\n"), &[], Table::new()).unwrap_err();
         assert!(err.contains("log_format"), "{err}");
-        let err = load(Some("https_port = 9000\nmqtt_port = 9000\n"), &[], Table::new()).unwrap_err();
+        let err = load(
+            Some("https_port = 9000\nmqtt_port = 9000\n"),
+            &[],
+            Table::new(),
+        )
+        .unwrap_err();
         assert!(err.contains("different ports"), "{err}");
     }
 
@@ -420,23 +436,44 @@ mod tests {
             let err = load(None, &[("ONRAMP_DATABASE_URL", bad)], Table::new()).unwrap_err();
             assert!(err.contains("database_url"), "{bad}: {err}");
         }
-        let c = load(None, &[("ONRAMP_DATABASE_URL", "postgres://u:pw@127.0.0.1/test")], Table::new()).unwrap();
+        let c = load(
+            None,
+            &[("ONRAMP_DATABASE_URL", "postgres://u:pw@127.0.0.1/test")],
+            Table::new(),
+        )
+        .unwrap();
         assert_eq!(c.database_kind().unwrap(), DatabaseKind::Postgres);
     }
 
     #[test]
     fn unreadable_certificate_paths_are_named() {
-        let file = "[tls]\ncert_path = \"/nonexistent/cert.pem\"\nkey_path = \"/nonexistent/key.pem\"\n";
+        let file =
+            "[tls]\ncert_path = \"/nonexistent/cert.pem\"\nkey_path = \"/nonexistent/key.pem\"\n";
         let err = load(Some(file), &[], Table::new()).unwrap_err();
-        assert!(err.contains("tls.cert_path") && err.contains("/nonexistent/cert.pem"), "{err}");
-        let err = load(Some("[tls]\ncert_path = \"/etc/hostname\"\n"), &[], Table::new()).unwrap_err();
+        assert!(
+            err.contains("tls.cert_path") && err.contains("/nonexistent/cert.pem"),
+            "{err}"
+        );
+        let err = load(
+            Some("[tls]\ncert_path = \"/etc/hostname\"\n"),
+            &[],
+            Table::new(),
+        )
+        .unwrap_err();
         assert!(err.contains("together"), "{err}");
     }
 
     #[test]
     fn show_redacts_the_database_password() {
-        let c = load(None, &[("ONRAMP_DATABASE_URL", "postgres://onramp:s3cret@db.example/onramp")], Table::new())
-            .unwrap();
+        let c = load(
+            None,
+            &[(
+                "ONRAMP_DATABASE_URL",
+                "postgres://onramp:s3cret@db.example/onramp",
+            )],
+            Table::new(),
+        )
+        .unwrap();
         let shown = c.to_redacted_toml();
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("onramp:***@db.example"), "{shown}");
@@ -444,8 +481,10 @@ mod tests {
 
     #[test]
     fn urls_omit_default_ports() {
-        let mut c = Config::default();
-        c.https_port = 443;
+        let mut c = Config {
+            https_port: 443,
+            ..Config::default()
+        };
         assert_eq!(c.https_url(), "https://localhost");
         assert_eq!(c.mqtt_url(), "mqtts://localhost");
         c.hostname = "::1".into();

@@ -8,7 +8,11 @@ use onramp::config::{Config, LogFormat};
 use toml::{Table, Value};
 
 #[derive(Parser)]
-#[command(name = "onramp", version, about = "Self-hosted device provisioning service (Azure DPS compatible)")]
+#[command(
+    name = "onramp",
+    version,
+    about = "Self-hosted device provisioning service (Azure DPS compatible)"
+)]
 struct Cli {
     #[command(flatten)]
     flags: Flags,
@@ -97,7 +101,9 @@ impl Flags {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ONRAMP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -106,7 +112,11 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(cli.flags.config.as_deref(), std::env::vars(), cli.flags.overrides()) {
+    let config = match Config::load(
+        cli.flags.config.as_deref(),
+        std::env::vars(),
+        cli.flags.overrides(),
+    ) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("onramp: {e}");
@@ -149,12 +159,20 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             } else {
                 println!("ID scope:           {}", info.id_scope);
                 println!("Service connection: {}", info.service_connection_string);
-                println!("CA certificate:     {}", info.ca_cert_path.as_deref().unwrap_or("(operator-supplied)"));
+                println!(
+                    "CA certificate:     {}",
+                    info.ca_cert_path
+                        .as_deref()
+                        .unwrap_or("(operator-supplied)")
+                );
                 println!("HTTPS:              {}", info.https_url);
                 println!("MQTT:               {}", info.mqtt_url);
                 println!("AMQP:               {}", info.amqp_url);
                 for hub in &info.hubs {
-                    println!("Hub:                {} ({:?}, weight {})", hub.host_name, hub.connector, hub.allocation_weight);
+                    println!(
+                        "Hub:                {} ({:?}, weight {})",
+                        hub.host_name, hub.connector, hub.allocation_weight
+                    );
                 }
             }
             Ok(())

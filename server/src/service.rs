@@ -1,7 +1,7 @@
 //! The running service: opens the store, bootstraps the instance, prepares TLS, serves the listeners
 //! and shuts down gracefully on SIGINT/SIGTERM.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,9 +34,18 @@ pub struct Prepared {
 /// Opens the store and runs the first-start bootstrap (idempotent); shared by `serve` and the
 /// admin commands, so both see the same instance.
 pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
-    let store = store::open(&config.effective_database_url(), config.limits.database_max_connections).await?;
+    let store = store::open(
+        &config.effective_database_url(),
+        config.limits.database_max_connections,
+    )
+    .await?;
     let instance = bootstrap::bootstrap(store.as_ref(), &config).await?;
-    let hub_names: Vec<String> = store.list_hubs().await?.into_iter().map(|h| h.host_name).collect();
+    let hub_names: Vec<String> = store
+        .list_hubs()
+        .await?
+        .into_iter()
+        .map(|h| h.host_name)
+        .collect();
     let tls = tls::prepare(&config, &hub_names)?;
     Ok(Prepared {
         state: AppState {
@@ -53,10 +62,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let Prepared { state, tls } = prepare(config).await?;
     let config = state.config.clone();
     let https_tls = tls::server_config(&tls, &[b"h2", b"http/1.1"])?;
-    let addr = SocketAddr::new(config.listen_address, config.https_port);
-    let https_listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (https_port)"))?;
+    let https_listener = bind(config.listen_address, config.https_port, "https_port").await?;
     tracing::info!(
         url = %config.https_url(),
         id_scope = %state.instance.id_scope,
@@ -71,10 +77,34 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
         shutdown_grace: Duration::from_secs(config.limits.shutdown_grace_secs),
     };
-    listener::serve_https(https_listener, https_tls, https::router(state.clone()), limits, shutdown).await;
+    listener::serve_https(
+        https_listener,
+        https_tls,
+        https::router(state.clone()),
+        limits,
+        shutdown,
+    )
+    .await;
     state.store.close().await;
     tracing::info!("Onramp stopped");
     Ok(())
+}
+
+/// Binds a listener; the dual-stack default falls back to IPv4 where IPv6 is unavailable.
+async fn bind(address: IpAddr, port: u16, key: &str) -> anyhow::Result<TcpListener> {
+    let addr = SocketAddr::new(address, port);
+    match TcpListener::bind(addr).await {
+        Err(e)
+            if address == IpAddr::from([0u16; 8]) && e.kind() != std::io::ErrorKind::AddrInUse =>
+        {
+            tracing::info!(error = %e, "IPv6 unavailable; listening on IPv4 only");
+            let v4 = SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port);
+            TcpListener::bind(v4)
+                .await
+                .with_context(|| format!("cannot listen on {v4} ({key})"))
+        }
+        result => result.with_context(|| format!("cannot listen on {addr} ({key})")),
+    }
 }
 
 async fn cancel_on_signal(token: CancellationToken) {

@@ -38,7 +38,12 @@ pub struct TlsMaterial {
 /// Names the server certificate must cover: the configured host name, loopback names, and any
 /// extra names (built-in hub host names).
 pub fn required_names(config: &Config, extra: &[String]) -> Vec<String> {
-    let mut names = vec![config.hostname.clone(), "localhost".into(), "127.0.0.1".into(), "::1".into()];
+    let mut names = vec![
+        config.hostname.clone(),
+        "localhost".into(),
+        "127.0.0.1".into(),
+        "::1".into(),
+    ];
     for name in extra {
         if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
             names.push(name.clone());
@@ -58,7 +63,8 @@ pub fn prepare(config: &Config, extra_names: &[String]) -> anyhow::Result<TlsMat
         });
     }
     let dir = &config.data_dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data dir {}", dir.display()))?;
     let (ca_params, ca_key, ca_is_new) = load_or_create_ca(dir)?;
     let names = required_names(config, extra_names);
     let server_path = dir.join(SERVER_FILE);
@@ -77,7 +83,10 @@ pub fn prepare(config: &Config, extra_names: &[String]) -> anyhow::Result<TlsMat
 }
 
 /// A rustls server configuration (TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1 by ALPN).
-pub fn server_config(material: &TlsMaterial, alpn: &[&[u8]]) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+pub fn server_config(
+    material: &TlsMaterial,
+    alpn: &[&[u8]],
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -102,16 +111,24 @@ fn load_or_create_ca(dir: &Path) -> anyhow::Result<(CertificateParams, KeyPair, 
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Onramp");
-    dn.push(DnType::CommonName, format!("Onramp local CA {}", hex::encode(rand::random::<[u8; 4]>())));
+    dn.push(
+        DnType::CommonName,
+        format!("Onramp local CA {}", hex::encode(rand::random::<[u8; 4]>())),
+    );
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::days(1);
     params.not_after = now + Duration::days(CA_VALIDITY_DAYS);
     let cert = params.clone().self_signed(&key)?;
     write_secret(&key_path, &key.serialize_pem())?;
-    std::fs::write(&cert_path, cert.pem()).with_context(|| format!("cannot write {}", cert_path.display()))?;
+    std::fs::write(&cert_path, cert.pem())
+        .with_context(|| format!("cannot write {}", cert_path.display()))?;
     tracing::info!(path = %cert_path.display(), "created the local CA");
     Ok((params, key, true))
 }
@@ -131,7 +148,10 @@ fn issue_server_cert(
     dn.push(DnType::CommonName, names[0].clone());
     params.distinguished_name = dn;
     params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
     let now = OffsetDateTime::now_utc();
@@ -139,25 +159,34 @@ fn issue_server_cert(
     params.not_after = now + Duration::days(SERVER_VALIDITY_DAYS);
     let cert = params.signed_by(&key, &issuer, ca_key)?;
     write_secret(key_path, &key.serialize_pem())?;
-    std::fs::write(cert_path, cert.pem()).with_context(|| format!("cannot write {}", cert_path.display()))?;
+    std::fs::write(cert_path, cert.pem())
+        .with_context(|| format!("cannot write {}", cert_path.display()))?;
     Ok(())
 }
 
 /// True when the stored server certificate exists, covers `names` and is not near expiry.
-fn server_cert_is_current(cert_path: &Path, key_path: &Path, names: &[String]) -> anyhow::Result<bool> {
+fn server_cert_is_current(
+    cert_path: &Path,
+    key_path: &Path,
+    names: &[String],
+) -> anyhow::Result<bool> {
     if !cert_path.exists() || !key_path.exists() {
         return Ok(false);
     }
     let pem_text = read_text(cert_path)?;
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem_text.as_bytes())
         .map_err(|e| anyhow!("{} is not a PEM certificate: {e}", cert_path.display()))?;
-    let cert = pem.parse_x509().map_err(|e| anyhow!("{}: {e}", cert_path.display()))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| anyhow!("{}: {e}", cert_path.display()))?;
     let renew_at = OffsetDateTime::now_utc() + Duration::days(RENEW_BEFORE_DAYS);
     if cert.validity().not_after.to_datetime() < renew_at {
         return Ok(false);
     }
     let covered = cert_names(&cert);
-    Ok(names.iter().all(|n| covered.iter().any(|c| c.eq_ignore_ascii_case(n))))
+    Ok(names
+        .iter()
+        .all(|n| covered.iter().any(|c| c.eq_ignore_ascii_case(n))))
 }
 
 fn cert_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
@@ -240,11 +269,23 @@ mod tests {
         let ca = std::fs::read_to_string(dir.path().join(CA_FILE)).unwrap();
         let server = std::fs::read_to_string(dir.path().join(SERVER_FILE)).unwrap();
         let second = prepare(&config, &[]).unwrap();
-        assert_eq!(first.chain, second.chain, "a second start reuses the certificates");
-        assert_eq!(ca, std::fs::read_to_string(dir.path().join(CA_FILE)).unwrap());
-        assert_eq!(server, std::fs::read_to_string(dir.path().join(SERVER_FILE)).unwrap());
+        assert_eq!(
+            first.chain, second.chain,
+            "a second start reuses the certificates"
+        );
+        assert_eq!(
+            ca,
+            std::fs::read_to_string(dir.path().join(CA_FILE)).unwrap()
+        );
+        assert_eq!(
+            server,
+            std::fs::read_to_string(dir.path().join(SERVER_FILE)).unwrap()
+        );
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join(CA_KEY_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join(CA_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0, "the CA key is private");
     }
 
@@ -256,8 +297,17 @@ mod tests {
         let material = prepare(&config, &["hub1.localhost".into()]).unwrap();
         let (_, cert) = x509_parser::parse_x509_certificate(&material.chain[0]).unwrap();
         let names = cert_names(&cert);
-        for want in ["dps.example.test", "localhost", "127.0.0.1", "::1", "hub1.localhost"] {
-            assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+        for want in [
+            "dps.example.test",
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            "hub1.localhost",
+        ] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "{want} missing from {names:?}"
+            );
         }
     }
 
@@ -272,7 +322,8 @@ mod tests {
         let (_, leaf) = x509_parser::parse_x509_certificate(&second.chain[0]).unwrap();
         let (_, ca) = x509_parser::parse_x509_certificate(&second.chain[1]).unwrap();
         assert_eq!(leaf.issuer(), ca.subject());
-        leaf.verify_signature(Some(ca.public_key())).expect("signed by the stored CA");
+        leaf.verify_signature(Some(ca.public_key()))
+            .expect("signed by the stored CA");
     }
 
     #[test]

@@ -96,35 +96,58 @@ async fn settings_first_writer_wins(store: Arc<dyn Store>) {
     let tasks: Vec<_> = (0..8)
         .map(|i| {
             let store = store.clone();
-            tokio::spawn(async move { store.init_setting("scope", &format!("value-{i}")).await.unwrap() })
+            tokio::spawn(async move {
+                store
+                    .init_setting("scope", &format!("value-{i}"))
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
     let mut seen = Vec::new();
     for task in tasks {
         seen.push(task.await.unwrap());
     }
-    assert!(seen.iter().all(|v| v == &seen[0]), "every writer sees the winner: {seen:?}");
+    assert!(
+        seen.iter().all(|v| v == &seen[0]),
+        "every writer sees the winner: {seen:?}"
+    );
     store.put_setting("scope", "changed").await.unwrap();
-    assert_eq!(store.init_setting("scope", "other").await.unwrap(), "changed");
+    assert_eq!(
+        store.init_setting("scope", "other").await.unwrap(),
+        "changed"
+    );
 }
 
 async fn enrollment_round_trip(store: Arc<dyn Store>) {
     let original = enrollment("Device-001");
-    let stored = store.put_enrollment(original.clone(), IfMatch::Any).await.unwrap();
+    let stored = store
+        .put_enrollment(original.clone(), IfMatch::Any)
+        .await
+        .unwrap();
     assert_ne!(stored.etag, original.etag, "the store issues a fresh etag");
     let read = store.get_enrollment("Device-001").await.unwrap().unwrap();
     assert_eq!(read.registration_id, "Device-001");
     assert_eq!(read.spec, original.spec);
     assert_eq!(read.device_id, original.device_id);
-    assert_eq!(read.optional_device_information, original.optional_device_information);
+    assert_eq!(
+        read.optional_device_information,
+        original.optional_device_information
+    );
     assert_eq!(read.etag, stored.etag);
-    assert_eq!(read.created.timestamp_micros(), stored.created.timestamp_micros());
+    assert_eq!(
+        read.created.timestamp_micros(),
+        stored.created.timestamp_micros()
+    );
 
     // A replace keeps the creation time.
     let mut changed = read.clone();
     changed.spec.provisioning_status = ProvisioningStatus::Disabled;
     let replaced = store.put_enrollment(changed, IfMatch::Any).await.unwrap();
-    assert_eq!(replaced.created.timestamp_micros(), stored.created.timestamp_micros());
+    assert_eq!(
+        replaced.created.timestamp_micros(),
+        stored.created.timestamp_micros()
+    );
     assert!(replaced.updated >= stored.updated);
     let read = store.get_enrollment("device-001").await.unwrap().unwrap();
     assert_eq!(read.spec.provisioning_status, ProvisioningStatus::Disabled);
@@ -133,42 +156,95 @@ async fn enrollment_round_trip(store: Arc<dyn Store>) {
 }
 
 async fn enrollment_ids_are_case_insensitive(store: Arc<dyn Store>) {
-    store.put_enrollment(enrollment("MixedCase"), IfMatch::Any).await.unwrap();
-    let err = store.put_enrollment(enrollment("mixedcase"), IfMatch::Absent).await.unwrap_err();
+    store
+        .put_enrollment(enrollment("MixedCase"), IfMatch::Any)
+        .await
+        .unwrap();
+    let err = store
+        .put_enrollment(enrollment("mixedcase"), IfMatch::Absent)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Conflict), "{err:?}");
-    assert_eq!(store.get_enrollment("MIXEDCASE").await.unwrap().unwrap().registration_id, "MixedCase");
+    assert_eq!(
+        store
+            .get_enrollment("MIXEDCASE")
+            .await
+            .unwrap()
+            .unwrap()
+            .registration_id,
+        "MixedCase"
+    );
 }
 
 async fn etag_conditions(store: Arc<dyn Store>) {
-    let missing = store.put_enrollment(enrollment("e1"), IfMatch::Exists).await.unwrap_err();
-    assert!(matches!(missing, StoreError::PreconditionFailed), "If-Match: * needs a record");
+    let missing = store
+        .put_enrollment(enrollment("e1"), IfMatch::Exists)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing, StoreError::PreconditionFailed),
+        "If-Match: * needs a record"
+    );
     let stale_on_missing = store
         .put_enrollment(enrollment("e1"), IfMatch::Etag(Etag::new()))
         .await
         .unwrap_err();
     assert!(matches!(stale_on_missing, StoreError::PreconditionFailed));
-    assert!(store.get_enrollment("e1").await.unwrap().is_none(), "nothing stored by failed writes");
+    assert!(
+        store.get_enrollment("e1").await.unwrap().is_none(),
+        "nothing stored by failed writes"
+    );
 
-    let first = store.put_enrollment(enrollment("e1"), IfMatch::Absent).await.unwrap();
+    let first = store
+        .put_enrollment(enrollment("e1"), IfMatch::Absent)
+        .await
+        .unwrap();
     // Two operators read the same version; the first write wins, the second is refused.
     let a = store.get_enrollment("e1").await.unwrap().unwrap();
     let b = a.clone();
-    let written = store.put_enrollment(a.clone(), IfMatch::Etag(a.etag.clone())).await.unwrap();
-    let refused = store.put_enrollment(b.clone(), IfMatch::Etag(b.etag.clone())).await.unwrap_err();
-    assert!(matches!(refused, StoreError::PreconditionFailed), "{refused:?}");
-    assert_eq!(store.get_enrollment("e1").await.unwrap().unwrap().etag, written.etag);
-    let again = store.put_enrollment(b, IfMatch::Etag(written.etag.clone())).await.unwrap();
+    let written = store
+        .put_enrollment(a.clone(), IfMatch::Etag(a.etag.clone()))
+        .await
+        .unwrap();
+    let refused = store
+        .put_enrollment(b.clone(), IfMatch::Etag(b.etag.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::PreconditionFailed),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.get_enrollment("e1").await.unwrap().unwrap().etag,
+        written.etag
+    );
+    let again = store
+        .put_enrollment(b, IfMatch::Etag(written.etag.clone()))
+        .await
+        .unwrap();
     assert_ne!(again.etag, written.etag);
     store.put_enrollment(first, IfMatch::Exists).await.unwrap();
 }
 
 async fn deletes_honour_etags(store: Arc<dyn Store>) {
-    let stored = store.put_enrollment(enrollment("gone"), IfMatch::Any).await.unwrap();
-    let refused = store.delete_enrollment("gone", IfMatch::Etag(Etag::new())).await.unwrap_err();
+    let stored = store
+        .put_enrollment(enrollment("gone"), IfMatch::Any)
+        .await
+        .unwrap();
+    let refused = store
+        .delete_enrollment("gone", IfMatch::Etag(Etag::new()))
+        .await
+        .unwrap_err();
     assert!(matches!(refused, StoreError::PreconditionFailed));
     assert!(store.get_enrollment("gone").await.unwrap().is_some());
-    store.delete_enrollment("GONE", IfMatch::Etag(stored.etag)).await.unwrap();
-    let again = store.delete_enrollment("gone", IfMatch::Any).await.unwrap_err();
+    store
+        .delete_enrollment("GONE", IfMatch::Etag(stored.etag))
+        .await
+        .unwrap();
+    let again = store
+        .delete_enrollment("gone", IfMatch::Any)
+        .await
+        .unwrap_err();
     assert!(matches!(again, StoreError::NotFound));
 }
 
@@ -186,10 +262,20 @@ async fn enrollment_paging_and_filters(store: Arc<dyn Store>) {
         }
         store.put_enrollment(e, IfMatch::Any).await.unwrap();
     }
-    store.put_enrollment(enrollment("gateway-1"), IfMatch::Any).await.unwrap();
-    store.put_enrollment(enrollment("sensor_x"), IfMatch::Any).await.unwrap();
+    store
+        .put_enrollment(enrollment("gateway-1"), IfMatch::Any)
+        .await
+        .unwrap();
+    store
+        .put_enrollment(enrollment("sensor_x"), IfMatch::Any)
+        .await
+        .unwrap();
 
-    let mut query = ListQuery { id_prefix: Some("SENSOR-".into()), limit: 10, ..Default::default() };
+    let mut query = ListQuery {
+        id_prefix: Some("SENSOR-".into()),
+        limit: 10,
+        ..Default::default()
+    };
     let mut seen = Vec::new();
     let mut pages = 0;
     loop {
@@ -205,9 +291,20 @@ async fn enrollment_paging_and_filters(store: Arc<dyn Store>) {
     let expected: Vec<String> = (0..25).map(|i| format!("sensor-{i:03}")).collect();
     assert_eq!(seen, expected, "every match exactly once, in order");
 
-    let disabled = ListQuery { status: Some(ProvisioningStatus::Disabled), limit: 100, ..Default::default() };
-    assert_eq!(store.list_enrollments(&disabled).await.unwrap().items.len(), 5);
-    let tpm = ListQuery { attestation: Some(AttestationKind::Tpm), limit: 100, ..Default::default() };
+    let disabled = ListQuery {
+        status: Some(ProvisioningStatus::Disabled),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(
+        store.list_enrollments(&disabled).await.unwrap().items.len(),
+        5
+    );
+    let tpm = ListQuery {
+        attestation: Some(AttestationKind::Tpm),
+        limit: 100,
+        ..Default::default()
+    };
     assert_eq!(store.list_enrollments(&tpm).await.unwrap().items.len(), 13);
     let both = ListQuery {
         status: Some(ProvisioningStatus::Disabled),
@@ -216,10 +313,17 @@ async fn enrollment_paging_and_filters(store: Arc<dyn Store>) {
         ..Default::default()
     };
     assert_eq!(store.list_enrollments(&both).await.unwrap().items.len(), 3);
-    let underscore = ListQuery { id_prefix: Some("sensor_".into()), limit: 100, ..Default::default() };
+    let underscore = ListQuery {
+        id_prefix: Some("sensor_".into()),
+        limit: 100,
+        ..Default::default()
+    };
     let items = store.list_enrollments(&underscore).await.unwrap().items;
     assert_eq!(items.len(), 1, "'_' is literal in a prefix");
-    let huge = ListQuery { limit: 1_000_000, ..Default::default() };
+    let huge = ListQuery {
+        limit: 1_000_000,
+        ..Default::default()
+    };
     assert_eq!(store.list_enrollments(&huge).await.unwrap().items.len(), 27);
     assert_eq!(store.count_enrollments().await.unwrap(), 27);
 }
@@ -229,19 +333,35 @@ async fn groups(store: Arc<dyn Store>) {
     let group = EnrollmentGroup {
         group_id: "Floor-3".into(),
         spec: spec(
-            Attestation::X509 { certificates: vec!["-----BEGIN CERTIFICATE-----".into()], ca_references: vec![] },
+            Attestation::X509 {
+                certificates: vec!["-----BEGIN CERTIFICATE-----".into()],
+                ca_references: vec![],
+            },
             ProvisioningStatus::Enabled,
         ),
         etag: Etag::new(),
         created: now,
         updated: now,
     };
-    let stored = store.put_group(group.clone(), IfMatch::Absent).await.unwrap();
-    assert_eq!(store.get_group("floor-3").await.unwrap().unwrap().spec, group.spec);
-    let x509 = ListQuery { attestation: Some(AttestationKind::X509), limit: 10, ..Default::default() };
+    let stored = store
+        .put_group(group.clone(), IfMatch::Absent)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_group("floor-3").await.unwrap().unwrap().spec,
+        group.spec
+    );
+    let x509 = ListQuery {
+        attestation: Some(AttestationKind::X509),
+        limit: 10,
+        ..Default::default()
+    };
     assert_eq!(store.list_groups(&x509).await.unwrap().items.len(), 1);
     assert_eq!(store.count_groups().await.unwrap(), 1);
-    store.delete_group("Floor-3", IfMatch::Etag(stored.etag)).await.unwrap();
+    store
+        .delete_group("Floor-3", IfMatch::Etag(stored.etag))
+        .await
+        .unwrap();
     assert_eq!(store.count_groups().await.unwrap(), 0);
 }
 
@@ -261,16 +381,31 @@ fn hub(host: &str, weight: u32) -> LinkedHub {
 }
 
 async fn linked_hubs(store: Arc<dyn Store>) {
-    store.put_hub(hub("hub-b.localhost", 2), IfMatch::Any).await.unwrap();
-    store.put_hub(hub("Hub-A.localhost", 1), IfMatch::Any).await.unwrap();
+    store
+        .put_hub(hub("hub-b.localhost", 2), IfMatch::Any)
+        .await
+        .unwrap();
+    store
+        .put_hub(hub("Hub-A.localhost", 1), IfMatch::Any)
+        .await
+        .unwrap();
     let hubs = store.list_hubs().await.unwrap();
     let names: Vec<_> = hubs.iter().map(|h| h.host_name.as_str()).collect();
     assert_eq!(names, ["Hub-A.localhost", "hub-b.localhost"]);
     assert_eq!(hubs[1].allocation_weight, 2);
     assert_eq!(hubs[0].settings, json!({"note": "test"}));
-    let err = store.put_hub(hub("bad.localhost", 0), IfMatch::Any).await.unwrap_err();
-    assert!(matches!(err, StoreError::Database(_)), "the schema refuses weight 0: {err:?}");
-    store.delete_hub("hub-a.localhost", IfMatch::Exists).await.unwrap();
+    let err = store
+        .put_hub(hub("bad.localhost", 0), IfMatch::Any)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Database(_)),
+        "the schema refuses weight 0: {err:?}"
+    );
+    store
+        .delete_hub("hub-a.localhost", IfMatch::Exists)
+        .await
+        .unwrap();
     assert_eq!(store.list_hubs().await.unwrap().len(), 1);
 }
 
@@ -298,15 +433,27 @@ fn record(id: &str, group: Option<&str>) -> RegistrationRecord {
 
 async fn registration_records_by_group(store: Arc<dyn Store>) {
     for i in 0..7 {
-        store.put_registration(record(&format!("g1-dev-{i}"), Some("Group-1")), IfMatch::Any).await.unwrap();
+        store
+            .put_registration(
+                record(&format!("g1-dev-{i}"), Some("Group-1")),
+                IfMatch::Any,
+            )
+            .await
+            .unwrap();
     }
-    store.put_registration(record("g2-dev", Some("group-2")), IfMatch::Any).await.unwrap();
+    store
+        .put_registration(record("g2-dev", Some("group-2")), IfMatch::Any)
+        .await
+        .unwrap();
     let mut failed = record("lonely", None);
     failed.status = RegistrationStatus::Failed;
     failed.error_code = Some(400207);
     failed.error_message = Some("Custom allocation failed with status code: 500".into());
     failed.substatus = None;
-    let stored = store.put_registration(failed.clone(), IfMatch::Any).await.unwrap();
+    let stored = store
+        .put_registration(failed.clone(), IfMatch::Any)
+        .await
+        .unwrap();
 
     let read = store.get_registration("LONELY").await.unwrap().unwrap();
     assert_eq!(read.status, RegistrationStatus::Failed);
@@ -315,18 +462,35 @@ async fn registration_records_by_group(store: Arc<dyn Store>) {
     assert_eq!(read.enrollment, EnrollmentRef::Individual("lonely".into()));
     assert_eq!(read.payload, failed.payload);
 
-    let first = ListQuery { group_id: Some("group-1".into()), limit: 5, ..Default::default() };
+    let first = ListQuery {
+        group_id: Some("group-1".into()),
+        limit: 5,
+        ..Default::default()
+    };
     let page = store.list_registrations(&first).await.unwrap();
     assert_eq!(page.items.len(), 5);
-    assert!(page.items.iter().all(|r| r.enrollment == EnrollmentRef::Group("Group-1".into())));
-    let rest = ListQuery { after: page.next, ..first };
+    assert!(
+        page.items
+            .iter()
+            .all(|r| r.enrollment == EnrollmentRef::Group("Group-1".into()))
+    );
+    let rest = ListQuery {
+        after: page.next,
+        ..first
+    };
     let page = store.list_registrations(&rest).await.unwrap();
     assert_eq!((page.items.len(), page.next), (2, None));
     assert_eq!(store.count_registrations().await.unwrap(), 9);
 
-    let refused = store.delete_registration("lonely", IfMatch::Etag(Etag::new())).await.unwrap_err();
+    let refused = store
+        .delete_registration("lonely", IfMatch::Etag(Etag::new()))
+        .await
+        .unwrap_err();
     assert!(matches!(refused, StoreError::PreconditionFailed));
-    store.delete_registration("lonely", IfMatch::Etag(stored.etag)).await.unwrap();
+    store
+        .delete_registration("lonely", IfMatch::Etag(stored.etag))
+        .await
+        .unwrap();
     assert!(store.get_registration("lonely").await.unwrap().is_none());
 }
 
@@ -349,9 +513,19 @@ async fn operations(store: Arc<dyn Store>) {
     assert_eq!(read.result, op.result);
     assert_eq!(read.created.timestamp_micros(), old.timestamp_micros());
 
-    let fresh = RegistrationOperation { operation_id: "fresh".into(), created: Utc::now(), ..op };
+    let fresh = RegistrationOperation {
+        operation_id: "fresh".into(),
+        created: Utc::now(),
+        ..op
+    };
     store.put_operation(fresh).await.unwrap();
-    assert_eq!(store.delete_operations_before(Utc::now() - Duration::hours(1)).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .delete_operations_before(Utc::now() - Duration::hours(1))
+            .await
+            .unwrap(),
+        1
+    );
     assert!(store.get_operation("4.abc.def").await.unwrap().is_none());
     assert!(store.get_operation("fresh").await.unwrap().is_some());
 }
@@ -367,12 +541,22 @@ async fn policies_and_ca_certificates(store: Arc<dyn Store>) {
         created: now,
         updated: now,
     };
-    store.put_policy(policy.clone(), IfMatch::Absent).await.unwrap();
-    let read = store.get_policy("Enrollment-Reader").await.unwrap().unwrap();
+    store
+        .put_policy(policy.clone(), IfMatch::Absent)
+        .await
+        .unwrap();
+    let read = store
+        .get_policy("Enrollment-Reader")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(read.rights, policy.rights);
     assert_eq!(read.primary_key, policy.primary_key);
     assert_eq!(store.list_policies().await.unwrap().len(), 1);
-    store.delete_policy("enrollment-reader", IfMatch::Any).await.unwrap();
+    store
+        .delete_policy("enrollment-reader", IfMatch::Any)
+        .await
+        .unwrap();
     assert!(store.list_policies().await.unwrap().is_empty());
 
     let ca = CaCertificate {
@@ -386,13 +570,23 @@ async fn policies_and_ca_certificates(store: Arc<dyn Store>) {
         updated: now,
     };
     let stored = store.put_ca_certificate(ca, IfMatch::Absent).await.unwrap();
-    let verified = CaCertificate { verified: true, verification_code: None, ..stored.clone() };
-    store.put_ca_certificate(verified, IfMatch::Etag(stored.etag.clone())).await.unwrap();
+    let verified = CaCertificate {
+        verified: true,
+        verification_code: None,
+        ..stored.clone()
+    };
+    store
+        .put_ca_certificate(verified, IfMatch::Etag(stored.etag.clone()))
+        .await
+        .unwrap();
     let read = store.get_ca_certificate("ROOT-CA").await.unwrap().unwrap();
     assert!(read.verified);
     assert_eq!(read.verification_code, None);
     assert_eq!(store.list_ca_certificates().await.unwrap().len(), 1);
-    let stale = store.delete_ca_certificate("root-ca", IfMatch::Etag(stored.etag)).await.unwrap_err();
+    let stale = store
+        .delete_ca_certificate("root-ca", IfMatch::Etag(stored.etag))
+        .await
+        .unwrap_err();
     assert!(matches!(stale, StoreError::PreconditionFailed));
 }
 
@@ -402,31 +596,63 @@ async fn hub_devices_and_twins(store: Arc<dyn Store>) {
         hub: "Hub-A.localhost".into(),
         device_id: "Thermostat-1".into(),
         enabled: true,
-        auth: DeviceAuth::Sas { primary_key: "cA==".into(), secondary_key: "cw==".into() },
+        auth: DeviceAuth::Sas {
+            primary_key: "cA==".into(),
+            secondary_key: "cw==".into(),
+        },
         iot_edge: false,
         generation_id: "638000000000000000".into(),
         tags: json!({"site": "plant-7"}).as_object().unwrap().clone(),
-        desired: TwinProperties { properties: json!({"interval": 30}).as_object().unwrap().clone(), version: 2 },
+        desired: TwinProperties {
+            properties: json!({"interval": 30}).as_object().unwrap().clone(),
+            version: 2,
+        },
         reported: TwinProperties::default(),
         etag: Etag::new(),
         created: now,
         updated: now,
     };
-    let stored = store.put_hub_device(device.clone(), IfMatch::Absent).await.unwrap();
-    assert!(store.get_hub_device("hub-a.localhost", "thermostat-1").await.unwrap().is_none(), "device IDs are case-sensitive");
-    let mut read = store.get_hub_device("hub-a.localhost", "Thermostat-1").await.unwrap().unwrap();
+    let stored = store
+        .put_hub_device(device.clone(), IfMatch::Absent)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get_hub_device("hub-a.localhost", "thermostat-1")
+            .await
+            .unwrap()
+            .is_none(),
+        "device IDs are case-sensitive"
+    );
+    let mut read = store
+        .get_hub_device("hub-a.localhost", "Thermostat-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(read.desired, device.desired);
     assert_eq!(read.tags, device.tags);
     assert_eq!(read.auth, device.auth);
-    read.reported.properties.insert("firmware".into(), json!("1.0.0"));
+    read.reported
+        .properties
+        .insert("firmware".into(), json!("1.0.0"));
     read.reported.version += 1;
-    store.put_hub_device(read, IfMatch::Etag(stored.etag.clone())).await.unwrap();
-    let read = store.get_hub_device("HUB-A.localhost", "Thermostat-1").await.unwrap().unwrap();
+    store
+        .put_hub_device(read, IfMatch::Etag(stored.etag.clone()))
+        .await
+        .unwrap();
+    let read = store
+        .get_hub_device("HUB-A.localhost", "Thermostat-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(read.reported.version, 1);
     assert_eq!(read.reported.properties["firmware"], "1.0.0");
     assert_eq!(store.count_hub_devices("hub-a.localhost").await.unwrap(), 1);
     assert_eq!(store.count_hub_devices("hub-b.localhost").await.unwrap(), 0);
-    store.delete_hub_device("hub-a.localhost", "Thermostat-1", IfMatch::Any).await.unwrap();
+    store
+        .delete_hub_device("hub-a.localhost", "Thermostat-1", IfMatch::Any)
+        .await
+        .unwrap();
     assert_eq!(store.count_hub_devices("hub-a.localhost").await.unwrap(), 0);
 }
 
@@ -441,16 +667,33 @@ async fn users_sessions_and_audit(store: Arc<dyn Store>) {
         updated: now,
     };
     store.put_user(user.clone()).await.unwrap();
-    assert_eq!(store.get_user("alice").await.unwrap().unwrap().role, Role::Operator);
+    assert_eq!(
+        store.get_user("alice").await.unwrap().unwrap().role,
+        Role::Operator
+    );
     assert_eq!(store.list_users().await.unwrap().len(), 1);
 
-    let live = StoredSession { id: "s-live".into(), data: vec![1, 2, 3], expires: now + Duration::hours(1) };
-    let dead = StoredSession { id: "s-dead".into(), data: vec![9], expires: now - Duration::hours(1) };
+    let live = StoredSession {
+        id: "s-live".into(),
+        data: vec![1, 2, 3],
+        expires: now + Duration::hours(1),
+    };
+    let dead = StoredSession {
+        id: "s-dead".into(),
+        data: vec![9],
+        expires: now - Duration::hours(1),
+    };
     store.save_session(&live).await.unwrap();
     store.save_session(&dead).await.unwrap();
-    let updated = StoredSession { data: vec![4, 5], ..live.clone() };
+    let updated = StoredSession {
+        data: vec![4, 5],
+        ..live.clone()
+    };
     store.save_session(&updated).await.unwrap();
-    assert_eq!(store.load_session("s-live").await.unwrap().unwrap().data, vec![4, 5]);
+    assert_eq!(
+        store.load_session("s-live").await.unwrap().unwrap().data,
+        vec![4, 5]
+    );
     assert_eq!(store.delete_expired_sessions(now).await.unwrap(), 1);
     assert!(store.load_session("s-dead").await.unwrap().is_none());
     store.delete_session("s-live").await.unwrap();
@@ -478,7 +721,10 @@ async fn users_sessions_and_audit(store: Arc<dyn Store>) {
 
 /// Read-modify-write with etags from many tasks at once: every increment survives.
 async fn concurrent_writers_lose_no_update(store: Arc<dyn Store>) {
-    store.put_enrollment(enrollment("counter"), IfMatch::Any).await.unwrap();
+    store
+        .put_enrollment(enrollment("counter"), IfMatch::Any)
+        .await
+        .unwrap();
     const WRITERS: usize = 8;
     const INCREMENTS: usize = 10;
     let tasks: Vec<_> = (0..WRITERS)
@@ -490,7 +736,9 @@ async fn concurrent_writers_lose_no_update(store: Arc<dyn Store>) {
                     loop {
                         let mut e = store.get_enrollment("counter").await.unwrap().unwrap();
                         let tag = e.etag.clone();
-                        let n = e.optional_device_information.as_ref().unwrap()["counter"].as_u64().unwrap();
+                        let n = e.optional_device_information.as_ref().unwrap()["counter"]
+                            .as_u64()
+                            .unwrap();
                         e.optional_device_information = Some(json!({"counter": n + 1}));
                         match store.put_enrollment(e, IfMatch::Etag(tag)).await {
                             Ok(_) => break,
@@ -521,7 +769,10 @@ async fn concurrent_inserts(store: Arc<dyn Store>) {
             let store = store.clone();
             tokio::spawn(async move {
                 for i in 0..40 {
-                    store.put_enrollment(enrollment(&format!("w{t}-{i}")), IfMatch::Absent).await.unwrap();
+                    store
+                        .put_enrollment(enrollment(&format!("w{t}-{i}")), IfMatch::Absent)
+                        .await
+                        .unwrap();
                 }
             })
         })
@@ -536,7 +787,10 @@ async fn concurrent_inserts(store: Arc<dyn Store>) {
 async fn bad_database_urls_fail_with_a_clear_message() {
     for (url, want) in [
         ("mysql://localhost/x", "database_url"),
-        ("postgres://127.0.0.1:1/test", "cannot connect to PostgreSQL at 127.0.0.1:1/test"),
+        (
+            "postgres://127.0.0.1:1/test",
+            "cannot connect to PostgreSQL at 127.0.0.1:1/test",
+        ),
         ("sqlite:///proc/no/such/dir/x.db", "SQLite"),
     ] {
         let err = store::open(url, 2).await.err().expect(url).to_string();

@@ -102,7 +102,10 @@ mod tests {
         for i in 0..5 {
             bus.emit(event(&format!("dev-{i}")));
         }
-        assert!(matches!(slow.recv().await, Err(broadcast::error::RecvError::Lagged(3))));
+        assert!(matches!(
+            slow.recv().await,
+            Err(broadcast::error::RecvError::Lagged(3))
+        ));
         assert_eq!(slow.recv().await.unwrap().registration_id, "dev-3");
     }
 

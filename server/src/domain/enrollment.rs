@@ -61,9 +61,13 @@ impl AttestationKind {
     }
 
     pub fn parse(s: &str) -> Option<AttestationKind> {
-        [AttestationKind::SymmetricKey, AttestationKind::X509, AttestationKind::Tpm]
-            .into_iter()
-            .find(|k| k.as_str().eq_ignore_ascii_case(s))
+        [
+            AttestationKind::SymmetricKey,
+            AttestationKind::X509,
+            AttestationKind::Tpm,
+        ]
+        .into_iter()
+        .find(|k| k.as_str().eq_ignore_ascii_case(s))
     }
 }
 

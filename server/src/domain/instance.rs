@@ -21,7 +21,9 @@ pub fn new_id_scope() -> String {
 }
 
 pub fn is_id_scope(s: &str) -> bool {
-    s.len() == 11 && s[..3].eq_ignore_ascii_case("0ne") && s[3..].chars().all(|c| c.is_ascii_hexdigit())
+    s.len() == 11
+        && s[..3].eq_ignore_ascii_case("0ne")
+        && s[3..].chars().all(|c| c.is_ascii_hexdigit())
 }
 
 /// Allocation defaults for enrollments that set none.

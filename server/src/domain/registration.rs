@@ -41,7 +41,10 @@ impl RegistrationStatus {
     }
 
     pub fn is_final(self) -> bool {
-        !matches!(self, RegistrationStatus::Assigning | RegistrationStatus::Unassigned)
+        !matches!(
+            self,
+            RegistrationStatus::Assigning | RegistrationStatus::Unassigned
+        )
     }
 }
 

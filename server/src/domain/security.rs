@@ -37,7 +37,9 @@ impl Right {
     }
 
     pub fn parse(s: &str) -> Option<Right> {
-        Right::ALL.into_iter().find(|r| r.as_str().eq_ignore_ascii_case(s))
+        Right::ALL
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(s))
     }
 }
 

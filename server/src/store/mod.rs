@@ -147,7 +147,10 @@ pub async fn open_sqlite(url: &str, max_connections: u32) -> Result<SqliteStore,
         .foreign_keys(true);
     if let Some(parent) = options.get_filename().parent() {
         std::fs::create_dir_all(parent).map_err(|e| {
-            anyhow::anyhow!("cannot create the directory of the SQLite database {}: {e}", parent.display())
+            anyhow::anyhow!(
+                "cannot create the directory of the SQLite database {}: {e}",
+                parent.display()
+            )
         })?;
     }
     let pool = SqlitePoolOptions::new()

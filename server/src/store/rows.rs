@@ -41,15 +41,30 @@ impl Statements {
     fn new(table: &str, columns: &[&str], keys: &[&str]) -> Statements {
         let param = |col: &str| format!("${}", columns.iter().position(|c| *c == col).unwrap() + 1);
         let list = columns.join(", ");
-        let values = (1..=columns.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let values = (1..=columns.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let mutable: Vec<&str> = columns
             .iter()
             .copied()
             .filter(|c| !keys.contains(c) && *c != "created_at")
             .collect();
-        let excluded = mutable.iter().map(|c| format!("{c} = excluded.{c}")).collect::<Vec<_>>().join(", ");
-        let assign = mutable.iter().map(|c| format!("{c} = {}", param(c))).collect::<Vec<_>>().join(", ");
-        let key_match = keys.iter().map(|k| format!("{k} = {}", param(k))).collect::<Vec<_>>().join(" AND ");
+        let excluded = mutable
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let assign = mutable
+            .iter()
+            .map(|c| format!("{c} = {}", param(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let key_match = keys
+            .iter()
+            .map(|k| format!("{k} = {}", param(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
         let key_only = keys
             .iter()
             .enumerate()
@@ -73,7 +88,10 @@ impl Statements {
                 "UPDATE {table} SET {assign} WHERE {key_match} AND etag = ${etag_param} RETURNING created_at"
             ),
             delete: format!("DELETE FROM {table} WHERE {key_only}"),
-            delete_if_etag: format!("DELETE FROM {table} WHERE {key_only} AND etag = ${}", keys.len() + 1),
+            delete_if_etag: format!(
+                "DELETE FROM {table} WHERE {key_only} AND etag = ${}",
+                keys.len() + 1
+            ),
             count: format!("SELECT COUNT(*) FROM {table}"),
         }
     }
@@ -287,7 +305,11 @@ impl Stored for Enrollment {
             provisioning_status: self.spec.provisioning_status.as_str().into(),
             attestation_type: self.spec.attestation.kind().as_str().into(),
             spec: json(&self.spec)?,
-            optional_device_information: self.optional_device_information.as_ref().map(json).transpose()?,
+            optional_device_information: self
+                .optional_device_information
+                .as_ref()
+                .map(json)
+                .transpose()?,
             etag: self.etag.0.clone(),
             created_at: self.created,
             updated_at: self.updated,
@@ -351,7 +373,11 @@ impl Stored for LinkedHub {
     }
     fn from_row(row: HubRow) -> Result<Self> {
         Ok(LinkedHub {
-            connector: parse_or_corrupt("connector", &row.connector, ConnectorKind::parse(&row.connector))?,
+            connector: parse_or_corrupt(
+                "connector",
+                &row.connector,
+                ConnectorKind::parse(&row.connector),
+            )?,
             host_name: row.host_name,
             region: row.region,
             allocation_weight: row.allocation_weight.max(1) as u32,
@@ -394,7 +420,11 @@ impl Stored for RegistrationRecord {
                 &row.attestation_type,
                 AttestationKind::parse(&row.attestation_type),
             )?,
-            status: parse_or_corrupt("status", &row.status, RegistrationStatus::parse(&row.status))?,
+            status: parse_or_corrupt(
+                "status",
+                &row.status,
+                RegistrationStatus::parse(&row.status),
+            )?,
             substatus: opt_json(row.substatus)?,
             payload: opt_json(row.payload)?,
             registration_id: row.registration_id,
@@ -424,7 +454,11 @@ impl Stored for RegistrationOperation {
     }
     fn from_row(row: OperationRow) -> Result<Self> {
         Ok(RegistrationOperation {
-            status: parse_or_corrupt("status", &row.status, RegistrationStatus::parse(&row.status))?,
+            status: parse_or_corrupt(
+                "status",
+                &row.status,
+                RegistrationStatus::parse(&row.status),
+            )?,
             result: opt_json(row.result)?,
             operation_id: row.operation_id,
             registration_id: row.registration_id,
@@ -444,7 +478,12 @@ impl Stored for AccessPolicy {
         Ok(PolicyRow {
             id: key_of(&self.name),
             name: self.name.clone(),
-            rights: self.rights.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(","),
+            rights: self
+                .rights
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             primary_key: self.primary_key.clone(),
             secondary_key: self.secondary_key.clone(),
             etag: self.etag.0.clone(),
@@ -533,8 +572,14 @@ impl Stored for HubDevice {
             iot_edge: row.iot_edge,
             generation_id: row.generation_id,
             tags: from_json(&row.tags)?,
-            desired: TwinProperties { properties: from_json(&row.desired)?, version: row.desired_version },
-            reported: TwinProperties { properties: from_json(&row.reported)?, version: row.reported_version },
+            desired: TwinProperties {
+                properties: from_json(&row.desired)?,
+                version: row.desired_version,
+            },
+            reported: TwinProperties {
+                properties: from_json(&row.reported)?,
+                version: row.reported_version,
+            },
             etag: Etag(row.etag),
             created: row.created_at,
             updated: row.updated_at,

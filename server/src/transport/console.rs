@@ -39,7 +39,10 @@ pub fn router(state: AppState) -> Router {
         })
         .route("/api/{*fn_name}", post(server_fns.clone()).get(server_fns))
         .nest_service("/pkg", ServeDir::new(site_root.join("pkg")))
-        .route_service("/favicon.svg", ServeFile::new(site_root.join("favicon.svg")))
+        .route_service(
+            "/favicon.svg",
+            ServeFile::new(site_root.join("favicon.svg")),
+        )
         .with_state(options)
 }
 
@@ -51,7 +54,10 @@ impl ConsoleBackend for AppState {
             let mut hubs = Vec::new();
             for hub in store.list_hubs().await.map_err(failed)? {
                 hubs.push(HubSummary {
-                    devices: store.count_hub_devices(&hub.host_name).await.map_err(failed)?,
+                    devices: store
+                        .count_hub_devices(&hub.host_name)
+                        .await
+                        .map_err(failed)?,
                     host_name: hub.host_name,
                     connector: hub.connector.as_str().into(),
                     region: hub.region,

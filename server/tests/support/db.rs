@@ -29,7 +29,12 @@ pub async fn sqlite() -> TestDb {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("onramp.db").display());
     let store = store::open_sqlite(&url, 8).await.expect("open SQLite");
-    TestDb { store: Arc::new(store), url, _dir: Some(dir), schema: None }
+    TestDb {
+        store: Arc::new(store),
+        url,
+        _dir: Some(dir),
+        schema: None,
+    }
 }
 
 /// A schema of its own on the local PostgreSQL, or None when skipping was asked for.
@@ -40,10 +45,19 @@ pub async fn postgres() -> Option<TestDb> {
     }
     let base = postgres_url();
     let schema = create_schema(&base).await;
-    let options = PgConnectOptions::from_str(&base).unwrap().options([("search_path", schema.as_str())]);
-    let store = store::open_postgres(options, 8).await.expect("open PostgreSQL store");
+    let options = PgConnectOptions::from_str(&base)
+        .unwrap()
+        .options([("search_path", schema.as_str())]);
+    let store = store::open_postgres(options, 8)
+        .await
+        .expect("open PostgreSQL store");
     let url = format!("{base}?options=-c%20search_path%3D{schema}");
-    Some(TestDb { store: Arc::new(store), url, _dir: None, schema: Some(schema) })
+    Some(TestDb {
+        store: Arc::new(store),
+        url,
+        _dir: None,
+        schema: Some(schema),
+    })
 }
 
 /// Creates an empty schema; panics with a clear message when PostgreSQL is unreachable.
@@ -56,14 +70,19 @@ pub async fn create_schema(base: &str) -> String {
              start it (scripts/setup.sh --test does) or set ONRAMP_TEST_SKIP_POSTGRES=1 deliberately."
         )
     });
-    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     schema
 }
 
 pub async fn drop_schema(base: &str, schema: &str) {
     use sqlx::Connection;
     if let Ok(mut conn) = sqlx::PgConnection::connect(base).await {
-        let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut conn).await;
+        let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&mut conn)
+            .await;
     }
 }
 

@@ -1,1 +1,161 @@
-pub fn placeholder() {}
+//! A real `onramp` process on free ports with its own data directory, and an HTTPS client that
+//! trusts the CA it generated.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn onramp_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_onramp")
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `onramp <args>` to completion.
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(onramp_bin());
+    cmd.args(args).env_remove("ONRAMP_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run onramp")
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub https_port: u16,
+    pub log_path: PathBuf,
+    args: Vec<String>,
+}
+
+impl Server {
+    /// Starts `onramp serve` on free ports in `data_dir`, with extra flags.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let https_port = free_port();
+        let mut args: Vec<String> = vec![
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--https-port".into(),
+            https_port.to_string(),
+            "--mqtt-port".into(),
+            free_port().to_string(),
+            "--amqp-port".into(),
+            free_port().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut server = Server {
+            child: None,
+            data_dir: data_dir.to_path_buf(),
+            https_port,
+            log_path: data_dir.with_extension(format!("{https_port}.log")),
+            args,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        std::fs::create_dir_all(&self.data_dir).unwrap();
+        let log = std::fs::File::create(&self.log_path).unwrap();
+        let child = Command::new(onramp_bin())
+            .args(&self.args)
+            .arg("serve")
+            .env_remove("ONRAMP_LOG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start onramp");
+        self.child = Some(child);
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("https://localhost:{}", self.https_port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// An HTTPS client that trusts only the generated CA.
+    pub fn client(&self) -> reqwest::Client {
+        let pem = std::fs::read(self.data_dir.join("ca.pem")).expect("ca.pem written");
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    }
+
+    /// Waits until `/healthz` answers 200 over verified TLS; panics with the log otherwise.
+    pub async fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("onramp exited early ({status}):\n{}", self.log());
+            }
+            if self.data_dir.join("ca.pem").exists() {
+                let url = format!("{}/healthz", self.base_url());
+                let response = self.client().get(url).send().await;
+                if response.is_ok_and(|r| r.status() == 200) {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "onramp never became healthy:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit (at most `within`).
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe_kill(child.id(), "TERM");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "onramp did not stop within {within:?} of SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.terminate(Duration::from_secs(15));
+        self.spawn();
+    }
+}
+
+fn unsafe_kill(pid: u32, signal: &str) {
+    Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

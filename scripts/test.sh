@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what is missing and runs every test: formatting and lints, unit tests, the storage suite
+# on SQLite and on the local PostgreSQL, the binary's integration tests, and the Playwright browser
+# tests of the console in Debian's Chromium.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "setup"
+scripts/setup.sh --test
+
+step "format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "unit and integration tests (SQLite and PostgreSQL)"
+cargo test --workspace
+
+step "console build"
+scripts/build-site.sh
+
+step "browser tests (Playwright, Chromium)"
+(cd end2end && ONRAMP_BIN="$PWD/../target/debug/onramp" npx playwright test)

@@ -1,0 +1,278 @@
+//! The `onramp` binary as an operator meets it: first start, reuse, admin info, configuration
+//! errors, graceful shutdown, and PostgreSQL selected by URL.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+mod support;
+use support::db;
+use support::process::{Server, run};
+
+fn admin_info(args: &[&str]) -> Value {
+    let mut all = vec!["admin", "info", "--json"];
+    all.extend_from_slice(args);
+    let out = run(&all, &[]);
+    assert!(
+        out.status.success(),
+        "admin info failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("admin info prints JSON")
+}
+
+fn is_id_scope(s: &str) -> bool {
+    s.len() == 11
+        && s.starts_with("0ne")
+        && s[3..]
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase())
+}
+
+#[tokio::test]
+async fn first_start_bootstraps_and_serves_health_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &[]);
+    server.wait_healthy().await;
+    let client = server.client();
+    let ready = client
+        .get(format!("{}/readyz", server.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+
+    let info = admin_info(&["--data-dir", data.to_str().unwrap()]);
+    let scope = info["idScope"].as_str().unwrap();
+    assert!(is_id_scope(scope), "{scope}");
+
+    // The console page is rendered on the server, with the scripts that hydrate it.
+    let page = client.get(server.base_url()).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Dashboard"), "{html}");
+    assert!(html.contains(scope), "the page shows the ID scope");
+    assert!(
+        html.contains("/pkg/onramp.js") || html.contains("/pkg/onramp_bg.wasm"),
+        "{html}"
+    );
+
+    // Plain HTTP is not served on the TLS port.
+    let plain = reqwest::Client::new()
+        .get(format!("http://localhost:{}/healthz", server.https_port))
+        .send()
+        .await;
+    assert!(plain.map(|r| r.status() != 200).unwrap_or(true));
+}
+
+#[tokio::test]
+async fn admin_info_reports_the_instance_and_later_starts_reuse_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let info = admin_info(&["--data-dir", data_arg]);
+    for field in [
+        "idScope",
+        "serviceConnectionString",
+        "caCertPath",
+        "httpsUrl",
+        "mqttUrl",
+        "amqpUrl",
+        "hubs",
+    ] {
+        assert!(!info[field].is_null(), "{field} missing: {info}");
+    }
+    let conn = info["serviceConnectionString"].as_str().unwrap();
+    let key = conn.strip_prefix(
+        "HostName=localhost;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=",
+    );
+    let key = key.unwrap_or_else(|| panic!("{conn}"));
+    use base64::Engine;
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .unwrap()
+            .len(),
+        32
+    );
+    assert_eq!(info["httpsUrl"], "https://localhost:8443");
+    assert_eq!(info["mqttUrl"], "mqtts://localhost");
+    assert_eq!(info["amqpUrl"], "amqps://localhost");
+    let ca_path = info["caCertPath"].as_str().unwrap();
+    assert!(std::path::Path::new(ca_path).is_absolute());
+    assert!(
+        std::fs::read_to_string(ca_path)
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+    let hubs = info["hubs"].as_array().unwrap();
+    assert_eq!(hubs.len(), 1);
+    assert_eq!(hubs[0]["hostName"], "localhost");
+    assert_eq!(hubs[0]["connector"], "builtIn");
+
+    let ca = std::fs::read(data.join("ca.pem")).unwrap();
+    let cert = std::fs::read(data.join("server.pem")).unwrap();
+    let mut server = Server::start(&data, &[]);
+    server.wait_healthy().await;
+    server.restart();
+    server.wait_healthy().await;
+    assert_eq!(
+        admin_info(&["--data-dir", data_arg]),
+        info,
+        "same scope, keys and hubs"
+    );
+    assert_eq!(std::fs::read(data.join("ca.pem")).unwrap(), ca, "same CA");
+    assert_eq!(
+        std::fs::read(data.join("server.pem")).unwrap(),
+        cert,
+        "same server certificate"
+    );
+}
+
+#[test]
+fn bad_configuration_fails_at_start_and_names_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let config_file = dir.path().join("onramp.toml");
+    std::fs::write(&config_file, "https_port = 9443\nhttps_prot = 1\n").unwrap();
+    let config_arg = config_file.to_str().unwrap();
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (vec!["--config", config_arg, "serve"], vec![], "https_prot"),
+        (vec!["--https-port", "70000", "serve"], vec![], "https_port"),
+        (vec!["serve"], vec![("ONRAMP_MQTT_PORT", "-1")], "mqtt_port"),
+        (
+            vec!["serve"],
+            vec![
+                ("ONRAMP_TLS__CERT_PATH", "/nonexistent/cert.pem"),
+                ("ONRAMP_TLS__KEY_PATH", "/etc/hostname"),
+            ],
+            "tls.cert_path",
+        ),
+        (
+            vec!["--database-url", "mysql://localhost/onramp", "serve"],
+            vec![],
+            "database_url",
+        ),
+        (
+            vec!["--database-url", "postgres://127.0.0.1:1/onramp", "serve"],
+            vec![],
+            "cannot connect to PostgreSQL",
+        ),
+        (
+            vec!["--config", "/nonexistent/onramp.toml", "serve"],
+            vec![],
+            "/nonexistent/onramp.toml",
+        ),
+        (
+            vec!["serve"],
+            vec![("ONRAMP_LIMITS__MAX_CONNECTIONS", "0")],
+            "limits.max_connections",
+        ),
+    ];
+    for (args, env, want) in cases {
+        let mut all = vec!["--data-dir", data_arg];
+        all.extend(args.iter().copied());
+        let out = run(&all, &env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(
+            stderr.contains(want),
+            "{args:?} {env:?}: expected {want:?} in {stderr}"
+        );
+    }
+}
+
+#[test]
+fn config_show_prints_the_effective_config_with_secrets_redacted() {
+    let out = run(
+        &[
+            "--https-port",
+            "9443",
+            "--database-url",
+            "postgres://onramp:hunter2@db.internal/onramp",
+            "config",
+            "show",
+        ],
+        &[("ONRAMP_HOSTNAME", "dps.example.test")],
+    );
+    assert!(out.status.success());
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("onramp:***@db.internal"), "{shown}");
+    let parsed: toml::Table = shown.parse().expect("config show prints TOML");
+    assert_eq!(parsed["https_port"].as_integer(), Some(9443));
+    assert_eq!(parsed["hostname"].as_str(), Some("dps.example.test"));
+    assert_eq!(
+        parsed["limits"]["max_body_bytes"].as_integer(),
+        Some(96 * 1024)
+    );
+}
+
+#[tokio::test]
+async fn sigterm_stops_accepting_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&dir.path().join("data"), &["--log-format", "json"]);
+    server.wait_healthy().await;
+    let status = server.terminate(Duration::from_secs(15));
+    assert!(status.success(), "exit status {status}");
+    let log = server.log();
+    let messages: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON log lines"))
+        .collect();
+    let said = |text: &str| {
+        messages.iter().any(|m| {
+            m["fields"]["message"]
+                .as_str()
+                .is_some_and(|s| s.contains(text))
+        })
+    };
+    assert!(said("SIGTERM received"), "{log}");
+    assert!(said("Onramp stopped"), "{log}");
+    let refused = std::net::TcpStream::connect(("127.0.0.1", server.https_port));
+    assert!(refused.is_err(), "the port is closed after shutdown");
+}
+
+#[tokio::test]
+async fn a_postgres_url_selects_postgresql() {
+    if db::skip_postgres() {
+        return;
+    }
+    let base = db::postgres_url();
+    let schema = db::create_schema(&base).await;
+    let url = format!("{base}?options=-c%20search_path%3D{schema}");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &["--database-url", &url]);
+    server.wait_healthy().await;
+    let ready = server
+        .client()
+        .get(format!("{}/readyz", server.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let first = admin_info(&["--data-dir", data.to_str().unwrap(), "--database-url", &url]);
+    assert!(
+        !data.join("onramp.db").exists(),
+        "no SQLite file when PostgreSQL is selected"
+    );
+    // Another instance on the same database sees the same instance.
+    let other = dir.path().join("other");
+    let second = admin_info(&[
+        "--data-dir",
+        other.to_str().unwrap(),
+        "--database-url",
+        &url,
+    ]);
+    assert_eq!(first["idScope"], second["idScope"]);
+    assert_eq!(
+        first["serviceConnectionString"],
+        second["serviceConnectionString"]
+    );
+    server.terminate(Duration::from_secs(15));
+    db::drop_schema(&base, &schema).await;
+}
