@@ -60,6 +60,8 @@ pub struct Limits {
     pub shutdown_grace_secs: u64,
     /// Database connections in the pool.
     pub database_max_connections: u32,
+    /// Seconds a custom-allocation webhook has to answer.
+    pub webhook_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -95,6 +97,7 @@ impl Default for Limits {
             handshake_timeout_secs: 10,
             shutdown_grace_secs: 10,
             database_max_connections: 16,
+            webhook_timeout_secs: 5,
         }
     }
 }

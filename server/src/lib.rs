@@ -1,10 +1,14 @@
 //! Onramp: a self-hosted device provisioning service that speaks the Azure IoT Hub DPS protocols.
 //! The `onramp` binary (main.rs) is a thin command line over this library.
 
+pub mod allocation;
+pub mod attestation;
 pub mod bootstrap;
 pub mod config;
 pub mod diagnostics;
 pub mod domain;
+pub mod hubs;
+pub mod proto;
 pub mod service;
 pub mod store;
 pub mod tls;

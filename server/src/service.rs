@@ -12,6 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::bootstrap::{self, Instance};
 use crate::config::Config;
 use crate::diagnostics::DiagnosticsBus;
+use crate::domain::provisioner::Provisioner;
+use crate::hubs::Connectors;
+use crate::hubs::builtin::BuiltInHub;
 use crate::store::{self, Store};
 use crate::tls;
 use crate::transport::{https, listener};
@@ -23,6 +26,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub instance: Arc<Instance>,
     pub bus: DiagnosticsBus,
+    pub provisioner: Arc<Provisioner>,
 }
 
 /// An instance ready to serve: store open, bootstrap done, TLS material at hand.
@@ -47,12 +51,21 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         .map(|h| h.host_name)
         .collect();
     let tls = tls::prepare(&config, &hub_names)?;
+    let bus = DiagnosticsBus::default();
+    let provisioner = Provisioner::new(
+        store.clone(),
+        Connectors::new(BuiltInHub::new(store.clone())),
+        bus.clone(),
+        instance.id_scope.clone(),
+        Duration::from_secs(config.limits.webhook_timeout_secs),
+    );
     Ok(Prepared {
         state: AppState {
             config: Arc::new(config),
             store,
             instance: Arc::new(instance),
-            bus: DiagnosticsBus::default(),
+            bus,
+            provisioner,
         },
         tls,
     })

@@ -5,6 +5,7 @@
 pub mod enrollment;
 pub mod hub;
 pub mod instance;
+pub mod provisioner;
 pub mod registration;
 pub mod security;
 

@@ -94,6 +94,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_operation(&self, operation_id: &str) -> Result<Option<RegistrationOperation>>;
     async fn put_operation(&self, operation: RegistrationOperation) -> Result<()>;
+    /// Stores the operation unless one with its ID exists (a finished one must not be overwritten
+    /// by a late "assigning").
+    async fn put_operation_if_absent(&self, operation: RegistrationOperation) -> Result<()>;
     /// Forgets operations created before `before`; returns how many.
     async fn delete_operations_before(&self, before: DateTime<Utc>) -> Result<u64>;
 

@@ -314,6 +314,13 @@ macro_rules! sql_store {
                 self.write(operation, IfMatch::Any).await.map(drop)
             }
 
+            async fn put_operation_if_absent(&self, operation: RegistrationOperation) -> Result<()> {
+                match self.write(operation, IfMatch::Absent).await {
+                    Ok(_) | Err(StoreError::Conflict) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+
             async fn delete_operations_before(&self, before: DateTime<Utc>) -> Result<u64> {
                 let done = sqlx::query("DELETE FROM registration_operations WHERE created_at < $1")
                     .bind(before)

@@ -12,6 +12,7 @@ use axum::http::Request;
 use axum::routing::post;
 use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, generate_route_list, handle_server_fns_with_context};
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::services::{ServeDir, ServeFile};
 
 use crate::service::AppState;
@@ -21,6 +22,7 @@ pub const OUTPUT_NAME: &str = "onramp";
 
 pub fn router(state: AppState) -> Router {
     let site_root = state.config.site_root.clone();
+    let max_body = state.config.limits.max_body_bytes;
     let options = LeptosOptions::builder()
         .output_name(OUTPUT_NAME)
         .site_root(site_root.display().to_string())
@@ -44,6 +46,7 @@ pub fn router(state: AppState) -> Router {
             ServeFile::new(site_root.join("favicon.svg")),
         )
         .with_state(options)
+        .layer(RequestBodyLimitLayer::new(max_body))
 }
 
 impl ConsoleBackend for AppState {

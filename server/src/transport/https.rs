@@ -5,19 +5,17 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::service::AppState;
 
 pub fn router(state: AppState) -> Router {
-    let max_body = state.config.limits.max_body_bytes;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state.clone())
+        .merge(super::device_api::router(state.clone()))
         .merge(super::console::router(state))
-        .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TraceLayer::new_for_http())
 }
 

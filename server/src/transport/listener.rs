@@ -95,3 +95,95 @@ pub async fn serve_https(
 
 /// The address a connection came from, as the listener recorded it.
 pub type PeerAddr = ConnectInfo<SocketAddr>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use axum::routing::get;
+
+    async fn start(
+        router: Router,
+    ) -> (
+        SocketAddr,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+        reqwest::Client,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let material = crate::tls::prepare(&config, &[]).unwrap();
+        let tls = crate::tls::server_config(&material, &[b"http/1.1"]).unwrap();
+        let ca = std::fs::read(material.ca_path.unwrap()).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let limits = ListenerLimits {
+            max_connections: 2,
+            handshake_timeout: Duration::from_millis(300),
+            shutdown_grace: Duration::from_secs(5),
+        };
+        let server = tokio::spawn(serve_https(listener, tls, router, limits, shutdown.clone()));
+        let client = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .resolve("localhost", addr)
+            .build()
+            .unwrap();
+        (addr, shutdown, server, client)
+    }
+
+    #[tokio::test]
+    async fn shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
+        let router = Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                "done"
+            }),
+        );
+        let (addr, shutdown, server, client) = start(router).await;
+        let url = format!("https://localhost:{}/slow", addr.port());
+        let in_flight = tokio::spawn(client.get(&url).send());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        shutdown.cancel();
+        let response = in_flight
+            .await
+            .unwrap()
+            .expect("the in-flight request completes");
+        assert_eq!(response.text().await.unwrap(), "done");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("server returns")
+            .unwrap();
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "no longer accepting"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_handshakes_is_dropped_and_frees_its_slot() {
+        let router = Router::new().route("/", get(|| async { "ok" }));
+        let (addr, shutdown, server, client) = start(router).await;
+        // Two silent clients take both slots; after the handshake timeout they are dropped.
+        let silent: Vec<_> =
+            futures::future::join_all((0..2).map(|_| tokio::net::TcpStream::connect(addr))).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let url = format!("https://localhost:{}/", addr.port());
+        let response = tokio::time::timeout(Duration::from_secs(3), client.get(&url).send()).await;
+        assert_eq!(
+            response
+                .expect("served after the silent clients timed out")
+                .unwrap()
+                .status(),
+            200
+        );
+        drop(silent);
+        shutdown.cancel();
+        server.await.unwrap();
+    }
+}

@@ -2,5 +2,6 @@
 //! encodes the answer; none holds a business rule.
 
 pub mod console;
+pub mod device_api;
 pub mod https;
 pub mod listener;

@@ -1,0 +1,939 @@
+//! The Provisioner: the one registration state machine. HTTPS, MQTT and AMQP decode their wire format
+//! into a `RegisterRequest` (or a poll), call this, and encode the reply; no transport holds a rule.
+//!
+//! A register request is authenticated, gets an operation, and is assigned right away: allocation,
+//! the hub identity and twin, the registration record. When that finishes within the inline budget
+//! (always, unless a custom-allocation webhook is slow) the reply already carries the final state,
+//! and the operation is stored final, so a poll to any instance answers 200 at once. Otherwise the
+//! operation is stored `assigning` and the assignment goes on in the background.
+//!
+//! Every attempt, refused or not, emits exactly one diagnostics event.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::allocation::{self, custom::Webhook};
+use crate::attestation::sas::{self, SasError};
+use crate::diagnostics::{DiagnosticsBus, Protocol, RegistrationEvent};
+use crate::hubs::{Connectors, Identity, TwinWrite};
+use crate::proto::device::{
+    DeviceRegistration, DeviceRegistrationResult, RegistrationOperationStatus,
+};
+use crate::proto::error::code;
+use crate::proto::{service as wire, timestamp};
+use crate::store::{MAX_PAGE, Store, StoreError};
+
+/// `Retry-After` while an operation is still assigning. C# raises anything below 2 s to 2 s and
+/// Python always waits 2 s first; C honours 1 s. (Node's HTTP transport ignores it and polls every
+/// 2 s, which is why finished assignments are returned in the register reply itself.)
+pub const RETRY_AFTER_SECS: u32 = 1;
+
+/// How long linked hubs, allocation settings and symmetric-key groups are cached. Changes reach
+/// registrations this much later at most; a registration that matches nothing reloads at once.
+const SNAPSHOT_TTL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    None,
+    /// A SAS token (HTTP `Authorization`, MQTT password, AMQP SASL PLAIN password).
+    Sas(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RegisterRequest {
+    pub id_scope: String,
+    pub registration_id: String,
+    /// The DeviceRegistration JSON as received (empty is allowed: C# sends none over MQTT/AMQP).
+    pub body: bytes::Bytes,
+    pub credential: Credential,
+    pub protocol: Protocol,
+    pub client: Option<IpAddr>,
+}
+
+/// A poll, or a registration-status lookup.
+#[derive(Debug, Clone)]
+pub struct StatusRequest {
+    pub id_scope: String,
+    pub registration_id: String,
+    pub credential: Credential,
+    pub protocol: Protocol,
+}
+
+/// An operation as the device sees it, with the `Retry-After` to send while it is not final.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationReply {
+    pub operation: RegistrationOperationStatus,
+    pub retry_after_secs: u32,
+}
+
+impl OperationReply {
+    pub fn is_final(&self) -> bool {
+        self.operation.status != RegistrationStatus::Assigning.as_str()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("{0}")]
+    BadRequest(String),
+    /// The reason is for diagnostics; devices are told less (see `client_message`).
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    #[error("the ID scope {0:?} is not served here")]
+    UnknownScope(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the request body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ProvisionError {
+    pub fn code(&self) -> i64 {
+        match self {
+            ProvisionError::BadRequest(_) => code::BAD_REQUEST,
+            ProvisionError::Unauthorized(_) => code::UNAUTHORIZED,
+            ProvisionError::UnknownScope(_) => code::UNKNOWN_ID_SCOPE,
+            ProvisionError::NotFound(_) => code::NOT_FOUND,
+            ProvisionError::TooLarge(_) => code::PAYLOAD_TOO_LARGE,
+            ProvisionError::Internal(_) => code::INTERNAL,
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        (self.code() / 1000) as u16
+    }
+
+    /// What the device is told: enough to fix its own mistake, nothing that helps guess keys or IDs.
+    pub fn client_message(&self) -> String {
+        match self {
+            ProvisionError::Unauthorized(reason) if reason == EXPIRED => {
+                "The SAS token has expired.".into()
+            }
+            ProvisionError::Unauthorized(_) => "Unauthorized".into(),
+            ProvisionError::Internal(_) => "Internal server error".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+const EXPIRED: &str = "the SAS token has expired";
+
+impl From<StoreError> for ProvisionError {
+    fn from(e: StoreError) -> Self {
+        ProvisionError::Internal(e.to_string())
+    }
+}
+
+impl From<crate::hubs::HubError> for ProvisionError {
+    fn from(e: crate::hubs::HubError) -> Self {
+        ProvisionError::Internal(e.to_string())
+    }
+}
+
+/// Registration IDs: 1-128 characters, alphanumerics and `- . _ :`, starting with an alphanumeric
+/// and ending with an alphanumeric or `-` (Azure DPS rules).
+pub fn validate_registration_id(id: &str) -> Result<(), ProvisionError> {
+    let bad = |why: &str| {
+        Err(ProvisionError::BadRequest(format!(
+            "invalid registration ID: {why}"
+        )))
+    };
+    if id.is_empty() || id.len() > 128 {
+        return bad("it must have 1 to 128 characters");
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-._:".contains(c))
+    {
+        return bad("only letters, digits and - . _ : are allowed");
+    }
+    let (first, last) = (id.chars().next().unwrap(), id.chars().last().unwrap());
+    if !first.is_ascii_alphanumeric() || !(last.is_ascii_alphanumeric() || last == '-') {
+        return bad("it must start with a letter or digit and end with a letter, digit or '-'");
+    }
+    Ok(())
+}
+
+/// The enrollment a device authenticated through.
+#[derive(Debug, Clone)]
+enum Source {
+    Individual(Enrollment),
+    Group(EnrollmentGroup),
+}
+
+impl Source {
+    fn spec(&self) -> &EnrollmentSpec {
+        match self {
+            Source::Individual(e) => &e.spec,
+            Source::Group(g) => &g.spec,
+        }
+    }
+
+    fn reference(&self) -> EnrollmentRef {
+        match self {
+            Source::Individual(e) => EnrollmentRef::Individual(e.registration_id.clone()),
+            Source::Group(g) => EnrollmentRef::Group(g.group_id.clone()),
+        }
+    }
+
+    /// Groups name devices by registration ID; an individual enrollment may set its own device ID.
+    fn device_id(&self, registration_id: &str) -> String {
+        match self {
+            Source::Individual(e) => e
+                .device_id
+                .clone()
+                .unwrap_or_else(|| registration_id.to_string()),
+            Source::Group(_) => registration_id.to_string(),
+        }
+    }
+
+    /// The request shape the custom-allocation webhook gets (keys left out).
+    fn webhook_enrollment(&self) -> (&'static str, Value) {
+        match self {
+            Source::Individual(e) => (
+                "individualEnrollment",
+                wire::individual_enrollment(e, false),
+            ),
+            Source::Group(g) => ("enrollmentGroup", wire::enrollment_group(g, false)),
+        }
+    }
+}
+
+struct Authenticated {
+    source: Source,
+    /// The device's own keys (derived ones for a group), which its hub identity gets.
+    keys: (String, String),
+}
+
+/// What rarely changes and every registration reads.
+struct Snapshot {
+    loaded: Instant,
+    hubs: Vec<LinkedHub>,
+    settings: AllocationSettings,
+    key_groups: Vec<EnrollmentGroup>,
+}
+
+pub struct Provisioner {
+    store: Arc<dyn Store>,
+    connectors: Connectors,
+    bus: DiagnosticsBus,
+    webhook: Webhook,
+    id_scope: String,
+    inline_budget: Duration,
+    snapshot: Mutex<Option<Arc<Snapshot>>>,
+}
+
+/// The attempt's outcome, for its diagnostics event.
+struct Attempt {
+    source: Option<EnrollmentRef>,
+    attestation: Option<AttestationKind>,
+}
+
+impl Provisioner {
+    pub fn new(
+        store: Arc<dyn Store>,
+        connectors: Connectors,
+        bus: DiagnosticsBus,
+        id_scope: String,
+        webhook_timeout: Duration,
+    ) -> Arc<Provisioner> {
+        Arc::new(Provisioner {
+            store,
+            connectors,
+            bus,
+            webhook: Webhook::new(webhook_timeout),
+            id_scope,
+            // Above the webhook timeout, so an answering webhook is always waited for inline.
+            inline_budget: webhook_timeout + Duration::from_millis(500),
+            snapshot: Mutex::new(None),
+        })
+    }
+
+    pub fn id_scope(&self) -> &str {
+        &self.id_scope
+    }
+
+    /// Forgets cached hubs, settings and groups (after an operator changes them here).
+    pub fn invalidate(&self) {
+        *self.snapshot.lock().unwrap() = None;
+    }
+
+    /// Register: authenticate, assign, and answer with the operation.
+    pub async fn register(
+        self: &Arc<Self>,
+        request: RegisterRequest,
+    ) -> Result<OperationReply, ProvisionError> {
+        let started = Instant::now();
+        let tracking_id = uuid::Uuid::new_v4().to_string();
+        let mut attempt = Attempt {
+            source: None,
+            attestation: None,
+        };
+        let result = self.register_inner(&request, &mut attempt).await;
+        self.emit(
+            &request.registration_id,
+            request.protocol,
+            &tracking_id,
+            started,
+            attempt,
+            &result,
+        );
+        result
+    }
+
+    async fn register_inner(
+        self: &Arc<Self>,
+        request: &RegisterRequest,
+        attempt: &mut Attempt,
+    ) -> Result<OperationReply, ProvisionError> {
+        self.check_scope(&request.id_scope)?;
+        validate_registration_id(&request.registration_id)?;
+        let body = parse_registration(&request.body)?;
+        let differs = |id: &&String| !id.eq_ignore_ascii_case(&request.registration_id);
+        if let Some(body_id) = body.registration_id.as_ref().filter(differs) {
+            return Err(ProvisionError::BadRequest(format!(
+                "the body's registrationId {body_id:?} differs from the one in the request path"
+            )));
+        }
+        let auth = self
+            .authenticate(&request.registration_id, &request.credential)
+            .await?;
+        attempt.source = Some(auth.source.reference());
+        attempt.attestation = Some(auth.source.spec().attestation.kind());
+
+        let operation_id = new_operation_id();
+        let this = self.clone();
+        let (registration_id, payload, client) = (
+            request.registration_id.clone(),
+            body.payload,
+            request.client,
+        );
+        let op_id = operation_id.clone();
+        let mut task = tokio::spawn(async move {
+            this.assign(&op_id, &registration_id, auth, payload, client)
+                .await
+        });
+        let state = match tokio::time::timeout(self.inline_budget, &mut task).await {
+            Ok(joined) => joined.map_err(|e| ProvisionError::Internal(e.to_string()))??,
+            Err(_) => {
+                // Still assigning: store that, unless the task has just finished and stored the end.
+                let now = Utc::now();
+                let pending = RegistrationOperation {
+                    operation_id: operation_id.clone(),
+                    registration_id: request.registration_id.clone(),
+                    status: RegistrationStatus::Assigning,
+                    result: None,
+                    created: now,
+                    updated: now,
+                };
+                self.store.put_operation_if_absent(pending).await?;
+                return Ok(OperationReply {
+                    operation: assigning(&operation_id, &request.registration_id),
+                    retry_after_secs: RETRY_AFTER_SECS,
+                });
+            }
+        };
+        Ok(OperationReply {
+            operation: RegistrationOperationStatus {
+                operation_id,
+                status: state.status.clone(),
+                registration_state: Some(state),
+            },
+            retry_after_secs: RETRY_AFTER_SECS,
+        })
+    }
+
+    /// A poll: the operation's current state, for the device that owns it.
+    pub async fn operation_status(
+        &self,
+        request: StatusRequest,
+        operation_id: &str,
+    ) -> Result<OperationReply, ProvisionError> {
+        self.check_scope(&request.id_scope)?;
+        validate_registration_id(&request.registration_id)?;
+        self.authenticate(&request.registration_id, &request.credential)
+            .await?;
+        let operation = self
+            .store
+            .get_operation(operation_id)
+            .await?
+            .filter(|op| {
+                op.registration_id
+                    .eq_ignore_ascii_case(&request.registration_id)
+            })
+            .ok_or_else(|| {
+                ProvisionError::NotFound(format!("no operation {operation_id:?} for this device"))
+            })?;
+        let reply = match operation.result {
+            Some(state) if operation.status.is_final() => {
+                let state: DeviceRegistrationResult = serde_json::from_value(state)
+                    .map_err(|e| ProvisionError::Internal(e.to_string()))?;
+                RegistrationOperationStatus {
+                    operation_id: operation.operation_id,
+                    status: state.status.clone(),
+                    registration_state: Some(state),
+                }
+            }
+            _ => assigning(&operation.operation_id, &operation.registration_id),
+        };
+        Ok(OperationReply {
+            operation: reply,
+            retry_after_secs: RETRY_AFTER_SECS,
+        })
+    }
+
+    /// The registration-status lookup: the device's registration record.
+    pub async fn registration_status(
+        &self,
+        request: StatusRequest,
+    ) -> Result<DeviceRegistrationResult, ProvisionError> {
+        self.check_scope(&request.id_scope)?;
+        validate_registration_id(&request.registration_id)?;
+        self.authenticate(&request.registration_id, &request.credential)
+            .await?;
+        let record = self
+            .store
+            .get_registration(&request.registration_id)
+            .await?
+            .ok_or_else(|| {
+                ProvisionError::NotFound("this device has no registration record".into())
+            })?;
+        Ok(registration_result(&record))
+    }
+
+    /// Emits the event of an attempt a transport refused before it could be decoded (e.g. an
+    /// oversized body), so that it is observable like any other.
+    pub fn report_refusal(
+        &self,
+        registration_id: &str,
+        protocol: Protocol,
+        error: &ProvisionError,
+    ) {
+        let attempt = Attempt {
+            source: None,
+            attestation: None,
+        };
+        let tracking_id = uuid::Uuid::new_v4().to_string();
+        self.emit(
+            registration_id,
+            protocol,
+            &tracking_id,
+            Instant::now(),
+            attempt,
+            &Err(error.clone()),
+        );
+    }
+
+    fn check_scope(&self, scope: &str) -> Result<(), ProvisionError> {
+        if scope.eq_ignore_ascii_case(&self.id_scope) {
+            Ok(())
+        } else {
+            Err(ProvisionError::UnknownScope(scope.to_string()))
+        }
+    }
+
+    /// An individual enrollment for the ID decides alone (it overrides any group); otherwise the
+    /// symmetric-key group whose derived key signed the token.
+    async fn authenticate(
+        &self,
+        registration_id: &str,
+        credential: &Credential,
+    ) -> Result<Authenticated, ProvisionError> {
+        let unauthorized = |why: &str| ProvisionError::Unauthorized(why.to_string());
+        let Credential::Sas(token) = credential else {
+            return Err(unauthorized("no SAS token was presented"));
+        };
+        let token = sas::parse(token).map_err(|e| ProvisionError::Unauthorized(e.to_string()))?;
+        let resource = format!("{}/registrations/{}", self.id_scope, registration_id);
+        let now = Utc::now().timestamp().max(0) as u64;
+        let refused = |e: SasError| match e {
+            SasError::Expired => unauthorized(EXPIRED),
+            SasError::BadSignature => {
+                unauthorized("the SAS signature matches no key of the enrollment")
+            }
+            other => ProvisionError::Unauthorized(other.to_string()),
+        };
+        if let Some(enrollment) = self.store.get_enrollment(registration_id).await? {
+            let Attestation::SymmetricKey {
+                primary_key,
+                secondary_key,
+            } = &enrollment.spec.attestation
+            else {
+                return Err(unauthorized("the enrollment does not use symmetric keys"));
+            };
+            let keys = [decode_key(primary_key), decode_key(secondary_key)];
+            token
+                .verify(&resource, &[&keys[0], &keys[1]], now)
+                .map_err(refused)?;
+            let keys = (primary_key.clone(), secondary_key.clone());
+            return Ok(Authenticated {
+                source: Source::Individual(enrollment),
+                keys,
+            });
+        }
+        // Expiry and resource do not depend on the key: refuse those before trying groups.
+        token.verify(&resource, &[], now).or_else(|e| match e {
+            SasError::BadSignature => Ok(0),
+            other => Err(refused(other)),
+        })?;
+        for fresh in [false, true] {
+            let snapshot = self.snapshot(fresh).await?;
+            for group in &snapshot.key_groups {
+                let Attestation::SymmetricKey {
+                    primary_key,
+                    secondary_key,
+                } = &group.spec.attestation
+                else {
+                    continue;
+                };
+                let derive =
+                    |k: &str| sas::derive_device_key(k, registration_id).unwrap_or_default();
+                let keys = (derive(primary_key), derive(secondary_key));
+                let raw = [decode_key(&keys.0), decode_key(&keys.1)];
+                if token.verify(&resource, &[&raw[0], &raw[1]], now).is_ok() {
+                    return Ok(Authenticated {
+                        source: Source::Group(group.clone()),
+                        keys,
+                    });
+                }
+            }
+        }
+        Err(unauthorized(
+            "no enrollment or enrollment group matches this device and key",
+        ))
+    }
+
+    async fn snapshot(&self, fresh: bool) -> Result<Arc<Snapshot>, ProvisionError> {
+        let cached = self.snapshot.lock().unwrap().clone();
+        if let Some(snapshot) = cached.filter(|s| !fresh && s.loaded.elapsed() < SNAPSHOT_TTL) {
+            return Ok(snapshot);
+        }
+        let snapshot = Arc::new(Snapshot {
+            loaded: Instant::now(),
+            hubs: self.store.list_hubs().await?,
+            settings: allocation_settings(self.store.as_ref()).await?,
+            key_groups: self.symmetric_key_groups().await?,
+        });
+        *self.snapshot.lock().unwrap() = Some(snapshot.clone());
+        Ok(snapshot)
+    }
+
+    async fn symmetric_key_groups(&self) -> Result<Vec<EnrollmentGroup>, StoreError> {
+        let mut query = ListQuery {
+            attestation: Some(AttestationKind::SymmetricKey),
+            limit: MAX_PAGE,
+            ..Default::default()
+        };
+        let mut groups = Vec::new();
+        loop {
+            let page = self.store.list_groups(&query).await?;
+            groups.extend(page.items);
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return Ok(groups),
+            }
+        }
+    }
+
+    /// Assigns the device and stores the outcome (record and final operation). Allocation
+    /// failures end the registration `failed`; only store or hub faults are errors.
+    async fn assign(
+        &self,
+        operation_id: &str,
+        registration_id: &str,
+        auth: Authenticated,
+        payload: Option<Value>,
+        client: Option<IpAddr>,
+    ) -> Result<DeviceRegistrationResult, ProvisionError> {
+        let previous = self.store.get_registration(registration_id).await?;
+        let now = Utc::now();
+        let mut record = RegistrationRecord {
+            registration_id: registration_id.to_string(),
+            enrollment: auth.source.reference(),
+            attestation: auth.source.spec().attestation.kind(),
+            assigned_hub: None,
+            device_id: None,
+            status: RegistrationStatus::Assigned,
+            substatus: None,
+            error_code: None,
+            error_message: None,
+            payload: None,
+            etag: Etag::new(),
+            created: previous.as_ref().map_or(now, |p| p.created),
+            updated: now,
+        };
+        if auth.source.spec().provisioning_status == ProvisioningStatus::Disabled {
+            record.status = RegistrationStatus::Disabled;
+        } else {
+            match self
+                .place(registration_id, &auth, previous.as_ref(), payload, client)
+                .await?
+            {
+                Ok(placed) => {
+                    record.assigned_hub = Some(placed.hub);
+                    record.device_id = Some(placed.device_id);
+                    record.substatus = Some(placed.substatus);
+                    record.payload = placed.payload;
+                }
+                Err((error_code, message)) => {
+                    record.status = RegistrationStatus::Failed;
+                    record.error_code = Some(error_code);
+                    record.error_message = Some(message);
+                }
+            }
+        }
+        let record = self.store.put_registration(record, IfMatch::Any).await?;
+        let mut state = registration_result(&record);
+        if let EnrollmentRef::Group(group_id) = &record.enrollment {
+            state.symmetric_key = Some(json!({ "enrollmentGroupId": group_id }));
+        }
+        let operation = RegistrationOperation {
+            operation_id: operation_id.to_string(),
+            registration_id: registration_id.to_string(),
+            status: record.status,
+            result: Some(
+                serde_json::to_value(&state)
+                    .map_err(|e| ProvisionError::Internal(e.to_string()))?,
+            ),
+            created: now,
+            updated: Utc::now(),
+        };
+        self.store.put_operation(operation).await?;
+        Ok(state)
+    }
+
+    /// Chooses the hub, applies the reprovisioning policy, and writes the identity. The inner
+    /// `Err` is a registration failure (error code, message) the device is told about.
+    async fn place(
+        &self,
+        registration_id: &str,
+        auth: &Authenticated,
+        previous: Option<&RegistrationRecord>,
+        payload: Option<Value>,
+        client: Option<IpAddr>,
+    ) -> Result<Result<Placed, (i64, String)>, ProvisionError> {
+        let spec = auth.source.spec();
+        let snapshot = self.snapshot(false).await?;
+        let device_id = auth.source.device_id(registration_id);
+        let linked = |name: &str| {
+            snapshot
+                .hubs
+                .iter()
+                .find(|h| h.host_name.eq_ignore_ascii_case(name))
+        };
+        // The hub this device is on now, if it is assigned and that hub is still linked.
+        let current = previous
+            .filter(|p| p.status == RegistrationStatus::Assigned)
+            .and_then(|p| Some((linked(p.assigned_hub.as_deref()?)?, p.device_id.clone()?)));
+        let policy = spec
+            .allocation_policy
+            .unwrap_or(snapshot.settings.default_policy);
+
+        let (hub, custom_twin, returned_payload) = match &current {
+            Some((hub, _)) if !spec.reprovision_policy.update_hub_assignment => (*hub, None, None),
+            _ if policy == AllocationPolicy::Custom => {
+                let request = self.webhook_request(
+                    auth,
+                    registration_id,
+                    current.as_ref(),
+                    payload,
+                    &snapshot,
+                );
+                let Some(definition) = &spec.custom_allocation else {
+                    return Ok(Err((
+                        code::CUSTOM_ALLOCATION_FAILED,
+                        "the enrollment has no custom allocation webhook".into(),
+                    )));
+                };
+                match self
+                    .webhook
+                    .allocate(&definition.webhook_url, &request)
+                    .await
+                {
+                    Ok(answer) => match linked(&answer.hub) {
+                        Some(hub) => (hub, answer.initial_twin, answer.payload),
+                        None => {
+                            let message = format!(
+                                "the custom allocation webhook chose {:?}, which is not a linked hub",
+                                answer.hub
+                            );
+                            return Ok(Err((code::NO_HUB, message)));
+                        }
+                    },
+                    Err(e) => return Ok(Err((code::CUSTOM_ALLOCATION_FAILED, e.to_string()))),
+                }
+            }
+            _ => {
+                let candidates = allocation::candidates(&snapshot.hubs, &spec.iot_hubs);
+                match allocation::choose(
+                    policy,
+                    &candidates,
+                    registration_id,
+                    client,
+                    &snapshot.settings,
+                ) {
+                    Ok(hub) => (hub, None, None),
+                    Err(e) => return Ok(Err((code::NO_HUB, e.to_string()))),
+                }
+            }
+        };
+
+        let initial = || spec.initial_twin.clone().unwrap_or_default();
+        let (twin, substatus) = match &current {
+            None => (
+                TwinWrite::Initial(custom_twin.unwrap_or_else(initial)),
+                Substatus::InitialAssignment,
+            ),
+            Some(_) if !spec.reprovision_policy.update_hub_assignment => {
+                (TwinWrite::Keep, Substatus::ReprovisionedToInitialAssignment)
+            }
+            // A twin from the webhook overrides the enrollment's twin and its migration setting.
+            Some(_) if custom_twin.is_some() => (
+                TwinWrite::Initial(custom_twin.unwrap()),
+                Substatus::DeviceDataReset,
+            ),
+            Some((old_hub, old_device)) if spec.reprovision_policy.migrate_device_data => {
+                let connector = self.connectors.for_hub(old_hub);
+                match connector.read_twin(old_hub, old_device).await? {
+                    Some(state) => (TwinWrite::Migrated(state), Substatus::DeviceDataMigrated),
+                    None => (TwinWrite::Initial(initial()), Substatus::DeviceDataMigrated),
+                }
+            }
+            Some(_) => (TwinWrite::Initial(initial()), Substatus::DeviceDataReset),
+        };
+
+        let identity = Identity {
+            device_id: device_id.clone(),
+            auth: DeviceAuth::Sas {
+                primary_key: auth.keys.0.clone(),
+                secondary_key: auth.keys.1.clone(),
+            },
+            iot_edge: spec.iot_edge,
+        };
+        self.connectors
+            .for_hub(hub)
+            .provision(hub, identity, twin)
+            .await?;
+        if let Some((old_hub, old_device)) = &current {
+            let moved =
+                !old_hub.host_name.eq_ignore_ascii_case(&hub.host_name) || *old_device != device_id;
+            if moved {
+                self.connectors
+                    .for_hub(old_hub)
+                    .remove(old_hub, old_device)
+                    .await?;
+            }
+        }
+        Ok(Ok(Placed {
+            hub: hub.host_name.clone(),
+            device_id,
+            substatus,
+            payload: returned_payload,
+        }))
+    }
+
+    fn webhook_request(
+        &self,
+        auth: &Authenticated,
+        registration_id: &str,
+        current: Option<&(&LinkedHub, String)>,
+        payload: Option<Value>,
+        snapshot: &Snapshot,
+    ) -> Value {
+        let (kind, enrollment) = auth.source.webhook_enrollment();
+        let mut context = json!({ "registrationId": registration_id, "symmetricKey": {} });
+        if let Some((hub, device)) = current {
+            context["currentIotHubHostName"] = json!(hub.host_name);
+            context["currentDeviceId"] = json!(device);
+        }
+        if let Some(payload) = payload.filter(|p| !p.is_null()) {
+            context["payload"] = payload;
+        }
+        let candidates = allocation::candidates(&snapshot.hubs, &auth.source.spec().iot_hubs);
+        json!({
+            kind: enrollment,
+            "deviceRuntimeContext": context,
+            "linkedHubs": candidates.iter().map(|h| h.host_name.as_str()).collect::<Vec<_>>(),
+        })
+    }
+
+    fn emit(
+        &self,
+        registration_id: &str,
+        protocol: Protocol,
+        tracking_id: &str,
+        started: Instant,
+        attempt: Attempt,
+        result: &Result<OperationReply, ProvisionError>,
+    ) {
+        let (status, hub, error_code, error_message) = match result {
+            Ok(reply) => {
+                let state = reply.operation.registration_state.as_ref();
+                (
+                    RegistrationStatus::parse(&reply.operation.status)
+                        .unwrap_or(RegistrationStatus::Assigning),
+                    state.and_then(|s| s.assigned_hub.clone()),
+                    state.and_then(|s| s.error_code),
+                    state.and_then(|s| s.error_message.clone()),
+                )
+            }
+            Err(e) => (
+                RegistrationStatus::Failed,
+                None,
+                Some(e.code()),
+                Some(e.to_string()),
+            ),
+        };
+        if let Err(e) = result {
+            tracing::info!(registration_id, tracking_id, error = %e, "registration refused");
+        }
+        self.bus.emit(RegistrationEvent {
+            at: Utc::now(),
+            tracking_id: tracking_id.to_string(),
+            registration_id: registration_id.to_string(),
+            protocol,
+            attestation: attempt.attestation,
+            enrollment: attempt.source,
+            hub,
+            status,
+            error_code,
+            error_message,
+            latency_ms: started.elapsed().as_millis() as u64,
+        });
+    }
+}
+
+struct Placed {
+    hub: String,
+    device_id: String,
+    substatus: Substatus,
+    payload: Option<Value>,
+}
+
+/// The register body: empty or whitespace means no fields; anything else must be a JSON object.
+fn parse_registration(body: &[u8]) -> Result<DeviceRegistration, ProvisionError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DeviceRegistration::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ProvisionError::BadRequest(format!("malformed request body: {e}")))
+}
+
+fn decode_key(key: &str) -> Vec<u8> {
+    BASE64.decode(key).unwrap_or_default()
+}
+
+/// Operation IDs look like Azure's (`4.<16 hex>.<uuid>`); clients treat them as opaque.
+fn new_operation_id() -> String {
+    format!("4.{:016x}.{}", rand::random::<u64>(), uuid::Uuid::new_v4())
+}
+
+fn assigning(operation_id: &str, registration_id: &str) -> RegistrationOperationStatus {
+    RegistrationOperationStatus {
+        operation_id: operation_id.to_string(),
+        status: RegistrationStatus::Assigning.as_str().into(),
+        // The IoT Edge identity service needs registrationState even while assigning.
+        registration_state: Some(DeviceRegistrationResult {
+            registration_id: registration_id.to_string(),
+            status: RegistrationStatus::Assigning.as_str().into(),
+            ..Default::default()
+        }),
+    }
+}
+
+/// A registration record in the wire shape devices (and the service API) read.
+pub fn registration_result(record: &RegistrationRecord) -> DeviceRegistrationResult {
+    DeviceRegistrationResult {
+        registration_id: record.registration_id.clone(),
+        created_date_time_utc: Some(timestamp(record.created)),
+        assigned_hub: record.assigned_hub.clone(),
+        device_id: record.device_id.clone(),
+        status: record.status.as_str().into(),
+        substatus: record.substatus.map(|s| {
+            serde_json::to_value(s)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string()
+        }),
+        error_code: record.error_code,
+        error_message: record.error_message.clone(),
+        last_updated_date_time_utc: Some(timestamp(record.updated)),
+        // Azure's registration etags are base64 of a quoted string.
+        etag: Some(BASE64.encode(record.etag.quoted())),
+        payload: record.payload.clone(),
+        ..Default::default()
+    }
+}
+
+/// The instance's allocation defaults, from the store's settings.
+pub async fn allocation_settings(store: &dyn Store) -> Result<AllocationSettings, StoreError> {
+    let default_policy = match store.setting(setting::DEFAULT_ALLOCATION_POLICY).await? {
+        Some(p) => serde_json::from_value(Value::String(p)).unwrap_or(AllocationPolicy::Hashed),
+        None => AllocationPolicy::Hashed,
+    };
+    let region_map = match store.setting(setting::REGION_MAP).await? {
+        Some(json) => serde_json::from_str(&json)?,
+        None => Vec::new(),
+    };
+    Ok(AllocationSettings {
+        default_policy,
+        region_map,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_id_rules() {
+        for ok in ["dev-1", "a", "Sensor.7:b_c", "x-", &"a".repeat(128)] {
+            assert!(validate_registration_id(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-dev",
+            "dev.",
+            "dev_",
+            "dév",
+            "dev 1",
+            "dev/1",
+            &"a".repeat(129),
+        ] {
+            assert!(validate_registration_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn error_codes_carry_their_http_status() {
+        assert_eq!(ProvisionError::Unauthorized("x".into()).status(), 401);
+        assert_eq!(ProvisionError::UnknownScope("x".into()).status(), 404);
+        assert_eq!(ProvisionError::BadRequest("x".into()).status(), 400);
+        assert_eq!(ProvisionError::TooLarge(1).status(), 413);
+        assert_eq!(
+            ProvisionError::Unauthorized("wrong key".into()).client_message(),
+            "Unauthorized"
+        );
+        assert_eq!(
+            ProvisionError::Unauthorized(EXPIRED.into()).client_message(),
+            "The SAS token has expired."
+        );
+    }
+
+    #[test]
+    fn operation_ids_are_unique_and_opaque() {
+        let a = new_operation_id();
+        assert!(a.starts_with("4.") && a.len() > 40);
+        assert_ne!(a, new_operation_id());
+    }
+}

@@ -1,0 +1,139 @@
+//! The built-in hub: identities and twins in Onramp's own store, so a fresh install provisions end
+//! to end with nothing else running. It can host several logical hubs, one per host name.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::Utc;
+
+use super::{HubConnector, HubError, Identity, TwinState, TwinWrite};
+use crate::domain::{Etag, HubDevice, IfMatch, LinkedHub, TwinProperties};
+use crate::store::{Store, StoreError};
+
+pub struct BuiltInHub {
+    store: Arc<dyn Store>,
+}
+
+impl BuiltInHub {
+    pub fn new(store: Arc<dyn Store>) -> BuiltInHub {
+        BuiltInHub { store }
+    }
+}
+
+impl BuiltInHub {
+    async fn next_state(
+        &self,
+        hub: &LinkedHub,
+        identity: &Identity,
+        twin: &TwinWrite,
+    ) -> Result<(HubDevice, IfMatch), HubError> {
+        let now = Utc::now();
+        let fresh = |tags, desired, reported| HubDevice {
+            hub: hub.host_name.clone(),
+            device_id: identity.device_id.clone(),
+            enabled: true,
+            auth: identity.auth.clone(),
+            iot_edge: identity.iot_edge,
+            generation_id: generation_id(),
+            tags,
+            desired,
+            reported,
+            etag: Etag::new(),
+            created: now,
+            updated: now,
+        };
+        Ok(match twin {
+            TwinWrite::Initial(initial) => {
+                let desired = TwinProperties {
+                    properties: initial.desired.clone(),
+                    version: 1,
+                };
+                (
+                    fresh(initial.tags.clone(), desired, TwinProperties::default()),
+                    IfMatch::Any,
+                )
+            }
+            TwinWrite::Migrated(state) => (
+                fresh(
+                    state.tags.clone(),
+                    state.desired.clone(),
+                    state.reported.clone(),
+                ),
+                IfMatch::Any,
+            ),
+            TwinWrite::Keep => match self
+                .store
+                .get_hub_device(&hub.host_name, &identity.device_id)
+                .await?
+            {
+                Some(existing) => {
+                    let cond = IfMatch::Etag(existing.etag.clone());
+                    let device = HubDevice {
+                        auth: identity.auth.clone(),
+                        iot_edge: identity.iot_edge,
+                        enabled: true,
+                        ..existing
+                    };
+                    (device, cond)
+                }
+                None => (
+                    fresh(Default::default(), Default::default(), Default::default()),
+                    IfMatch::Absent,
+                ),
+            },
+        })
+    }
+}
+
+/// Like IoT Hub, a generation ID tells a re-created identity from the one before it.
+fn generation_id() -> String {
+    format!("{}", Utc::now().timestamp_micros())
+}
+
+#[async_trait]
+impl HubConnector for BuiltInHub {
+    async fn provision(
+        &self,
+        hub: &LinkedHub,
+        identity: Identity,
+        twin: TwinWrite,
+    ) -> Result<(), HubError> {
+        // Only a credentials update (Keep) reads before it writes; a concurrent writer makes it
+        // read again, a few times at most.
+        for _ in 0..3 {
+            let (device, cond) = self.next_state(hub, &identity, &twin).await?;
+            match self.store.put_hub_device(device, cond).await {
+                Err(StoreError::PreconditionFailed | StoreError::Conflict) => continue,
+                other => return other.map(drop).map_err(HubError::from),
+            }
+        }
+        Err(HubError::Contended)
+    }
+
+    async fn read_twin(
+        &self,
+        hub: &LinkedHub,
+        device_id: &str,
+    ) -> Result<Option<TwinState>, HubError> {
+        Ok(self
+            .store
+            .get_hub_device(&hub.host_name, device_id)
+            .await?
+            .map(|d| TwinState {
+                tags: d.tags,
+                desired: d.desired,
+                reported: d.reported,
+            }))
+    }
+
+    async fn remove(&self, hub: &LinkedHub, device_id: &str) -> Result<(), HubError> {
+        match self
+            .store
+            .delete_hub_device(&hub.host_name, device_id, IfMatch::Any)
+            .await
+        {
+            Ok(()) | Err(StoreError::NotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

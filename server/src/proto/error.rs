@@ -1,0 +1,36 @@
+//! The Azure error body `{errorCode, trackingId, message, timestampUtc}` and the error codes Onramp
+//! uses. errorCode = HTTP status × 1000 + subcode; clients derive the status from it (C# AMQP).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    pub error_code: i64,
+    pub tracking_id: String,
+    pub message: String,
+    pub timestamp_utc: String,
+}
+
+/// Error codes. Documented ones are marked; the rest follow IoT Hub's pattern (UNCONFIRMED for DPS;
+/// chosen so status = code / 1000 always holds).
+pub mod code {
+    /// Malformed body, bad registration ID, mismatched IDs (IoT Hub's ArgumentInvalid).
+    pub const BAD_REQUEST: i64 = 400_004;
+    /// Documented: custom allocation webhook failed ("Custom allocation failed with status code: N").
+    pub const CUSTOM_ALLOCATION_FAILED: i64 = 400_207;
+    /// Documented (C SDK DPS_HUB_ERROR_NO_HUB): no hub could be chosen.
+    pub const NO_HUB: i64 = 400_208;
+    /// Documented: authentication failed (bad, expired or missing SAS; unknown device).
+    pub const UNAUTHORIZED: i64 = 401_002;
+    /// The ID scope names no instance here.
+    pub const UNKNOWN_ID_SCOPE: i64 = 404_001;
+    /// Documented: no enrollment for this registration ID.
+    pub const ENROLLMENT_NOT_FOUND: i64 = 404_201;
+    /// No registration record or operation for this ID (service API uses 404202 too).
+    pub const NOT_FOUND: i64 = 404_202;
+    pub const PRECONDITION_FAILED: i64 = 412_001;
+    pub const PAYLOAD_TOO_LARGE: i64 = 413_001;
+    pub const THROTTLED: i64 = 429_001;
+    pub const INTERNAL: i64 = 500_001;
+}

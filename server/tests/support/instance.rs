@@ -1,0 +1,274 @@
+//! An Onramp instance inside the test process: the real service state and HTTPS router behind a real
+//! TLS listener on a free port, so tests speak HTTPS to it and still reach its store and event bus.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use chrono::Utc;
+use onramp::config::Config;
+use onramp::domain::*;
+use onramp::service::{AppState, prepare};
+use onramp::store::Store;
+use onramp::transport::{https, listener};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::db;
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct Instance {
+    pub state: AppState,
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub url: String,
+    pub database_url: String,
+    shutdown: CancellationToken,
+    _dir: Arc<tempfile::TempDir>,
+    schema: Option<String>,
+}
+
+impl Instance {
+    /// A fresh instance on `backend`, or None when PostgreSQL was deliberately skipped.
+    pub async fn start(backend: Backend) -> Option<Instance> {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let (database_url, schema) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}", dir.path().join("onramp.db").display()),
+                None,
+            ),
+            Backend::Postgres => {
+                if db::skip_postgres() {
+                    return None;
+                }
+                let base = db::postgres_url();
+                let schema = db::create_schema(&base).await;
+                (
+                    format!("{base}?options=-c%20search_path%3D{schema}"),
+                    Some(schema),
+                )
+            }
+        };
+        Some(Instance::on(dir, database_url, schema).await)
+    }
+
+    /// Another instance on the same database (and data directory).
+    pub async fn sibling(&self) -> Instance {
+        Instance::on(self._dir.clone(), self.database_url.clone(), None).await
+    }
+
+    async fn on(
+        dir: Arc<tempfile::TempDir>,
+        database_url: String,
+        schema: Option<String>,
+    ) -> Instance {
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            database_url: Some(database_url.clone()),
+            limits: onramp::config::Limits {
+                webhook_timeout_secs: 2,
+                ..Default::default()
+            },
+            ..Config::default()
+        };
+        let prepared = prepare(config).await.expect("prepare instance");
+        let tls = onramp::tls::server_config(&prepared.tls, &[b"http/1.1"]).unwrap();
+        let ca = std::fs::read(prepared.tls.ca_path.clone().unwrap()).unwrap();
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let limits = listener::ListenerLimits {
+            max_connections: 64,
+            handshake_timeout: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(5),
+        };
+        let router = https::router(prepared.state.clone());
+        tokio::spawn(listener::serve_https(
+            tcp,
+            tls,
+            router,
+            limits,
+            shutdown.clone(),
+        ));
+        let client = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .resolve("localhost", addr)
+            .build()
+            .unwrap();
+        Instance {
+            url: format!("https://localhost:{}", addr.port()),
+            state: prepared.state,
+            addr,
+            client,
+            database_url,
+            shutdown,
+            _dir: dir,
+            schema,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.state.store
+    }
+
+    pub fn scope(&self) -> &str {
+        &self.state.instance.id_scope
+    }
+
+    pub async fn finish(self) {
+        self.shutdown.cancel();
+        self.state.store.close().await;
+        if let Some(schema) = &self.schema {
+            db::drop_schema(&db::postgres_url(), schema).await;
+        }
+    }
+
+    /// A SAS token for `registration_id` signed with `key`, valid for an hour.
+    pub fn token(&self, registration_id: &str, key: &str) -> String {
+        let resource = format!("{}/registrations/{registration_id}", self.scope());
+        onramp::attestation::sas::sign(
+            key,
+            &resource,
+            Utc::now().timestamp() as u64 + 3600,
+            Some("registration"),
+        )
+        .unwrap()
+    }
+
+    /// PUT register with a token; returns status, headers and JSON body.
+    pub async fn register(
+        &self,
+        registration_id: &str,
+        key: &str,
+        body: Value,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let token = self.token(registration_id, key);
+        self.request(
+            "PUT",
+            &format!("registrations/{registration_id}/register"),
+            Some(&token),
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let url = format!(
+            "{}/{}/{path}?api-version=2019-03-31",
+            self.url,
+            self.scope()
+        );
+        let mut request = self.client.request(method.parse().unwrap(), url);
+        if let Some(token) = token {
+            request = request.header("Authorization", token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn link_hub(&self, host: &str, weight: u32, region: Option<&str>, apply: bool) {
+        let now = Utc::now();
+        let hub = LinkedHub {
+            host_name: host.into(),
+            connector: ConnectorKind::BuiltIn,
+            region: region.map(String::from),
+            allocation_weight: weight,
+            apply_allocation_policy: apply,
+            settings: json!({}),
+            etag: Etag::new(),
+            created: now,
+            updated: now,
+        };
+        self.store().put_hub(hub, IfMatch::Any).await.unwrap();
+        self.state.provisioner.invalidate();
+    }
+}
+
+pub fn random_key() -> String {
+    base64::engine::general_purpose::STANDARD
+        .encode((0..64).map(|_| rand::random::<u8>()).collect::<Vec<u8>>())
+}
+
+pub fn symmetric_spec(primary: &str, secondary: &str) -> EnrollmentSpec {
+    EnrollmentSpec {
+        attestation: Attestation::SymmetricKey {
+            primary_key: primary.into(),
+            secondary_key: secondary.into(),
+        },
+        provisioning_status: ProvisioningStatus::Enabled,
+        iot_edge: false,
+        initial_twin: Some(InitialTwin {
+            tags: json!({"site": "plant-7"}).as_object().unwrap().clone(),
+            desired: json!({"telemetryInterval": 30})
+                .as_object()
+                .unwrap()
+                .clone(),
+        }),
+        reprovision_policy: ReprovisionPolicy::default(),
+        allocation_policy: None,
+        iot_hubs: vec![],
+        custom_allocation: None,
+    }
+}
+
+pub async fn enroll(
+    store: &Arc<dyn Store>,
+    registration_id: &str,
+    device_id: Option<&str>,
+    spec: EnrollmentSpec,
+) -> Enrollment {
+    let now = Utc::now();
+    let enrollment = Enrollment {
+        registration_id: registration_id.into(),
+        device_id: device_id.map(String::from),
+        spec,
+        optional_device_information: None,
+        etag: Etag::new(),
+        created: now,
+        updated: now,
+    };
+    store
+        .put_enrollment(enrollment, IfMatch::Any)
+        .await
+        .unwrap()
+}
+
+pub async fn enroll_group(
+    store: &Arc<dyn Store>,
+    group_id: &str,
+    spec: EnrollmentSpec,
+) -> EnrollmentGroup {
+    let now = Utc::now();
+    let group = EnrollmentGroup {
+        group_id: group_id.into(),
+        spec,
+        etag: Etag::new(),
+        created: now,
+        updated: now,
+    };
+    store.put_group(group, IfMatch::Any).await.unwrap()
+}
