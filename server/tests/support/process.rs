@@ -39,7 +39,11 @@ pub struct Server {
 impl Server {
     /// Starts `onramp serve` on free ports in `data_dir`, with extra flags.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
-        let https_port = free_port();
+        Server::start_on(data_dir, free_port(), extra)
+    }
+
+    /// Starts `onramp serve` with its HTTPS listener on `https_port`.
+    pub fn start_on(data_dir: &Path, https_port: u16, extra: &[&str]) -> Server {
         let mut args: Vec<String> = vec![
             "--data-dir".into(),
             data_dir.display().to_string(),

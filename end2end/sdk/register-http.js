@@ -1,0 +1,44 @@
+// Registers one device with the official Azure IoT Node SDK over HTTPS (port 443, as the SDK
+// hard-codes) and prints the outcome as one JSON line. Used by server/tests/sdk_node.rs.
+//
+//   node register-http.js <host> <idScope> <registrationId> <key> [payloadJson] [--group-key]
+//
+// With --group-key, <key> is the enrollment group's key and the device key is derived here
+// exactly as the Azure docs show, with Node's own crypto.
+'use strict';
+const crypto = require('node:crypto');
+const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
+const { Http } = require('azure-iot-provisioning-device-http');
+const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
+
+const args = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+const groupKey = process.argv.includes('--group-key');
+const [host, idScope, registrationId, key, payload] = args;
+
+function deriveKey(groupKeyB64, id) {
+  return crypto.createHmac('sha256', Buffer.from(groupKeyB64, 'base64')).update(id, 'utf8').digest('base64');
+}
+
+const deviceKey = groupKey ? deriveKey(key, registrationId) : key;
+const client = ProvisioningDeviceClient.create(host, idScope, new Http(), new SymmetricKeySecurityClient(registrationId, deviceKey));
+if (payload) client.setProvisioningPayload(JSON.parse(payload));
+
+const started = process.hrtime.bigint();
+client.register((err, result) => {
+  const ms = Number(process.hrtime.bigint() - started) / 1e6;
+  if (err) {
+    let body = err.responseBody ?? null;
+    try { body = typeof body === 'string' ? JSON.parse(body) : body; } catch (_) { /* keep text */ }
+    console.log(JSON.stringify({
+      ok: false,
+      name: err.name,
+      message: err.message,
+      statusCode: err.response?.statusCode ?? null,
+      body,
+      result: err.result ?? null,
+      ms,
+    }));
+  } else {
+    console.log(JSON.stringify({ ok: true, result, ms }));
+  }
+});

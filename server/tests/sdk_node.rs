@@ -1,0 +1,227 @@
+//! Conformance with the official Azure IoT Node SDK (azure-iot-provisioning-device + -http +
+//! azure-iot-security-symmetric-key, from npm): the real `onramp` binary on port 443 (the SDK's HTTP
+//! transport cannot use another), the generated CA trusted through NODE_EXTRA_CA_CERTS, and every
+//! byte on the wire the SDK's own. Runs once on SQLite and once on PostgreSQL.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::routing::post;
+use chrono::Utc;
+use onramp::domain::*;
+use onramp::store::Store;
+use serde_json::{Value, json};
+
+mod support;
+use support::db;
+use support::instance::{enroll, enroll_group, random_key, symmetric_spec};
+use support::process::{Server, run};
+
+/// Port 443 is one per machine: the two backends take turns.
+static PORT_443: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn end2end() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../end2end")
+}
+
+/// Runs an SDK script and returns the JSON line it prints.
+fn node(script: &str, args: &[&str], ca: &str) -> Value {
+    let dir = end2end();
+    assert!(
+        dir.join("node_modules/azure-iot-provisioning-device").exists(),
+        "the Azure SDK packages are not installed: run scripts/setup.sh --test"
+    );
+    let out = Command::new("node")
+        .arg(dir.join("sdk").join(script))
+        .args(args)
+        .env("NODE_EXTRA_CA_CERTS", ca)
+        .current_dir(&dir)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_else(|| panic!("no output: {}", String::from_utf8_lossy(&out.stderr)));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_sdk_over_https_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("data/onramp.db").display());
+    conformance(dir.path(), &url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_sdk_over_https_on_postgres() {
+    if db::skip_postgres() {
+        return;
+    }
+    let base = db::postgres_url();
+    let schema = db::create_schema(&base).await;
+    let dir = tempfile::tempdir().unwrap();
+    conformance(dir.path(), &format!("{base}?options=-c%20search_path%3D{schema}")).await;
+    db::drop_schema(&base, &schema).await;
+}
+
+struct Ctx {
+    store: Arc<dyn Store>,
+    scope: String,
+    ca: String,
+}
+
+impl Ctx {
+    fn register(&self, registration_id: &str, key: &str, extra: &[&str]) -> Value {
+        let mut args = vec!["localhost", &self.scope, registration_id, key];
+        args.extend_from_slice(extra);
+        node("register-http.js", &args, &self.ca)
+    }
+}
+
+async fn conformance(dir: &Path, database_url: &str) {
+    let _port = PORT_443.lock().await;
+    let data = dir.join("data");
+    let data_arg = data.to_str().unwrap();
+    // Bootstrap first and link two more built-in hubs, so the server starts knowing them.
+    let out = run(&["admin", "info", "--json", "--data-dir", data_arg, "--database-url", database_url], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let store = onramp::store::open(database_url, 4).await.unwrap();
+    for hub in ["hub-a.localhost", "hub-b.localhost"] {
+        link(&store, hub).await;
+    }
+    let mut server = Server::start_on(&data, 443, &["--database-url", database_url]);
+    server.wait_healthy().await;
+    let ctx = Ctx { store, scope: info["idScope"].as_str().unwrap().into(), ca: info["caCertPath"].as_str().unwrap().into() };
+
+    individual_enrollment(&ctx).await;
+    group_enrollment(&ctx).await;
+    disabled_enrollment(&ctx).await;
+    wrong_key(&ctx).await;
+    reprovisioning(&ctx).await;
+    custom_allocation(&ctx).await;
+
+    ctx.store.close().await;
+    server.terminate(std::time::Duration::from_secs(15));
+}
+
+async fn link(store: &Arc<dyn Store>, host: &str) {
+    let now = Utc::now();
+    let hub = LinkedHub {
+        host_name: host.into(),
+        connector: ConnectorKind::BuiltIn,
+        region: None,
+        allocation_weight: 1,
+        apply_allocation_policy: false,
+        settings: json!({}),
+        etag: Etag::new(),
+        created: now,
+        updated: now,
+    };
+    store.put_hub(hub, IfMatch::Any).await.unwrap();
+}
+
+async fn individual_enrollment(ctx: &Ctx) {
+    let key = random_key();
+    enroll(&ctx.store, "node-dev-1", Some("node-thermostat"), symmetric_spec(&key, &random_key())).await;
+    let out = ctx.register("node-dev-1", &key, &[]);
+    assert_eq!(out["ok"], true, "{out}");
+    assert_eq!(out["result"]["status"], "assigned");
+    assert_eq!(out["result"]["assignedHub"], "localhost");
+    assert_eq!(out["result"]["deviceId"], "node-thermostat");
+    assert_eq!(out["result"]["substatus"], "initialAssignment");
+    let identity = ctx.store.get_hub_device("localhost", "node-thermostat").await.unwrap().unwrap();
+    assert_eq!(identity.desired.properties["telemetryInterval"], 30);
+}
+
+async fn group_enrollment(ctx: &Ctx) {
+    let group_key = random_key();
+    enroll_group(&ctx.store, "node-fleet", symmetric_spec(&group_key, &random_key())).await;
+    for device in ["node-g-1", "node-g-2"] {
+        let out = ctx.register(device, &group_key, &["--group-key"]);
+        assert_eq!(out["ok"], true, "{out}");
+        assert_eq!(out["result"]["deviceId"], device);
+        let record = ctx.store.get_registration(device).await.unwrap().unwrap();
+        assert_eq!(record.enrollment, EnrollmentRef::Group("node-fleet".into()));
+    }
+}
+
+async fn disabled_enrollment(ctx: &Ctx) {
+    let key = random_key();
+    let mut spec = symmetric_spec(&key, &random_key());
+    spec.provisioning_status = ProvisioningStatus::Disabled;
+    enroll(&ctx.store, "node-off", None, spec).await;
+    let out = ctx.register("node-off", &key, &[]);
+    // The Node SDK knows only assigned/assigning/failed: it reports `disabled` as an error that
+    // carries the result.
+    assert_eq!(out["ok"], false, "{out}");
+    assert_eq!(out["result"]["status"], "disabled", "{out}");
+    assert!(ctx.store.get_hub_device("localhost", "node-off").await.unwrap().is_none());
+}
+
+async fn wrong_key(ctx: &Ctx) {
+    enroll(&ctx.store, "node-wrong", None, symmetric_spec(&random_key(), &random_key())).await;
+    let out = ctx.register("node-wrong", &random_key(), &[]);
+    assert_eq!(out["ok"], false, "{out}");
+    assert_eq!(out["statusCode"], 401, "{out}");
+    assert_eq!(out["body"]["errorCode"], 401002, "{out}");
+}
+
+async fn reprovisioning(ctx: &Ctx) {
+    let key = random_key();
+    let mut spec = symmetric_spec(&key, &random_key());
+    spec.iot_hubs = vec!["hub-a.localhost".into()];
+    enroll(&ctx.store, "node-mover", None, spec.clone()).await;
+    assert_eq!(ctx.register("node-mover", &key, &[])["result"]["assignedHub"], "hub-a.localhost");
+    let mut twin = ctx.store.get_hub_device("hub-a.localhost", "node-mover").await.unwrap().unwrap();
+    twin.reported.properties.insert("firmware".into(), json!("1.0"));
+    ctx.store.put_hub_device(twin, IfMatch::Any).await.unwrap();
+
+    let steps = [
+        ("hub-b.localhost", true, true, "hub-b.localhost", "deviceDataMigrated", Some("1.0")),
+        ("hub-a.localhost", true, false, "hub-a.localhost", "deviceDataReset", None),
+        ("hub-b.localhost", false, false, "hub-a.localhost", "reprovisionedToInitialAssignment", None),
+    ];
+    for (named, update, migrate, expected_hub, substatus, firmware) in steps {
+        spec.iot_hubs = vec![named.into()];
+        spec.reprovision_policy = ReprovisionPolicy { update_hub_assignment: update, migrate_device_data: migrate };
+        enroll(&ctx.store, "node-mover", None, spec.clone()).await;
+        let out = ctx.register("node-mover", &key, &[]);
+        assert_eq!(out["result"]["assignedHub"], expected_hub, "{substatus}: {out}");
+        assert_eq!(out["result"]["substatus"], substatus, "{out}");
+        let twin = ctx.store.get_hub_device(expected_hub, "node-mover").await.unwrap().unwrap();
+        assert_eq!(twin.reported.properties.get("firmware").and_then(Value::as_str), firmware, "{substatus}");
+        assert_eq!(twin.desired.properties["telemetryInterval"], 30);
+    }
+}
+
+async fn custom_allocation(ctx: &Ctx) {
+    let seen = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/api/allocate",
+        post(move |Json(request): Json<Value>| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(request);
+                Json(json!({"iotHubHostName": "hub-b.localhost", "payload": {"greeting": "hello node"}}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/allocate", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let key = random_key();
+    let mut spec = symmetric_spec(&key, &random_key());
+    spec.allocation_policy = Some(AllocationPolicy::Custom);
+    spec.custom_allocation = Some(CustomAllocationDefinition { webhook_url: url, api_version: "2019-03-31".into() });
+    enroll(&ctx.store, "node-custom", None, spec).await;
+    let out = ctx.register("node-custom", &key, &[r#"{"model":"n1"}"#]);
+    assert_eq!(out["ok"], true, "{out}");
+    assert_eq!(out["result"]["assignedHub"], "hub-b.localhost");
+    assert_eq!(out["result"]["payload"], json!({"greeting": "hello node"}), "the device receives the webhook's payload");
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0]["deviceRuntimeContext"]["payload"], json!({"model": "n1"}), "the device's payload reached the webhook");
+}
