@@ -30,7 +30,8 @@ fn end2end() -> PathBuf {
 fn node(script: &str, args: &[&str], ca: &str) -> Value {
     let dir = end2end();
     assert!(
-        dir.join("node_modules/azure-iot-provisioning-device").exists(),
+        dir.join("node_modules/azure-iot-provisioning-device")
+            .exists(),
         "the Azure SDK packages are not installed: run scripts/setup.sh --test"
     );
     let out = Command::new("node")
@@ -41,7 +42,10 @@ fn node(script: &str, args: &[&str], ca: &str) -> Value {
         .output()
         .expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().unwrap_or_else(|| panic!("no output: {}", String::from_utf8_lossy(&out.stderr)));
+    let line = stdout
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no output: {}", String::from_utf8_lossy(&out.stderr)));
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
@@ -60,7 +64,11 @@ async fn node_sdk_over_https_on_postgres() {
     let base = db::postgres_url();
     let schema = db::create_schema(&base).await;
     let dir = tempfile::tempdir().unwrap();
-    conformance(dir.path(), &format!("{base}?options=-c%20search_path%3D{schema}")).await;
+    conformance(
+        dir.path(),
+        &format!("{base}?options=-c%20search_path%3D{schema}"),
+    )
+    .await;
     db::drop_schema(&base, &schema).await;
 }
 
@@ -83,8 +91,23 @@ async fn conformance(dir: &Path, database_url: &str) {
     let data = dir.join("data");
     let data_arg = data.to_str().unwrap();
     // Bootstrap first and link two more built-in hubs, so the server starts knowing them.
-    let out = run(&["admin", "info", "--json", "--data-dir", data_arg, "--database-url", database_url], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(
+        &[
+            "admin",
+            "info",
+            "--json",
+            "--data-dir",
+            data_arg,
+            "--database-url",
+            database_url,
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let info: Value = serde_json::from_slice(&out.stdout).unwrap();
     let store = onramp::store::open(database_url, 4).await.unwrap();
     for hub in ["hub-a.localhost", "hub-b.localhost"] {
@@ -92,7 +115,11 @@ async fn conformance(dir: &Path, database_url: &str) {
     }
     let mut server = Server::start_on(&data, 443, &["--database-url", database_url]);
     server.wait_healthy().await;
-    let ctx = Ctx { store, scope: info["idScope"].as_str().unwrap().into(), ca: info["caCertPath"].as_str().unwrap().into() };
+    let ctx = Ctx {
+        store,
+        scope: info["idScope"].as_str().unwrap().into(),
+        ca: info["caCertPath"].as_str().unwrap().into(),
+    };
 
     individual_enrollment(&ctx).await;
     group_enrollment(&ctx).await;
@@ -123,20 +150,36 @@ async fn link(store: &Arc<dyn Store>, host: &str) {
 
 async fn individual_enrollment(ctx: &Ctx) {
     let key = random_key();
-    enroll(&ctx.store, "node-dev-1", Some("node-thermostat"), symmetric_spec(&key, &random_key())).await;
+    enroll(
+        &ctx.store,
+        "node-dev-1",
+        Some("node-thermostat"),
+        symmetric_spec(&key, &random_key()),
+    )
+    .await;
     let out = ctx.register("node-dev-1", &key, &[]);
     assert_eq!(out["ok"], true, "{out}");
     assert_eq!(out["result"]["status"], "assigned");
     assert_eq!(out["result"]["assignedHub"], "localhost");
     assert_eq!(out["result"]["deviceId"], "node-thermostat");
     assert_eq!(out["result"]["substatus"], "initialAssignment");
-    let identity = ctx.store.get_hub_device("localhost", "node-thermostat").await.unwrap().unwrap();
+    let identity = ctx
+        .store
+        .get_hub_device("localhost", "node-thermostat")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(identity.desired.properties["telemetryInterval"], 30);
 }
 
 async fn group_enrollment(ctx: &Ctx) {
     let group_key = random_key();
-    enroll_group(&ctx.store, "node-fleet", symmetric_spec(&group_key, &random_key())).await;
+    enroll_group(
+        &ctx.store,
+        "node-fleet",
+        symmetric_spec(&group_key, &random_key()),
+    )
+    .await;
     for device in ["node-g-1", "node-g-2"] {
         let out = ctx.register(device, &group_key, &["--group-key"]);
         assert_eq!(out["ok"], true, "{out}");
@@ -156,11 +199,23 @@ async fn disabled_enrollment(ctx: &Ctx) {
     // carries the result.
     assert_eq!(out["ok"], false, "{out}");
     assert_eq!(out["result"]["status"], "disabled", "{out}");
-    assert!(ctx.store.get_hub_device("localhost", "node-off").await.unwrap().is_none());
+    assert!(
+        ctx.store
+            .get_hub_device("localhost", "node-off")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn wrong_key(ctx: &Ctx) {
-    enroll(&ctx.store, "node-wrong", None, symmetric_spec(&random_key(), &random_key())).await;
+    enroll(
+        &ctx.store,
+        "node-wrong",
+        None,
+        symmetric_spec(&random_key(), &random_key()),
+    )
+    .await;
     let out = ctx.register("node-wrong", &random_key(), &[]);
     assert_eq!(out["ok"], false, "{out}");
     assert_eq!(out["statusCode"], 401, "{out}");
@@ -172,25 +227,74 @@ async fn reprovisioning(ctx: &Ctx) {
     let mut spec = symmetric_spec(&key, &random_key());
     spec.iot_hubs = vec!["hub-a.localhost".into()];
     enroll(&ctx.store, "node-mover", None, spec.clone()).await;
-    assert_eq!(ctx.register("node-mover", &key, &[])["result"]["assignedHub"], "hub-a.localhost");
-    let mut twin = ctx.store.get_hub_device("hub-a.localhost", "node-mover").await.unwrap().unwrap();
-    twin.reported.properties.insert("firmware".into(), json!("1.0"));
+    assert_eq!(
+        ctx.register("node-mover", &key, &[])["result"]["assignedHub"],
+        "hub-a.localhost"
+    );
+    let mut twin = ctx
+        .store
+        .get_hub_device("hub-a.localhost", "node-mover")
+        .await
+        .unwrap()
+        .unwrap();
+    twin.reported
+        .properties
+        .insert("firmware".into(), json!("1.0"));
     ctx.store.put_hub_device(twin, IfMatch::Any).await.unwrap();
 
     let steps = [
-        ("hub-b.localhost", true, true, "hub-b.localhost", "deviceDataMigrated", Some("1.0")),
-        ("hub-a.localhost", true, false, "hub-a.localhost", "deviceDataReset", None),
-        ("hub-b.localhost", false, false, "hub-a.localhost", "reprovisionedToInitialAssignment", None),
+        (
+            "hub-b.localhost",
+            true,
+            true,
+            "hub-b.localhost",
+            "deviceDataMigrated",
+            Some("1.0"),
+        ),
+        (
+            "hub-a.localhost",
+            true,
+            false,
+            "hub-a.localhost",
+            "deviceDataReset",
+            None,
+        ),
+        (
+            "hub-b.localhost",
+            false,
+            false,
+            "hub-a.localhost",
+            "reprovisionedToInitialAssignment",
+            None,
+        ),
     ];
     for (named, update, migrate, expected_hub, substatus, firmware) in steps {
         spec.iot_hubs = vec![named.into()];
-        spec.reprovision_policy = ReprovisionPolicy { update_hub_assignment: update, migrate_device_data: migrate };
+        spec.reprovision_policy = ReprovisionPolicy {
+            update_hub_assignment: update,
+            migrate_device_data: migrate,
+        };
         enroll(&ctx.store, "node-mover", None, spec.clone()).await;
         let out = ctx.register("node-mover", &key, &[]);
-        assert_eq!(out["result"]["assignedHub"], expected_hub, "{substatus}: {out}");
+        assert_eq!(
+            out["result"]["assignedHub"], expected_hub,
+            "{substatus}: {out}"
+        );
         assert_eq!(out["result"]["substatus"], substatus, "{out}");
-        let twin = ctx.store.get_hub_device(expected_hub, "node-mover").await.unwrap().unwrap();
-        assert_eq!(twin.reported.properties.get("firmware").and_then(Value::as_str), firmware, "{substatus}");
+        let twin = ctx
+            .store
+            .get_hub_device(expected_hub, "node-mover")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            twin.reported
+                .properties
+                .get("firmware")
+                .and_then(Value::as_str),
+            firmware,
+            "{substatus}"
+        );
         assert_eq!(twin.desired.properties["telemetryInterval"], 30);
     }
 }
@@ -215,13 +319,24 @@ async fn custom_allocation(ctx: &Ctx) {
     let key = random_key();
     let mut spec = symmetric_spec(&key, &random_key());
     spec.allocation_policy = Some(AllocationPolicy::Custom);
-    spec.custom_allocation = Some(CustomAllocationDefinition { webhook_url: url, api_version: "2019-03-31".into() });
+    spec.custom_allocation = Some(CustomAllocationDefinition {
+        webhook_url: url,
+        api_version: "2019-03-31".into(),
+    });
     enroll(&ctx.store, "node-custom", None, spec).await;
     let out = ctx.register("node-custom", &key, &[r#"{"model":"n1"}"#]);
     assert_eq!(out["ok"], true, "{out}");
     assert_eq!(out["result"]["assignedHub"], "hub-b.localhost");
-    assert_eq!(out["result"]["payload"], json!({"greeting": "hello node"}), "the device receives the webhook's payload");
+    assert_eq!(
+        out["result"]["payload"],
+        json!({"greeting": "hello node"}),
+        "the device receives the webhook's payload"
+    );
     let requests = seen.lock().unwrap().clone();
     assert_eq!(requests.len(), 1);
-    assert_eq!(requests[0]["deviceRuntimeContext"]["payload"], json!({"model": "n1"}), "the device's payload reached the webhook");
+    assert_eq!(
+        requests[0]["deviceRuntimeContext"]["payload"],
+        json!({"model": "n1"}),
+        "the device's payload reached the webhook"
+    );
 }

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Benchmarks: they print figures (targets are in the issues and notes, not asserted here).
+#  1. one registration end to end with the official Node SDK over HTTPS, process already started:
+#     median of 20 (target < 100 ms);
+#  2. the load generator: N devices, C concurrent clients, fresh TLS per device, registrations/s and
+#     p50/p99, against a bare TLS-handshake baseline measured in the same run.
+# Starts its own release build of Onramp on port 443 (the Node SDK's HTTP port) in a fresh data dir.
+# Usage: scripts/bench.sh [devices=20000] [concurrency=64] [sqlite|postgres]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+devices=${1:-20000}
+concurrency=${2:-64}
+backend=${3:-sqlite}
+
+scripts/setup.sh --test
+cargo build --release -p server --bins
+dir=$(mktemp -d)
+data="$dir/data"
+db_args=()
+if [ "$backend" = postgres ]; then
+  schema="onramp_bench_$(date +%s)"
+  psql -q -h 127.0.0.1 -U postgres -d test -c "CREATE SCHEMA $schema"
+  db_args=(--database-url "postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D$schema")
+fi
+bin=target/release/onramp
+"$bin" --data-dir "$data" "${db_args[@]}" admin info --json > /dev/null
+ONRAMP_LOG=warn "$bin" --data-dir "$data" "${db_args[@]}" --https-port 443 serve 2> "$dir/server.log" &
+server=$!
+cleanup() {
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  if [ -n "${schema:-}" ]; then psql -q -h 127.0.0.1 -U postgres -d test -c "DROP SCHEMA $schema CASCADE"; fi
+}
+trap cleanup EXIT
+for _ in $(seq 100); do
+  curl -sf --cacert "$data/ca.pem" https://localhost/healthz > /dev/null && break
+  sleep 0.1
+done
+
+echo "== Node SDK over HTTPS ($backend)"
+read -r scope group_key < <(target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --seed-only)
+(cd end2end && NODE_EXTRA_CA_CERTS="$data/ca.pem" node sdk/bench-http.js localhost "$scope" "$group_key" 20)
+
+echo "== load generator ($backend)"
+target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --devices "$devices" --concurrency "$concurrency"

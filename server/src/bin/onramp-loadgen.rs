@@ -1,0 +1,270 @@
+//! Load generator: provisions N distinct devices of one symmetric-key enrollment group with C
+//! concurrent clients, each device on a fresh TCP + TLS connection (full handshake, no resumption,
+//! as a fleet of real devices would), and prints registrations/s and latency p50/p99. In the same
+//! run it measures bare TLS handshakes/s against the same listener and prints the ratio.
+//!
+//!   onramp-loadgen --data-dir D [--database-url U] [--port 443] [--devices 20000] [--concurrency 64]
+//!
+//! It seeds its enrollment group straight into the instance's store (same data dir / database URL
+//! as the server) and reads the ID scope and CA from there.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use clap::Parser;
+use onramp::attestation::sas;
+use onramp::config::Config;
+use onramp::domain::*;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+#[derive(Parser)]
+#[command(about = "Provision many devices against a running Onramp and report throughput")]
+struct Args {
+    #[arg(long, default_value = "./data")]
+    data_dir: std::path::PathBuf,
+    #[arg(long)]
+    database_url: Option<String>,
+    #[arg(long, default_value = "localhost")]
+    host: String,
+    #[arg(long, default_value_t = 443)]
+    port: u16,
+    #[arg(long, default_value_t = 20_000)]
+    devices: usize,
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Bare handshakes for the baseline (default: as many as devices).
+    #[arg(long)]
+    handshakes: Option<usize>,
+    /// Only create an enrollment group and print `<idScope> <groupKey>` (for other benchmarks).
+    #[arg(long)]
+    seed_only: bool,
+}
+
+struct Target {
+    connector: TlsConnector,
+    address: String,
+    server_name: ServerName<'static>,
+}
+
+impl Target {
+    async fn connect(&self) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(&self.address).await?;
+        tcp.set_nodelay(true)?;
+        Ok(self
+            .connector
+            .connect(self.server_name.clone(), tcp)
+            .await?)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = Config {
+        data_dir: args.data_dir.clone(),
+        database_url: args.database_url.clone(),
+        ..Config::default()
+    };
+    let store = onramp::store::open(&config.effective_database_url(), 4).await?;
+    let scope = store
+        .setting(setting::ID_SCOPE)
+        .await?
+        .context("the store has no ID scope: start the server once first")?;
+    let group_key = seed_group(store.as_ref()).await?;
+    store.close().await;
+    if args.seed_only {
+        println!("{scope} {group_key}");
+        return Ok(());
+    }
+
+    let target = Arc::new(Target {
+        connector: connector(&args.data_dir.join("ca.pem"))?,
+        address: format!("{}:{}", args.host, args.port),
+        server_name: ServerName::try_from(args.host.clone())?,
+    });
+    println!(
+        "target {} (scope {scope}), {} devices, {} concurrent clients, fresh TLS per device",
+        target.address, args.devices, args.concurrency
+    );
+
+    let handshakes = args.handshakes.unwrap_or(args.devices);
+    let baseline = run(handshakes, args.concurrency, {
+        let target = target.clone();
+        move |_| {
+            let target = target.clone();
+            async move {
+                let mut tls = target.connect().await?;
+                tls.shutdown().await.ok();
+                Ok(())
+            }
+        }
+    })
+    .await?;
+    baseline.print("TLS handshake baseline");
+
+    let prefix = format!("load-{}", Utc::now().timestamp_millis());
+    let registrations = run(args.devices, args.concurrency, {
+        let target = target.clone();
+        move |i| {
+            let (target, scope, key, id) = (
+                target.clone(),
+                scope.clone(),
+                group_key.clone(),
+                format!("{prefix}-{i}"),
+            );
+            async move { register(&target, &scope, &key, &id).await }
+        }
+    })
+    .await?;
+    registrations.print("registrations");
+    println!(
+        "ratio: registrations/s is {:.0}% of the TLS-handshake baseline",
+        100.0 * registrations.rate() / baseline.rate()
+    );
+    Ok(())
+}
+
+async fn seed_group(store: &dyn onramp::store::Store) -> anyhow::Result<String> {
+    let key = onramp::bootstrap::random_key(64);
+    let now = Utc::now();
+    let group = EnrollmentGroup {
+        group_id: format!("loadgen-{}", now.timestamp_millis()),
+        spec: EnrollmentSpec {
+            attestation: Attestation::SymmetricKey {
+                primary_key: key.clone(),
+                secondary_key: onramp::bootstrap::random_key(64),
+            },
+            provisioning_status: ProvisioningStatus::Enabled,
+            iot_edge: false,
+            initial_twin: None,
+            reprovision_policy: ReprovisionPolicy::default(),
+            allocation_policy: None,
+            iot_hubs: vec![],
+            custom_allocation: None,
+        },
+        etag: Etag::new(),
+        created: now,
+        updated: now,
+    };
+    store.put_group(group, IfMatch::Any).await?;
+    Ok(key)
+}
+
+fn connector(ca: &std::path::Path) -> anyhow::Result<TlsConnector> {
+    let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // Every device is new: no session resumption, a full handshake each time.
+    config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// One device: connect, PUT register, expect the final `assigned` state in the reply.
+async fn register(target: &Target, scope: &str, group_key: &str, id: &str) -> anyhow::Result<()> {
+    let key = sas::derive_device_key(group_key, id)?;
+    let resource = format!("{scope}/registrations/{id}");
+    let token = sas::sign(
+        &key,
+        &resource,
+        Utc::now().timestamp() as u64 + 3600,
+        Some("registration"),
+    )?;
+    let body = format!(r#"{{"registrationId":"{id}"}}"#);
+    let request = format!(
+        "PUT /{resource}/register?api-version=2019-03-31 HTTP/1.1\r\nHost: {}\r\nAuthorization: {token}\r\n\
+         Content-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        target.address,
+        body.len()
+    );
+    let mut tls = target.connect().await?;
+    tls.write_all(request.as_bytes()).await?;
+    let mut response = Vec::with_capacity(2048);
+    tls.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    if !text.starts_with("HTTP/1.1 202") || !text.contains(r#""status":"assigned""#) {
+        bail!(
+            "unexpected reply for {id}: {}",
+            text.lines().next().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+struct Figures {
+    count: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Figures {
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, q: f64) -> Duration {
+        self.latencies[((self.latencies.len() as f64 * q) as usize).min(self.latencies.len() - 1)]
+    }
+
+    fn print(&self, what: &str) {
+        println!(
+            "{what}: {} in {:.2} s = {:.0}/s, latency p50 {:.1} ms, p99 {:.1} ms",
+            self.count,
+            self.elapsed.as_secs_f64(),
+            self.rate(),
+            self.percentile(0.5).as_secs_f64() * 1e3,
+            self.percentile(0.99).as_secs_f64() * 1e3
+        );
+    }
+}
+
+/// Runs `job(i)` for i in 0..count on `concurrency` workers; any failure stops the run.
+async fn run<F, Fut>(count: usize, concurrency: usize, job: F) -> anyhow::Result<Figures>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (next, job) = (next.clone(), job.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        return Ok::<_, anyhow::Error>(latencies);
+                    }
+                    let t = Instant::now();
+                    job(i).await?;
+                    latencies.push(t.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(count);
+    for worker in workers {
+        latencies.extend(worker.await??);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    Ok(Figures {
+        count,
+        elapsed,
+        latencies,
+    })
+}
