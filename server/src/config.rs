@@ -62,6 +62,9 @@ pub struct Limits {
     pub database_max_connections: u32,
     /// Seconds a custom-allocation webhook has to answer.
     pub webhook_timeout_secs: u64,
+    /// Milliseconds a register request waits for its assignment before answering `assigning`
+    /// (the device then polls; the assignment goes on).
+    pub inline_assignment_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -98,6 +101,7 @@ impl Default for Limits {
             shutdown_grace_secs: 10,
             database_max_connections: 16,
             webhook_timeout_secs: 5,
+            inline_assignment_ms: 1000,
         }
     }
 }

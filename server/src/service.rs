@@ -58,6 +58,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         bus.clone(),
         instance.id_scope.clone(),
         Duration::from_secs(config.limits.webhook_timeout_secs),
+        Duration::from_millis(config.limits.inline_assignment_ms),
     );
     Ok(Prepared {
         state: AppState {

@@ -50,6 +50,7 @@ device_suite!(
     reprovisioning_follows_the_policy,
     custom_allocation_uses_the_webhook,
     failing_webhooks_fail_the_registration,
+    a_slow_webhook_answers_assigning_and_the_poll_finishes,
     static_and_geo_allocation,
     every_attempt_emits_one_event,
     any_instance_answers_a_poll,
@@ -464,6 +465,14 @@ async fn report(i: &Instance, hub: &str, device: &str, reported: Value) {
 
 /// A custom-allocation webhook on a free port that records requests and answers with `reply`.
 async fn webhook(status: u16, reply: Value) -> (String, Arc<Mutex<Vec<Value>>>) {
+    slow_webhook(status, reply, Duration::ZERO).await
+}
+
+async fn slow_webhook(
+    status: u16,
+    reply: Value,
+    delay: Duration,
+) -> (String, Arc<Mutex<Vec<Value>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     let app = axum::Router::new().route(
@@ -473,6 +482,7 @@ async fn webhook(status: u16, reply: Value) -> (String, Arc<Mutex<Vec<Value>>>) 
             let reply = reply.clone();
             async move {
                 log.lock().unwrap().push(request);
+                tokio::time::sleep(delay).await;
                 (
                     axum::http::StatusCode::from_u16(status).unwrap(),
                     Json(reply),
@@ -609,6 +619,67 @@ async fn failing_webhooks_fail_the_registration(i: &Instance) {
     assert!(
         !body.to_string().contains("code="),
         "webhook keys stay out of messages"
+    );
+}
+
+/// The instance waits 500 ms inline and gives the webhook 2 s.
+async fn a_slow_webhook_answers_assigning_and_the_poll_finishes(i: &Instance) {
+    let reply = json!({"iotHubHostName": "localhost", "payload": {"late": true}});
+    let (url, _) = slow_webhook(200, reply, Duration::from_millis(1200)).await;
+    let key = random_key();
+    enroll(i.store(), "slow-1", None, custom_spec(&key, &url)).await;
+    let (status, headers, body) = i.register("slow-1", &key, json!({})).await;
+    assert_eq!(status, 202);
+    assert_eq!(body["status"], "assigning", "{body}");
+    assert_eq!(body["registrationState"]["status"], "assigning");
+    assert_eq!(headers["retry-after"], "1");
+    let operation_id = body["operationId"].as_str().unwrap();
+    let token = i.token("slow-1", &key);
+    let path = format!("registrations/slow-1/operations/{operation_id}");
+    let (status, headers, polled) = i.request("GET", &path, Some(&token), None).await;
+    assert_eq!(
+        (status, polled["status"].as_str()),
+        (202, Some("assigning")),
+        "{polled}"
+    );
+    assert_eq!(headers["retry-after"], "1");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, _, polled) = i.request("GET", &path, Some(&token), None).await;
+    assert_eq!(status, 200, "{polled}");
+    assert_eq!(
+        polled["registrationState"]["payload"],
+        json!({"late": true})
+    );
+
+    // Past its timeout the webhook has failed the registration.
+    let (url, _) = slow_webhook(
+        200,
+        json!({"iotHubHostName": "localhost"}),
+        Duration::from_secs(4),
+    )
+    .await;
+    enroll(i.store(), "slow-2", None, custom_spec(&key, &url)).await;
+    let (_, _, body) = i.register("slow-2", &key, json!({})).await;
+    let operation_id = body["operationId"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let token = i.token("slow-2", &key);
+    let (status, _, polled) = i
+        .request(
+            "GET",
+            &format!("registrations/slow-2/operations/{operation_id}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{polled}");
+    assert_eq!(polled["status"], "failed");
+    assert_eq!(polled["registrationState"]["errorCode"], 400207);
+    assert!(
+        polled["registrationState"]["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer"),
+        "{polled}"
     );
 }
 

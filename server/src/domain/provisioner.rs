@@ -245,6 +245,7 @@ impl Provisioner {
         bus: DiagnosticsBus,
         id_scope: String,
         webhook_timeout: Duration,
+        inline_budget: Duration,
     ) -> Arc<Provisioner> {
         Arc::new(Provisioner {
             store,
@@ -252,8 +253,7 @@ impl Provisioner {
             bus,
             webhook: Webhook::new(webhook_timeout),
             id_scope,
-            // Above the webhook timeout, so an answering webhook is always waited for inline.
-            inline_budget: webhook_timeout + Duration::from_millis(500),
+            inline_budget,
             snapshot: Mutex::new(None),
         })
     }

@@ -74,6 +74,7 @@ impl Instance {
             database_url: Some(database_url.clone()),
             limits: onramp::config::Limits {
                 webhook_timeout_secs: 2,
+                inline_assignment_ms: 500,
                 ..Default::default()
             },
             ..Config::default()
