@@ -29,7 +29,7 @@ server=$!
 cleanup() {
   kill "$server" 2>/dev/null || true
   wait "$server" 2>/dev/null || true
-  if [ -n "${schema:-}" ]; then psql -q -h 127.0.0.1 -U postgres -d test -c "DROP SCHEMA $schema CASCADE"; fi
+  if [ -n "${schema:-}" ]; then psql -q -h 127.0.0.1 -U postgres -d test -c "DROP SCHEMA $schema CASCADE" 2>/dev/null; fi
 }
 trap cleanup EXIT
 for _ in $(seq 100); do

@@ -156,13 +156,17 @@ pub async fn open_sqlite(url: &str, max_connections: u32) -> Result<SqliteStore,
             )
         })?;
     }
-    let pool = SqlitePoolOptions::new()
-        .max_connections(max_connections)
-        .connect_with(options)
+    let writer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the SQLite database {url}: {e}"))?;
-    sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
-    Ok(SqliteStore::new(pool))
+    sqlx::migrate!("../migrations/sqlite").run(&writer).await?;
+    let readers = SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .connect_with(options.read_only(true))
+        .await?;
+    Ok(SqliteStore::with_writer(readers, writer))
 }
 
 pub async fn open_postgres(

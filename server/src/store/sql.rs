@@ -64,11 +64,19 @@ macro_rules! sql_store {
     ($store:ident, $db:ty, $kind:expr) => {
         pub struct $store {
             pool: sqlx::Pool<$db>,
+            /// Where writes go. For SQLite a pool of one connection: SQLite admits one writer at a
+            /// time, and queueing writers here (asynchronously) beats them colliding on the
+            /// database lock and sleeping in its busy handler. For PostgreSQL the same pool.
+            writer: sqlx::Pool<$db>,
         }
 
         impl $store {
             pub fn new(pool: sqlx::Pool<$db>) -> Self {
-                $store { pool }
+                $store { writer: pool.clone(), pool }
+            }
+
+            pub fn with_writer(pool: sqlx::Pool<$db>, writer: sqlx::Pool<$db>) -> Self {
+                $store { pool, writer }
             }
 
             pub fn pool(&self) -> &sqlx::Pool<$db> {
@@ -111,13 +119,13 @@ macro_rules! sql_store {
                 let statements = T::Row::statements();
                 let creating = matches!(cond, IfMatch::Absent);
                 let returned = match cond {
-                    IfMatch::Any => row.bind_row(sqlx::query(&statements.upsert)).fetch_optional(&self.pool).await?,
-                    IfMatch::Absent => row.bind_row(sqlx::query(&statements.insert)).fetch_optional(&self.pool).await?,
-                    IfMatch::Exists => row.bind_row(sqlx::query(&statements.update)).fetch_optional(&self.pool).await?,
+                    IfMatch::Any => row.bind_row(sqlx::query(&statements.upsert)).fetch_optional(&self.writer).await?,
+                    IfMatch::Absent => row.bind_row(sqlx::query(&statements.insert)).fetch_optional(&self.writer).await?,
+                    IfMatch::Exists => row.bind_row(sqlx::query(&statements.update)).fetch_optional(&self.writer).await?,
                     IfMatch::Etag(tag) => {
                         row.bind_row(sqlx::query(&statements.update_if_etag))
                             .bind(tag.0)
-                            .fetch_optional(&self.pool)
+                            .fetch_optional(&self.writer)
                             .await?
                     }
                 };
@@ -143,7 +151,7 @@ macro_rules! sql_store {
                 if let IfMatch::Etag(tag) = &cond {
                     query = query.bind(tag.0.clone());
                 }
-                if query.execute(&self.pool).await?.rows_affected() > 0 {
+                if query.execute(&self.writer).await?.rows_affected() > 0 {
                     return Ok(());
                 }
                 let mut exists = sqlx::query(&statements.select_by_key);
@@ -195,6 +203,7 @@ macro_rules! sql_store {
             }
 
             async fn close(&self) {
+                self.writer.close().await;
                 self.pool.close().await;
             }
 
@@ -212,7 +221,7 @@ macro_rules! sql_store {
                 )
                 .bind(key)
                 .bind(value)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -221,7 +230,7 @@ macro_rules! sql_store {
                 sqlx::query("INSERT INTO instance_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
                     .bind(key)
                     .bind(value)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 self.setting(key).await?.ok_or(StoreError::NotFound)
             }
@@ -324,7 +333,7 @@ macro_rules! sql_store {
             async fn delete_operations_before(&self, before: DateTime<Utc>) -> Result<u64> {
                 let done = sqlx::query("DELETE FROM registration_operations WHERE created_at < $1")
                     .bind(before)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected())
             }
@@ -416,20 +425,20 @@ macro_rules! sql_store {
                 .bind(&session.id)
                 .bind(&session.data)
                 .bind(session.expires)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
 
             async fn delete_session(&self, id: &str) -> Result<()> {
-                sqlx::query("DELETE FROM console_sessions WHERE id = $1").bind(id).execute(&self.pool).await?;
+                sqlx::query("DELETE FROM console_sessions WHERE id = $1").bind(id).execute(&self.writer).await?;
                 Ok(())
             }
 
             async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> Result<u64> {
                 let done = sqlx::query("DELETE FROM console_sessions WHERE expires_at < $1")
                     .bind(now)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected())
             }
@@ -445,7 +454,7 @@ macro_rules! sql_store {
                 .bind(entry.target)
                 .bind(opt_to_json(&entry.before)?)
                 .bind(opt_to_json(&entry.after)?)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.writer)
                 .await?;
                 row.into_domain()
             }
