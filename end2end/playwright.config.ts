@@ -6,8 +6,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 const root = path.resolve(__dirname, '..');
-const bin = process.env.ONRAMP_BIN ?? path.join(root, 'target/debug/onramp');
-const port = Number(process.env.ONRAMP_E2E_PORT ?? 18443);
+const bin = process.env.ONRAMP_TEST_BIN ?? path.join(root, 'target/debug/onramp');
+const port = Number(process.env.ONRAMP_TEST_E2E_PORT ?? 18443);
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'onramp-e2e-'));
 
 export default defineConfig({

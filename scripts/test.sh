@@ -21,4 +21,4 @@ step "console build"
 scripts/build-site.sh
 
 step "browser tests (Playwright, Chromium)"
-(cd end2end && ONRAMP_BIN="$PWD/../target/debug/onramp" npx playwright test)
+(cd end2end && ONRAMP_TEST_BIN="$PWD/../target/debug/onramp" npx playwright test)

@@ -15,6 +15,9 @@ pub const ENV_PREFIX: &str = "ONRAMP_";
 /// Variables with the prefix that are not configuration keys (read elsewhere, e.g. the log filter).
 const ENV_NOT_CONFIG: &[&str] = &["ONRAMP_LOG"];
 
+/// Variables for test harnesses (`ONRAMP_TEST_POSTGRES_URL`, ...), never configuration.
+const ENV_TEST_PREFIX: &str = "ONRAMP_TEST_";
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -313,7 +316,7 @@ fn env_table(env: impl IntoIterator<Item = (String, String)>) -> Result<Table, C
         let Some(key) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        if ENV_NOT_CONFIG.contains(&name.as_str()) {
+        if ENV_NOT_CONFIG.contains(&name.as_str()) || name.starts_with(ENV_TEST_PREFIX) {
             continue;
         }
         let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();
@@ -416,6 +419,14 @@ mod tests {
         assert!(err.contains("max_conections"), "{err}");
         let err = load(None, &[("ONRAMP_BOGUS", "1")], Table::new()).unwrap_err();
         assert!(err.contains("bogus"), "{err}");
+        assert!(
+            load(
+                None,
+                &[("ONRAMP_TEST_POSTGRES_URL", "x"), ("ONRAMP_LOG", "debug")],
+                Table::new()
+            )
+            .is_ok()
+        );
     }
 
     #[test]
