@@ -287,4 +287,27 @@ mod tests {
         }
         assert!(parse(&"a".repeat(MAX_TOKEN_LEN + 1)).is_err());
     }
+
+    /// Random text and random mutations of a valid token: errors, never panics (the fuzz target in
+    /// fuzz/ searches deeper).
+    #[test]
+    fn random_input_never_panics() {
+        let valid = sign(KEY, RESOURCE, NOW + 60, Some("registration")).unwrap();
+        let alphabet: Vec<char> = "sr=sig&se=skn%2F+/=0aZ é\n".chars().collect();
+        for _ in 0..20_000 {
+            let mut token: Vec<char> = valid.chars().collect();
+            for _ in 0..(rand::random::<u8>() % 8) {
+                let at = rand::random::<usize>() % token.len();
+                token[at] = alphabet[rand::random::<usize>() % alphabet.len()];
+            }
+            let text: String = token.into_iter().collect();
+            if let Ok(t) = parse(&text) {
+                let _ = t.verify(RESOURCE, &[&key_bytes(KEY)], NOW);
+            }
+            let noise: String = (0..rand::random::<u8>())
+                .map(|_| alphabet[rand::random::<usize>() % alphabet.len()])
+                .collect();
+            let _ = parse(&noise);
+        }
+    }
 }

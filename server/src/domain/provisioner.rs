@@ -820,7 +820,7 @@ struct Placed {
 }
 
 /// The register body: empty or whitespace means no fields; anything else must be a JSON object.
-fn parse_registration(body: &[u8]) -> Result<DeviceRegistration, ProvisionError> {
+pub fn parse_registration(body: &[u8]) -> Result<DeviceRegistration, ProvisionError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(DeviceRegistration::default());
     }
@@ -928,6 +928,27 @@ mod tests {
             ProvisionError::Unauthorized(EXPIRED.into()).client_message(),
             "The SAS token has expired."
         );
+    }
+
+    #[test]
+    fn register_bodies_never_panic() {
+        assert_eq!(
+            parse_registration(b"").unwrap(),
+            DeviceRegistration::default()
+        );
+        assert_eq!(
+            parse_registration(b" ").unwrap(),
+            DeviceRegistration::default()
+        );
+        let body = parse_registration(br#"{"registrationId":"d","payload":null}"#).unwrap();
+        assert_eq!(body.registration_id.as_deref(), Some("d"));
+        assert!(parse_registration(b"[1,2]").is_err());
+        assert!(parse_registration(br#"{"registrationId": 7}"#).is_err());
+        for _ in 0..20_000 {
+            let len = rand::random::<u8>() as usize;
+            let bytes: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
+            let _ = parse_registration(&bytes);
+        }
     }
 
     #[test]
