@@ -16,32 +16,7 @@ use serde_json::{Value, json};
 mod support;
 use support::instance::{Backend, Instance, enroll, enroll_group, random_key, symmetric_spec};
 
-macro_rules! device_suite {
-    ($($case:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let instance = super::Instance::start(super::Backend::Sqlite).await.unwrap();
-                    super::$case(&instance).await;
-                    instance.finish().await;
-                }
-            )*
-        }
-        mod on_postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let Some(instance) = super::Instance::start(super::Backend::Postgres).await else { return };
-                    super::$case(&instance).await;
-                    instance.finish().await;
-                }
-            )*
-        }
-    };
-}
-
-device_suite!(
+crate::backend_suite!(
     an_individual_enrollment_is_assigned_in_the_register_reply,
     group_devices_use_derived_keys,
     an_individual_enrollment_overrides_its_group,

@@ -127,6 +127,7 @@ async fn conformance(dir: &Path, database_url: &str) {
     wrong_key(&ctx).await;
     reprovisioning(&ctx).await;
     custom_allocation(&ctx).await;
+    service_sdk(&ctx, info["serviceConnectionString"].as_str().unwrap()).await;
 
     ctx.store.close().await;
     server.terminate(std::time::Duration::from_secs(15));
@@ -338,5 +339,112 @@ async fn custom_allocation(ctx: &Ctx) {
         requests[0]["deviceRuntimeContext"]["payload"],
         json!({"model": "n1"}),
         "the device's payload reached the webhook"
+    );
+}
+
+/// The official Node service SDK against the service API: CRUD with ETags, groups, bulk with a
+/// failing item, paged queries, and a registration record from a real device registration.
+async fn service_sdk(ctx: &Ctx, connection_string: &str) {
+    let key = random_key();
+    enroll(
+        &ctx.store,
+        "svc-registered",
+        None,
+        symmetric_spec(&key, &random_key()),
+    )
+    .await;
+    assert_eq!(ctx.register("svc-registered", &key, &[])["ok"], true);
+    let out = node(
+        "service.js",
+        &[connection_string, "svc-registered"],
+        &ctx.ca,
+    );
+
+    assert_eq!(out["created"]["status"], 200, "{out}");
+    assert_eq!(
+        out["created"]["keyLength"], 64,
+        "keys are generated when omitted"
+    );
+    assert_eq!(
+        out["read"],
+        json!({"status": 200, "registrationId": "svc-dev-1", "type": "symmetricKey", "tags": {"site": "a"}})
+    );
+    assert_eq!(
+        out["updated"],
+        json!({"status": 200, "provisioningStatus": "disabled", "etagChanged": true})
+    );
+    assert_eq!(
+        out["staleUpdate"],
+        json!({"status": 412, "errorCode": 412001})
+    );
+    assert_eq!(out["staleDelete"]["status"], 412);
+    assert_eq!(
+        out["deleted"],
+        json!({"error": null, "afterwards": 404, "errorCode": 404201})
+    );
+    assert!(
+        ctx.store
+            .get_enrollment("svc-dev-1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let group = &out["group"];
+    assert_eq!(group["created"], 200, "{out}");
+    assert_eq!(group["read"], "svc-group-1");
+    assert_eq!(group["updated"], "hashed");
+    assert_eq!(group["staleStatus"], 412);
+    assert_eq!(group["keysFromAttestationMechanism"], true);
+    assert_eq!(
+        group["primaryKeyMatches"], true,
+        "an update without keys keeps them"
+    );
+
+    assert_eq!(out["bulk"]["allCreated"], true, "{out}");
+    assert_eq!(out["bulk"]["mixedSuccessful"], false);
+    let errors = out["bulk"]["mixedErrors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{out}");
+    assert_eq!(errors[0]["registrationId"], "svc-bulk-00");
+    assert_eq!(errors[0]["errorCode"], 409001);
+    assert!(
+        ctx.store
+            .get_enrollment("svc-bulk-new")
+            .await
+            .unwrap()
+            .is_some(),
+        "the other item was created"
+    );
+
+    assert!(out["query"]["pages"].as_u64().unwrap() >= 3, "paged: {out}");
+    assert_eq!(
+        out["query"]["bulkIds"], 26,
+        "every enrollment exactly once across pages"
+    );
+    let group_ids: Vec<&str> = out["groupQuery"]["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        group_ids.contains(&"svc-group-1") && group_ids.contains(&"node-fleet"),
+        "{group_ids:?}"
+    );
+
+    assert_eq!(
+        out["registration"],
+        json!({"status": 200, "assignedHub": "localhost", "deviceStatus": "assigned"})
+    );
+    assert_eq!(
+        out["registrationDelete"],
+        json!({"stale": 412, "error": null, "afterwards": 404})
+    );
+    assert!(
+        ctx.store
+            .get_registration("svc-registered")
+            .await
+            .unwrap()
+            .is_none()
     );
 }

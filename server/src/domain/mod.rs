@@ -2,6 +2,7 @@
 //! operations, access policies, CA certificates, built-in hub identities, console users and the
 //! audit trail. Plain data here; rules that need I/O talk to the `Store` trait.
 
+pub mod access;
 pub mod enrollment;
 pub mod hub;
 pub mod instance;

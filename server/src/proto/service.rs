@@ -4,7 +4,10 @@
 use serde_json::{Value, json};
 
 use super::timestamp;
-use crate::domain::{AllocationPolicy, Attestation, Enrollment, EnrollmentGroup, EnrollmentSpec};
+use crate::domain::{
+    AllocationPolicy, Attestation, CustomAllocationDefinition, Enrollment, EnrollmentGroup,
+    EnrollmentSpec, InitialTwin, ProvisioningStatus, ReprovisionPolicy,
+};
 
 fn attestation(a: &Attestation, with_keys: bool) -> Value {
     match a {
@@ -94,4 +97,229 @@ pub fn enrollment_group(g: &EnrollmentGroup, with_keys: bool) -> Value {
     fields.insert("createdDateTimeUtc".into(), json!(timestamp(g.created)));
     fields.insert("lastUpdatedDateTimeUtc".into(), json!(timestamp(g.updated)));
     Value::Object(fields)
+}
+
+/// What an operator sends for an individual enrollment or a group, checked and turned into the
+/// domain's spec. Symmetric keys left out stay empty here; the service API fills them in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnrollmentInput {
+    pub id: String,
+    pub device_id: Option<String>,
+    pub spec: EnrollmentSpec,
+    pub optional_device_information: Option<Value>,
+    pub etag: Option<String>,
+}
+
+/// Reads an IndividualEnrollment (`id_field` = "registrationId") or an EnrollmentGroup
+/// (`id_field` = "enrollmentGroupId"). Errors name the field.
+pub fn parse_enrollment(body: &Value, id_field: &str) -> Result<EnrollmentInput, String> {
+    let object = body.as_object().ok_or("the body must be a JSON object")?;
+    let text = |field: &str| -> Result<Option<String>, String> {
+        match object.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(format!("`{field}` must be a string")),
+        }
+    };
+    let id = text(id_field)?.ok_or(format!("`{id_field}` is required"))?;
+    let attestation = parse_attestation(
+        object
+            .get("attestation")
+            .ok_or("`attestation` is required")?,
+    )?;
+    let provisioning_status = match text("provisioningStatus")? {
+        None => ProvisioningStatus::Enabled,
+        Some(s) => ProvisioningStatus::parse(&s).ok_or(format!(
+            "`provisioningStatus` {s:?} is not enabled or disabled"
+        ))?,
+    };
+    let allocation_policy = match text("allocationPolicy")? {
+        None => None,
+        Some(s) => Some(parse_policy(&s).ok_or(format!(
+            "`allocationPolicy` {s:?} is not hashed, geoLatency, static or custom"
+        ))?),
+    };
+    let reprovision_policy = match object.get("reprovisionPolicy") {
+        None | Some(Value::Null) => ReprovisionPolicy::default(),
+        Some(p) => ReprovisionPolicy {
+            update_hub_assignment: p
+                .get("updateHubAssignment")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            migrate_device_data: p
+                .get("migrateDeviceData")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+        },
+    };
+    let initial_twin = match object.get("initialTwin") {
+        None | Some(Value::Null) => None,
+        Some(twin) => Some(InitialTwin {
+            tags: twin_collection(twin.get("tags"), "initialTwin.tags")?,
+            desired: twin_collection(
+                twin.pointer("/properties/desired"),
+                "initialTwin.properties.desired",
+            )?,
+        }),
+    };
+    let iot_hubs = match object.get("iotHubs") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(hubs)) => hubs
+            .iter()
+            .map(|h| {
+                h.as_str()
+                    .map(String::from)
+                    .ok_or("`iotHubs` must hold host names")
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err("`iotHubs` must be an array".into()),
+    };
+    let iot_hubs = if iot_hubs.is_empty() {
+        text("iotHubHostName")?.into_iter().collect()
+    } else {
+        iot_hubs
+    };
+    let custom_allocation = match object.get("customAllocationDefinition") {
+        None | Some(Value::Null) => None,
+        Some(c) => Some(CustomAllocationDefinition {
+            webhook_url: c
+                .get("webhookUrl")
+                .and_then(Value::as_str)
+                .ok_or("`customAllocationDefinition.webhookUrl` is required")?
+                .into(),
+            api_version: c
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("2019-03-31")
+                .into(),
+        }),
+    };
+    if allocation_policy == Some(AllocationPolicy::Custom) && custom_allocation.is_none() {
+        return Err("`allocationPolicy` custom needs `customAllocationDefinition`".into());
+    }
+    let iot_edge = body
+        .pointer("/capabilities/iotEdge")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok(EnrollmentInput {
+        id,
+        device_id: text("deviceId")?,
+        spec: EnrollmentSpec {
+            attestation,
+            provisioning_status,
+            iot_edge,
+            initial_twin,
+            reprovision_policy,
+            allocation_policy,
+            iot_hubs,
+            custom_allocation,
+        },
+        optional_device_information: object
+            .get("optionalDeviceInformation")
+            .filter(|v| !v.is_null())
+            .cloned(),
+        etag: text("etag")?,
+    })
+}
+
+fn parse_policy(s: &str) -> Option<AllocationPolicy> {
+    match s.to_ascii_lowercase().as_str() {
+        "hashed" => Some(AllocationPolicy::Hashed),
+        "geolatency" => Some(AllocationPolicy::GeoLatency),
+        "static" => Some(AllocationPolicy::Static),
+        "custom" => Some(AllocationPolicy::Custom),
+        _ => None,
+    }
+}
+
+fn twin_collection(
+    value: Option<&Value>,
+    field: &str,
+) -> Result<serde_json::Map<String, Value>, String> {
+    match value {
+        None | Some(Value::Null) => Ok(Default::default()),
+        Some(Value::Object(map)) => Ok(map
+            .iter()
+            .filter(|(k, _)| !k.starts_with('$'))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()),
+        Some(_) => Err(format!("`{field}` must be an object")),
+    }
+}
+
+fn parse_attestation(value: &Value) -> Result<Attestation, String> {
+    let kind = value
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or("`attestation.type` is required")?;
+    match kind.to_ascii_lowercase().as_str() {
+        "symmetrickey" => {
+            let key = |name: &str| -> Result<String, String> {
+                match value
+                    .pointer(&format!("/symmetricKey/{name}"))
+                    .and_then(Value::as_str)
+                {
+                    // Left empty: the service API keeps the stored key or generates one.
+                    None | Some("") => Ok(String::new()),
+                    Some(k) => {
+                        use base64::Engine;
+                        let bytes = base64::engine::general_purpose::STANDARD
+                            .decode(k)
+                            .map_err(|_| {
+                                format!("`attestation.symmetricKey.{name}` is not base64")
+                            })?;
+                        if !(16..=64).contains(&bytes.len()) {
+                            return Err(format!(
+                                "`attestation.symmetricKey.{name}` must be 16 to 64 bytes"
+                            ));
+                        }
+                        Ok(k.to_string())
+                    }
+                }
+            };
+            Ok(Attestation::SymmetricKey {
+                primary_key: key("primaryKey")?,
+                secondary_key: key("secondaryKey")?,
+            })
+        }
+        "x509" => {
+            let x509 = value.get("x509").ok_or("`attestation.x509` is required")?;
+            let certs = ["clientCertificates", "signingCertificates"]
+                .iter()
+                .flat_map(|kind| {
+                    ["primary", "secondary"]
+                        .map(|slot| x509.pointer(&format!("/{kind}/{slot}/certificate")))
+                })
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect();
+            let ca_references = ["primary", "secondary"]
+                .iter()
+                .filter_map(|slot| {
+                    x509.pointer(&format!("/caReferences/{slot}"))
+                        .and_then(Value::as_str)
+                })
+                .map(String::from)
+                .collect();
+            Ok(Attestation::X509 {
+                certificates: certs,
+                ca_references,
+            })
+        }
+        "tpm" => Ok(Attestation::Tpm {
+            endorsement_key: value
+                .pointer("/tpm/endorsementKey")
+                .and_then(Value::as_str)
+                .ok_or("`attestation.tpm.endorsementKey` is required")?
+                .into(),
+            storage_root_key: value
+                .pointer("/tpm/storageRootKey")
+                .and_then(Value::as_str)
+                .map(String::from),
+        }),
+        other => Err(format!(
+            "unknown attestation type {other:?}: expected symmetricKey, x509 or tpm"
+        )),
+    }
 }

@@ -4,21 +4,17 @@
 
 use std::net::SocketAddr;
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use serde::Serialize;
-
+use super::http_util::{TooLarge, azure_error, json_response, read_body};
 use crate::diagnostics::Protocol;
 use crate::domain::provisioner::{
     Credential, OperationReply, ProvisionError, RegisterRequest, StatusRequest,
 };
-use crate::proto::error::ErrorBody;
-use crate::proto::timestamp;
 use crate::service::AppState;
+use axum::Router;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use axum::routing::{get, post, put};
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -37,8 +33,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-const JSON: &str = "application/json; charset=utf-8";
-
 async fn register(
     State(state): State<AppState>,
     Path((scope, registration_id)): Path<(String, String)>,
@@ -48,7 +42,8 @@ async fn register(
     let limit = state.config.limits.max_body_bytes;
     let body = match read_body(body, &parts.headers, limit).await {
         Ok(body) => body,
-        Err(e) => {
+        Err(TooLarge(limit)) => {
+            let e = ProvisionError::TooLarge(limit);
             state
                 .provisioner
                 .report_refusal(&registration_id, Protocol::Https, &e);
@@ -130,28 +125,6 @@ fn credential(headers: &HeaderMap) -> Credential {
     }
 }
 
-/// Reads the body, refusing more than `limit` bytes. Bodies up to 16 × the limit are read to the
-/// end before the 413, so the client sees the answer instead of a reset mid-upload; anything larger
-/// is cut off at once.
-async fn read_body(
-    body: Body,
-    headers: &HeaderMap,
-    limit: usize,
-) -> Result<bytes::Bytes, ProvisionError> {
-    let drain_limit = limit.saturating_mul(16);
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > drain_limit) {
-        return Err(ProvisionError::TooLarge(limit));
-    }
-    match axum::body::to_bytes(body, drain_limit).await {
-        Ok(bytes) if bytes.len() <= limit => Ok(bytes),
-        _ => Err(ProvisionError::TooLarge(limit)),
-    }
-}
-
 fn operation_response(status: StatusCode, reply: &OperationReply) -> Response {
     let mut response = json_response(status, &reply.operation);
     if !reply.is_final() || status == StatusCode::ACCEPTED {
@@ -163,32 +136,7 @@ fn operation_response(status: StatusCode, reply: &OperationReply) -> Response {
     response
 }
 
-fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
-    let body = serde_json::to_vec(body).expect("wire types serialize");
-    let mut response = (status, body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
-    headers.insert("x-ms-request-id", request_id());
-    response
-}
-
-/// The Azure error body, with `x-ms-error-code`.
+/// The Azure error body for a provisioning error.
 pub fn error_response(e: &ProvisionError) -> Response {
-    let tracking_id = uuid::Uuid::new_v4().to_string();
-    let body = ErrorBody {
-        error_code: e.code(),
-        tracking_id,
-        message: e.client_message(),
-        timestamp_utc: timestamp(chrono::Utc::now()),
-    };
-    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = json_response(status, &body);
-    response
-        .headers_mut()
-        .insert("x-ms-error-code", HeaderValue::from(e.code()));
-    response
-}
-
-fn request_id() -> HeaderValue {
-    HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("uuid is a header value")
+    azure_error(e.code(), e.client_message())
 }

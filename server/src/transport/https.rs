@@ -5,17 +5,22 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use tower::ServiceExt;
 use tower_http::trace::TraceLayer;
 
 use crate::service::AppState;
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state.clone())
         .merge(super::device_api::router(state.clone()))
-        .merge(super::console::router(state))
+        .merge(super::service_api::router(state.clone()))
+        .merge(super::console::router(state));
+    // Service paths are case-insensitive: canonicalise them before routing.
+    Router::new()
+        .fallback_service(routes.map_request(super::service_api::canonical_path))
         .layer(TraceLayer::new_for_http())
 }
 

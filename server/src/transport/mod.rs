@@ -3,5 +3,7 @@
 
 pub mod console;
 pub mod device_api;
+pub mod http_util;
 pub mod https;
 pub mod listener;
+pub mod service_api;

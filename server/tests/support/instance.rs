@@ -273,3 +273,30 @@ pub async fn enroll_group(
     };
     store.put_group(group, IfMatch::Any).await.unwrap()
 }
+
+/// Runs each case against a fresh in-process instance on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! backend_suite {
+    ($($case:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let instance = $crate::support::instance::Instance::start($crate::support::instance::Backend::Sqlite).await.unwrap();
+                    super::$case(&instance).await;
+                    instance.finish().await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(instance) = $crate::support::instance::Instance::start($crate::support::instance::Backend::Postgres).await else { return };
+                    super::$case(&instance).await;
+                    instance.finish().await;
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,670 @@
+//! The DPS service API over HTTPS, as the official service SDKs call it: individual enrollments and
+//! enrollment groups (get, create-or-update with ETags, delete, attestation mechanism, query with
+//! paging, bulk), and registration records. Authorized by shared access policies per operation.
+//! Paths are matched case-insensitively and a trailing slash is ignored, as Azure does (the Node
+//! SDK calls `/enrollments/` and `/enrollmentgroups/...`).
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD};
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use super::http_util::{TooLarge, azure_error, json_response, read_body};
+use crate::domain::access::{self, AccessError};
+use crate::domain::provisioner::{registration_result, validate_registration_id};
+use crate::domain::*;
+use crate::proto::error::code;
+use crate::proto::service::{self as wire, EnrollmentInput};
+use crate::service::AppState;
+use crate::store::{Store, StoreError};
+
+/// Page size when the client sends no `x-ms-max-item-count`.
+const DEFAULT_PAGE: u32 = 100;
+/// Items in one bulk operation, like Azure.
+const MAX_BULK: usize = 10;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/enrollments", post(bulk::<Enrollment>))
+        .route("/enrollments/query", post(query::<Enrollment>))
+        .route(
+            "/enrollments/{id}",
+            get(get_one::<Enrollment>)
+                .put(put_one::<Enrollment>)
+                .delete(delete_one::<Enrollment>),
+        )
+        .route(
+            "/enrollments/{id}/attestationmechanism",
+            post(attestation::<Enrollment>),
+        )
+        .route("/enrollmentGroups", post(bulk::<EnrollmentGroup>))
+        .route("/enrollmentGroups/query", post(query::<EnrollmentGroup>))
+        .route(
+            "/enrollmentGroups/{id}",
+            get(get_one::<EnrollmentGroup>)
+                .put(put_one::<EnrollmentGroup>)
+                .delete(delete_one::<EnrollmentGroup>),
+        )
+        .route(
+            "/enrollmentGroups/{id}/attestationmechanism",
+            post(attestation::<EnrollmentGroup>),
+        )
+        .route(
+            "/registrations/{id}",
+            get(get_registration).delete(delete_registration),
+        )
+        .route("/registrations/{id}/query", post(query_registrations))
+        .with_state(state)
+}
+
+/// Rewrites service paths to their canonical spelling before routing: `/EnrollmentGroups/x/` →
+/// `/enrollmentGroups/x`. Device paths (which start with the ID scope) pass unchanged.
+pub fn canonical_path(mut request: Request) -> Request {
+    let path = request.uri().path();
+    let mut segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let Some(first) = segments.first() else {
+        return request;
+    };
+    let canonical = match first.to_ascii_lowercase().as_str() {
+        "enrollments" => "enrollments",
+        "enrollmentgroups" => "enrollmentGroups",
+        "registrations" => "registrations",
+        _ => return request,
+    };
+    segments[0] = canonical;
+    if segments.len() > 1 && segments.last() == Some(&"") {
+        segments.pop();
+    }
+    let keyword = |s: &str| match s.to_ascii_lowercase().as_str() {
+        "query" => Some("query"),
+        "attestationmechanism" => Some("attestationmechanism"),
+        _ => None,
+    };
+    let rewritten: Vec<&str> = segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            if i > 0 && (i == segments.len() - 1) {
+                keyword(s).unwrap_or(s)
+            } else {
+                s
+            }
+        })
+        .collect();
+    let mut path_and_query = format!("/{}", rewritten.join("/"));
+    if let Some(query) = request.uri().query() {
+        path_and_query.push('?');
+        path_and_query.push_str(query);
+    }
+    if let Ok(uri) = path_and_query.parse::<Uri>() {
+        *request.uri_mut() = uri;
+    }
+    request
+}
+
+/// A service API failure, answered with the Azure error body.
+#[derive(Debug)]
+pub enum ServiceError {
+    BadRequest(String),
+    Access(AccessError),
+    NotFound(i64, String),
+    Store(StoreError),
+    TooLarge(usize),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        ServiceError::Store(e)
+    }
+}
+
+impl From<AccessError> for ServiceError {
+    fn from(e: AccessError) -> Self {
+        ServiceError::Access(e)
+    }
+}
+
+impl IntoResponse for ServiceError {
+    fn into_response(self) -> Response {
+        let (code, message) = match self {
+            ServiceError::BadRequest(m) => (code::BAD_REQUEST, m),
+            ServiceError::Access(AccessError::Unauthorized(why)) if why == access::EXPIRED => {
+                (code::UNAUTHORIZED, "The SAS token has expired.".into())
+            }
+            ServiceError::Access(AccessError::Unauthorized(why)) => {
+                tracing::info!(reason = %why, "service API call refused");
+                (code::UNAUTHORIZED, "Unauthorized".into())
+            }
+            ServiceError::Access(e @ AccessError::MissingRight { .. }) => {
+                (code::UNAUTHORIZED, e.to_string())
+            }
+            ServiceError::Access(AccessError::Store(e)) => internal(e),
+            ServiceError::NotFound(code, m) => (code, m),
+            ServiceError::Store(StoreError::PreconditionFailed) => (
+                code::PRECONDITION_FAILED,
+                "The ETag does not match the stored record (If-Match).".into(),
+            ),
+            ServiceError::Store(StoreError::Conflict) => {
+                (code::CONFLICT, "The record already exists.".into())
+            }
+            ServiceError::Store(StoreError::NotFound) => (code::NOT_FOUND, "Not found.".into()),
+            ServiceError::Store(e) => internal(e.to_string()),
+            ServiceError::TooLarge(limit) => (
+                code::PAYLOAD_TOO_LARGE,
+                format!("The request body is larger than {limit} bytes."),
+            ),
+        };
+        azure_error(code, message)
+    }
+}
+
+fn internal(detail: String) -> (i64, String) {
+    tracing::error!(error = %detail, "service API failure");
+    (code::INTERNAL, "Internal server error".into())
+}
+
+type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+async fn authorize(state: &AppState, headers: &HeaderMap, right: Right) -> Result<()> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    access::authorize(state.store.as_ref(), header, &state.config.hostname, right).await?;
+    Ok(())
+}
+
+async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value> {
+    let bytes = read_body(body, headers, state.config.limits.max_body_bytes)
+        .await
+        .map_err(|TooLarge(limit)| ServiceError::TooLarge(limit))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ServiceError::BadRequest(format!("malformed JSON body: {e}")))
+}
+
+fn if_match(headers: &HeaderMap) -> IfMatch {
+    IfMatch::from_header(headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()))
+}
+
+/// Individual enrollments and groups, as the generic handlers need them.
+#[async_trait]
+trait Resource: Sized + Send + Sync + 'static {
+    const ID_FIELD: &'static str;
+    const ITEM_TYPE: &'static str;
+    const BULK_FIELD: &'static str;
+    const NOT_FOUND: &'static str;
+    async fn fetch(store: &dyn Store, id: &str) -> Result<Option<Self>, StoreError>;
+    async fn store(store: &dyn Store, item: Self, cond: IfMatch) -> Result<Self, StoreError>;
+    async fn remove(store: &dyn Store, id: &str, cond: IfMatch) -> Result<(), StoreError>;
+    async fn page(store: &dyn Store, query: &ListQuery) -> Result<Page<Self>, StoreError>;
+    fn build(input: EnrollmentInput, now: chrono::DateTime<Utc>) -> Self;
+    fn spec(&self) -> &EnrollmentSpec;
+    fn spec_mut(&mut self) -> &mut EnrollmentSpec;
+    fn to_json(&self, with_keys: bool) -> Value;
+    /// Fields only this kind shows (an individual enrollment's registration state).
+    async fn decorate(&self, _store: &dyn Store, _json: &mut Value) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Resource for Enrollment {
+    const ID_FIELD: &'static str = "registrationId";
+    const ITEM_TYPE: &'static str = "Enrollment";
+    const BULK_FIELD: &'static str = "enrollments";
+    const NOT_FOUND: &'static str = "individual enrollment";
+    async fn fetch(store: &dyn Store, id: &str) -> Result<Option<Self>, StoreError> {
+        store.get_enrollment(id).await
+    }
+    async fn store(store: &dyn Store, item: Self, cond: IfMatch) -> Result<Self, StoreError> {
+        store.put_enrollment(item, cond).await
+    }
+    async fn remove(store: &dyn Store, id: &str, cond: IfMatch) -> Result<(), StoreError> {
+        store.delete_enrollment(id, cond).await
+    }
+    async fn page(store: &dyn Store, query: &ListQuery) -> Result<Page<Self>, StoreError> {
+        store.list_enrollments(query).await
+    }
+    fn build(input: EnrollmentInput, now: chrono::DateTime<Utc>) -> Self {
+        Enrollment {
+            registration_id: input.id,
+            device_id: input.device_id,
+            spec: input.spec,
+            optional_device_information: input.optional_device_information,
+            etag: Etag::new(),
+            created: now,
+            updated: now,
+        }
+    }
+    fn spec(&self) -> &EnrollmentSpec {
+        &self.spec
+    }
+    fn spec_mut(&mut self) -> &mut EnrollmentSpec {
+        &mut self.spec
+    }
+    fn to_json(&self, with_keys: bool) -> Value {
+        wire::individual_enrollment(self, with_keys)
+    }
+    async fn decorate(&self, store: &dyn Store, json: &mut Value) -> Result<(), StoreError> {
+        if let Some(record) = store.get_registration(&self.registration_id).await? {
+            json["registrationState"] =
+                serde_json::to_value(registration_result(&record)).unwrap_or(Value::Null);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Resource for EnrollmentGroup {
+    const ID_FIELD: &'static str = "enrollmentGroupId";
+    const ITEM_TYPE: &'static str = "EnrollmentGroup";
+    const BULK_FIELD: &'static str = "enrollmentGroups";
+    const NOT_FOUND: &'static str = "enrollment group";
+    async fn fetch(store: &dyn Store, id: &str) -> Result<Option<Self>, StoreError> {
+        store.get_group(id).await
+    }
+    async fn store(store: &dyn Store, item: Self, cond: IfMatch) -> Result<Self, StoreError> {
+        store.put_group(item, cond).await
+    }
+    async fn remove(store: &dyn Store, id: &str, cond: IfMatch) -> Result<(), StoreError> {
+        store.delete_group(id, cond).await
+    }
+    async fn page(store: &dyn Store, query: &ListQuery) -> Result<Page<Self>, StoreError> {
+        store.list_groups(query).await
+    }
+    fn build(input: EnrollmentInput, now: chrono::DateTime<Utc>) -> Self {
+        EnrollmentGroup {
+            group_id: input.id,
+            spec: input.spec,
+            etag: Etag::new(),
+            created: now,
+            updated: now,
+        }
+    }
+    fn spec(&self) -> &EnrollmentSpec {
+        &self.spec
+    }
+    fn spec_mut(&mut self) -> &mut EnrollmentSpec {
+        &mut self.spec
+    }
+    fn to_json(&self, with_keys: bool) -> Value {
+        wire::enrollment_group(self, with_keys)
+    }
+}
+
+fn not_found<R: Resource>(id: &str) -> ServiceError {
+    ServiceError::NotFound(
+        code::ENROLLMENT_NOT_FOUND,
+        format!("No {} {id:?}.", R::NOT_FOUND),
+    )
+}
+
+async fn get_one<R: Resource>(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    authorize(&state, &headers, Right::EnrollmentRead).await?;
+    let item = R::fetch(state.store.as_ref(), &id)
+        .await?
+        .ok_or_else(|| not_found::<R>(&id))?;
+    let mut json = item.to_json(false);
+    item.decorate(state.store.as_ref(), &mut json).await?;
+    Ok(json_response(StatusCode::OK, &json))
+}
+
+async fn attestation<R: Resource>(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    authorize(&state, &headers, Right::EnrollmentRead).await?;
+    let item = R::fetch(state.store.as_ref(), &id)
+        .await?
+        .ok_or_else(|| not_found::<R>(&id))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &item.to_json(true)["attestation"],
+    ))
+}
+
+async fn put_one<R: Resource>(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    authorize(&state, &headers, Right::EnrollmentWrite).await?;
+    let value = json_body(&state, &headers, body).await?;
+    let stored = upsert::<R>(&state, &value, Some(&id), if_match(&headers)).await?;
+    Ok(json_response(StatusCode::OK, &stored.to_json(true)))
+}
+
+/// Validates and writes one enrollment or group; keys left out are kept from the stored version or
+/// generated (64 random bytes).
+async fn upsert<R: Resource>(
+    state: &AppState,
+    value: &Value,
+    path_id: Option<&str>,
+    cond: IfMatch,
+) -> Result<R> {
+    let input = wire::parse_enrollment(value, R::ID_FIELD).map_err(ServiceError::BadRequest)?;
+    if let Some(path_id) = path_id.filter(|p| !p.eq_ignore_ascii_case(&input.id)) {
+        return Err(ServiceError::BadRequest(format!(
+            "`{}` {:?} differs from the path's {path_id:?}",
+            R::ID_FIELD,
+            input.id
+        )));
+    }
+    validate_registration_id(&input.id).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+    let existing = R::fetch(state.store.as_ref(), &input.id).await?;
+    let mut item = R::build(input, Utc::now());
+    fill_keys(item.spec_mut(), existing.as_ref().map(|e| e.spec()));
+    let stored = R::store(state.store.as_ref(), item, cond).await?;
+    state.provisioner.invalidate();
+    Ok(stored)
+}
+
+fn fill_keys(spec: &mut EnrollmentSpec, existing: Option<&EnrollmentSpec>) {
+    let Attestation::SymmetricKey {
+        primary_key,
+        secondary_key,
+    } = &mut spec.attestation
+    else {
+        return;
+    };
+    let old = match existing.map(|e| &e.attestation) {
+        Some(Attestation::SymmetricKey {
+            primary_key,
+            secondary_key,
+        }) => Some((primary_key, secondary_key)),
+        _ => None,
+    };
+    for (key, kept) in [
+        (primary_key, old.map(|o| o.0)),
+        (secondary_key, old.map(|o| o.1)),
+    ] {
+        if key.is_empty() {
+            *key = kept
+                .cloned()
+                .unwrap_or_else(|| crate::bootstrap::random_key(64));
+        }
+    }
+}
+
+async fn delete_one<R: Resource>(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    authorize(&state, &headers, Right::EnrollmentWrite).await?;
+    match R::remove(state.store.as_ref(), &id, if_match(&headers)).await {
+        Ok(()) => {
+            state.provisioner.invalidate();
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Err(StoreError::NotFound) => Err(not_found::<R>(&id)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Paging from `x-ms-max-item-count` and the opaque `x-ms-continuation`.
+fn page_request(headers: &HeaderMap) -> Result<ListQuery> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+    };
+    let limit = match text("x-ms-max-item-count") {
+        Some(n) => n
+            .parse::<u32>()
+            .map_err(|_| ServiceError::BadRequest("x-ms-max-item-count must be a number".into()))?,
+        None => DEFAULT_PAGE,
+    };
+    let after = match text("x-ms-continuation") {
+        Some(token) => Some(
+            URL_SAFE_NO_PAD
+                .decode(token)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| ServiceError::BadRequest("invalid x-ms-continuation".into()))?,
+        ),
+        None => None,
+    };
+    Ok(ListQuery {
+        after,
+        limit: if limit == 0 { DEFAULT_PAGE } else { limit },
+        ..Default::default()
+    })
+}
+
+fn page_response(
+    items: Vec<Value>,
+    next: Option<String>,
+    limit: u32,
+    item_type: &'static str,
+) -> Response {
+    let mut response = json_response(StatusCode::OK, &items);
+    let headers = response.headers_mut();
+    headers.insert("x-ms-item-type", HeaderValue::from_static(item_type));
+    headers.insert("x-ms-max-item-count", HeaderValue::from(limit));
+    let token = next.and_then(|next| HeaderValue::from_str(&URL_SAFE_NO_PAD.encode(next)).ok());
+    if let Some(token) = token {
+        headers.insert("x-ms-continuation", token);
+    }
+    response
+}
+
+/// Every query string the SDKs send (`*`, `SELECT *`, `SELECT * FROM enrollments`) selects all.
+async fn query<R: Resource>(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    authorize(&state, &headers, Right::EnrollmentRead).await?;
+    json_body(&state, &headers, body).await?;
+    let request = page_request(&headers)?;
+    let page = R::page(state.store.as_ref(), &request).await?;
+    let items = page.items.iter().map(|item| item.to_json(false)).collect();
+    Ok(page_response(items, page.next, request.limit, R::ITEM_TYPE))
+}
+
+async fn bulk<R: Resource>(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    authorize(&state, &headers, Right::EnrollmentWrite).await?;
+    let value = json_body(&state, &headers, body).await?;
+    let mode = value
+        .get("mode")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let items = value
+        .get(R::BULK_FIELD)
+        .and_then(Value::as_array)
+        .ok_or_else(|| ServiceError::BadRequest(format!("`{}` must be an array", R::BULK_FIELD)))?;
+    if items.is_empty() || items.len() > MAX_BULK {
+        return Err(ServiceError::BadRequest(format!(
+            "a bulk operation takes 1 to {MAX_BULK} items"
+        )));
+    }
+    if !["create", "update", "updateifmatchetag", "delete"].contains(&mode.as_str()) {
+        return Err(ServiceError::BadRequest(
+            "`mode` must be create, update, updateIfMatchETag or delete".into(),
+        ));
+    }
+    let mut errors = Vec::new();
+    for item in items {
+        let id = item
+            .get(R::ID_FIELD)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let etag = || {
+            IfMatch::Etag(Etag::parse(
+                item.get("etag").and_then(Value::as_str).unwrap_or_default(),
+            ))
+        };
+        let outcome = match mode.as_str() {
+            "create" => upsert::<R>(&state, item, None, IfMatch::Absent)
+                .await
+                .map(drop),
+            "update" => upsert::<R>(&state, item, None, IfMatch::Any)
+                .await
+                .map(drop),
+            "updateifmatchetag" => upsert::<R>(&state, item, None, etag()).await.map(drop),
+            _ => match R::remove(state.store.as_ref(), &id, IfMatch::Any).await {
+                Err(StoreError::NotFound) => Err(not_found::<R>(&id)),
+                other => other.map_err(ServiceError::from),
+            },
+        };
+        if let Err(e) = outcome {
+            let response = e.into_response();
+            let status = response.status().as_u16();
+            let code = response
+                .headers()
+                .get("x-ms-error-code")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i64>().ok());
+            let mut error = serde_json::Map::new();
+            error.insert(R::ID_FIELD.into(), json!(id));
+            error.insert("errorCode".into(), json!(code));
+            error.insert("errorStatus".into(), json!(status_text(status)));
+            errors.push(Value::Object(error));
+        }
+    }
+    state.provisioner.invalidate();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "isSuccessful": errors.is_empty(), "errors": errors }),
+    ))
+}
+
+fn status_text(status: u16) -> String {
+    StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error")
+        .to_string()
+}
+
+/// Registration etags travel base64-encoded (of the quoted tag); `If-Match` may carry either form.
+fn registration_if_match(headers: &HeaderMap) -> IfMatch {
+    match if_match(headers) {
+        IfMatch::Etag(Etag(raw)) => {
+            let decoded = BASE64
+                .decode(&raw)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok());
+            IfMatch::Etag(decoded.map(|d| Etag::parse(&d)).unwrap_or(Etag(raw)))
+        }
+        other => other,
+    }
+}
+
+fn registration_not_found(id: &str) -> ServiceError {
+    ServiceError::NotFound(code::NOT_FOUND, format!("No registration record {id:?}."))
+}
+
+async fn get_registration(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    authorize(&state, &headers, Right::RegistrationStatusRead).await?;
+    let record = state
+        .store
+        .get_registration(&id)
+        .await?
+        .ok_or_else(|| registration_not_found(&id))?;
+    Ok(json_response(StatusCode::OK, &registration_result(&record)))
+}
+
+async fn delete_registration(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    authorize(&state, &headers, Right::RegistrationStatusWrite).await?;
+    match state
+        .store
+        .delete_registration(&id, registration_if_match(&headers))
+        .await
+    {
+        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(StoreError::NotFound) => Err(registration_not_found(&id)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn query_registrations(
+    State(state): State<AppState>,
+    Path(group_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    authorize(&state, &headers, Right::RegistrationStatusRead).await?;
+    json_body(&state, &headers, body).await?;
+    let request = ListQuery {
+        group_id: Some(group_id),
+        ..page_request(&headers)?
+    };
+    let page = state.store.list_registrations(&request).await?;
+    let items = page
+        .items
+        .iter()
+        .map(|r| serde_json::to_value(registration_result(r)).unwrap_or(Value::Null))
+        .collect();
+    Ok(page_response(
+        items,
+        page.next,
+        request.limit,
+        "DeviceRegistration",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(p: &str) -> String {
+        canonical_path(Request::builder().uri(p).body(Body::empty()).unwrap())
+            .uri()
+            .to_string()
+    }
+
+    #[test]
+    fn service_paths_are_case_insensitive() {
+        assert_eq!(
+            path("/enrollmentgroups/G1/AttestationMechanism?api-version=x"),
+            "/enrollmentGroups/G1/attestationmechanism?api-version=x"
+        );
+        assert_eq!(
+            path("/Enrollments/?api-version=1"),
+            "/enrollments?api-version=1"
+        );
+        assert_eq!(path("/enrollments/Query"), "/enrollments/query");
+        assert_eq!(path("/REGISTRATIONS/grp/query"), "/registrations/grp/query");
+        assert_eq!(
+            path("/enrollments/Dev-1"),
+            "/enrollments/Dev-1",
+            "IDs keep their spelling"
+        );
+        assert_eq!(
+            path("/0ne0000/registrations/dev/register"),
+            "/0ne0000/registrations/dev/register"
+        );
+    }
+}
