@@ -14,7 +14,7 @@ use onramp::domain::*;
 use serde_json::{Value, json};
 
 mod support;
-use support::instance::{Backend, Instance, enroll, enroll_group, random_key, symmetric_spec};
+use support::instance::{Instance, enroll, enroll_group, random_key, symmetric_spec};
 
 crate::backend_suite!(
     an_individual_enrollment_is_assigned_in_the_register_reply,
