@@ -75,6 +75,52 @@ enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Shared access policies of the service API (JSON output).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Linked hubs (JSON output).
+    #[command(subcommand)]
+    Hub(HubCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    List,
+    /// Create a policy (fresh keys) or change its rights.
+    Set {
+        name: String,
+        /// Comma-separated: ServiceConfig,EnrollmentRead,EnrollmentWrite,RegistrationStatusRead,RegistrationStatusWrite
+        #[arg(long, value_delimiter = ',', required = true)]
+        rights: Vec<String>,
+    },
+    /// Replace the primary (or --secondary) key.
+    Rekey {
+        name: String,
+        #[arg(long)]
+        secondary: bool,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum HubCommand {
+    List,
+    /// Link a hub, or change its settings.
+    Set {
+        host: String,
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+        /// Only use this hub when an enrollment names it.
+        #[arg(long)]
+        no_allocation: bool,
+    },
+    Remove {
+        host: String,
+    },
 }
 
 impl Flags {
@@ -143,6 +189,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             print!("{}", config.to_redacted_toml());
             Ok(())
         }
+        Command::Admin(AdminCommand::Policy(command)) => admin_policy(config, command).await,
+        Command::Admin(AdminCommand::Hub(command)) => admin_hub(config, command).await,
         Command::Admin(AdminCommand::Info { json }) => {
             let prepared = onramp::service::prepare(config).await?;
             let state = &prepared.state;
@@ -178,4 +226,71 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(value).expect("JSON"));
+}
+
+async fn admin_policy(config: Config, command: PolicyCommand) -> anyhow::Result<()> {
+    use onramp::domain::admin::{self, KeySlot};
+    let prepared = onramp::service::prepare(config).await?;
+    let store = prepared.state.store.as_ref();
+    let show = |p: &onramp::domain::AccessPolicy| {
+        serde_json::json!({
+            "name": p.name,
+            "rights": p.rights.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+            "primaryKey": p.primary_key,
+            "secondaryKey": p.secondary_key,
+        })
+    };
+    match command {
+        PolicyCommand::List => {
+            let names: Vec<_> = store.list_policies().await?.iter().map(show).collect();
+            print_json(&serde_json::json!(names));
+        }
+        PolicyCommand::Set { name, rights } => {
+            let policy = admin::put_policy(store, &name, admin::parse_rights(&rights)?).await?;
+            print_json(&show(&policy));
+        }
+        PolicyCommand::Rekey { name, secondary } => {
+            let slot = if secondary {
+                KeySlot::Secondary
+            } else {
+                KeySlot::Primary
+            };
+            print_json(&show(&admin::rekey_policy(store, &name, slot).await?));
+        }
+        PolicyCommand::Delete { name } => admin::delete_policy(store, &name).await?,
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn admin_hub(config: Config, command: HubCommand) -> anyhow::Result<()> {
+    use onramp::domain::admin::{self, HubSettings};
+    let prepared = onramp::service::prepare(config).await?;
+    let store = prepared.state.store.as_ref();
+    match command {
+        HubCommand::List => print_json(&serde_json::to_value(store.list_hubs().await?)?),
+        HubCommand::Set {
+            host,
+            region,
+            weight,
+            no_allocation,
+        } => {
+            let settings = HubSettings {
+                region,
+                allocation_weight: weight,
+                apply_allocation_policy: !no_allocation,
+                ..HubSettings::default()
+            };
+            print_json(&serde_json::to_value(
+                admin::put_hub(store, &host, settings).await?,
+            )?);
+        }
+        HubCommand::Remove { host } => admin::delete_hub(store, &host).await?,
+    }
+    store.close().await;
+    Ok(())
 }

@@ -276,3 +276,95 @@ async fn a_postgres_url_selects_postgresql() {
     server.terminate(Duration::from_secs(15));
     db::drop_schema(&base, &schema).await;
 }
+
+#[test]
+fn admin_policy_and_hub_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let json = |args: &[&str]| -> Value {
+        let mut all = vec!["--data-dir", d, "admin"];
+        all.extend_from_slice(args);
+        let out = run(&all, &[]);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.stdout.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&out.stdout).unwrap()
+        }
+    };
+    let created = json(&[
+        "policy",
+        "set",
+        "reader",
+        "--rights",
+        "EnrollmentRead,RegistrationStatusRead",
+    ]);
+    assert_eq!(
+        created["rights"],
+        serde_json::json!(["EnrollmentRead", "RegistrationStatusRead"])
+    );
+    let rekeyed = json(&["policy", "rekey", "reader", "--secondary"]);
+    assert_eq!(rekeyed["primaryKey"], created["primaryKey"]);
+    assert_ne!(rekeyed["secondaryKey"], created["secondaryKey"]);
+    assert_eq!(json(&["policy", "list"]).as_array().unwrap().len(), 2);
+    json(&["policy", "delete", "reader"]);
+    let refused = run(
+        &[
+            "--data-dir",
+            d,
+            "admin",
+            "policy",
+            "set",
+            "x",
+            "--rights",
+            "Nope",
+        ],
+        &[],
+    );
+    assert!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr).contains("unknown right")
+    );
+
+    let hub = json(&[
+        "hub",
+        "set",
+        "hub-2.localhost",
+        "--region",
+        "eu",
+        "--weight",
+        "5",
+    ]);
+    assert_eq!(
+        (hub["hostName"].as_str(), hub["allocationWeight"].as_u64()),
+        (Some("hub-2.localhost"), Some(5))
+    );
+    assert_eq!(json(&["hub", "list"]).as_array().unwrap().len(), 2);
+    json(&["hub", "remove", "hub-2.localhost"]);
+    assert_eq!(
+        json(&["info", "--json"])["hubs"].as_array().unwrap().len(),
+        1
+    );
+    let refused = run(
+        &[
+            "--data-dir",
+            d,
+            "admin",
+            "hub",
+            "set",
+            "hub-3.localhost",
+            "--weight",
+            "0",
+        ],
+        &[],
+    );
+    assert!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr).contains("allocationWeight")
+    );
+}

@@ -14,6 +14,8 @@ crate::backend_suite!(
     rights_are_checked_per_operation,
     etags_and_paths,
     paging_headers,
+    linked_hubs_and_allocation_settings,
+    access_policies,
 );
 
 const HOST: &str = "localhost";
@@ -458,4 +460,198 @@ async fn paging_headers(i: &Instance) {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
+}
+
+async fn linked_hubs_and_allocation_settings(i: &Instance) {
+    let t = owner_token(i);
+    let body =
+        json!({"region": "eu", "allocationWeight": 3, "applyAllocationPolicy": false}).to_string();
+    let (status, _, hub) = call(
+        i,
+        "PUT",
+        "/linkedHubs/hub-x.localhost",
+        &t,
+        Some(&body),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{hub}");
+    assert_eq!(
+        hub,
+        json!({"hostName": "hub-x.localhost", "connector": "builtIn", "region": "eu", "allocationWeight": 3, "applyAllocationPolicy": false, "devices": 0})
+    );
+    let (_, _, hubs) = call(i, "GET", "/linkedHubs", &t, None, None).await;
+    let names: Vec<&str> = hubs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["hostName"].as_str())
+        .collect();
+    assert_eq!(names, ["hub-x.localhost", "localhost"]);
+    for bad in [
+        json!({"allocationWeight": 0}),
+        json!({"connector": "mqtt"}),
+        json!({"weight": 2}),
+    ] {
+        assert_error(
+            &call(
+                i,
+                "PUT",
+                "/linkedHubs/hub-y.localhost",
+                &t,
+                Some(&bad.to_string()),
+                None,
+            )
+            .await,
+            400,
+            400004,
+        );
+    }
+    assert_error(
+        &call(i, "PUT", "/linkedHubs/bad_host!", &t, Some("{}"), None).await,
+        400,
+        400004,
+    );
+    assert!(
+        i.store()
+            .get_hub("hub-y.localhost")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        call(i, "DELETE", "/linkedHubs/hub-x.localhost", &t, None, None)
+            .await
+            .0,
+        204
+    );
+    assert_error(
+        &call(i, "DELETE", "/linkedHubs/hub-x.localhost", &t, None, None).await,
+        404,
+        404004,
+    );
+
+    let settings = json!({"defaultPolicy": "geoLatency", "regionMap": [{"cidr": "10.0.0.0/8", "region": "eu"}]});
+    let (status, _, stored) = call(
+        i,
+        "PUT",
+        "/allocationSettings",
+        &t,
+        Some(&settings.to_string()),
+        None,
+    )
+    .await;
+    assert_eq!((status, &stored), (200, &settings));
+    assert_eq!(
+        call(i, "GET", "/allocationSettings", &t, None, None)
+            .await
+            .2,
+        settings
+    );
+    let custom = json!({"defaultPolicy": "custom"}).to_string();
+    assert_error(
+        &call(i, "PUT", "/allocationSettings", &t, Some(&custom), None).await,
+        400,
+        400004,
+    );
+    let bad_cidr =
+        json!({"defaultPolicy": "hashed", "regionMap": [{"cidr": "10.0.0.0/99", "region": "eu"}]})
+            .to_string();
+    assert_error(
+        &call(i, "PUT", "/allocationSettings", &t, Some(&bad_cidr), None).await,
+        400,
+        400004,
+    );
+    assert_eq!(
+        call(i, "GET", "/allocationSettings", &t, None, None)
+            .await
+            .2,
+        settings,
+        "refused changes store nothing"
+    );
+}
+
+async fn access_policies(i: &Instance) {
+    let t = owner_token(i);
+    let body = json!({"rights": ["EnrollmentRead", "RegistrationStatusRead"]}).to_string();
+    let (status, _, policy) =
+        call(i, "PUT", "/accessPolicies/auditor", &t, Some(&body), None).await;
+    assert_eq!(status, 200, "{policy}");
+    assert_eq!(
+        policy["rights"],
+        json!(["EnrollmentRead", "RegistrationStatusRead"])
+    );
+    let conn = policy["connectionString"].as_str().unwrap();
+    assert!(conn.starts_with("HostName=localhost;SharedAccessKeyName=auditor;SharedAccessKey="));
+    let (_, _, listed) = call(i, "GET", "/accessPolicies", &t, None, None).await;
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p.get("primaryKey").is_none()),
+        "lists leave keys out"
+    );
+
+    // The new policy works for what it may do, and a re-keyed key stops working.
+    let stored = i.store().get_policy("auditor").await.unwrap().unwrap();
+    let auditor = token(&stored, Utc::now().timestamp() + 600);
+    assert_eq!(
+        call(i, "POST", "/enrollments/query", &auditor, Some("{}"), None)
+            .await
+            .0,
+        200
+    );
+    assert_error(
+        &call(i, "GET", "/accessPolicies", &auditor, None, None).await,
+        401,
+        401002,
+    );
+    let (_, _, rekeyed) = call(
+        i,
+        "POST",
+        "/accessPolicies/auditor/regenerateKey",
+        &t,
+        Some("{\"key\":\"primary\"}"),
+        None,
+    )
+    .await;
+    assert_ne!(rekeyed["primaryKey"], policy["primaryKey"]);
+    assert_eq!(rekeyed["secondaryKey"], policy["secondaryKey"]);
+    assert_error(
+        &call(i, "POST", "/enrollments/query", &auditor, Some("{}"), None).await,
+        401,
+        401002,
+    );
+
+    assert_error(
+        &call(
+            i,
+            "PUT",
+            "/accessPolicies/bad",
+            &t,
+            Some("{\"rights\":[\"Everything\"]}"),
+            None,
+        )
+        .await,
+        400,
+        400004,
+    );
+    assert_eq!(
+        call(i, "DELETE", "/accessPolicies/auditor", &t, None, None)
+            .await
+            .0,
+        204
+    );
+    let last = call(
+        i,
+        "DELETE",
+        &format!("/accessPolicies/{OWNER_POLICY}"),
+        &t,
+        None,
+        None,
+    )
+    .await;
+    assert_error(&last, 400, 400004);
+    assert!(last.2["message"].as_str().unwrap().contains("last policy"));
 }

@@ -3,6 +3,7 @@
 //! audit trail. Plain data here; rules that need I/O talk to the `Store` trait.
 
 pub mod access;
+pub mod admin;
 pub mod enrollment;
 pub mod hub;
 pub mod instance;

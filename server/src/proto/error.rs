@@ -29,6 +29,8 @@ pub mod code {
     pub const ENROLLMENT_NOT_FOUND: i64 = 404_201;
     /// No registration record or operation for this ID (service API uses 404202 too).
     pub const NOT_FOUND: i64 = 404_202;
+    /// Onramp's own resources (linked hubs, access policies) that do not exist.
+    pub const RESOURCE_NOT_FOUND: i64 = 404_004;
     pub const CONFLICT: i64 = 409_001;
     pub const PRECONDITION_FAILED: i64 = 412_001;
     pub const PAYLOAD_TOO_LARGE: i64 = 413_001;

@@ -1,6 +1,7 @@
 //! The wire: listeners and protocol front ends. Each decodes its protocol, calls the domain, and
 //! encodes the answer; none holds a business rule.
 
+pub mod admin_api;
 pub mod console;
 pub mod device_api;
 pub mod http_util;

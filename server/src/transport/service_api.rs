@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use super::http_util::{TooLarge, azure_error, json_response, read_body};
 use crate::domain::access::{self, AccessError};
+use crate::domain::admin::AdminError;
 use crate::domain::provisioner::{registration_result, validate_registration_id};
 use crate::domain::*;
 use crate::proto::error::code;
@@ -125,6 +126,18 @@ impl From<StoreError> for ServiceError {
     }
 }
 
+impl From<AdminError> for ServiceError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::Invalid(m) => ServiceError::BadRequest(m),
+            AdminError::NotFound(what) => {
+                ServiceError::NotFound(code::RESOURCE_NOT_FOUND, format!("No {what}."))
+            }
+            AdminError::Store(e) => ServiceError::Store(e),
+        }
+    }
+}
+
 impl From<AccessError> for ServiceError {
     fn from(e: AccessError) -> Self {
         ServiceError::Access(e)
@@ -170,9 +183,9 @@ fn internal(detail: String) -> (i64, String) {
     (code::INTERNAL, "Internal server error".into())
 }
 
-type Result<T, E = ServiceError> = std::result::Result<T, E>;
+pub(super) type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
-async fn authorize(state: &AppState, headers: &HeaderMap, right: Right) -> Result<()> {
+pub(super) async fn authorize(state: &AppState, headers: &HeaderMap, right: Right) -> Result<()> {
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -180,7 +193,7 @@ async fn authorize(state: &AppState, headers: &HeaderMap, right: Right) -> Resul
     Ok(())
 }
 
-async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value> {
+pub(super) async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value> {
     let bytes = read_body(body, headers, state.config.limits.max_body_bytes)
         .await
         .map_err(|TooLarge(limit)| ServiceError::TooLarge(limit))?;
