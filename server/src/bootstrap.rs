@@ -2,8 +2,6 @@
 //! once and reused by every later start (and by every instance on the same database: first writer
 //! wins).
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::Utc;
 use serde::Serialize;
 
@@ -19,12 +17,6 @@ const BUILTIN_HUB_SETTING: &str = "builtin_hub_linked";
 pub struct Instance {
     pub id_scope: String,
     pub owner_policy: AccessPolicy,
-}
-
-/// A random base64 key of `len` bytes, as Azure makes them.
-pub fn random_key(len: usize) -> String {
-    let bytes: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
-    BASE64.encode(bytes)
 }
 
 pub async fn bootstrap(store: &dyn Store, config: &Config) -> Result<Instance, StoreError> {

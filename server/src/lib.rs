@@ -4,6 +4,7 @@
 pub mod allocation;
 pub mod attestation;
 pub mod bootstrap;
+pub mod bulk;
 pub mod config;
 pub mod diagnostics;
 pub mod domain;

@@ -59,6 +59,29 @@ enum Command {
     /// Administer an instance (works on the store; no running server needed).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Bulk import and export of individual enrollments (works on the store).
+    #[command(subcommand)]
+    Enrollments(EnrollmentsCommand),
+}
+
+#[derive(Subcommand)]
+enum EnrollmentsCommand {
+    /// Import a .csv or JSON-lines file; an interrupted import of the same file resumes.
+    Import {
+        file: PathBuf,
+        /// Start from the first row even if a checkpoint exists.
+        #[arg(long)]
+        restart: bool,
+    },
+    /// Export every individual enrollment (keys included).
+    Export {
+        /// Output file (.csv for CSV); standard output when absent.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// csv or jsonl (default: from --output, else jsonl).
+        #[arg(long)]
+        format: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -189,6 +212,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             print!("{}", config.to_redacted_toml());
             Ok(())
         }
+        Command::Enrollments(command) => enrollments(config, command).await,
         Command::Admin(AdminCommand::Policy(command)) => admin_policy(config, command).await,
         Command::Admin(AdminCommand::Hub(command)) => admin_hub(config, command).await,
         Command::Admin(AdminCommand::Info { json }) => {
@@ -290,6 +314,62 @@ async fn admin_hub(config: Config, command: HubCommand) -> anyhow::Result<()> {
             )?);
         }
         HubCommand::Remove { host } => admin::delete_hub(store, &host).await?,
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// A progress bar on standard error.
+fn draw_progress(done: u64, total: u64, started: std::time::Instant) {
+    let share = if total == 0 {
+        1.0
+    } else {
+        done as f64 / total as f64
+    };
+    let filled = (share * 30.0) as usize;
+    let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
+    eprint!(
+        "\r[{}{}] {:>3.0}% {done}/{total} rows, {rate:.0}/s",
+        "#".repeat(filled),
+        ".".repeat(30 - filled),
+        share * 100.0
+    );
+}
+
+async fn enrollments(config: Config, command: EnrollmentsCommand) -> anyhow::Result<()> {
+    use onramp::bulk::{self, Format};
+    let prepared = onramp::service::prepare(config).await?;
+    let store = prepared.state.store.as_ref();
+    match command {
+        EnrollmentsCommand::Import { file, restart } => {
+            let started = std::time::Instant::now();
+            let report = bulk::import(store, &file, !restart, |done, total| {
+                draw_progress(done, total, started)
+            })
+            .await?;
+            eprintln!();
+            print_json(&serde_json::json!({
+                "imported": report.imported,
+                "failed": report.failed,
+                "resumedFrom": report.resumed_from,
+                "seconds": report.elapsed.as_secs_f64(),
+                "errorsFile": report.errors_file,
+            }));
+        }
+        EnrollmentsCommand::Export { output, format } => {
+            let format = match format.as_deref() {
+                Some("csv") => Format::Csv,
+                Some("jsonl") => Format::JsonLines,
+                Some(other) => anyhow::bail!("unknown export format {other:?}: csv or jsonl"),
+                None => output.as_deref().map_or(Format::JsonLines, Format::of),
+            };
+            let mut out: Box<dyn std::io::Write> = match &output {
+                Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+            };
+            let count = bulk::export(store, &mut out, format).await?;
+            eprintln!("exported {count} enrollments");
+        }
     }
     store.close().await;
     Ok(())

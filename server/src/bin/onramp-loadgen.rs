@@ -131,14 +131,14 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn seed_group(store: &dyn onramp::store::Store) -> anyhow::Result<String> {
-    let key = onramp::bootstrap::random_key(64);
+    let key = onramp::domain::random_key(64);
     let now = Utc::now();
     let group = EnrollmentGroup {
         group_id: format!("loadgen-{}", now.timestamp_millis()),
         spec: EnrollmentSpec {
             attestation: Attestation::SymmetricKey {
                 primary_key: key.clone(),
-                secondary_key: onramp::bootstrap::random_key(64),
+                secondary_key: onramp::domain::random_key(64),
             },
             provisioning_status: ProvisioningStatus::Enabled,
             iot_edge: false,

@@ -161,6 +161,35 @@ pub struct EnrollmentSpec {
     pub custom_allocation: Option<CustomAllocationDefinition>,
 }
 
+impl EnrollmentSpec {
+    /// Symmetric keys left empty are kept from the stored version, or generated (64 random bytes,
+    /// like Azure).
+    pub fn fill_missing_keys(&mut self, existing: Option<&EnrollmentSpec>) {
+        let Attestation::SymmetricKey {
+            primary_key,
+            secondary_key,
+        } = &mut self.attestation
+        else {
+            return;
+        };
+        let old = match existing.map(|e| &e.attestation) {
+            Some(Attestation::SymmetricKey {
+                primary_key,
+                secondary_key,
+            }) => Some((primary_key, secondary_key)),
+            _ => None,
+        };
+        for (key, kept) in [
+            (primary_key, old.map(|o| o.0)),
+            (secondary_key, old.map(|o| o.1)),
+        ] {
+            if key.is_empty() {
+                *key = kept.cloned().unwrap_or_else(|| super::random_key(64));
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Enrollment {

@@ -68,6 +68,13 @@ impl IfMatch {
     }
 }
 
+/// A random base64 key of `len` bytes, as Azure makes them.
+pub fn random_key(len: usize) -> String {
+    use base64::Engine;
+    let bytes: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 /// Registration IDs, group IDs and hub host names are case-insensitive: the store keys them in
 /// lower case and keeps the spelling the operator chose.
 pub fn key_of(id: &str) -> String {

@@ -69,6 +69,8 @@ pub trait Store: Send + Sync + 'static {
     async fn put_enrollment(&self, enrollment: Enrollment, cond: IfMatch) -> Result<Enrollment>;
     async fn delete_enrollment(&self, registration_id: &str, cond: IfMatch) -> Result<()>;
     async fn list_enrollments(&self, query: &ListQuery) -> Result<Page<Enrollment>>;
+    /// Creates or replaces many enrollments in one transaction (bulk import). IDs must be distinct.
+    async fn put_enrollments(&self, enrollments: Vec<Enrollment>) -> Result<()>;
     async fn count_enrollments(&self) -> Result<u64>;
 
     async fn get_group(&self, group_id: &str) -> Result<Option<EnrollmentGroup>>;

@@ -23,6 +23,9 @@ pub(super) trait BindRow<DB: Database>: Sized {
 /// The statements of one table, derived from its columns. Parameters are `$n`, which SQLite and
 /// PostgreSQL both read as "the n-th bound value", so each statement binds the full row.
 pub(super) struct Statements {
+    table: String,
+    columns: Vec<String>,
+    keys: Vec<String>,
     pub select: String,
     pub select_by_key: String,
     /// Insert unless the key exists (returns no row then).
@@ -73,6 +76,9 @@ impl Statements {
             .join(" AND ");
         let etag_param = columns.len() + 1;
         Statements {
+            table: table.into(),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            keys: keys.iter().map(|c| c.to_string()).collect(),
             select: format!("SELECT {list} FROM {table}"),
             select_by_key: format!("SELECT {list} FROM {table} WHERE {key_only}"),
             insert: format!(
@@ -94,6 +100,42 @@ impl Statements {
             ),
             count: format!("SELECT COUNT(*) FROM {table}"),
         }
+    }
+}
+
+impl Statements {
+    /// An upsert of `rows` rows in one statement (rows must have distinct keys).
+    pub fn upsert_many(&self, rows: usize) -> String {
+        let width = self.columns.len();
+        let tuples: Vec<String> = (0..rows)
+            .map(|r| {
+                format!(
+                    "({})",
+                    (1..=width)
+                        .map(|c| format!("${}", r * width + c))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+            .collect();
+        let assign: Vec<String> = self
+            .columns
+            .iter()
+            .filter(|c| !self.keys.contains(c) && *c != "created_at")
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
+        format!(
+            "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) DO UPDATE SET {}",
+            self.table,
+            self.columns.join(", "),
+            tuples.join(", "),
+            self.keys.join(", "),
+            assign.join(", ")
+        )
+    }
+
+    pub fn width(&self) -> usize {
+        self.columns.len()
     }
 }
 

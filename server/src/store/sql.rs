@@ -251,6 +251,31 @@ macro_rules! sql_store {
                 self.list(query, &ENROLLMENT_FILTERS).await
             }
 
+            async fn put_enrollments(&self, enrollments: Vec<Enrollment>) -> Result<()> {
+                let now = Utc::now();
+                let statements = EnrollmentRow::statements();
+                // Measured: a few hundred rows per statement is fastest on both databases.
+                let per_statement = 4_000 / statements.width();
+                let mut rows = Vec::with_capacity(enrollments.len());
+                for mut enrollment in enrollments {
+                    enrollment.touch(now);
+                    rows.push(enrollment.to_row()?);
+                }
+                let mut tx = self.writer.begin().await?;
+                let mut rows = rows.into_iter().peekable();
+                while rows.peek().is_some() {
+                    let chunk: Vec<EnrollmentRow> = rows.by_ref().take(per_statement).collect();
+                    let sql = statements.upsert_many(chunk.len());
+                    let mut query = sqlx::query(&sql);
+                    for row in chunk {
+                        query = row.bind_row(query);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn count_enrollments(&self) -> Result<u64> {
                 self.count::<EnrollmentRow>().await
             }

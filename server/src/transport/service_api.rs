@@ -381,37 +381,11 @@ async fn upsert<R: Resource>(
     validate_registration_id(&input.id).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
     let existing = R::fetch(state.store.as_ref(), &input.id).await?;
     let mut item = R::build(input, Utc::now());
-    fill_keys(item.spec_mut(), existing.as_ref().map(|e| e.spec()));
+    item.spec_mut()
+        .fill_missing_keys(existing.as_ref().map(|e| e.spec()));
     let stored = R::store(state.store.as_ref(), item, cond).await?;
     state.provisioner.invalidate();
     Ok(stored)
-}
-
-fn fill_keys(spec: &mut EnrollmentSpec, existing: Option<&EnrollmentSpec>) {
-    let Attestation::SymmetricKey {
-        primary_key,
-        secondary_key,
-    } = &mut spec.attestation
-    else {
-        return;
-    };
-    let old = match existing.map(|e| &e.attestation) {
-        Some(Attestation::SymmetricKey {
-            primary_key,
-            secondary_key,
-        }) => Some((primary_key, secondary_key)),
-        _ => None,
-    };
-    for (key, kept) in [
-        (primary_key, old.map(|o| o.0)),
-        (secondary_key, old.map(|o| o.1)),
-    ] {
-        if key.is_empty() {
-            *key = kept
-                .cloned()
-                .unwrap_or_else(|| crate::bootstrap::random_key(64));
-        }
-    }
 }
 
 async fn delete_one<R: Resource>(
