@@ -257,7 +257,7 @@ async fn flush(
 }
 
 enum Sink<'a> {
-    Csv(csv::Writer<&'a mut dyn Write>),
+    Csv(Box<csv::Writer<&'a mut dyn Write>>),
     JsonLines(&'a mut dyn Write),
 }
 
@@ -267,7 +267,7 @@ pub async fn export(store: &dyn Store, out: &mut dyn Write, format: Format) -> a
         Format::Csv => {
             let mut writer = csv::Writer::from_writer(out);
             writer.write_record(CSV_COLUMNS)?;
-            Sink::Csv(writer)
+            Sink::Csv(Box::new(writer))
         }
         Format::JsonLines => Sink::JsonLines(out),
     };
