@@ -18,6 +18,7 @@ pub fn router(state: AppState) -> Router {
         .merge(super::device_api::router(state.clone()))
         .merge(super::service_api::router(state.clone()))
         .merge(super::admin_api::router(state.clone()))
+        .merge(super::openapi::router())
         .merge(super::console::router(state));
     // Service paths are case-insensitive: canonicalise them before routing.
     Router::new()

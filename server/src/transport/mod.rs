@@ -7,4 +7,5 @@ pub mod device_api;
 pub mod http_util;
 pub mod https;
 pub mod listener;
+pub mod openapi;
 pub mod service_api;
