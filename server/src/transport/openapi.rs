@@ -11,7 +11,16 @@ use serde_json::{Map, Value, json};
 use super::http_util::json_response;
 
 /// (method, path, right needed, summary, request schema, response schema)
-pub const OPERATIONS: &[(&str, &str, &str, &str, Option<&str>, &str)] = &[
+pub type Operation = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+);
+
+pub const OPERATIONS: &[Operation] = &[
     (
         "get",
         "/enrollments/{id}",
