@@ -53,6 +53,13 @@ async function allPages(query) {
   const groupUpdated = await call(client.createOrUpdateEnrollmentGroup, { ...groupRead.result, allocationPolicy: 'hashed' });
   const groupStale = await call(client.createOrUpdateEnrollmentGroup, { ...groupRead.result, allocationPolicy: 'static' });
   const groupKeys = await call(client.getEnrollmentGroupAttestationMechanism, 'svc-group-1');
+  const groupDeleteStale = await call(client.deleteEnrollmentGroup, 'svc-group-2', 'stale');
+  await call(client.createOrUpdateEnrollmentGroup, { enrollmentGroupId: 'svc-group-2', attestation: { type: 'symmetricKey' } });
+  const group2 = await call(client.getEnrollmentGroup, 'svc-group-2');
+  const groupDeleteWrong = await call(client.deleteEnrollmentGroup, 'svc-group-2', '"wrong"');
+  const groupDelete = await call(client.deleteEnrollmentGroup, 'svc-group-2', group2.result?.etag);
+  const groupGone = await call(client.getEnrollmentGroup, 'svc-group-2');
+  out.groupDelete = { missing: groupDeleteStale.status, wrongEtag: groupDeleteWrong.status, error: groupDelete.err ? String(groupDelete.err) : null, afterwards: groupGone.status };
   out.group = {
     created: group.status, read: groupRead.result?.enrollmentGroupId, updated: groupUpdated.result?.allocationPolicy,
     staleStatus: groupStale.status, keysFromAttestationMechanism: Boolean(groupKeys.result?.symmetricKey?.primaryKey),
@@ -76,7 +83,7 @@ async function allPages(query) {
   const enrollments = await allPages(client.createIndividualEnrollmentQuery({ query: '*' }, 10));
   out.query = { pages: enrollments.pages, bulkIds: enrollments.items.filter((e) => e.registrationId.startsWith('svc-bulk-')).length };
   const groups = await allPages(client.createEnrollmentGroupQuery({ query: '*' }, 1));
-  out.groupQuery = { ids: groups.items.map((g) => g.enrollmentGroupId) };
+  out.groupQuery = { ids: groups.items.map((g) => g.enrollmentGroupId), pages: groups.pages };
 
   const state = await call(client.getDeviceRegistrationState, registeredId);
   out.registration = { status: state.status, assignedHub: state.result?.assignedHub, deviceStatus: state.result?.status };

@@ -400,6 +400,14 @@ async fn service_sdk(ctx: &Ctx, connection_string: &str) {
         group["primaryKeyMatches"], true,
         "an update without keys keeps them"
     );
+    let deletes = &out["groupDelete"];
+    assert_eq!(deletes["missing"], 404, "{out}");
+    assert_eq!(deletes["wrongEtag"], 412, "{out}");
+    assert_eq!(
+        (&deletes["error"], &deletes["afterwards"]),
+        (&Value::Null, &json!(404)),
+        "{out}"
+    );
 
     assert_eq!(out["bulk"]["allCreated"], true, "{out}");
     assert_eq!(out["bulk"]["mixedSuccessful"], false);
@@ -430,6 +438,12 @@ async fn service_sdk(ctx: &Ctx, connection_string: &str) {
     assert!(
         group_ids.contains(&"svc-group-1") && group_ids.contains(&"node-fleet"),
         "{group_ids:?}"
+    );
+    let group_pages = out["groupQuery"]["pages"].as_u64();
+    assert_eq!(
+        group_pages,
+        Some(group_ids.len() as u64),
+        "one group per page"
     );
 
     assert_eq!(

@@ -9,7 +9,9 @@ use crate::domain::{
     EnrollmentSpec, InitialTwin, ProvisioningStatus, ReprovisionPolicy,
 };
 
-fn attestation(a: &Attestation, with_keys: bool) -> Value {
+/// Certificates of an individual enrollment are the device's own (`clientCertificates`); a group's
+/// sign its devices' certificates (`signingCertificates`).
+fn attestation(a: &Attestation, with_keys: bool, group: bool) -> Value {
     match a {
         Attestation::SymmetricKey {
             primary_key,
@@ -25,10 +27,31 @@ fn attestation(a: &Attestation, with_keys: bool) -> Value {
         Attestation::X509 {
             certificates,
             ca_references,
-        } => json!({
-            "type": "x509",
-            "x509": {"certificates": certificates, "caReferences": ca_references},
-        }),
+        } => {
+            let slots = |items: &[String], wrap: fn(&String) -> Value| {
+                let mut slots = serde_json::Map::new();
+                for (slot, item) in ["primary", "secondary"].iter().zip(items) {
+                    slots.insert(slot.to_string(), wrap(item));
+                }
+                Value::Object(slots)
+            };
+            let mut x509 = serde_json::Map::new();
+            if !certificates.is_empty() {
+                let kind = if group {
+                    "signingCertificates"
+                } else {
+                    "clientCertificates"
+                };
+                x509.insert(
+                    kind.into(),
+                    slots(certificates, |c| json!({"certificate": c})),
+                );
+            }
+            if !ca_references.is_empty() {
+                x509.insert("caReferences".into(), slots(ca_references, |r| json!(r)));
+            }
+            json!({"type": "x509", "x509": x509})
+        }
         Attestation::Tpm {
             endorsement_key,
             storage_root_key,
@@ -49,13 +72,17 @@ fn policy_name(p: AllocationPolicy) -> &'static str {
 }
 
 /// The fields individual enrollments and groups share.
-fn spec_fields(spec: &EnrollmentSpec, with_keys: bool) -> serde_json::Map<String, Value> {
+fn spec_fields(
+    spec: &EnrollmentSpec,
+    with_keys: bool,
+    group: bool,
+) -> serde_json::Map<String, Value> {
     let twin = spec
         .initial_twin
         .as_ref()
         .map(|t| json!({"tags": t.tags, "properties": {"desired": t.desired}}));
     let fields = json!({
-        "attestation": attestation(&spec.attestation, with_keys),
+        "attestation": attestation(&spec.attestation, with_keys, group),
         "capabilities": {"iotEdge": spec.iot_edge},
         "initialTwin": twin,
         "provisioningStatus": spec.provisioning_status.as_str(),
@@ -77,7 +104,7 @@ fn spec_fields(spec: &EnrollmentSpec, with_keys: bool) -> serde_json::Map<String
 }
 
 pub fn individual_enrollment(e: &Enrollment, with_keys: bool) -> Value {
-    let mut fields = spec_fields(&e.spec, with_keys);
+    let mut fields = spec_fields(&e.spec, with_keys, false);
     fields.insert("registrationId".into(), json!(e.registration_id));
     fields.insert("deviceId".into(), json!(e.device_id));
     fields.insert(
@@ -91,7 +118,7 @@ pub fn individual_enrollment(e: &Enrollment, with_keys: bool) -> Value {
 }
 
 pub fn enrollment_group(g: &EnrollmentGroup, with_keys: bool) -> Value {
-    let mut fields = spec_fields(&g.spec, with_keys);
+    let mut fields = spec_fields(&g.spec, with_keys, true);
     fields.insert("enrollmentGroupId".into(), json!(g.group_id));
     fields.insert("etag".into(), json!(g.etag.quoted()));
     fields.insert("createdDateTimeUtc".into(), json!(timestamp(g.created)));
@@ -321,5 +348,40 @@ fn parse_attestation(value: &Value) -> Result<Attestation, String> {
         other => Err(format!(
             "unknown attestation type {other:?}: expected symmetricKey, x509 or tpm"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x509_attestation_round_trips_in_the_azure_shape() {
+        let individual = json!({
+            "registrationId": "cert-dev",
+            "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": "PEM-A"}, "secondary": {"certificate": "PEM-B"}}}},
+        });
+        let input = parse_enrollment(&individual, "registrationId").unwrap();
+        let value = attestation(&input.spec.attestation, true, false);
+        assert_eq!(
+            value["x509"]["clientCertificates"]["secondary"]["certificate"],
+            "PEM-B"
+        );
+        let group = json!({
+            "enrollmentGroupId": "g",
+            "attestation": {"type": "X509", "x509": {"caReferences": {"primary": "root-ca"}}},
+        });
+        let input = parse_enrollment(&group, "enrollmentGroupId").unwrap();
+        assert_eq!(
+            attestation(&input.spec.attestation, true, true)["x509"],
+            json!({"caReferences": {"primary": "root-ca"}})
+        );
+        assert!(
+            parse_enrollment(
+                &json!({"registrationId": "x", "attestation": {"type": "none"}}),
+                "registrationId"
+            )
+            .is_err()
+        );
     }
 }
