@@ -2,11 +2,8 @@
 //! reprovisioning, custom allocation, refusals and diagnostics events. Every case runs on SQLite
 //! and on PostgreSQL.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Json;
-use axum::routing::post;
 use chrono::Utc;
 use onramp::attestation::sas;
 use onramp::diagnostics::Protocol;
@@ -15,6 +12,7 @@ use serde_json::{Value, json};
 
 mod support;
 use support::instance::{Instance, enroll, enroll_group, random_key, symmetric_spec};
+use support::webhook::{slow_webhook, webhook};
 
 crate::backend_suite!(
     an_individual_enrollment_is_assigned_in_the_register_reply,
@@ -436,42 +434,6 @@ async fn report(i: &Instance, hub: &str, device: &str, reported: Value) {
     d.reported.properties = reported.as_object().unwrap().clone();
     d.reported.version += 1;
     i.store().put_hub_device(d, IfMatch::Any).await.unwrap();
-}
-
-/// A custom-allocation webhook on a free port that records requests and answers with `reply`.
-async fn webhook(status: u16, reply: Value) -> (String, Arc<Mutex<Vec<Value>>>) {
-    slow_webhook(status, reply, Duration::ZERO).await
-}
-
-async fn slow_webhook(
-    status: u16,
-    reply: Value,
-    delay: Duration,
-) -> (String, Arc<Mutex<Vec<Value>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    let app = axum::Router::new().route(
-        "/allocate",
-        post(move |Json(request): Json<Value>| {
-            let log = log.clone();
-            let reply = reply.clone();
-            async move {
-                log.lock().unwrap().push(request);
-                tokio::time::sleep(delay).await;
-                (
-                    axum::http::StatusCode::from_u16(status).unwrap(),
-                    Json(reply),
-                )
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://{}/allocate?code=s3cret",
-        listener.local_addr().unwrap()
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, seen)
 }
 
 fn custom_spec(key: &str, url: &str) -> EnrollmentSpec {

@@ -5,10 +5,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use axum::Json;
-use axum::routing::post;
 use chrono::Utc;
 use onramp::domain::*;
 use onramp::store::Store;
@@ -18,6 +16,7 @@ mod support;
 use support::db;
 use support::instance::{enroll, enroll_group, random_key, symmetric_spec};
 use support::process::{Server, run};
+use support::webhook::webhook;
 
 /// Port 443 is one per machine: the two backends take turns.
 static PORT_443: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -301,22 +300,8 @@ async fn reprovisioning(ctx: &Ctx) {
 }
 
 async fn custom_allocation(ctx: &Ctx) {
-    let seen = Arc::new(Mutex::new(Vec::<Value>::new()));
-    let log = seen.clone();
-    let app = axum::Router::new().route(
-        "/api/allocate",
-        post(move |Json(request): Json<Value>| {
-            let log = log.clone();
-            async move {
-                log.lock().unwrap().push(request);
-                Json(json!({"iotHubHostName": "hub-b.localhost", "payload": {"greeting": "hello node"}}))
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/api/allocate", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
+    let reply = json!({"iotHubHostName": "hub-b.localhost", "payload": {"greeting": "hello node"}});
+    let (url, seen) = webhook(200, reply).await;
     let key = random_key();
     let mut spec = symmetric_spec(&key, &random_key());
     spec.allocation_policy = Some(AllocationPolicy::Custom);

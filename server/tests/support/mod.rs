@@ -4,3 +4,4 @@
 pub mod db;
 pub mod instance;
 pub mod process;
+pub mod webhook;
