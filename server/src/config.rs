@@ -68,6 +68,8 @@ pub struct Limits {
     /// Milliseconds a register request waits for its assignment before answering `assigning`
     /// (the device then polls; the assignment goes on).
     pub inline_assignment_ms: u64,
+    /// Seconds a registration operation can be polled after it was created.
+    pub operation_retention_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -105,6 +107,7 @@ impl Default for Limits {
             database_max_connections: 16,
             webhook_timeout_secs: 5,
             inline_assignment_ms: 1000,
+            operation_retention_secs: 3600,
         }
     }
 }

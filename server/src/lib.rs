@@ -9,6 +9,7 @@ pub mod config;
 pub mod diagnostics;
 pub mod domain;
 pub mod hubs;
+pub mod janitor;
 pub mod proto;
 pub mod service;
 pub mod store;

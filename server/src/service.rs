@@ -86,6 +86,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let retention = Duration::from_secs(config.limits.operation_retention_secs);
+    tokio::spawn(crate::janitor::run(
+        state.store.clone(),
+        retention,
+        shutdown.clone(),
+    ));
     let limits = listener::ListenerLimits {
         max_connections: config.limits.max_connections,
         handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),

@@ -27,6 +27,7 @@ crate::backend_suite!(
     static_and_geo_allocation,
     every_attempt_emits_one_event,
     any_instance_answers_a_poll,
+    old_operations_are_swept,
 );
 
 async fn an_individual_enrollment_is_assigned_in_the_register_reply(i: &Instance) {
@@ -740,4 +741,43 @@ async fn any_instance_answers_a_poll(i: &Instance) {
     assert_eq!(status, 200, "{polled}");
     assert_eq!(polled["registrationState"]["assignedHub"], "localhost");
     other.finish().await;
+}
+
+async fn old_operations_are_swept(i: &Instance) {
+    let key = random_key();
+    enroll(
+        i.store(),
+        "sweepme",
+        None,
+        symmetric_spec(&key, &random_key()),
+    )
+    .await;
+    let (_, _, body) = i.register("sweepme", &key, json!({})).await;
+    let path = format!(
+        "registrations/sweepme/operations/{}",
+        body["operationId"].as_str().unwrap()
+    );
+    let token = i.token("sweepme", &key);
+    let retention = Duration::from_secs(3600);
+    let now = Utc::now();
+    let swept = onramp::janitor::sweep(i.store().as_ref(), now, retention)
+        .await
+        .unwrap();
+    assert_eq!(swept.operations, 0, "a fresh operation stays");
+    assert_eq!(i.request("GET", &path, Some(&token), None).await.0, 200);
+    let later = now + chrono::Duration::hours(2);
+    let swept = onramp::janitor::sweep(i.store().as_ref(), later, retention)
+        .await
+        .unwrap();
+    assert_eq!(swept.operations, 1);
+    let (status, _, gone) = i.request("GET", &path, Some(&token), None).await;
+    assert_eq!((status, &gone["errorCode"]), (404, &json!(404202)));
+    assert!(
+        i.store()
+            .get_registration("sweepme")
+            .await
+            .unwrap()
+            .is_some(),
+        "the record stays"
+    );
 }

@@ -1,0 +1,46 @@
+//! Keeps the store bounded: finished registration operations are only needed while their device
+//! polls, and console sessions only until they expire. One sweep runs at start and then every few
+//! minutes; on a shared database any instance's sweep serves all.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{Store, StoreError};
+
+const EVERY: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub operations: u64,
+    pub sessions: u64,
+}
+
+/// Forgets operations created more than `retention` before `now`, and expired sessions.
+pub async fn sweep(
+    store: &dyn Store,
+    now: DateTime<Utc>,
+    retention: Duration,
+) -> Result<Swept, StoreError> {
+    let cutoff = now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::hours(1));
+    Ok(Swept {
+        operations: store.delete_operations_before(cutoff).await?,
+        sessions: store.delete_expired_sessions(now).await?,
+    })
+}
+
+pub async fn run(store: Arc<dyn Store>, retention: Duration, shutdown: CancellationToken) {
+    loop {
+        match sweep(store.as_ref(), Utc::now(), retention).await {
+            Ok(swept) if swept != Swept::default() => tracing::debug!(?swept, "janitor swept"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "janitor sweep failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+    }
+}
