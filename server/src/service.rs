@@ -17,6 +17,7 @@ use crate::hubs::Connectors;
 use crate::hubs::builtin::BuiltInHub;
 use crate::store::{self, Store};
 use crate::tls;
+use crate::transport::mqtt::{self, MqttLimits};
 use crate::transport::{https, listener};
 
 /// What every request handler shares.
@@ -77,8 +78,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let config = state.config.clone();
     let https_tls = tls::server_config(&tls, &[b"h2", b"http/1.1"])?;
     let https_listener = bind(config.listen_address, config.https_port, "https_port").await?;
+    let mqtt_listener = bind(config.listen_address, config.mqtt_port, "mqtt_port").await?;
+    let mqtt_tls = tls::server_config(&tls, &[])?;
     tracing::info!(
         url = %config.https_url(),
+        mqtt = %config.mqtt_url(),
         id_scope = %state.instance.id_scope,
         database = ?state.store.kind(),
         ca = ?tls.ca_path,
@@ -97,14 +101,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
         shutdown_grace: Duration::from_secs(config.limits.shutdown_grace_secs),
     };
-    listener::serve_https(
+    let https = listener::serve_https(
         https_listener,
         https_tls,
         https::router(state.clone()),
+        limits.clone(),
+        shutdown.clone(),
+    );
+    let mqtt = mqtt::serve_mqtt(
+        mqtt_listener,
+        mqtt_tls,
+        state.provisioner.clone(),
         limits,
+        MqttLimits::default(),
         shutdown,
-    )
-    .await;
+    );
+    tokio::join!(https, mqtt);
     state.store.close().await;
     tracing::info!("Onramp stopped");
     Ok(())

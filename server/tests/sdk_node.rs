@@ -71,17 +71,32 @@ async fn node_sdk_over_https_on_postgres() {
     db::drop_schema(&base, &schema).await;
 }
 
+#[derive(Clone)]
 struct Ctx {
+    transport: &'static str,
+    /// Where this transport connects (HTTP: always port 443).
+    host: String,
     store: Arc<dyn Store>,
     scope: String,
     ca: String,
 }
 
 impl Ctx {
+    /// IDs of this transport's devices, so both transports run every scenario from scratch.
+    fn id(&self, name: &str) -> String {
+        format!("{}-{name}", self.transport)
+    }
+
     fn register(&self, registration_id: &str, key: &str, extra: &[&str]) -> Value {
-        let mut args = vec!["localhost", &self.scope, registration_id, key];
+        let mut args = vec![
+            self.transport,
+            &self.host,
+            &self.scope,
+            registration_id,
+            key,
+        ];
         args.extend_from_slice(extra);
-        node("register-http.js", &args, &self.ca)
+        node("register.js", &args, &self.ca)
     }
 }
 
@@ -114,21 +129,31 @@ async fn conformance(dir: &Path, database_url: &str) {
     }
     let mut server = Server::start_on(&data, 443, &["--database-url", database_url]);
     server.wait_healthy().await;
-    let ctx = Ctx {
+    let base = Ctx {
+        transport: "http",
+        host: "localhost".into(),
         store,
         scope: info["idScope"].as_str().unwrap().into(),
         ca: info["caCertPath"].as_str().unwrap().into(),
     };
 
-    individual_enrollment(&ctx).await;
-    group_enrollment(&ctx).await;
-    disabled_enrollment(&ctx).await;
-    wrong_key(&ctx).await;
-    reprovisioning(&ctx).await;
-    custom_allocation(&ctx).await;
-    service_sdk(&ctx, info["serviceConnectionString"].as_str().unwrap()).await;
+    let mqtt_host = format!("localhost:{}", server.mqtt_port);
+    for (transport, host) in [("http", "localhost".to_string()), ("mqtt", mqtt_host)] {
+        let ctx = Ctx {
+            transport,
+            host,
+            ..base.clone()
+        };
+        individual_enrollment(&ctx).await;
+        group_enrollment(&ctx).await;
+        disabled_enrollment(&ctx).await;
+        wrong_key(&ctx).await;
+        reprovisioning(&ctx).await;
+        custom_allocation(&ctx).await;
+    }
+    service_sdk(&base, info["serviceConnectionString"].as_str().unwrap()).await;
 
-    ctx.store.close().await;
+    base.store.close().await;
     server.terminate(std::time::Duration::from_secs(15));
 }
 
@@ -152,20 +177,20 @@ async fn individual_enrollment(ctx: &Ctx) {
     let key = random_key();
     enroll(
         &ctx.store,
-        "node-dev-1",
-        Some("node-thermostat"),
+        &ctx.id("dev-1"),
+        Some(ctx.id("thermostat").as_str()),
         symmetric_spec(&key, &random_key()),
     )
     .await;
-    let out = ctx.register("node-dev-1", &key, &[]);
+    let out = ctx.register(&ctx.id("dev-1"), &key, &[]);
     assert_eq!(out["ok"], true, "{out}");
     assert_eq!(out["result"]["status"], "assigned");
     assert_eq!(out["result"]["assignedHub"], "localhost");
-    assert_eq!(out["result"]["deviceId"], "node-thermostat");
+    assert_eq!(out["result"]["deviceId"], ctx.id("thermostat"));
     assert_eq!(out["result"]["substatus"], "initialAssignment");
     let identity = ctx
         .store
-        .get_hub_device("localhost", "node-thermostat")
+        .get_hub_device("localhost", &ctx.id("thermostat"))
         .await
         .unwrap()
         .unwrap();
@@ -176,16 +201,16 @@ async fn group_enrollment(ctx: &Ctx) {
     let group_key = random_key();
     enroll_group(
         &ctx.store,
-        "node-fleet",
+        &ctx.id("fleet"),
         symmetric_spec(&group_key, &random_key()),
     )
     .await;
-    for device in ["node-g-1", "node-g-2"] {
-        let out = ctx.register(device, &group_key, &["--group-key"]);
+    for device in [ctx.id("g-1"), ctx.id("g-2")] {
+        let out = ctx.register(&device, &group_key, &["--group-key"]);
         assert_eq!(out["ok"], true, "{out}");
         assert_eq!(out["result"]["deviceId"], device);
-        let record = ctx.store.get_registration(device).await.unwrap().unwrap();
-        assert_eq!(record.enrollment, EnrollmentRef::Group("node-fleet".into()));
+        let record = ctx.store.get_registration(&device).await.unwrap().unwrap();
+        assert_eq!(record.enrollment, EnrollmentRef::Group(ctx.id("fleet")));
     }
 }
 
@@ -193,15 +218,15 @@ async fn disabled_enrollment(ctx: &Ctx) {
     let key = random_key();
     let mut spec = symmetric_spec(&key, &random_key());
     spec.provisioning_status = ProvisioningStatus::Disabled;
-    enroll(&ctx.store, "node-off", None, spec).await;
-    let out = ctx.register("node-off", &key, &[]);
+    enroll(&ctx.store, &ctx.id("off"), None, spec).await;
+    let out = ctx.register(&ctx.id("off"), &key, &[]);
     // The Node SDK knows only assigned/assigning/failed: it reports `disabled` as an error that
     // carries the result.
     assert_eq!(out["ok"], false, "{out}");
     assert_eq!(out["result"]["status"], "disabled", "{out}");
     assert!(
         ctx.store
-            .get_hub_device("localhost", "node-off")
+            .get_hub_device("localhost", &ctx.id("off"))
             .await
             .unwrap()
             .is_none()
@@ -211,29 +236,40 @@ async fn disabled_enrollment(ctx: &Ctx) {
 async fn wrong_key(ctx: &Ctx) {
     enroll(
         &ctx.store,
-        "node-wrong",
+        &ctx.id("wrong"),
         None,
         symmetric_spec(&random_key(), &random_key()),
     )
     .await;
-    let out = ctx.register("node-wrong", &random_key(), &[]);
+    let out = ctx.register(&ctx.id("wrong"), &random_key(), &[]);
     assert_eq!(out["ok"], false, "{out}");
-    assert_eq!(out["statusCode"], 401, "{out}");
-    assert_eq!(out["body"]["errorCode"], 401002, "{out}");
+    // HTTP: the 401 response and its body. MQTT: the res/401 reply, which the SDK turns into an
+    // UnauthorizedError carrying the body.
+    let error = match ctx.transport {
+        "http" => {
+            assert_eq!(out["statusCode"], 401, "{out}");
+            &out["body"]
+        }
+        _ => {
+            assert_eq!(out["name"], "UnauthorizedError", "{out}");
+            &out["result"]
+        }
+    };
+    assert_eq!(error["errorCode"], 401002, "{out}");
 }
 
 async fn reprovisioning(ctx: &Ctx) {
     let key = random_key();
     let mut spec = symmetric_spec(&key, &random_key());
     spec.iot_hubs = vec!["hub-a.localhost".into()];
-    enroll(&ctx.store, "node-mover", None, spec.clone()).await;
+    enroll(&ctx.store, &ctx.id("mover"), None, spec.clone()).await;
     assert_eq!(
-        ctx.register("node-mover", &key, &[])["result"]["assignedHub"],
+        ctx.register(&ctx.id("mover"), &key, &[])["result"]["assignedHub"],
         "hub-a.localhost"
     );
     let mut twin = ctx
         .store
-        .get_hub_device("hub-a.localhost", "node-mover")
+        .get_hub_device("hub-a.localhost", &ctx.id("mover"))
         .await
         .unwrap()
         .unwrap();
@@ -274,8 +310,8 @@ async fn reprovisioning(ctx: &Ctx) {
             update_hub_assignment: update,
             migrate_device_data: migrate,
         };
-        enroll(&ctx.store, "node-mover", None, spec.clone()).await;
-        let out = ctx.register("node-mover", &key, &[]);
+        enroll(&ctx.store, &ctx.id("mover"), None, spec.clone()).await;
+        let out = ctx.register(&ctx.id("mover"), &key, &[]);
         assert_eq!(
             out["result"]["assignedHub"], expected_hub,
             "{substatus}: {out}"
@@ -283,7 +319,7 @@ async fn reprovisioning(ctx: &Ctx) {
         assert_eq!(out["result"]["substatus"], substatus, "{out}");
         let twin = ctx
             .store
-            .get_hub_device(expected_hub, "node-mover")
+            .get_hub_device(expected_hub, &ctx.id("mover"))
             .await
             .unwrap()
             .unwrap();
@@ -309,8 +345,8 @@ async fn custom_allocation(ctx: &Ctx) {
         webhook_url: url,
         api_version: "2019-03-31".into(),
     });
-    enroll(&ctx.store, "node-custom", None, spec).await;
-    let out = ctx.register("node-custom", &key, &[r#"{"model":"n1"}"#]);
+    enroll(&ctx.store, &ctx.id("custom"), None, spec).await;
+    let out = ctx.register(&ctx.id("custom"), &key, &[r#"{"model":"n1"}"#]);
     assert_eq!(out["ok"], true, "{out}");
     assert_eq!(out["result"]["assignedHub"], "hub-b.localhost");
     assert_eq!(
@@ -421,7 +457,7 @@ async fn service_sdk(ctx: &Ctx, connection_string: &str) {
         .filter_map(Value::as_str)
         .collect();
     assert!(
-        group_ids.contains(&"svc-group-1") && group_ids.contains(&"node-fleet"),
+        group_ids.contains(&"svc-group-1") && group_ids.contains(&"http-fleet"),
         "{group_ids:?}"
     );
     let group_pages = out["groupQuery"]["pages"].as_u64();

@@ -12,6 +12,18 @@ pub struct ErrorBody {
     pub timestamp_utc: String,
 }
 
+impl ErrorBody {
+    /// A fresh error body (new tracking ID, current time).
+    pub fn new(error_code: i64, message: String) -> ErrorBody {
+        ErrorBody {
+            error_code,
+            tracking_id: uuid::Uuid::new_v4().to_string(),
+            message,
+            timestamp_utc: super::timestamp(chrono::Utc::now()),
+        }
+    }
+}
+
 /// Error codes. Documented ones are marked; the rest follow IoT Hub's pattern (UNCONFIRMED for DPS;
 /// chosen so status = code / 1000 always holds).
 pub mod code {

@@ -7,7 +7,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::proto::error::ErrorBody;
-use crate::proto::timestamp;
 
 const JSON: &str = "application/json; charset=utf-8";
 
@@ -22,12 +21,7 @@ pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
 
 /// The Azure error body; the HTTP status is the error code / 1000.
 pub fn azure_error(code: i64, message: String) -> Response {
-    let body = ErrorBody {
-        error_code: code,
-        tracking_id: uuid::Uuid::new_v4().to_string(),
-        message,
-        timestamp_utc: timestamp(chrono::Utc::now()),
-    };
+    let body = ErrorBody::new(code, message);
     let status =
         StatusCode::from_u16((code / 1000) as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = json_response(status, &body);

@@ -1,7 +1,9 @@
-//! A TLS listener that bounds concurrent connections with a semaphore, gives each client a bounded
-//! time to finish its handshake, and shuts down gracefully: on cancellation it stops accepting,
-//! lets in-flight requests finish within the grace period, then returns.
+//! TLS listeners that bound concurrent connections with a semaphore, give each client a bounded
+//! time to finish its handshake, and shut down gracefully: on cancellation they stop accepting,
+//! tell every connection to finish, wait for them within the grace period, then return. HTTPS and
+//! MQTT share the accept loop; each brings its own per-connection handler.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,11 +14,11 @@ use hyper::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -27,17 +29,21 @@ pub struct ListenerLimits {
     pub shutdown_grace: Duration,
 }
 
-/// Serves `router` over HTTPS (HTTP/1.1 with upgrades, and HTTP/2) until `shutdown` is cancelled.
-pub async fn serve_https(
+/// Accepts TLS connections until `shutdown` and runs `serve` for each; `serve` gets the token too
+/// and must wind its connection down when it fires.
+pub async fn accept_tls<F, Fut>(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    router: Router,
     limits: ListenerLimits,
     shutdown: CancellationToken,
-) {
+    serve: F,
+) where
+    F: Fn(TlsStream<TcpStream>, SocketAddr, CancellationToken) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let acceptor = TlsAcceptor::from(tls);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    let serve = Arc::new(serve);
     loop {
         // Wait for a free slot first, so a full server leaves clients in the kernel's backlog.
         let permit = tokio::select! {
@@ -57,40 +63,70 @@ pub async fn serve_https(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        let watcher = graceful.watcher();
+        let (acceptor, serve, shutdown) = (acceptor.clone(), serve.clone(), shutdown.clone());
         let handshake_timeout = limits.handshake_timeout;
         tokio::spawn(async move {
             let _permit = permit;
-            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-            };
-            let service = router.map_request(move |mut request: Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            });
-            let connection = auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(
-                    TokioIo::new(tls),
-                    TowerToHyperService::new(service),
-                )
-                .into_owned();
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => serve(tls, peer, shutdown).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
     drop(listener);
-    tracing::info!("stopped accepting connections; finishing in-flight requests");
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+    tracing::info!("stopped accepting connections; finishing in-flight work");
+    // Every connection holds a permit: all permits back means all connections done.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(limits.shutdown_grace, connections.acquire_many(all))
         .await
         .is_err()
     {
-        tracing::warn!(grace = ?limits.shutdown_grace, "in-flight requests did not finish in time");
+        tracing::warn!(grace = ?limits.shutdown_grace, "connections did not finish in time");
     }
+}
+
+/// Serves `router` over HTTPS (HTTP/1.1 with upgrades, and HTTP/2) until `shutdown` is cancelled.
+pub async fn serve_https(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    limits: ListenerLimits,
+    shutdown: CancellationToken,
+) {
+    accept_tls(
+        listener,
+        tls,
+        limits,
+        shutdown,
+        move |tls, peer, shutdown| {
+            let service = router
+                .clone()
+                .map_request(move |mut request: Request<Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    request
+                });
+            async move {
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let connection = builder.serve_connection_with_upgrades(
+                    TokioIo::new(tls),
+                    TowerToHyperService::new(service),
+                );
+                tokio::pin!(connection);
+                let result = tokio::select! {
+                    result = connection.as_mut() => result,
+                    _ = shutdown.cancelled() => {
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            }
+        },
+    )
+    .await
 }
 
 /// The address a connection came from, as the listener recorded it.

@@ -7,5 +7,6 @@ pub mod device_api;
 pub mod http_util;
 pub mod https;
 pub mod listener;
+pub mod mqtt;
 pub mod openapi;
 pub mod service_api;

@@ -32,6 +32,7 @@ pub struct Server {
     child: Option<Child>,
     pub data_dir: PathBuf,
     pub https_port: u16,
+    pub mqtt_port: u16,
     pub log_path: PathBuf,
     args: Vec<String>,
 }
@@ -44,13 +45,14 @@ impl Server {
 
     /// Starts `onramp serve` with its HTTPS listener on `https_port`.
     pub fn start_on(data_dir: &Path, https_port: u16, extra: &[&str]) -> Server {
+        let mqtt_port = free_port();
         let mut args: Vec<String> = vec![
             "--data-dir".into(),
             data_dir.display().to_string(),
             "--https-port".into(),
             https_port.to_string(),
             "--mqtt-port".into(),
-            free_port().to_string(),
+            mqtt_port.to_string(),
             "--amqp-port".into(),
             free_port().to_string(),
         ];
@@ -59,6 +61,7 @@ impl Server {
             child: None,
             data_dir: data_dir.to_path_buf(),
             https_port,
+            mqtt_port,
             log_path: data_dir.with_extension(format!("{https_port}.log")),
             args,
         };

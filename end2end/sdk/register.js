@@ -1,7 +1,9 @@
-// Registers one device with the official Azure IoT Node SDK over HTTPS (port 443, as the SDK
-// hard-codes) and prints the outcome as one JSON line. Used by server/tests/sdk_node.rs.
+// Registers one device with the official Azure IoT Node SDK and prints the outcome as one JSON
+// line. Used by server/tests/sdk_node.rs.
 //
-//   node register-http.js <host> <idScope> <registrationId> <key> [payloadJson] [--group-key]
+//   node register.js <http|mqtt> <host> <idScope> <registrationId> <key> [payloadJson] [--group-key]
+//
+// HTTP always goes to port 443 (the SDK hard-codes it); MQTT takes `host:port`.
 //
 // With --group-key, <key> is the enrollment group's key and the device key is derived here
 // exactly as the Azure docs show, with Node's own crypto.
@@ -9,18 +11,20 @@
 const crypto = require('node:crypto');
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 const { Http } = require('azure-iot-provisioning-device-http');
+const { Mqtt } = require('azure-iot-provisioning-device-mqtt');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 
 const args = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 const groupKey = process.argv.includes('--group-key');
-const [host, idScope, registrationId, key, payload] = args;
+const [transportName, host, idScope, registrationId, key, payload] = args;
+const transports = { http: () => new Http(), mqtt: () => new Mqtt() };
 
 function deriveKey(groupKeyB64, id) {
   return crypto.createHmac('sha256', Buffer.from(groupKeyB64, 'base64')).update(id, 'utf8').digest('base64');
 }
 
 const deviceKey = groupKey ? deriveKey(key, registrationId) : key;
-const client = ProvisioningDeviceClient.create(host, idScope, new Http(), new SymmetricKeySecurityClient(registrationId, deviceKey));
+const client = ProvisioningDeviceClient.create(host, idScope, transports[transportName](), new SymmetricKeySecurityClient(registrationId, deviceKey));
 if (payload) client.setProvisioningPayload(JSON.parse(payload));
 
 const started = process.hrtime.bigint();
@@ -41,4 +45,6 @@ client.register((err, result) => {
   } else {
     console.log(JSON.stringify({ ok: true, result, ms }));
   }
+  // MQTT keeps its connection open: end the process once the outcome is printed.
+  process.exit(0);
 });

@@ -1,0 +1,71 @@
+//! The MQTT 3.1.1 device endpoint: provisioning sessions (`$dps/registrations/...`) over TLS, packets
+//! decoded with the `rumqttc` codec. A session only translates packets into Provisioner calls and
+//! answers on `$dps/registrations/res/{status}/?$rid=...`; no business rule lives here.
+
+mod session;
+pub mod topics;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::listener::{ListenerLimits, accept_tls};
+use crate::diagnostics::Protocol;
+use crate::domain::provisioner::Provisioner;
+
+/// Bounds of one MQTT connection.
+#[derive(Debug, Clone)]
+pub struct MqttLimits {
+    /// Time from the TLS handshake to a complete CONNECT.
+    pub connect_timeout: Duration,
+    /// Largest packet accepted (the DPS message limit plus headers).
+    pub max_packet_bytes: usize,
+    /// Idle limit when a client asks for keep-alive 0 (which MQTT means as "none").
+    pub idle_timeout: Duration,
+}
+
+impl Default for MqttLimits {
+    fn default() -> Self {
+        MqttLimits {
+            connect_timeout: Duration::from_secs(10),
+            max_packet_bytes: 96 * 1024 + 1024,
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+pub async fn serve_mqtt(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    provisioner: Arc<Provisioner>,
+    limits: ListenerLimits,
+    mqtt: MqttLimits,
+    shutdown: CancellationToken,
+) {
+    accept_tls(
+        listener,
+        tls,
+        limits,
+        shutdown,
+        move |stream, peer, shutdown| {
+            let (provisioner, mqtt) = (provisioner.clone(), mqtt.clone());
+            async move {
+                if let Err(e) = session::run(
+                    stream,
+                    Some(peer.ip()),
+                    provisioner,
+                    &mqtt,
+                    Protocol::Mqtt,
+                    shutdown,
+                )
+                .await
+                {
+                    tracing::debug!(%peer, error = %e, "MQTT session ended");
+                }
+            }
+        },
+    )
+    .await
+}

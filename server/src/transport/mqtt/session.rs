@@ -1,0 +1,239 @@
+//! One MQTT connection: CONNECT first (within a time limit), then SUBSCRIBE / PUBLISH / PINGREQ /
+//! UNSUBSCRIBE / DISCONNECT until the client leaves, stays silent past its keep-alive, breaks the
+//! protocol, or the server shuts down. Registration requests go to the Provisioner; its answers come
+//! back as QoS 1 publishes on the response topic.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::bail;
+use bytes::BytesMut;
+use rumqttc::mqttbytes::v4::{
+    ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck,
+};
+use rumqttc::mqttbytes::{self, QoS};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use super::MqttLimits;
+use super::topics::{self, DpsUsername, Request};
+use crate::diagnostics::Protocol;
+use crate::domain::provisioner::{
+    Credential, ProvisionError, Provisioner, RegisterRequest, StatusRequest,
+};
+use crate::proto::error::ErrorBody;
+
+pub async fn run<S>(
+    stream: S,
+    client: Option<IpAddr>,
+    provisioner: Arc<Provisioner>,
+    limits: &MqttLimits,
+    protocol: Protocol,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut conn = Connection {
+        stream,
+        buffer: BytesMut::with_capacity(4096),
+        max: limits.max_packet_bytes,
+    };
+    let connect = match tokio::time::timeout(limits.connect_timeout, conn.read()).await {
+        Ok(Ok(Some(Packet::Connect(connect)))) => connect,
+        Ok(Ok(_)) => bail!("the first packet is not CONNECT"),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => bail!("no CONNECT within {:?}", limits.connect_timeout),
+    };
+    let login = connect.login.as_ref();
+    let Some(user) = login.and_then(|l| topics::parse_username(&l.username)) else {
+        let refusal = ProvisionError::BadRequest(
+            "the MQTT username is not {idScope}/registrations/{registrationId}/...".into(),
+        );
+        provisioner.report_refusal(&connect.client_id, protocol, &refusal);
+        conn.write(Packet::ConnAck(ConnAck::new(
+            ConnectReturnCode::BadUserNamePassword,
+            false,
+        )))
+        .await?;
+        bail!("bad username");
+    };
+    // Credentials are checked per request (as over HTTPS), so a bad key gets the documented
+    // res/401 reply with an error body rather than a bare refusal.
+    let credential = match login.map(|l| l.password.as_str()) {
+        None | Some("") => Credential::None,
+        Some(token) => Credential::Sas(token.to_string()),
+    };
+    // CleanSession is ignored (Python asks for a persistent one): sessions are never persistent.
+    conn.write(Packet::ConnAck(ConnAck::new(
+        ConnectReturnCode::Success,
+        false,
+    )))
+    .await?;
+    let session = Session {
+        user,
+        credential,
+        client,
+        protocol,
+        provisioner,
+    };
+    let idle = match connect.keep_alive {
+        0 => limits.idle_timeout,
+        secs => Duration::from_millis(u64::from(secs) * 1500),
+    };
+    let mut next_pkid: u16 = 0;
+    loop {
+        let packet = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            read = tokio::time::timeout(idle, conn.read()) => match read {
+                Ok(packet) => packet?,
+                Err(_) => bail!("silent for longer than the keep-alive allows"),
+            },
+        };
+        let Some(packet) = packet else { return Ok(()) };
+        match packet {
+            Packet::Subscribe(subscribe) => {
+                let codes = subscribe
+                    .filters
+                    .iter()
+                    .map(|f| match f.path == topics::RESPONSE_FILTER {
+                        true if f.qos == QoS::AtMostOnce => {
+                            SubscribeReasonCode::Success(QoS::AtMostOnce)
+                        }
+                        true => SubscribeReasonCode::Success(QoS::AtLeastOnce),
+                        false => SubscribeReasonCode::Failure,
+                    })
+                    .collect();
+                conn.write(Packet::SubAck(SubAck::new(subscribe.pkid, codes)))
+                    .await?;
+            }
+            Packet::Publish(publish) => {
+                match publish.qos {
+                    QoS::ExactlyOnce => bail!("QoS 2 is not supported"),
+                    // Acknowledge first: C# waits for the PUBACK before it expects the answer.
+                    QoS::AtLeastOnce => {
+                        conn.write(Packet::PubAck(PubAck::new(publish.pkid)))
+                            .await?
+                    }
+                    QoS::AtMostOnce => {}
+                }
+                let Some(request) = topics::parse_request(&publish.topic) else {
+                    bail!("PUBLISH to an unknown topic");
+                };
+                let (topic, body) = session.answer(request, publish.payload).await;
+                next_pkid = next_pkid.checked_add(1).unwrap_or(1);
+                let mut response = Publish::new(topic, QoS::AtLeastOnce, body);
+                response.pkid = next_pkid;
+                conn.write(Packet::Publish(response)).await?;
+            }
+            Packet::PubAck(_) => {}
+            Packet::PingReq => conn.write(Packet::PingResp).await?,
+            Packet::Unsubscribe(unsubscribe) => {
+                conn.write(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)))
+                    .await?
+            }
+            Packet::Disconnect => return Ok(()),
+            other => bail!("unexpected packet {other:?}"),
+        }
+    }
+}
+
+struct Session {
+    user: DpsUsername,
+    credential: Credential,
+    client: Option<IpAddr>,
+    protocol: Protocol,
+    provisioner: Arc<Provisioner>,
+}
+
+impl Session {
+    /// The response topic and body for one request.
+    async fn answer(&self, request: Request, payload: bytes::Bytes) -> (String, Vec<u8>) {
+        let status_request = || StatusRequest {
+            id_scope: self.user.id_scope.clone(),
+            registration_id: self.user.registration_id.clone(),
+            credential: self.credential.clone(),
+            protocol: self.protocol,
+        };
+        let (rid, result, register) = match request {
+            Request::Register { rid } => {
+                let request = RegisterRequest {
+                    id_scope: self.user.id_scope.clone(),
+                    registration_id: self.user.registration_id.clone(),
+                    body: payload,
+                    credential: self.credential.clone(),
+                    protocol: self.protocol,
+                    client: self.client,
+                };
+                (rid, self.provisioner.register(request).await, true)
+            }
+            Request::OperationStatus { rid, operation_id } => (
+                rid,
+                self.provisioner
+                    .operation_status(status_request(), &operation_id)
+                    .await,
+                false,
+            ),
+        };
+        match result {
+            // As over HTTPS: register answers 202 (with the final state when it is done); a poll
+            // answers 200 once final.
+            Ok(reply) => {
+                let status = if register || !reply.is_final() {
+                    202
+                } else {
+                    200
+                };
+                let retry = (status == 202).then_some(reply.retry_after_secs);
+                (
+                    topics::response_topic(status, &rid, retry),
+                    json(&reply.operation),
+                )
+            }
+            Err(e) => {
+                let body = ErrorBody::new(e.code(), e.client_message());
+                (topics::response_topic(e.status(), &rid, None), json(&body))
+            }
+        }
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("wire types serialize")
+}
+
+/// Packets over a byte stream, at most `max` bytes each.
+struct Connection<S> {
+    stream: S,
+    buffer: BytesMut,
+    max: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// The next packet, or None at a clean end of stream.
+    async fn read(&mut self) -> anyhow::Result<Option<Packet>> {
+        loop {
+            match Packet::read(&mut self.buffer, self.max) {
+                Ok(packet) => return Ok(Some(packet)),
+                Err(mqttbytes::Error::InsufficientBytes(_)) => {}
+                Err(e) => bail!("malformed packet: {e}"),
+            }
+            if self.stream.read_buf(&mut self.buffer).await? == 0 {
+                return match self.buffer.is_empty() {
+                    true => Ok(None),
+                    false => bail!("the connection closed in the middle of a packet"),
+                };
+            }
+        }
+    }
+
+    async fn write(&mut self, packet: Packet) -> anyhow::Result<()> {
+        let mut out = BytesMut::new();
+        packet.write(&mut out, usize::MAX)?;
+        self.stream.write_all(&out).await?;
+        self.stream.flush().await?;
+        Ok(())
+    }
+}
