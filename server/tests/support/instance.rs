@@ -27,6 +27,9 @@ pub enum Backend {
 pub struct Instance {
     pub state: AppState,
     pub addr: SocketAddr,
+    /// The MQTT listener (TLS), with short limits: CONNECT within 1 s, idle 2 s.
+    pub mqtt_addr: SocketAddr,
+    pub ca_pem: Vec<u8>,
     pub client: reqwest::Client,
     pub url: String,
     pub database_url: String,
@@ -95,7 +98,24 @@ impl Instance {
             tcp,
             tls,
             router,
+            limits.clone(),
+            shutdown.clone(),
+        ));
+        let mqtt_tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mqtt_addr = mqtt_tcp.local_addr().unwrap();
+        let mqtt_tls = onramp::tls::server_config(&prepared.tls, &[]).unwrap();
+        let mqtt_limits = onramp::transport::mqtt::MqttLimits {
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(2),
+            ..Default::default()
+        };
+        let provisioner = prepared.state.provisioner.clone();
+        tokio::spawn(onramp::transport::mqtt::serve_mqtt(
+            mqtt_tcp,
+            mqtt_tls,
+            provisioner,
             limits,
+            mqtt_limits,
             shutdown.clone(),
         ));
         let client = reqwest::Client::builder()
@@ -108,6 +128,8 @@ impl Instance {
             url: format!("https://localhost:{}", addr.port()),
             state: prepared.state,
             addr,
+            mqtt_addr,
+            ca_pem: ca.clone(),
             client,
             database_url,
             shutdown,

@@ -15,6 +15,19 @@ use super::listener::{ListenerLimits, accept_tls};
 use crate::diagnostics::Protocol;
 use crate::domain::provisioner::Provisioner;
 
+/// Takes the next whole packet (at most `max` bytes) off the front of `buffer`: `Ok(None)` when more
+/// bytes are needed, an error for anything malformed. Never panics (fuzz/fuzz_targets/mqtt_packet.rs).
+pub fn decode(
+    buffer: &mut bytes::BytesMut,
+    max: usize,
+) -> anyhow::Result<Option<rumqttc::mqttbytes::v4::Packet>> {
+    match rumqttc::mqttbytes::v4::Packet::read(buffer, max) {
+        Ok(packet) => Ok(Some(packet)),
+        Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
+        Err(e) => anyhow::bail!("malformed packet: {e}"),
+    }
+}
+
 /// Bounds of one MQTT connection.
 #[derive(Debug, Clone)]
 pub struct MqttLimits {

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use anyhow::bail;
 use bytes::BytesMut;
+use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{
     ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck,
 };
-use rumqttc::mqttbytes::{self, QoS};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -215,10 +215,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// The next packet, or None at a clean end of stream.
     async fn read(&mut self) -> anyhow::Result<Option<Packet>> {
         loop {
-            match Packet::read(&mut self.buffer, self.max) {
-                Ok(packet) => return Ok(Some(packet)),
-                Err(mqttbytes::Error::InsufficientBytes(_)) => {}
-                Err(e) => bail!("malformed packet: {e}"),
+            if let Some(packet) = super::decode(&mut self.buffer, self.max)? {
+                return Ok(Some(packet));
             }
             if self.stream.read_buf(&mut self.buffer).await? == 0 {
                 return match self.buffer.is_empty() {

@@ -1,0 +1,319 @@
+//! The MQTT endpoint at the packet level (the official SDKs are in sdk_node.rs): registration with
+//! QoS 0 and 1, subscriptions, keep-alive, and every way a client can misbehave. Runs on SQLite
+//! and PostgreSQL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use onramp::diagnostics::Protocol;
+use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::{
+    ConnAck, Connect, ConnectReturnCode, Login, Packet, Publish, Subscribe, SubscribeFilter,
+    SubscribeReasonCode,
+};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+mod support;
+use support::instance::{Instance, enroll, random_key, symmetric_spec};
+
+crate::backend_suite!(
+    a_device_registers_and_polls_over_mqtt,
+    subscriptions_and_pings,
+    misbehaving_clients_are_disconnected,
+);
+
+struct Client {
+    tls: TlsStream<TcpStream>,
+    buffer: BytesMut,
+}
+
+impl Client {
+    async fn open(i: &Instance) -> Client {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut i.ca_pem.as_slice()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = TcpStream::connect(i.mqtt_addr).await.unwrap();
+        let tls = connector
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        Client {
+            tls,
+            buffer: BytesMut::new(),
+        }
+    }
+
+    async fn connect(
+        i: &Instance,
+        username: &str,
+        password: &str,
+        keep_alive: u16,
+    ) -> (Client, ConnAck) {
+        let mut client = Client::open(i).await;
+        let mut connect = Connect::new("dev");
+        connect.keep_alive = keep_alive;
+        connect.clean_session = false;
+        connect.login = Some(Login::new(username, password));
+        client.send(Packet::Connect(connect)).await;
+        match client.next().await {
+            Some(Packet::ConnAck(ack)) => (client, ack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    async fn send(&mut self, packet: Packet) {
+        let mut out = BytesMut::new();
+        packet.write(&mut out, usize::MAX).unwrap();
+        self.send_raw(&out).await;
+    }
+
+    async fn send_raw(&mut self, bytes: &[u8]) {
+        let _ = self.tls.write_all(bytes).await;
+        let _ = self.tls.flush().await;
+    }
+
+    /// The next packet, or None once the server has closed the connection.
+    async fn next(&mut self) -> Option<Packet> {
+        loop {
+            if let Ok(packet) = Packet::read(&mut self.buffer, 1 << 20) {
+                return Some(packet);
+            }
+            match tokio::time::timeout(Duration::from_secs(5), self.tls.read_buf(&mut self.buffer))
+                .await
+            {
+                Ok(Ok(0)) | Ok(Err(_)) => return None,
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("no packet and no close within 5 s"),
+            }
+        }
+    }
+
+    /// The next response publish: (topic, JSON body).
+    async fn response(&mut self) -> (String, Value) {
+        loop {
+            match self.next().await {
+                Some(Packet::Publish(p)) => {
+                    return (p.topic, serde_json::from_slice(&p.payload).unwrap());
+                }
+                Some(Packet::PubAck(_)) => continue,
+                other => panic!("expected a response publish, got {other:?}"),
+            }
+        }
+    }
+
+    async fn closed(&mut self) -> bool {
+        loop {
+            match self.next().await {
+                None => return true,
+                Some(_) => continue,
+            }
+        }
+    }
+}
+
+fn username(i: &Instance, id: &str) -> String {
+    format!(
+        "{}/registrations/{id}/api-version=2019-03-31&ClientVersion=test%2F1.0",
+        i.scope()
+    )
+}
+
+async fn a_device_registers_and_polls_over_mqtt(i: &Instance) {
+    let key = random_key();
+    enroll(
+        i.store(),
+        "mqtt-dev",
+        None,
+        symmetric_spec(&key, &random_key()),
+    )
+    .await;
+    let mut events = i.state.bus.subscribe();
+    let (mut client, ack) =
+        Client::connect(i, &username(i, "mqtt-dev"), &i.token("mqtt-dev", &key), 60).await;
+    assert_eq!(
+        (ack.code, ack.session_present),
+        (ConnectReturnCode::Success, false),
+        "CleanSession=false is not honoured"
+    );
+    client
+        .send(Packet::Subscribe(Subscribe::new(
+            "$dps/registrations/res/#",
+            QoS::AtLeastOnce,
+        )))
+        .await;
+    assert!(matches!(client.next().await, Some(Packet::SubAck(_))));
+
+    // QoS 0 register (C SDK style), with the JSON body.
+    let register = Publish::new(
+        "$dps/registrations/PUT/iotdps-register/?$rid=1",
+        QoS::AtMostOnce,
+        br#"{"registrationId":"mqtt-dev","payload":null}"#.to_vec(),
+    );
+    client.send(Packet::Publish(register)).await;
+    let (topic, body) = client.response().await;
+    assert_eq!(topic, "$dps/registrations/res/202/?$rid=1&retry-after=1");
+    assert_eq!(body["status"], "assigned", "{body}");
+    assert_eq!(body["registrationState"]["assignedHub"], "localhost");
+    let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (event.protocol, event.registration_id.as_str()),
+        (Protocol::Mqtt, "mqtt-dev")
+    );
+
+    // QoS 1 poll with a " " payload (Node, Python), $rid a UUID: PUBACK first, then 200.
+    let operation_id = body["operationId"].as_str().unwrap();
+    let mut poll = Publish::new(
+        format!(
+            "$dps/registrations/GET/iotdps-get-operationstatus/?$rid=6f1c&operationId={operation_id}"
+        ),
+        QoS::AtLeastOnce,
+        b" ".to_vec(),
+    );
+    poll.pkid = 7;
+    client.send(Packet::Publish(poll)).await;
+    assert!(
+        matches!(client.next().await, Some(Packet::PubAck(ack)) if ack.pkid == 7),
+        "PUBACK before the answer"
+    );
+    let (topic, polled) = client.response().await;
+    assert_eq!(topic, "$dps/registrations/res/200/?$rid=6f1c");
+    assert_eq!(polled["registrationState"]["deviceId"], "mqtt-dev");
+
+    // An empty register body (C# over MQTT) takes the ID from the username.
+    client
+        .send(Packet::Publish(Publish::new(
+            "$dps/registrations/PUT/iotdps-register/?$rid=3",
+            QoS::AtMostOnce,
+            Vec::new(),
+        )))
+        .await;
+    assert_eq!(client.response().await.1["status"], "assigned");
+    client.send(Packet::Disconnect).await;
+    assert!(client.closed().await);
+
+    // A wrong key: CONNACK is fine, the register gets res/401 with the Azure error body.
+    let (mut client, ack) = Client::connect(
+        i,
+        &username(i, "mqtt-dev"),
+        &i.token("mqtt-dev", &random_key()),
+        60,
+    )
+    .await;
+    assert_eq!(ack.code, ConnectReturnCode::Success);
+    client
+        .send(Packet::Publish(Publish::new(
+            "$dps/registrations/PUT/iotdps-register/?$rid=9",
+            QoS::AtMostOnce,
+            b"{}".to_vec(),
+        )))
+        .await;
+    let (topic, error) = client.response().await;
+    assert_eq!(topic, "$dps/registrations/res/401/?$rid=9");
+    assert_eq!(error["errorCode"], 401002);
+    assert!(error["trackingId"].is_string());
+}
+
+async fn subscriptions_and_pings(i: &Instance) {
+    let (mut client, _) = Client::connect(i, &username(i, "any"), "", 0).await;
+    let subscribe = Subscribe::new_many([
+        SubscribeFilter::new("$dps/registrations/res/#".into(), QoS::ExactlyOnce),
+        SubscribeFilter::new("devices/#".into(), QoS::AtLeastOnce),
+    ]);
+    client.send(Packet::Subscribe(subscribe)).await;
+    match client.next().await {
+        Some(Packet::SubAck(ack)) => assert_eq!(
+            ack.return_codes,
+            [
+                SubscribeReasonCode::Success(QoS::AtLeastOnce),
+                SubscribeReasonCode::Failure
+            ],
+            "QoS 2 is granted as 1, other filters are refused"
+        ),
+        other => panic!("{other:?}"),
+    }
+    client.send(Packet::PingReq).await;
+    assert_eq!(client.next().await, Some(Packet::PingResp));
+}
+
+async fn misbehaving_clients_are_disconnected(i: &Instance) {
+    // A username that is not {scope}/registrations/{id}: refused at CONNACK.
+    let (mut client, ack) =
+        Client::connect(i, "hub.localhost/dev-1/?api-version=2021-04-12", "x", 60).await;
+    assert_eq!(ack.code, ConnectReturnCode::BadUserNamePassword);
+    assert!(client.closed().await);
+
+    // Garbage instead of CONNECT.
+    let mut client = Client::open(i).await;
+    client
+        .send_raw(&[0xF0, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F, 1, 2, 3])
+        .await;
+    assert!(client.closed().await);
+
+    // No CONNECT at all: dropped after the connect timeout (1 s here).
+    let mut client = Client::open(i).await;
+    let started = std::time::Instant::now();
+    assert!(client.closed().await);
+    assert!(started.elapsed() < Duration::from_secs(4));
+
+    // A PUBLISH to an unknown topic.
+    let (mut client, _) = Client::connect(i, &username(i, "dev-1"), "", 60).await;
+    client
+        .send(Packet::Publish(Publish::new(
+            "devices/dev-1/messages/events/",
+            QoS::AtMostOnce,
+            b"hi".to_vec(),
+        )))
+        .await;
+    assert!(client.closed().await);
+
+    // An oversized packet.
+    let (mut client, _) = Client::connect(i, &username(i, "dev-1"), "", 60).await;
+    let huge = Publish::new(
+        "$dps/registrations/PUT/iotdps-register/?$rid=1",
+        QoS::AtMostOnce,
+        vec![b'x'; 200 * 1024],
+    );
+    client.send(Packet::Publish(huge)).await;
+    assert!(client.closed().await);
+
+    // QoS 2 is not supported.
+    let (mut client, _) = Client::connect(i, &username(i, "dev-1"), "", 60).await;
+    let mut exactly_once = Publish::new(
+        "$dps/registrations/PUT/iotdps-register/?$rid=1",
+        QoS::ExactlyOnce,
+        b"{}".to_vec(),
+    );
+    exactly_once.pkid = 1;
+    client.send(Packet::Publish(exactly_once)).await;
+    assert!(client.closed().await);
+
+    // Silent past 1.5 × keep-alive (1 s here).
+    let (mut client, _) = Client::connect(i, &username(i, "dev-1"), "", 1).await;
+    let started = std::time::Instant::now();
+    assert!(client.closed().await);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // After all that the endpoint still serves.
+    let (_, ack) = Client::connect(i, &username(i, "dev-1"), "", 60).await;
+    assert_eq!(ack.code, ConnectReturnCode::Success);
+}
