@@ -49,7 +49,6 @@ pub fn required_names(config: &Config, extra: &[String]) -> Vec<String> {
             names.push(name.clone());
         }
     }
-    names.dedup();
     names
 }
 

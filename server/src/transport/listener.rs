@@ -129,9 +129,6 @@ pub async fn serve_https(
     .await
 }
 
-/// The address a connection came from, as the listener recorded it.
-pub type PeerAddr = ConnectInfo<SocketAddr>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
