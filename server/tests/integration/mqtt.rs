@@ -1,11 +1,12 @@
-//! The MQTT endpoint at the packet level (the official SDKs are in sdk_node.rs): registration with
-//! QoS 0 and 1, subscriptions, keep-alive, and every way a client can misbehave. Runs on SQLite
-//! and PostgreSQL.
+//! The MQTT endpoint at the packet level (the official SDKs are in sdk.rs): registration with
+//! QoS 0 and 1, subscriptions, keep-alive, every way a client can misbehave, and the same session
+//! over WebSocket on the HTTPS port. Runs on SQLite and PostgreSQL.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures::{SinkExt, StreamExt};
 use onramp::diagnostics::Protocol;
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{
@@ -13,47 +14,78 @@ use rumqttc::mqttbytes::v4::{
     SubscribeReasonCode,
 };
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-mod support;
-use support::instance::{Instance, enroll, random_key, symmetric_spec};
+use crate::support::instance::{Instance, enroll, random_key, symmetric_spec};
 
 crate::backend_suite!(
     a_device_registers_and_polls_over_mqtt,
     subscriptions_and_pings,
     misbehaving_clients_are_disconnected,
+    the_same_session_runs_over_websocket,
 );
 
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 struct Client {
-    tls: TlsStream<TcpStream>,
+    tls: Box<dyn Io>,
     buffer: BytesMut,
+}
+
+async fn tls_to(i: &Instance, addr: std::net::SocketAddr) -> TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut i.ca_pem.as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap()
 }
 
 impl Client {
     async fn open(i: &Instance) -> Client {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut i.ca_pem.as_slice()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tcp = TcpStream::connect(i.mqtt_addr).await.unwrap();
-        let tls = connector
-            .connect("localhost".try_into().unwrap(), tcp)
-            .await
-            .unwrap();
         Client {
-            tls,
+            tls: Box::new(tls_to(i, i.mqtt_addr).await),
             buffer: BytesMut::new(),
         }
+    }
+
+    /// MQTT over WebSocket on the HTTPS listener; returns the subprotocol the server chose.
+    async fn open_websocket(i: &Instance, path: &str, subprotocol: &str) -> (Client, String) {
+        let mut request = format!("wss://localhost{path}")
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", subprotocol.parse().unwrap());
+        let tls = tls_to(i, i.addr).await;
+        let (socket, response) = tokio_tungstenite::client_async(request, tls).await.unwrap();
+        let chosen = response.headers()["sec-websocket-protocol"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(websocket_pipe(socket, theirs));
+        let client = Client {
+            tls: Box::new(ours),
+            buffer: BytesMut::new(),
+        };
+        (client, chosen)
     }
 
     async fn connect(
@@ -121,6 +153,36 @@ impl Client {
                 Some(_) => continue,
             }
         }
+    }
+}
+
+/// Client side of MQTT over WebSocket: bytes written to the pipe go out as binary messages, and
+/// binary messages come back as bytes.
+async fn websocket_pipe<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: tokio_tungstenite::WebSocketStream<S>,
+    pipe: DuplexStream,
+) {
+    let (mut to_server, mut from_server) = socket.split();
+    let (mut from_client, mut to_client) = tokio::io::split(pipe);
+    let outbound = async {
+        let mut buffer = vec![0u8; 64 * 1024];
+        while let Ok(read @ 1..) = from_client.read(&mut buffer).await {
+            let message = Message::Binary(bytes::Bytes::copy_from_slice(&buffer[..read]));
+            if to_server.send(message).await.is_err() {
+                break;
+            }
+        }
+    };
+    let inbound = async {
+        while let Some(Ok(Message::Binary(data))) = from_server.next().await {
+            if to_client.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        () = outbound => {}
+        () = inbound => {}
     }
 }
 
@@ -316,4 +378,62 @@ async fn misbehaving_clients_are_disconnected(i: &Instance) {
     // After all that the endpoint still serves.
     let (_, ack) = Client::connect(i, &username(i, "dev-1"), "", 60).await;
     assert_eq!(ack.code, ConnectReturnCode::Success);
+}
+
+async fn the_same_session_runs_over_websocket(i: &Instance) {
+    let key = random_key();
+    enroll(
+        i.store(),
+        "ws-dev",
+        None,
+        symmetric_spec(&key, &random_key()),
+    )
+    .await;
+    let mut events = i.state.bus.subscribe();
+    // C# connects to `/`, the C SDK asks for `MQTT`: both are served, the spelling echoed.
+    let (mut client, chosen) = Client::open_websocket(i, "/", "MQTT").await;
+    assert_eq!(chosen, "MQTT");
+    let mut connect = Connect::new("ws-dev");
+    connect.login = Some(Login::new(username(i, "ws-dev"), i.token("ws-dev", &key)));
+    client.send(Packet::Connect(connect)).await;
+    assert!(
+        matches!(client.next().await, Some(Packet::ConnAck(ack)) if ack.code == ConnectReturnCode::Success)
+    );
+    client
+        .send(Packet::Publish(Publish::new(
+            "$dps/registrations/PUT/iotdps-register/?$rid=1",
+            QoS::AtMostOnce,
+            br#"{"registrationId":"ws-dev"}"#.to_vec(),
+        )))
+        .await;
+    let (topic, body) = client.response().await;
+    assert_eq!(topic, "$dps/registrations/res/202/?$rid=1&retry-after=1");
+    assert_eq!(body["registrationState"]["deviceId"], "ws-dev", "{body}");
+    let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.protocol, Protocol::MqttWs);
+    client.send(Packet::Disconnect).await;
+    assert!(client.closed().await);
+
+    // The usual path and spelling, and the same protocol rules: garbage ends the session.
+    let (mut client, chosen) = Client::open_websocket(i, "/$iothub/websocket", "mqtt").await;
+    assert_eq!(chosen, "mqtt");
+    client.send_raw(&[0xF0, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]).await;
+    assert!(client.closed().await);
+
+    // A WebSocket upgrade without the mqtt subprotocol is not an MQTT session.
+    let response = i
+        .client
+        .get(format!("{}/$iothub/websocket", i.url))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-protocol", "chat")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
 }

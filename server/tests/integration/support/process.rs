@@ -45,7 +45,16 @@ impl Server {
 
     /// Starts `onramp serve` with its HTTPS listener on `https_port`.
     pub fn start_on(data_dir: &Path, https_port: u16, extra: &[&str]) -> Server {
-        let mqtt_port = free_port();
+        Server::start_on_ports(data_dir, https_port, free_port(), extra)
+    }
+
+    /// Starts `onramp serve` with its HTTPS and MQTT listeners on the given ports.
+    pub fn start_on_ports(
+        data_dir: &Path,
+        https_port: u16,
+        mqtt_port: u16,
+        extra: &[&str],
+    ) -> Server {
         let mut args: Vec<String> = vec![
             "--data-dir".into(),
             data_dir.display().to_string(),

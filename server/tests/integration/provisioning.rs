@@ -10,9 +10,8 @@ use onramp::diagnostics::Protocol;
 use onramp::domain::*;
 use serde_json::{Value, json};
 
-mod support;
-use support::instance::{Instance, enroll, enroll_group, random_key, symmetric_spec};
-use support::webhook::{slow_webhook, webhook};
+use crate::support::instance::{Instance, enroll, enroll_group, random_key, symmetric_spec};
+use crate::support::webhook::{slow_webhook, webhook};
 
 crate::backend_suite!(
     an_individual_enrollment_is_assigned_in_the_register_reply,

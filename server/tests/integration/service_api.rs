@@ -6,8 +6,7 @@ use onramp::attestation::sas;
 use onramp::domain::*;
 use serde_json::{Value, json};
 
-mod support;
-use support::instance::{Instance, random_key};
+use crate::support::instance::{Instance, random_key};
 
 crate::backend_suite!(
     refusals_store_nothing,
@@ -660,8 +659,8 @@ async fn access_policies(i: &Instance) {
 /// Routes declared in the API sources, as (method, path): every `.route("path", get(..).put(..))`.
 fn declared_routes() -> Vec<(String, String)> {
     let sources = [
-        include_str!("../src/transport/service_api.rs"),
-        include_str!("../src/transport/admin_api.rs"),
+        include_str!("../../src/transport/service_api.rs"),
+        include_str!("../../src/transport/admin_api.rs"),
     ];
     let mut routes = Vec::new();
     for source in sources {

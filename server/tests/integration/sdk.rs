@@ -1,7 +1,9 @@
-//! Conformance with the official Azure IoT Node SDK (azure-iot-provisioning-device + -http +
-//! azure-iot-security-symmetric-key, from npm): the real `onramp` binary on port 443 (the SDK's HTTP
-//! transport cannot use another), the generated CA trusted through NODE_EXTRA_CA_CERTS, and every
-//! byte on the wire the SDK's own. Runs once on SQLite and once on PostgreSQL.
+//! Conformance with the official Azure IoT SDKs: Node (azure-iot-provisioning-device with its
+//! -http and -mqtt transports, Mqtt and MqttWs, and azure-iot-security-symmetric-key, from npm) and
+//! Python (azure-iot-device's ProvisioningDeviceClient over MQTT and MQTT/WebSocket, from PyPI).
+//! The real `onramp` binary listens on 443 and 8883, the ports those SDKs hard-code; the generated
+//! CA is trusted the way each SDK documents; every byte on the wire is the SDK's own. The same
+//! scenarios run for every transport, once on SQLite and once on PostgreSQL.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,31 +14,37 @@ use onramp::domain::*;
 use onramp::store::Store;
 use serde_json::{Value, json};
 
-mod support;
-use support::db;
-use support::instance::{enroll, enroll_group, random_key, symmetric_spec};
-use support::process::{Server, run};
-use support::webhook::webhook;
+use crate::support::db;
+use crate::support::instance::{enroll, enroll_group, random_key, symmetric_spec};
+use crate::support::process::{Server, run};
+use crate::support::webhook::webhook;
 
-/// Port 443 is one per machine: the two backends take turns.
-static PORT_443: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Ports 443 and 8883 are one per machine: the two backends take turns.
+static SDK_PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn end2end() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../end2end")
 }
 
-/// Runs an SDK script and returns the JSON line it prints.
-fn node(script: &str, args: &[&str], ca: &str) -> Value {
+/// Runs an SDK script (Node for `.js`, the project's Python virtualenv for `.py`) and returns the
+/// JSON line it prints.
+fn sdk(script: &str, args: &[&str], ca: &str) -> Value {
     let dir = end2end();
+    let interpreter = match script.ends_with(".py") {
+        true => dir.join(".venv/bin/python"),
+        false => PathBuf::from("node"),
+    };
     assert!(
         dir.join("node_modules/azure-iot-provisioning-device")
-            .exists(),
+            .exists()
+            && dir.join(".venv/bin/python").exists(),
         "the Azure SDK packages are not installed: run scripts/setup.sh --test"
     );
-    let out = Command::new("node")
+    let out = Command::new(interpreter)
         .arg(dir.join("sdk").join(script))
         .args(args)
         .env("NODE_EXTRA_CA_CERTS", ca)
+        .env("SDK_CA_FILE", ca)
         .current_dir(&dir)
         .output()
         .expect("run node");
@@ -49,14 +57,14 @@ fn node(script: &str, args: &[&str], ca: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_sdk_over_https_on_sqlite() {
+async fn official_sdks_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("data/onramp.db").display());
     conformance(dir.path(), &url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_sdk_over_https_on_postgres() {
+async fn official_sdks_on_postgres() {
     if db::skip_postgres() {
         return;
     }
@@ -73,8 +81,9 @@ async fn node_sdk_over_https_on_postgres() {
 
 #[derive(Clone)]
 struct Ctx {
+    /// `http`, `mqtt`, `mqtt-ws` (Node) or `py-mqtt`, `py-ws` (Python).
     transport: &'static str,
-    /// Where this transport connects (HTTP: always port 443).
+    /// Where this transport connects (all but Node MQTT: a host name, the port being fixed).
     host: String,
     store: Arc<dyn Store>,
     scope: String,
@@ -96,12 +105,23 @@ impl Ctx {
             key,
         ];
         args.extend_from_slice(extra);
-        node("register.js", &args, &self.ca)
+        sdk(self.script(), &args, &self.ca)
+    }
+
+    fn script(&self) -> &'static str {
+        match self.is_python() {
+            true => "register.py",
+            false => "register.js",
+        }
+    }
+
+    fn is_python(&self) -> bool {
+        self.transport.starts_with("py-")
     }
 }
 
 async fn conformance(dir: &Path, database_url: &str) {
-    let _port = PORT_443.lock().await;
+    let _ports = SDK_PORTS.lock().await;
     let data = dir.join("data");
     let data_arg = data.to_str().unwrap();
     // Bootstrap first and link two more built-in hubs, so the server starts knowing them.
@@ -127,7 +147,7 @@ async fn conformance(dir: &Path, database_url: &str) {
     for hub in ["hub-a.localhost", "hub-b.localhost"] {
         link(&store, hub).await;
     }
-    let mut server = Server::start_on(&data, 443, &["--database-url", database_url]);
+    let mut server = Server::start_on_ports(&data, 443, 8883, &["--database-url", database_url]);
     server.wait_healthy().await;
     let base = Ctx {
         transport: "http",
@@ -137,8 +157,11 @@ async fn conformance(dir: &Path, database_url: &str) {
         ca: info["caCertPath"].as_str().unwrap().into(),
     };
 
-    let mqtt_host = format!("localhost:{}", server.mqtt_port);
-    for (transport, host) in [("http", "localhost".to_string()), ("mqtt", mqtt_host)] {
+    for transport in ["http", "mqtt", "mqtt-ws", "py-mqtt", "py-ws"] {
+        let host = match transport {
+            "mqtt" => format!("localhost:{}", server.mqtt_port),
+            _ => "localhost".to_string(),
+        };
         let ctx = Ctx {
             transport,
             host,
@@ -220,10 +243,13 @@ async fn disabled_enrollment(ctx: &Ctx) {
     spec.provisioning_status = ProvisioningStatus::Disabled;
     enroll(&ctx.store, &ctx.id("off"), None, spec).await;
     let out = ctx.register(&ctx.id("off"), &key, &[]);
-    // The Node SDK knows only assigned/assigning/failed: it reports `disabled` as an error that
-    // carries the result.
+    // The SDKs know only assigned/assigning/failed: Node reports `disabled` as an error that
+    // carries the result, Python as an error naming the status.
     assert_eq!(out["ok"], false, "{out}");
-    assert_eq!(out["result"]["status"], "disabled", "{out}");
+    match ctx.is_python() {
+        true => assert!(message(&out).contains("status disabled"), "{out}"),
+        false => assert_eq!(out["result"]["status"], "disabled", "{out}"),
+    }
     assert!(
         ctx.store
             .get_hub_device("localhost", &ctx.id("off"))
@@ -243,8 +269,12 @@ async fn wrong_key(ctx: &Ctx) {
     .await;
     let out = ctx.register(&ctx.id("wrong"), &random_key(), &[]);
     assert_eq!(out["ok"], false, "{out}");
-    // HTTP: the 401 response and its body. MQTT: the res/401 reply, which the SDK turns into an
-    // UnauthorizedError carrying the body.
+    // HTTP: the 401 response and its body. MQTT: the res/401 reply, which Node turns into an
+    // UnauthorizedError carrying the body, and Python into an error naming the status code.
+    if ctx.is_python() {
+        assert!(message(&out).contains("status code 401"), "{out}");
+        return;
+    }
     let error = match ctx.transport {
         "http" => {
             assert_eq!(out["statusCode"], 401, "{out}");
@@ -256,6 +286,10 @@ async fn wrong_key(ctx: &Ctx) {
         }
     };
     assert_eq!(error["errorCode"], 401002, "{out}");
+}
+
+fn message(out: &Value) -> &str {
+    out["message"].as_str().unwrap_or_default()
 }
 
 async fn reprovisioning(ctx: &Ctx) {
@@ -375,7 +409,7 @@ async fn service_sdk(ctx: &Ctx, connection_string: &str) {
     )
     .await;
     assert_eq!(ctx.register("svc-registered", &key, &[])["ok"], true);
-    let out = node(
+    let out = sdk(
         "service.js",
         &[connection_string, "svc-registered"],
         &ctx.ca,

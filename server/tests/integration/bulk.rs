@@ -5,8 +5,7 @@ use onramp::bulk::{self, Format};
 use onramp::domain::*;
 use serde_json::{Value, json};
 
-mod support;
-use support::instance::{Instance, random_key};
+use crate::support::instance::{Instance, random_key};
 
 crate::backend_suite!(csv_import_reports_bad_rows_and_resumes, jsonl_round_trip);
 

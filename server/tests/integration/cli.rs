@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-mod support;
-use support::db;
-use support::process::{Server, run};
+use crate::support::db;
+use crate::support::process::{Server, run};
 
 fn admin_info(args: &[&str]) -> Value {
     let mut all = vec!["admin", "info", "--json"];

@@ -93,7 +93,18 @@ impl Instance {
             handshake_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
         };
-        let router = https::router(prepared.state.clone());
+        let mqtt_limits = onramp::transport::mqtt::MqttLimits {
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(2),
+            ..Default::default()
+        };
+        let mqtt_sessions = onramp::transport::mqtt::websocket::WebSocketSessions::new(
+            prepared.state.provisioner.clone(),
+            mqtt_limits.clone(),
+            64,
+            shutdown.clone(),
+        );
+        let router = https::router(prepared.state.clone(), mqtt_sessions);
         tokio::spawn(listener::serve_https(
             tcp,
             tls,
@@ -104,11 +115,6 @@ impl Instance {
         let mqtt_tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mqtt_addr = mqtt_tcp.local_addr().unwrap();
         let mqtt_tls = onramp::tls::server_config(&prepared.tls, &[]).unwrap();
-        let mqtt_limits = onramp::transport::mqtt::MqttLimits {
-            connect_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(2),
-            ..Default::default()
-        };
         let provisioner = prepared.state.provisioner.clone();
         tokio::spawn(onramp::transport::mqtt::serve_mqtt(
             mqtt_tcp,

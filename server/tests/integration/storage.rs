@@ -9,8 +9,7 @@ use onramp::domain::*;
 use onramp::store::{self, Store, StoreError};
 use serde_json::json;
 
-mod support;
-use support::db::{postgres, sqlite};
+use crate::support::db::{postgres, sqlite};
 
 macro_rules! storage_suite {
     ($($case:ident),* $(,)?) => {

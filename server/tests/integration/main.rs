@@ -1,0 +1,12 @@
+//! Onramp's integration tests, linked into one test binary so the suite builds and links once
+//! (each extra binary re-links every dependency, which costs minutes and gigabytes on CI).
+
+mod support;
+
+mod bulk;
+mod cli;
+mod mqtt;
+mod provisioning;
+mod sdk;
+mod service_api;
+mod storage;
