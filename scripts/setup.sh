@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building (and, with --test, testing) Onramp needs. Idempotent: a warm machine pays nothing.
-# Only package registries are used (crates.io, npm, Debian); nothing is downloaded from elsewhere.
+# Only package registries are used (crates.io, npm, PyPI, Debian); nothing is downloaded from elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +32,13 @@ if $want_test; then
   if [ ! -d end2end/node_modules/@playwright/test ] || [ end2end/package-lock.json -nt end2end/node_modules/.package-lock.json ]; then
     log "installing end-to-end test packages (npm ci)"
     (cd end2end && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
+  fi
+  # The official Python device SDK, in a virtualenv of the project's own.
+  if [ ! -x end2end/.venv/bin/python ] || [ end2end/sdk/requirements.txt -nt end2end/.venv/installed ]; then
+    log "installing the Python device SDK (pip, end2end/.venv)"
+    python3 -m venv end2end/.venv
+    end2end/.venv/bin/pip install -q --disable-pip-version-check -r end2end/sdk/requirements.txt
+    touch end2end/.venv/installed
   fi
   if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
     log "starting the local PostgreSQL"

@@ -1,9 +1,9 @@
 // Registers one device with the official Azure IoT Node SDK and prints the outcome as one JSON
-// line. Used by server/tests/sdk_node.rs.
+// line. Used by server/tests/integration/sdk_node.rs.
 //
-//   node register.js <http|mqtt> <host> <idScope> <registrationId> <key> [payloadJson] [--group-key]
+//   node register.js <http|mqtt|mqtt-ws> <host> <idScope> <registrationId> <key> [payloadJson] [--group-key]
 //
-// HTTP always goes to port 443 (the SDK hard-codes it); MQTT takes `host:port`.
+// HTTP and MQTT over WebSocket always go to port 443 (the SDK hard-codes it); MQTT takes `host:port`.
 //
 // With --group-key, <key> is the enrollment group's key and the device key is derived here
 // exactly as the Azure docs show, with Node's own crypto.
@@ -11,13 +11,13 @@
 const crypto = require('node:crypto');
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 const { Http } = require('azure-iot-provisioning-device-http');
-const { Mqtt } = require('azure-iot-provisioning-device-mqtt');
+const { Mqtt, MqttWs } = require('azure-iot-provisioning-device-mqtt');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 
 const args = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 const groupKey = process.argv.includes('--group-key');
 const [transportName, host, idScope, registrationId, key, payload] = args;
-const transports = { http: () => new Http(), mqtt: () => new Mqtt() };
+const transports = { http: () => new Http(), mqtt: () => new Mqtt(), 'mqtt-ws': () => new MqttWs() };
 
 function deriveKey(groupKeyB64, id) {
   return crypto.createHmac('sha256', Buffer.from(groupKeyB64, 'base64')).update(id, 'utf8').digest('base64');

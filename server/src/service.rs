@@ -17,6 +17,7 @@ use crate::hubs::Connectors;
 use crate::hubs::builtin::BuiltInHub;
 use crate::store::{self, Store};
 use crate::tls;
+use crate::transport::mqtt::websocket::WebSocketSessions;
 use crate::transport::mqtt::{self, MqttLimits};
 use crate::transport::{https, listener};
 
@@ -101,10 +102,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
         shutdown_grace: Duration::from_secs(config.limits.shutdown_grace_secs),
     };
+    let mqtt_sessions = WebSocketSessions::new(
+        state.provisioner.clone(),
+        MqttLimits::default(),
+        config.limits.max_connections,
+        shutdown.clone(),
+    );
     let https = listener::serve_https(
         https_listener,
         https_tls,
-        https::router(state.clone()),
+        https::router(state.clone(), mqtt_sessions.clone()),
         limits.clone(),
         shutdown.clone(),
     );
@@ -117,6 +124,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown,
     );
     tokio::join!(https, mqtt);
+    // Upgraded WebSocket sessions outlive their HTTP connection: give them the same grace.
+    let grace = Duration::from_secs(config.limits.shutdown_grace_secs);
+    if tokio::time::timeout(grace, mqtt_sessions.drained())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "MQTT-over-WebSocket sessions did not finish in time"
+        );
+    }
     state.store.close().await;
     tracing::info!("Onramp stopped");
     Ok(())

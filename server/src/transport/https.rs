@@ -1,5 +1,5 @@
-//! The HTTPS front end: health endpoints and the console today; the device and service APIs mount
-//! here too.
+//! The HTTPS front end: health endpoints, the device, service and admin APIs, the console, and
+//! MQTT over WebSocket (an upgrade on any path).
 
 use axum::Router;
 use axum::extract::State;
@@ -8,9 +8,10 @@ use axum::routing::get;
 use tower::ServiceExt;
 use tower_http::trace::TraceLayer;
 
+use super::mqtt::websocket::{self, WebSocketSessions};
 use crate::service::AppState;
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, mqtt_sessions: WebSocketSessions) -> Router {
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -23,6 +24,10 @@ pub fn router(state: AppState) -> Router {
     // Service paths are case-insensitive: canonicalise them before routing.
     Router::new()
         .fallback_service(routes.map_request(super::service_api::canonical_path))
+        .layer(axum::middleware::from_fn_with_state(
+            mqtt_sessions,
+            websocket::intercept,
+        ))
         .layer(TraceLayer::new_for_http())
 }
 

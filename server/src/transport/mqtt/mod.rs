@@ -1,9 +1,11 @@
-//! The MQTT 3.1.1 device endpoint: provisioning sessions (`$dps/registrations/...`) over TLS, packets
+//! The MQTT 3.1.1 device endpoint: provisioning sessions (`$dps/registrations/...`) over TLS and
+//! over WebSocket on the HTTPS listener (`websocket`), packets
 //! decoded with the `rumqttc` codec. A session only translates packets into Provisioner calls and
 //! answers on `$dps/registrations/res/{status}/?$rid=...`; no business rule lives here.
 
 mod session;
 pub mod topics;
+pub mod websocket;
 
 use std::sync::Arc;
 use std::time::Duration;
