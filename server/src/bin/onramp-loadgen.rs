@@ -1,9 +1,12 @@
 //! Load generator: provisions N distinct devices of one symmetric-key enrollment group with C
 //! concurrent clients, each device on a fresh TCP + TLS connection (full handshake, no resumption,
-//! as a fleet of real devices would), and prints registrations/s and latency p50/p99. In the same
-//! run it measures bare TLS handshakes/s against the same listener and prints the ratio.
+//! as a fleet of real devices would), over HTTPS or MQTT, and prints registrations/s and latency
+//! p50/p99. In the same run it measures bare TLS handshakes/s against the same listener and prints
+//! the ratio. `--idle-connections N` instead holds N connected MQTT sessions open and prints the
+//! server's resident memory (`--server-pid`) before and with them.
 //!
-//!   onramp-loadgen --data-dir D [--database-url U] [--port 443] [--devices 20000] [--concurrency 64]
+//!   onramp-loadgen --data-dir D [--database-url U] [--protocol https|mqtt] [--devices 20000]
+//!                  [--concurrency 64] [--idle-connections N --server-pid P]
 //!
 //! It seeds its enrollment group straight into the instance's store (same data dir / database URL
 //! as the server) and reads the ID scope and CA from there.
@@ -13,11 +16,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bytes::BytesMut;
 use chrono::Utc;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use onramp::attestation::sas;
 use onramp::config::Config;
 use onramp::domain::*;
+use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Login, Packet, Publish, Subscribe};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -32,8 +38,12 @@ struct Args {
     database_url: Option<String>,
     #[arg(long, default_value = "localhost")]
     host: String,
+    #[arg(long, value_enum, default_value_t = Protocol::Https)]
+    protocol: Protocol,
     #[arg(long, default_value_t = 443)]
     port: u16,
+    #[arg(long, default_value_t = 8883)]
+    mqtt_port: u16,
     #[arg(long, default_value_t = 20_000)]
     devices: usize,
     #[arg(long, default_value_t = 64)]
@@ -44,6 +54,18 @@ struct Args {
     /// Only create an enrollment group and print `<idScope> <groupKey>` (for other benchmarks).
     #[arg(long)]
     seed_only: bool,
+    /// Hold this many connected, idle MQTT sessions and report the server's memory.
+    #[arg(long)]
+    idle_connections: Option<usize>,
+    /// The server's process ID, for its resident memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum Protocol {
+    Https,
+    Mqtt,
 }
 
 struct Target {
@@ -83,11 +105,19 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
+    let port = match args.protocol {
+        Protocol::Https => args.port,
+        Protocol::Mqtt => args.mqtt_port,
+    };
     let target = Arc::new(Target {
         connector: connector(&args.data_dir.join("ca.pem"))?,
-        address: format!("{}:{}", args.host, args.port),
+        address: format!("{}:{port}", args.host),
         server_name: ServerName::try_from(args.host.clone())?,
     });
+    if let Some(count) = args.idle_connections {
+        let pid = args.server_pid.context("--idle-connections needs --server-pid")?;
+        return hold_idle(&target, &scope, count, args.concurrency, pid).await;
+    }
     println!(
         "target {} (scope {scope}), {} devices, {} concurrent clients, fresh TLS per device",
         target.address, args.devices, args.concurrency
@@ -109,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
     baseline.print("TLS handshake baseline");
 
     let prefix = format!("load-{}", Utc::now().timestamp_millis());
+    let protocol = args.protocol;
     let registrations = run(args.devices, args.concurrency, {
         let target = target.clone();
         move |i| {
@@ -118,11 +149,19 @@ async fn main() -> anyhow::Result<()> {
                 group_key.clone(),
                 format!("{prefix}-{i}"),
             );
-            async move { register(&target, &scope, &key, &id).await }
+            async move {
+                match protocol {
+                    Protocol::Https => register(&target, &scope, &key, &id).await,
+                    Protocol::Mqtt => register_mqtt(&target, &scope, &key, &id).await,
+                }
+            }
         }
     })
     .await?;
-    registrations.print("registrations");
+    registrations.print(match protocol {
+        Protocol::Https => "registrations (HTTPS)",
+        Protocol::Mqtt => "registrations (MQTT)",
+    });
     println!(
         "ratio: registrations/s is {:.0}% of the TLS-handshake baseline",
         100.0 * registrations.rate() / baseline.rate()
@@ -177,12 +216,7 @@ fn connector(ca: &std::path::Path) -> anyhow::Result<TlsConnector> {
 async fn register(target: &Target, scope: &str, group_key: &str, id: &str) -> anyhow::Result<()> {
     let key = sas::derive_device_key(group_key, id)?;
     let resource = format!("{scope}/registrations/{id}");
-    let token = sas::sign(
-        &key,
-        &resource,
-        Utc::now().timestamp() as u64 + 3600,
-        Some("registration"),
-    )?;
+    let token = device_token(&key, scope, id)?;
     let body = format!(r#"{{"registrationId":"{id}"}}"#);
     let request = format!(
         "PUT /{resource}/register?api-version=2019-03-31 HTTP/1.1\r\nHost: {}\r\nAuthorization: {token}\r\n\
@@ -202,6 +236,167 @@ async fn register(target: &Target, scope: &str, group_key: &str, id: &str) -> an
         );
     }
     Ok(())
+}
+
+/// One device over MQTT: connect with its SAS token, subscribe, publish the register request, and
+/// expect the final `assigned` state in the response.
+async fn register_mqtt(
+    target: &Target,
+    scope: &str,
+    group_key: &str,
+    id: &str,
+) -> anyhow::Result<()> {
+    let key = sas::derive_device_key(group_key, id)?;
+    let token = device_token(&key, scope, id)?;
+    let mut session = MqttSession::connect(target, scope, id, &token, 60).await?;
+    session
+        .send(Packet::Subscribe(Subscribe::new(
+            "$dps/registrations/res/#",
+            QoS::AtLeastOnce,
+        )))
+        .await?;
+    let body = format!(r#"{{"registrationId":"{id}","payload":null}}"#);
+    session
+        .send(Packet::Publish(Publish::new(
+            "$dps/registrations/PUT/iotdps-register/?$rid=1",
+            QoS::AtMostOnce,
+            body.into_bytes(),
+        )))
+        .await?;
+    loop {
+        match session.next().await? {
+            Packet::Publish(response) => {
+                let text = String::from_utf8_lossy(&response.payload);
+                if !response.topic.starts_with("$dps/registrations/res/202/")
+                    || !text.contains(r#""status":"assigned""#)
+                {
+                    bail!("unexpected reply for {id}: {} {text}", response.topic);
+                }
+                break;
+            }
+            Packet::SubAck(_) => continue,
+            other => bail!("unexpected packet for {id}: {other:?}"),
+        }
+    }
+    session.send(Packet::Disconnect).await?;
+    session.tls.shutdown().await.ok();
+    Ok(())
+}
+
+fn device_token(key: &str, scope: &str, id: &str) -> anyhow::Result<String> {
+    let resource = format!("{scope}/registrations/{id}");
+    let expiry = Utc::now().timestamp() as u64 + 3600;
+    Ok(sas::sign(key, &resource, expiry, Some("registration"))?)
+}
+
+/// Opens `count` MQTT sessions (connected, subscribed, then silent) and prints the server's
+/// resident memory before and while they are open.
+async fn hold_idle(
+    target: &Arc<Target>,
+    scope: &str,
+    count: usize,
+    concurrency: usize,
+    pid: u32,
+) -> anyhow::Result<()> {
+    let before = resident_kib(pid)?;
+    let sessions = Arc::new(tokio::sync::Mutex::new(Vec::with_capacity(count)));
+    let opened = run(count, concurrency, {
+        let (target, scope, sessions) = (target.clone(), scope.to_string(), sessions.clone());
+        move |i| {
+            let (target, scope, sessions) = (target.clone(), scope.clone(), sessions.clone());
+            async move {
+                // No key needed: the session is authenticated per request, and these send none.
+                let id = format!("idle-{i}");
+                let mut session = MqttSession::connect(&target, &scope, &id, "", 1000).await?;
+                session
+                    .send(Packet::Subscribe(Subscribe::new(
+                        "$dps/registrations/res/#",
+                        QoS::AtLeastOnce,
+                    )))
+                    .await?;
+                match session.next().await? {
+                    Packet::SubAck(_) => {}
+                    other => bail!("expected SUBACK, got {other:?}"),
+                }
+                sessions.lock().await.push(session);
+                Ok(())
+            }
+        }
+    })
+    .await?;
+    opened.print("idle MQTT sessions opened");
+    // Let the server settle (buffers shrink, allocator returns what it can).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let with = resident_kib(pid)?;
+    let open = sessions.lock().await.len();
+    println!(
+        "server RSS: {:.1} MB before, {:.1} MB with {open} idle MQTT connections ({:.1} KB each)",
+        before as f64 / 1024.0,
+        with as f64 / 1024.0,
+        (with.saturating_sub(before)) as f64 / open as f64
+    );
+    Ok(())
+}
+
+/// A process's resident set size in KiB, from /proc.
+fn resident_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("no process {pid}"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc status")
+}
+
+/// A client MQTT connection, CONNECTed.
+struct MqttSession {
+    tls: tokio_rustls::client::TlsStream<TcpStream>,
+    buffer: BytesMut,
+}
+
+impl MqttSession {
+    async fn connect(
+        target: &Target,
+        scope: &str,
+        id: &str,
+        password: &str,
+        keep_alive: u16,
+    ) -> anyhow::Result<MqttSession> {
+        let mut session = MqttSession {
+            tls: target.connect().await?,
+            buffer: BytesMut::with_capacity(1024),
+        };
+        let mut connect = Connect::new(id);
+        connect.keep_alive = keep_alive;
+        let username =
+            format!("{scope}/registrations/{id}/api-version=2019-03-31&ClientVersion=loadgen");
+        connect.login = Some(Login::new(username, password));
+        session.send(Packet::Connect(connect)).await?;
+        match session.next().await? {
+            Packet::ConnAck(ack) if ack.code == ConnectReturnCode::Success => Ok(session),
+            other => bail!("CONNECT refused: {other:?}"),
+        }
+    }
+
+    async fn send(&mut self, packet: Packet) -> anyhow::Result<()> {
+        let mut out = BytesMut::new();
+        packet.write(&mut out, usize::MAX)?;
+        self.tls.write_all(&out).await?;
+        self.tls.flush().await?;
+        Ok(())
+    }
+
+    async fn next(&mut self) -> anyhow::Result<Packet> {
+        loop {
+            if let Some(packet) = onramp::transport::mqtt::decode(&mut self.buffer, 1 << 20)? {
+                return Ok(packet);
+            }
+            if self.tls.read_buf(&mut self.buffer).await? == 0 {
+                bail!("the server closed the connection");
+            }
+        }
+    }
 }
 
 struct Figures {

@@ -38,7 +38,7 @@ where
 {
     let mut conn = Connection {
         stream,
-        buffer: BytesMut::with_capacity(4096),
+        buffer: BytesMut::with_capacity(IDLE_BUFFER),
         max: limits.max_packet_bytes,
     };
     let connect = match tokio::time::timeout(limits.connect_timeout, conn.read()).await {
@@ -122,7 +122,9 @@ where
                 let Some(request) = topics::parse_request(&publish.topic) else {
                     bail!("PUBLISH to an unknown topic");
                 };
-                let (topic, body) = session.answer(request, publish.payload).await;
+                // Boxed: the registration future is large, and an idle session should not carry
+                // its space (10,000 idle devices are the common case).
+                let (topic, body) = Box::pin(session.answer(request, publish.payload)).await;
                 next_pkid = next_pkid.checked_add(1).unwrap_or(1);
                 let mut response = Publish::new(topic, QoS::AtLeastOnce, body);
                 response.pkid = next_pkid;
@@ -204,6 +206,9 @@ fn json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("wire types serialize")
 }
 
+/// Read buffer of an idle connection; it grows for a large packet and shrinks back after it.
+const IDLE_BUFFER: usize = 512;
+
 /// Packets over a byte stream, at most `max` bytes each.
 struct Connection<S> {
     stream: S,
@@ -216,6 +221,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn read(&mut self) -> anyhow::Result<Option<Packet>> {
         loop {
             if let Some(packet) = super::decode(&mut self.buffer, self.max)? {
+                if self.buffer.is_empty() && self.buffer.capacity() > 8 * IDLE_BUFFER {
+                    self.buffer = BytesMut::with_capacity(IDLE_BUFFER);
+                }
                 return Ok(Some(packet));
             }
             if self.stream.read_buf(&mut self.buffer).await? == 0 {
