@@ -12,13 +12,14 @@ use tokio_util::sync::CancellationToken;
 use crate::bootstrap::{self, Instance};
 use crate::config::Config;
 use crate::diagnostics::DiagnosticsBus;
+use crate::domain::device_hub::DeviceHub;
 use crate::domain::provisioner::Provisioner;
 use crate::hubs::Connectors;
 use crate::hubs::builtin::BuiltInHub;
 use crate::store::{self, Store};
 use crate::tls;
 use crate::transport::mqtt::websocket::WebSocketSessions;
-use crate::transport::mqtt::{self, MqttLimits};
+use crate::transport::mqtt::{self, MqttLimits, MqttServices};
 use crate::transport::{https, listener};
 
 /// What every request handler shares.
@@ -102,8 +103,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
         shutdown_grace: Duration::from_secs(config.limits.shutdown_grace_secs),
     };
+    let mqtt_services = MqttServices {
+        provisioner: state.provisioner.clone(),
+        hub: DeviceHub::new(state.store.clone()),
+    };
     let mqtt_sessions = WebSocketSessions::new(
-        state.provisioner.clone(),
+        mqtt_services.clone(),
         MqttLimits::default(),
         config.limits.max_connections,
         shutdown.clone(),
@@ -118,7 +123,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let mqtt = mqtt::serve_mqtt(
         mqtt_listener,
         mqtt_tls,
-        state.provisioner.clone(),
+        mqtt_services,
         limits,
         MqttLimits::default(),
         shutdown,

@@ -115,7 +115,9 @@ async fn main() -> anyhow::Result<()> {
         server_name: ServerName::try_from(args.host.clone())?,
     });
     if let Some(count) = args.idle_connections {
-        let pid = args.server_pid.context("--idle-connections needs --server-pid")?;
+        let pid = args
+            .server_pid
+            .context("--idle-connections needs --server-pid")?;
         return hold_idle(&target, &scope, count, args.concurrency, pid).await;
     }
     println!(

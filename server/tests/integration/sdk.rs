@@ -173,6 +173,9 @@ async fn conformance(dir: &Path, database_url: &str) {
         wrong_key(&ctx).await;
         reprovisioning(&ctx).await;
         custom_allocation(&ctx).await;
+        if ctx.is_python() {
+            device_meets_its_hub(&ctx).await;
+        }
     }
     service_sdk(&base, info["serviceConnectionString"].as_str().unwrap()).await;
 
@@ -194,6 +197,35 @@ async fn link(store: &Arc<dyn Store>, host: &str) {
         updated: now,
     };
     store.put_hub(hub, IfMatch::Any).await.unwrap();
+}
+
+/// Flow steps 7 and 8: after provisioning, the device's hub client connects to the assigned
+/// built-in hub with the same key, reads the enrollment's initial twin, and reports a property.
+async fn device_meets_its_hub(ctx: &Ctx) {
+    let key = random_key();
+    let id = ctx.id("seed-flow");
+    enroll(&ctx.store, &id, None, symmetric_spec(&key, &random_key())).await;
+    let reported = r#"{"firmware": "py-1.0", "battery": {"level": 80}}"#;
+    let args = [ctx.transport, &ctx.host, &ctx.scope, &id, &key, reported];
+    let out = sdk("device.py", &args, &ctx.ca);
+    assert_eq!(out["ok"], true, "{out}");
+    assert_eq!(out["assignedHub"], "localhost");
+    assert_eq!(out["twin"]["desired"]["telemetryInterval"], 30, "{out}");
+    assert_eq!(
+        out["twinAfterPatch"]["reported"]["firmware"], "py-1.0",
+        "{out}"
+    );
+    let device = ctx
+        .store
+        .get_hub_device("localhost", &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(device.reported.properties["battery"]["level"], 80);
+    assert_eq!(
+        out["twinAfterPatch"]["reported"]["$version"],
+        device.reported.version
+    );
 }
 
 async fn individual_enrollment(ctx: &Ctx) {

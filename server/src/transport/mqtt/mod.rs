@@ -1,8 +1,10 @@
-//! The MQTT 3.1.1 device endpoint: provisioning sessions (`$dps/registrations/...`) over TLS and
-//! over WebSocket on the HTTPS listener (`websocket`), packets
+//! The MQTT 3.1.1 device endpoint, over TLS and over WebSocket on the HTTPS listener
+//! (`websocket`): provisioning sessions (`$dps/registrations/...`) and built-in hub sessions
+//! (`$iothub/twin/...`, telemetry), packets
 //! decoded with the `rumqttc` codec. A session only translates packets into Provisioner calls and
 //! answers on `$dps/registrations/res/{status}/?$rid=...`; no business rule lives here.
 
+pub mod hub_topics;
 mod session;
 pub mod topics;
 pub mod websocket;
@@ -15,7 +17,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::listener::{ListenerLimits, accept_tls};
 use crate::diagnostics::Protocol;
+use crate::domain::device_hub::DeviceHub;
 use crate::domain::provisioner::Provisioner;
+
+/// The domain services MQTT sessions call: one per session kind.
+#[derive(Clone)]
+pub struct MqttServices {
+    pub provisioner: Arc<Provisioner>,
+    pub hub: Arc<DeviceHub>,
+}
 
 /// Takes the next whole packet (at most `max` bytes) off the front of `buffer`: `Ok(None)` when more
 /// bytes are needed, an error for anything malformed. Never panics (fuzz/fuzz_targets/mqtt_packet.rs).
@@ -54,7 +64,7 @@ impl Default for MqttLimits {
 pub async fn serve_mqtt(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    provisioner: Arc<Provisioner>,
+    services: MqttServices,
     limits: ListenerLimits,
     mqtt: MqttLimits,
     shutdown: CancellationToken,
@@ -65,12 +75,12 @@ pub async fn serve_mqtt(
         limits,
         shutdown,
         move |stream, peer, shutdown| {
-            let (provisioner, mqtt) = (provisioner.clone(), mqtt.clone());
+            let (services, mqtt) = (services.clone(), mqtt.clone());
             async move {
                 if let Err(e) = session::run(
                     stream,
                     Some(peer.ip()),
-                    provisioner,
+                    services,
                     &mqtt,
                     Protocol::Mqtt,
                     shutdown,

@@ -1,25 +1,31 @@
 //! One MQTT connection: CONNECT first (within a time limit), then SUBSCRIBE / PUBLISH / PINGREQ /
 //! UNSUBSCRIBE / DISCONNECT until the client leaves, stays silent past its keep-alive, breaks the
-//! protocol, or the server shuts down. Registration requests go to the Provisioner; its answers come
-//! back as QoS 1 publishes on the response topic.
+//! protocol, or the server shuts down. The CONNECT username decides the session kind: a
+//! provisioning session (`{idScope}/registrations/...`, requests go to the Provisioner) or a
+//! built-in hub session (`{hub}/{deviceId}/...`, requests go to the DeviceHub). Both share this
+//! packet loop and nothing else.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{
     ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck,
 };
 use serde::Serialize;
+use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use super::MqttLimits;
+use super::hub_topics::{self, HubRequest, HubUsername};
 use super::topics::{self, DpsUsername, Request};
+use super::{MqttLimits, MqttServices};
 use crate::diagnostics::Protocol;
+use crate::domain::device_hub::DeviceHub;
 use crate::domain::provisioner::{
     Credential, ProvisionError, Provisioner, RegisterRequest, StatusRequest,
 };
@@ -28,7 +34,7 @@ use crate::proto::error::ErrorBody;
 pub async fn run<S>(
     stream: S,
     client: Option<IpAddr>,
-    provisioner: Arc<Provisioner>,
+    services: MqttServices,
     limits: &MqttLimits,
     protocol: Protocol,
     shutdown: CancellationToken,
@@ -47,42 +53,84 @@ where
         Ok(Err(e)) => return Err(e),
         Err(_) => bail!("no CONNECT within {:?}", limits.connect_timeout),
     };
-    let login = connect.login.as_ref();
-    let Some(user) = login.and_then(|l| topics::parse_username(&l.username)) else {
-        let refusal = ProvisionError::BadRequest(
-            "the MQTT username is not {idScope}/registrations/{registrationId}/...".into(),
-        );
-        provisioner.report_refusal(&connect.client_id, protocol, &refusal);
-        conn.write(Packet::ConnAck(ConnAck::new(
-            ConnectReturnCode::BadUserNamePassword,
-            false,
-        )))
-        .await?;
-        bail!("bad username");
-    };
-    // Credentials are checked per request (as over HTTPS), so a bad key gets the documented
-    // res/401 reply with an error body rather than a bare refusal.
-    let credential = match login.map(|l| l.password.as_str()) {
-        None | Some("") => Credential::None,
-        Some(token) => Credential::Sas(token.to_string()),
-    };
-    // CleanSession is ignored (Python asks for a persistent one): sessions are never persistent.
-    conn.write(Packet::ConnAck(ConnAck::new(
-        ConnectReturnCode::Success,
-        false,
-    )))
-    .await?;
-    let session = Session {
-        user,
-        credential,
-        client,
-        protocol,
-        provisioner,
-    };
+    let username = connect.login.as_ref().map_or("", |l| l.username.as_str());
+    let password = connect.login.as_ref().map(|l| l.password.as_str());
     let idle = match connect.keep_alive {
         0 => limits.idle_timeout,
         secs => Duration::from_millis(u64::from(secs) * 1500),
     };
+    // CleanSession is ignored (Python asks for a persistent one): sessions are never persistent.
+    let accepted = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false));
+    if let Some(user) = topics::parse_username(username) {
+        // Credentials are checked per request (as over HTTPS), so a bad key gets the documented
+        // res/401 reply with an error body rather than a bare refusal.
+        let credential = match password {
+            None | Some("") => Credential::None,
+            Some(token) => Credential::Sas(token.to_string()),
+        };
+        conn.write(accepted).await?;
+        let session = ProvisioningSession {
+            user,
+            credential,
+            client,
+            protocol,
+            provisioner: services.provisioner,
+        };
+        return serve(conn, session, idle, shutdown).await;
+    }
+    if let Some(user) = hub_topics::parse_username(username) {
+        if let Err(refusal) = services
+            .hub
+            .authenticate(&user.hub, &user.device_id, password)
+            .await
+        {
+            tracing::info!(hub = %user.hub, device = %user.device_id, reason = %refusal, "hub device refused");
+            let refused = ConnAck::new(ConnectReturnCode::NotAuthorized, false);
+            conn.write(Packet::ConnAck(refused)).await?;
+            bail!("hub device refused: {refusal}");
+        }
+        conn.write(accepted).await?;
+        let session = HubSession {
+            user,
+            hub: services.hub,
+        };
+        return serve(conn, session, idle, shutdown).await;
+    }
+    let refusal = ProvisionError::BadRequest(
+        "the MQTT username is neither {idScope}/registrations/{registrationId}/... nor {hub}/{deviceId}/..."
+            .into(),
+    );
+    services
+        .provisioner
+        .report_refusal(&connect.client_id, protocol, &refusal);
+    let refused = ConnAck::new(ConnectReturnCode::BadUserNamePassword, false);
+    conn.write(Packet::ConnAck(refused)).await?;
+    bail!("bad username");
+}
+
+/// What a session kind does with the packets the loop hands it.
+trait Handler {
+    fn may_subscribe(&self, filter: &str) -> bool;
+
+    /// The reply to a PUBLISH (topic and body), if it gets one; an error closes the connection.
+    fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+    ) -> impl Future<Output = anyhow::Result<Option<(String, Vec<u8>)>>> + Send;
+}
+
+/// The packet loop after CONNACK, shared by both session kinds.
+async fn serve<S, H>(
+    mut conn: Connection<S>,
+    handler: H,
+    idle: Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: Handler,
+{
     let mut next_pkid: u16 = 0;
     loop {
         let packet = tokio::select! {
@@ -98,7 +146,7 @@ where
                 let codes = subscribe
                     .filters
                     .iter()
-                    .map(|f| match f.path == topics::RESPONSE_FILTER {
+                    .map(|f| match handler.may_subscribe(&f.path) {
                         true if f.qos == QoS::AtMostOnce => {
                             SubscribeReasonCode::Success(QoS::AtMostOnce)
                         }
@@ -119,16 +167,15 @@ where
                     }
                     QoS::AtMostOnce => {}
                 }
-                let Some(request) = topics::parse_request(&publish.topic) else {
-                    bail!("PUBLISH to an unknown topic");
-                };
-                // Boxed: the registration future is large, and an idle session should not carry
-                // its space (10,000 idle devices are the common case).
-                let (topic, body) = Box::pin(session.answer(request, publish.payload)).await;
-                next_pkid = next_pkid.checked_add(1).unwrap_or(1);
-                let mut response = Publish::new(topic, QoS::AtLeastOnce, body);
-                response.pkid = next_pkid;
-                conn.write(Packet::Publish(response)).await?;
+                // Boxed: a request's future is large, and an idle session should not carry its
+                // space (10,000 idle devices are the common case).
+                let reply = Box::pin(handler.publish(&publish.topic, publish.payload)).await?;
+                if let Some((topic, body)) = reply {
+                    next_pkid = next_pkid.checked_add(1).unwrap_or(1);
+                    let mut response = Publish::new(topic, QoS::AtLeastOnce, body);
+                    response.pkid = next_pkid;
+                    conn.write(Packet::Publish(response)).await?;
+                }
             }
             Packet::PubAck(_) => {}
             Packet::PingReq => conn.write(Packet::PingResp).await?,
@@ -142,7 +189,7 @@ where
     }
 }
 
-struct Session {
+struct ProvisioningSession {
     user: DpsUsername,
     credential: Credential,
     client: Option<IpAddr>,
@@ -150,7 +197,24 @@ struct Session {
     provisioner: Arc<Provisioner>,
 }
 
-impl Session {
+impl Handler for ProvisioningSession {
+    fn may_subscribe(&self, filter: &str) -> bool {
+        filter == topics::RESPONSE_FILTER
+    }
+
+    async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+    ) -> anyhow::Result<Option<(String, Vec<u8>)>> {
+        let Some(request) = topics::parse_request(topic) else {
+            bail!("PUBLISH to an unknown topic");
+        };
+        Ok(Some(self.answer(request, payload).await))
+    }
+}
+
+impl ProvisioningSession {
     /// The response topic and body for one request.
     async fn answer(&self, request: Request, payload: bytes::Bytes) -> (String, Vec<u8>) {
         let status_request = || StatusRequest {
@@ -200,6 +264,52 @@ impl Session {
             }
         }
     }
+}
+
+struct HubSession {
+    user: HubUsername,
+    hub: Arc<DeviceHub>,
+}
+
+impl Handler for HubSession {
+    fn may_subscribe(&self, filter: &str) -> bool {
+        hub_topics::may_subscribe(filter, &self.user.device_id)
+    }
+
+    async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+    ) -> anyhow::Result<Option<(String, Vec<u8>)>> {
+        let (hub, device_id) = (&self.user.hub, &self.user.device_id);
+        let reply = match hub_topics::parse_request(topic, device_id) {
+            None => bail!("PUBLISH to a topic the hub does not serve"),
+            // Telemetry is acknowledged (PUBACK) and not answered.
+            Some(HubRequest::Telemetry) => None,
+            Some(HubRequest::TwinGet { rid }) => Some(match self.hub.twin(hub, device_id).await {
+                Ok(twin) => (
+                    hub_topics::twin_response_topic(200, &rid, None),
+                    json(&twin),
+                ),
+                Err(e) => twin_error(&rid, &e),
+            }),
+            Some(HubRequest::ReportedPatch { rid }) => Some(
+                match self.hub.patch_reported(hub, device_id, &payload).await {
+                    Ok(version) => (
+                        hub_topics::twin_response_topic(204, &rid, Some(version)),
+                        Vec::new(),
+                    ),
+                    Err(e) => twin_error(&rid, &e),
+                },
+            ),
+        };
+        Ok(reply)
+    }
+}
+
+fn twin_error(rid: &str, error: &crate::domain::device_hub::TwinError) -> (String, Vec<u8>) {
+    let topic = hub_topics::twin_response_topic(error.status(), rid, None);
+    (topic, json(&json!({ "message": error.to_string() })))
 }
 
 fn json<T: Serialize>(value: &T) -> Vec<u8> {

@@ -31,12 +31,7 @@ pub enum Request {
 /// Reads a request topic; None for anything else.
 pub fn parse_request(topic: &str) -> Option<Request> {
     let (path, query) = topic.split_once('?').unwrap_or((topic, ""));
-    let param = |name: &str| {
-        query.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            (k == name).then(|| percent_decode_str(v).decode_utf8_lossy().into_owned())
-        })
-    };
+    let param = |name: &str| query_param(query, name);
     match path {
         REGISTER => Some(Request::Register {
             rid: param("$rid")?,
@@ -47,6 +42,14 @@ pub fn parse_request(topic: &str) -> Option<Request> {
         }),
         _ => None,
     }
+}
+
+/// A percent-decoded parameter of a topic's `?a=b&c=d` part.
+pub(super) fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then(|| percent_decode_str(v).decode_utf8_lossy().into_owned())
+    })
 }
 
 /// `$rid` comes first: Python splits on `$`, C# expects `/?$rid=` right after the status.

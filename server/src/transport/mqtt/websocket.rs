@@ -17,15 +17,14 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::MqttLimits;
+use super::{MqttLimits, MqttServices};
 use crate::diagnostics::Protocol;
-use crate::domain::provisioner::Provisioner;
 
 /// The MQTT-over-WebSocket sessions of one HTTPS listener: bounded in number, and tracked so a
 /// shutdown can wait for them (hyper lets go of a connection once it is upgraded).
 #[derive(Clone)]
 pub struct WebSocketSessions {
-    provisioner: Arc<Provisioner>,
+    services: MqttServices,
     limits: MqttLimits,
     slots: Arc<Semaphore>,
     tracker: TaskTracker,
@@ -34,13 +33,13 @@ pub struct WebSocketSessions {
 
 impl WebSocketSessions {
     pub fn new(
-        provisioner: Arc<Provisioner>,
+        services: MqttServices,
         limits: MqttLimits,
         max_sessions: usize,
         shutdown: CancellationToken,
     ) -> Self {
         WebSocketSessions {
-            provisioner,
+            services,
             limits,
             slots: Arc::new(Semaphore::new(max_sessions)),
             tracker: TaskTracker::new(),
@@ -81,7 +80,7 @@ impl WebSocketSessions {
         let session = super::session::run(
             session_end,
             peer,
-            self.provisioner.clone(),
+            self.services.clone(),
             &self.limits,
             Protocol::MqttWs,
             self.shutdown.clone(),

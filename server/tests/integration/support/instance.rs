@@ -98,8 +98,12 @@ impl Instance {
             idle_timeout: Duration::from_secs(2),
             ..Default::default()
         };
+        let mqtt_services = onramp::transport::mqtt::MqttServices {
+            provisioner: prepared.state.provisioner.clone(),
+            hub: onramp::domain::device_hub::DeviceHub::new(prepared.state.store.clone()),
+        };
         let mqtt_sessions = onramp::transport::mqtt::websocket::WebSocketSessions::new(
-            prepared.state.provisioner.clone(),
+            mqtt_services.clone(),
             mqtt_limits.clone(),
             64,
             shutdown.clone(),
@@ -115,11 +119,10 @@ impl Instance {
         let mqtt_tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mqtt_addr = mqtt_tcp.local_addr().unwrap();
         let mqtt_tls = onramp::tls::server_config(&prepared.tls, &[]).unwrap();
-        let provisioner = prepared.state.provisioner.clone();
         tokio::spawn(onramp::transport::mqtt::serve_mqtt(
             mqtt_tcp,
             mqtt_tls,
-            provisioner,
+            mqtt_services,
             limits,
             mqtt_limits,
             shutdown.clone(),

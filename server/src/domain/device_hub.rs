@@ -1,0 +1,243 @@
+//! The built-in hub as its devices see it (flow steps 7 and 8): a device proves it holds an
+//! identity's key, reads its twin, and reports properties. Transport-free: the MQTT hub session
+//! only translates packets into these calls.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::{Map, Value, json};
+
+use crate::attestation::sas;
+use crate::domain::{DeviceAuth, HubDevice, IfMatch};
+use crate::store::{Store, StoreError};
+
+/// Why a device may not connect; all of them are "not authorized" on the wire, the reason is
+/// for the logs.
+#[derive(Debug, thiserror::Error)]
+pub enum HubRefusal {
+    #[error("no device {device_id:?} on hub {hub:?}")]
+    UnknownDevice { hub: String, device_id: String },
+    #[error("the device identity is disabled")]
+    Disabled,
+    #[error("the identity does not use symmetric keys")]
+    NotSymmetricKey,
+    #[error("no SAS token")]
+    NoToken,
+    #[error(transparent)]
+    Sas(#[from] sas::SasError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TwinError {
+    #[error("the reported patch is not a JSON object: {0}")]
+    BadPatch(String),
+    #[error("the device identity no longer exists")]
+    Gone,
+    #[error("the twin is changing too fast; retry")]
+    Contended,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl TwinError {
+    /// The status IoT Hub answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            TwinError::BadPatch(_) => 400,
+            TwinError::Gone => 404,
+            TwinError::Contended => 429,
+            TwinError::Store(_) => 500,
+        }
+    }
+}
+
+/// The device-facing side of the built-in hubs.
+pub struct DeviceHub {
+    store: Arc<dyn Store>,
+}
+
+impl DeviceHub {
+    pub fn new(store: Arc<dyn Store>) -> Arc<Self> {
+        Arc::new(DeviceHub { store })
+    }
+
+    /// Checks a device's SAS token (`sr={hub}/devices/{deviceId}`, signed with the identity's
+    /// primary or secondary key, not expired) and that the identity is enabled.
+    pub async fn authenticate(
+        &self,
+        hub: &str,
+        device_id: &str,
+        token: Option<&str>,
+    ) -> Result<(), HubRefusal> {
+        let device = self.device(hub, device_id).await?;
+        if !device.enabled {
+            return Err(HubRefusal::Disabled);
+        }
+        let DeviceAuth::Sas {
+            primary_key,
+            secondary_key,
+        } = &device.auth
+        else {
+            return Err(HubRefusal::NotSymmetricKey);
+        };
+        let token = sas::parse(token.filter(|t| !t.is_empty()).ok_or(HubRefusal::NoToken)?)?;
+        let keys = [decode_key(primary_key), decode_key(secondary_key)];
+        let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        let now = Utc::now().timestamp().max(0) as u64;
+        token.verify(&format!("{hub}/devices/{device_id}"), &keys, now)?;
+        Ok(())
+    }
+
+    /// The twin document a device GETs: desired and reported properties, each with `$version`.
+    pub async fn twin(&self, hub: &str, device_id: &str) -> Result<Value, TwinError> {
+        let device = self
+            .device(hub, device_id)
+            .await
+            .map_err(|_| TwinError::Gone)?;
+        Ok(twin_document(&device))
+    }
+
+    /// Applies a reported-properties JSON merge patch; returns the new reported version.
+    pub async fn patch_reported(
+        &self,
+        hub: &str,
+        device_id: &str,
+        patch: &[u8],
+    ) -> Result<i64, TwinError> {
+        let patch = match serde_json::from_slice::<Value>(patch) {
+            Ok(Value::Object(patch)) => patch,
+            Ok(other) => return Err(TwinError::BadPatch(format!("got {other}"))),
+            Err(e) => return Err(TwinError::BadPatch(e.to_string())),
+        };
+        // Optimistic: a concurrent change (an operator's desired patch) makes us read again.
+        for _ in 0..5 {
+            let mut device = self
+                .store
+                .get_hub_device(hub, device_id)
+                .await?
+                .ok_or(TwinError::Gone)?;
+            let cond = IfMatch::Etag(device.etag.clone());
+            merge_patch(&mut device.reported.properties, &patch);
+            device.reported.version = device.reported.version.max(1) + 1;
+            let version = device.reported.version;
+            match self.store.put_hub_device(device, cond).await {
+                Ok(_) => return Ok(version),
+                Err(StoreError::PreconditionFailed) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(TwinError::Contended)
+    }
+
+    async fn device(&self, hub: &str, device_id: &str) -> Result<HubDevice, HubRefusal> {
+        self.store
+            .get_hub_device(hub, device_id)
+            .await?
+            .ok_or_else(|| HubRefusal::UnknownDevice {
+                hub: hub.into(),
+                device_id: device_id.into(),
+            })
+    }
+}
+
+fn decode_key(key: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .unwrap_or_default()
+}
+
+/// `{"desired": {..., "$version": n}, "reported": {..., "$version": m}}`, as IoT Hub sends it.
+pub fn twin_document(device: &HubDevice) -> Value {
+    let side = |properties: &Map<String, Value>, version: i64| {
+        let mut side = properties.clone();
+        side.insert("$version".into(), json!(version));
+        Value::Object(side)
+    };
+    // A twin never written has version 1 on both sides, as on IoT Hub.
+    json!({
+        "desired": side(&device.desired.properties, device.desired.version.max(1)),
+        "reported": side(&device.reported.properties, device.reported.version.max(1)),
+    })
+}
+
+/// RFC 7396 JSON merge patch: objects merge recursively, `null` removes, anything else replaces.
+/// Keys starting with `$` are metadata and are not stored.
+pub fn merge_patch(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
+    for (key, value) in patch {
+        if key.starts_with('$') {
+            continue;
+        }
+        match value {
+            Value::Null => {
+                target.remove(key);
+            }
+            Value::Object(inner) => {
+                let slot = target
+                    .entry(key.clone())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if !slot.is_object() {
+                    *slot = Value::Object(Map::new());
+                }
+                if let Value::Object(existing) = slot {
+                    merge_patch(existing, inner);
+                }
+            }
+            other => {
+                target.insert(key.clone(), other.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut target = object(json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1], "f": "x"}));
+        let patch =
+            object(json!({"a": null, "b": {"c": null, "g": 4}, "e": {"h": 5}, "$version": 9}));
+        merge_patch(&mut target, &patch);
+        assert_eq!(
+            Value::Object(target),
+            json!({"b": {"d": 3, "g": 4}, "e": {"h": 5}, "f": "x"})
+        );
+    }
+
+    #[test]
+    fn an_unwritten_twin_has_version_one() {
+        let now = Utc::now();
+        let device = HubDevice {
+            hub: "h".into(),
+            device_id: "d".into(),
+            enabled: true,
+            auth: DeviceAuth::CertificateAuthority,
+            iot_edge: false,
+            generation_id: "1".into(),
+            tags: Map::new(),
+            desired: crate::domain::TwinProperties {
+                properties: object(json!({"interval": 30})),
+                version: 3,
+            },
+            reported: Default::default(),
+            etag: crate::domain::Etag::new(),
+            created: now,
+            updated: now,
+        };
+        assert_eq!(
+            twin_document(&device),
+            json!({"desired": {"interval": 30, "$version": 3}, "reported": {"$version": 1}})
+        );
+    }
+}
