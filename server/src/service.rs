@@ -30,6 +30,8 @@ pub struct AppState {
     pub instance: Arc<Instance>,
     pub bus: DiagnosticsBus,
     pub provisioner: Arc<Provisioner>,
+    /// The built-in hubs' device side: sessions, twins, pushes.
+    pub device_hub: Arc<DeviceHub>,
 }
 
 /// An instance ready to serve: store open, bootstrap done, TLS material at hand.
@@ -63,6 +65,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         Duration::from_secs(config.limits.webhook_timeout_secs),
         Duration::from_millis(config.limits.inline_assignment_ms),
     );
+    let device_hub = DeviceHub::new(store.clone());
     Ok(Prepared {
         state: AppState {
             config: Arc::new(config),
@@ -70,6 +73,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             instance: Arc::new(instance),
             bus,
             provisioner,
+            device_hub,
         },
         tls,
     })
@@ -105,7 +109,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let mqtt_services = MqttServices {
         provisioner: state.provisioner.clone(),
-        hub: DeviceHub::new(state.store.clone()),
+        hub: state.device_hub.clone(),
     };
     let mqtt_sessions = WebSocketSessions::new(
         mqtt_services.clone(),

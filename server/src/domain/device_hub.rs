@@ -1,14 +1,19 @@
 //! The built-in hub as its devices see it (flow steps 7 and 8): a device proves it holds an
-//! identity's key, reads its twin, and reports properties. Transport-free: the MQTT hub session
-//! only translates packets into these calls.
+//! identity's key, reads its twin, and reports properties; operators' desired changes are pushed to
+//! the device's connection. One connection per device: a new one replaces the old. Transport-free:
+//! the MQTT hub session only translates packets into these calls.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
 
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 
 use crate::attestation::sas;
-use crate::domain::{DeviceAuth, HubDevice, IfMatch};
+use crate::domain::{DeviceAuth, HubDevice, IfMatch, key_of};
 use crate::store::{Store, StoreError};
 
 /// Why a device may not connect; all of them are "not authorized" on the wire, the reason is
@@ -53,14 +58,147 @@ impl TwinError {
     }
 }
 
+/// What the hub sends a connected device on its own initiative.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Push {
+    /// A desired-properties patch, with the new desired version.
+    Desired { version: i64, patch: Value },
+    /// Another connection of the same device took over: close this one.
+    Replaced,
+}
+
+/// A device's connection as the hub knows it; dropping it detaches the device.
+pub struct Attachment {
+    pub pushes: mpsc::Receiver<Push>,
+    key: (String, String),
+    session: u64,
+    hub: Arc<DeviceHub>,
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        let mut connected = self.hub.connected.lock().unwrap();
+        if connected
+            .get(&self.key)
+            .is_some_and(|c| c.session == self.session)
+        {
+            connected.remove(&self.key);
+        }
+    }
+}
+
+struct Connected {
+    session: u64,
+    pushes: mpsc::Sender<Push>,
+}
+
+/// Pushes queued for a slow device beyond this are dropped; it reads the whole twin when it
+/// reconnects, as IoT Hub devices do.
+const PUSH_QUEUE: usize = 16;
+
 /// The device-facing side of the built-in hubs.
 pub struct DeviceHub {
     store: Arc<dyn Store>,
+    connected: Mutex<HashMap<(String, String), Connected>>,
+    sessions: AtomicU64,
 }
 
 impl DeviceHub {
     pub fn new(store: Arc<dyn Store>) -> Arc<Self> {
-        Arc::new(DeviceHub { store })
+        Arc::new(DeviceHub {
+            store,
+            connected: Mutex::new(HashMap::new()),
+            sessions: AtomicU64::new(0),
+        })
+    }
+
+    /// Records an authenticated device's connection; an older one of the same device is told to
+    /// close.
+    pub fn attach(self: &Arc<Self>, hub: &str, device_id: &str) -> Attachment {
+        let key = (key_of(hub), device_id.to_string());
+        let session = self.sessions.fetch_add(1, Ordering::Relaxed);
+        let (sender, pushes) = mpsc::channel(PUSH_QUEUE);
+        let previous = self.connected.lock().unwrap().insert(
+            key.clone(),
+            Connected {
+                session,
+                pushes: sender,
+            },
+        );
+        if let Some(previous) = previous {
+            let _ = previous.pushes.try_send(Push::Replaced);
+        }
+        Attachment {
+            pushes,
+            key,
+            session,
+            hub: self.clone(),
+        }
+    }
+
+    /// Whether the device has a connection now.
+    pub fn is_connected(&self, hub: &str, device_id: &str) -> bool {
+        let key = (key_of(hub), device_id.to_string());
+        self.connected.lock().unwrap().contains_key(&key)
+    }
+
+    /// An operator's twin change: tags and desired properties merged (JSON merge patch), the
+    /// desired version raised when desired properties change, and the patch pushed to the device
+    /// if it is connected.
+    pub async fn patch_twin(
+        &self,
+        hub: &str,
+        device_id: &str,
+        tags: Option<&Map<String, Value>>,
+        desired: Option<&Map<String, Value>>,
+        cond: IfMatch,
+    ) -> Result<HubDevice, TwinError> {
+        for _ in 0..5 {
+            let mut device = self
+                .store
+                .get_hub_device(hub, device_id)
+                .await?
+                .ok_or(TwinError::Gone)?;
+            let write_cond = match &cond {
+                IfMatch::Etag(tag) if *tag != device.etag => {
+                    return Err(StoreError::PreconditionFailed.into());
+                }
+                _ => IfMatch::Etag(device.etag.clone()),
+            };
+            if let Some(tags) = tags {
+                merge_patch(&mut device.tags, tags);
+            }
+            if let Some(desired) = desired {
+                merge_patch(&mut device.desired.properties, desired);
+                device.desired.version = device.desired.version.max(1) + 1;
+            }
+            match self.store.put_hub_device(device, write_cond).await {
+                Ok(saved) => {
+                    if let Some(desired) = desired {
+                        self.push(hub, device_id, saved.desired.version, desired);
+                    }
+                    return Ok(saved);
+                }
+                Err(StoreError::PreconditionFailed) if matches!(cond, IfMatch::Any) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(TwinError::Contended)
+    }
+
+    fn push(&self, hub: &str, device_id: &str, version: i64, desired: &Map<String, Value>) {
+        let key = (key_of(hub), device_id.to_string());
+        if let Some(connected) = self.connected.lock().unwrap().get(&key) {
+            let mut patch = desired.clone();
+            patch.insert("$version".into(), json!(version));
+            let push = Push::Desired {
+                version,
+                patch: Value::Object(patch),
+            };
+            if connected.pushes.try_send(push).is_err() {
+                tracing::debug!(%hub, device = %device_id, "push queue full; the device re-reads on reconnect");
+            }
+        }
     }
 
     /// Checks a device's SAS token (`sr={hub}/devices/{deviceId}`, signed with the identity's

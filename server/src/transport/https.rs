@@ -1,4 +1,5 @@
-//! The HTTPS front end: health endpoints, the device, service and admin APIs, the console, and
+//! The HTTPS front end: health endpoints, the device, service and admin APIs, the built-in hubs'
+//! REST subset, the console, and
 //! MQTT over WebSocket (an upgrade on any path).
 
 use axum::Router;
@@ -19,6 +20,7 @@ pub fn router(state: AppState, mqtt_sessions: WebSocketSessions) -> Router {
         .merge(super::device_api::router(state.clone()))
         .merge(super::service_api::router(state.clone()))
         .merge(super::admin_api::router(state.clone()))
+        .merge(super::hub_api::router(state.clone()))
         .merge(super::openapi::router())
         .merge(super::console::router(state));
     // Service paths are case-insensitive: canonicalise them before routing.

@@ -6,6 +6,7 @@ pub mod console;
 pub mod device_api;
 pub mod http_util;
 pub mod https;
+pub mod hub_api;
 pub mod listener;
 pub mod mqtt;
 pub mod openapi;

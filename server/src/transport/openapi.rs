@@ -229,6 +229,38 @@ pub const OPERATIONS: &[Operation] = &[
         Some("RegenerateKey"),
         "AccessPolicy",
     ),
+    (
+        "get",
+        "/devices/{id}",
+        "RegistrationStatusRead",
+        "Built-in hub (Host: the hub's name): get a device identity",
+        None,
+        "HubDevice",
+    ),
+    (
+        "delete",
+        "/devices/{id}",
+        "RegistrationStatusWrite",
+        "Built-in hub (Host: the hub's name): delete a device identity",
+        None,
+        "HubDevice",
+    ),
+    (
+        "get",
+        "/twins/{id}",
+        "RegistrationStatusRead",
+        "Built-in hub (Host: the hub's name): get a device twin",
+        None,
+        "Twin",
+    ),
+    (
+        "patch",
+        "/twins/{id}",
+        "RegistrationStatusWrite",
+        "Built-in hub (Host: the hub's name): merge tags and desired properties; pushed to a connected device",
+        Some("Twin"),
+        "Twin",
+    ),
 ];
 
 pub fn router() -> Router {
@@ -331,6 +363,17 @@ fn schemas() -> Value {
         })),
         "AccessPolicyList": list("AccessPolicy"),
         "RegenerateKey": object(json!({"key": {"type": "string", "enum": ["primary", "secondary"]}})),
+        "HubDevice": object(json!({
+            "deviceId": {"type": "string"}, "generationId": {"type": "string"}, "etag": {"type": "string"},
+            "status": {"type": "string", "enum": ["enabled", "disabled"]},
+            "connectionState": {"type": "string", "enum": ["Connected", "Disconnected"]},
+            "authentication": {"type": "object"}, "capabilities": {"type": "object"},
+        })),
+        "Twin": object(json!({
+            "deviceId": {"type": "string"}, "etag": {"type": "string"}, "version": {"type": "integer"},
+            "tags": {"type": "object"},
+            "properties": object(json!({"desired": {"type": "object"}, "reported": {"type": "object"}})),
+        })),
     })
 }
 

@@ -559,6 +559,55 @@ async fn a_provisioned_device_uses_its_hub(i: &Instance) {
     client.send(Packet::PingReq).await;
     assert_eq!(client.next().await, Some(Packet::PingResp));
 
+    // The REST subset: refused without a token, and a desired change made through it is pushed
+    // to the connected device.
+    let twin_url = format!("{}/twins/hub-dev", i.url);
+    let anonymous = i.client.patch(&twin_url).body("{}").send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let owner = &i.state.instance.owner_policy;
+    let token = onramp::attestation::sas::sign(
+        &owner.primary_key,
+        "localhost",
+        expiry as u64,
+        Some(&owner.name),
+    )
+    .unwrap();
+    let patched = i
+        .client
+        .patch(&twin_url)
+        .header("authorization", &token)
+        .body(r#"{"properties":{"desired":{"telemetryInterval":7}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    let (topic, pushed) = client.response().await;
+    assert_eq!(topic, "$iothub/twin/PATCH/properties/desired/?$version=2");
+    assert_eq!(
+        pushed,
+        serde_json::json!({"telemetryInterval": 7, "$version": 2})
+    );
+    let unknown = i
+        .client
+        .get(format!("{}/devices/nobody", i.url))
+        .header("authorization", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    // One connection per device: a second one replaces the first.
+    let (client2, ack) = Client::connect(
+        i,
+        &hub_username("hub-dev"),
+        &hub_token("hub-dev", &key, expiry),
+        60,
+    )
+    .await;
+    assert_eq!(ack.code, ConnectReturnCode::Success);
+    assert!(client.closed().await, "the older connection is dropped");
+    let mut client = client2;
+
     // Another device's telemetry topic is not this device's to use.
     client
         .send(Packet::Publish(Publish::new(

@@ -88,6 +88,8 @@ struct Ctx {
     store: Arc<dyn Store>,
     scope: String,
     ca: String,
+    /// The instance's service connection string (owner policy).
+    service: String,
 }
 
 impl Ctx {
@@ -155,6 +157,7 @@ async fn conformance(dir: &Path, database_url: &str) {
         store,
         scope: info["idScope"].as_str().unwrap().into(),
         ca: info["caCertPath"].as_str().unwrap().into(),
+        service: info["serviceConnectionString"].as_str().unwrap().into(),
     };
 
     for transport in ["http", "mqtt", "mqtt-ws", "py-mqtt", "py-ws"] {
@@ -177,7 +180,7 @@ async fn conformance(dir: &Path, database_url: &str) {
             device_meets_its_hub(&ctx).await;
         }
     }
-    service_sdk(&base, info["serviceConnectionString"].as_str().unwrap()).await;
+    service_sdk(&base, &base.service).await;
 
     base.store.close().await;
     server.terminate(std::time::Duration::from_secs(15));
@@ -206,7 +209,15 @@ async fn device_meets_its_hub(ctx: &Ctx) {
     let id = ctx.id("seed-flow");
     enroll(&ctx.store, &id, None, symmetric_spec(&key, &random_key())).await;
     let reported = r#"{"firmware": "py-1.0", "battery": {"level": 80}}"#;
-    let args = [ctx.transport, &ctx.host, &ctx.scope, &id, &key, reported];
+    let args = [
+        ctx.transport,
+        &ctx.host,
+        &ctx.scope,
+        &id,
+        &key,
+        reported,
+        &ctx.service,
+    ];
     let out = sdk("device.py", &args, &ctx.ca);
     assert_eq!(out["ok"], true, "{out}");
     assert_eq!(out["assignedHub"], "localhost");
@@ -226,6 +237,20 @@ async fn device_meets_its_hub(ctx: &Ctx) {
         out["twinAfterPatch"]["reported"]["$version"],
         device.reported.version
     );
+
+    // An operator's desired change through the hub's REST subset reaches the connected device.
+    assert_eq!(out["servicePatch"]["status"], 200, "{out}");
+    assert_eq!(out["servicePatch"]["body"]["tags"]["room"], "lab");
+    assert_eq!(out["pushReceived"], true, "{out}");
+    assert_eq!(out["desiredPush"]["telemetryInterval"], 5, "{out}");
+    assert_eq!(out["desiredPush"]["$version"], 2, "{out}");
+    let device = ctx
+        .store
+        .get_hub_device("localhost", &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(device.desired.properties["telemetryInterval"], 5);
 }
 
 async fn individual_enrollment(ctx: &Ctx) {

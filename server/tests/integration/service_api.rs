@@ -661,6 +661,7 @@ fn declared_routes() -> Vec<(String, String)> {
     let sources = [
         include_str!("../../src/transport/service_api.rs"),
         include_str!("../../src/transport/admin_api.rs"),
+        include_str!("../../src/transport/hub_api.rs"),
     ];
     let mut routes = Vec::new();
     for source in sources {
@@ -674,7 +675,7 @@ fn declared_routes() -> Vec<(String, String)> {
                 .split(".with_state")
                 .next()
                 .unwrap();
-            for method in ["get", "put", "post", "delete"] {
+            for method in ["get", "put", "post", "delete", "patch"] {
                 if call.starts_with(&format!(",{method}("))
                     || call.contains(&format!(").{method}("))
                 {

@@ -66,6 +66,11 @@ pub fn twin_response_topic(status: u16, rid: &str, version: Option<i64>) -> Stri
     topic
 }
 
+/// `$iothub/twin/PATCH/properties/desired/?$version={v}`
+pub fn desired_push_topic(version: i64) -> String {
+    format!("$iothub/twin/PATCH/properties/desired/?$version={version}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,7 @@ use super::hub_topics::{self, HubRequest, HubUsername};
 use super::topics::{self, DpsUsername, Request};
 use super::{MqttLimits, MqttServices};
 use crate::diagnostics::Protocol;
-use crate::domain::device_hub::DeviceHub;
+use crate::domain::device_hub::{Attachment, DeviceHub, Push};
 use crate::domain::provisioner::{
     Credential, ProvisionError, Provisioner, RegisterRequest, StatusRequest,
 };
@@ -91,6 +91,7 @@ where
         }
         conn.write(accepted).await?;
         let session = HubSession {
+            attachment: services.hub.attach(&user.hub, &user.device_id),
             user,
             hub: services.hub,
         };
@@ -118,12 +119,26 @@ trait Handler {
         topic: &str,
         payload: Bytes,
     ) -> impl Future<Output = anyhow::Result<Option<(String, Vec<u8>)>>> + Send;
+
+    /// The next message the server sends on its own initiative.
+    fn outbound(&mut self) -> impl Future<Output = Outbound> + Send;
+}
+
+pub enum Outbound {
+    Publish(String, Vec<u8>),
+    /// End the session (another connection of the same device replaced it).
+    Close,
+}
+
+enum Event {
+    Packet(Option<Packet>),
+    Outbound(Outbound),
 }
 
 /// The packet loop after CONNACK, shared by both session kinds.
 async fn serve<S, H>(
     mut conn: Connection<S>,
-    handler: H,
+    mut handler: H,
     idle: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()>
@@ -133,14 +148,25 @@ where
 {
     let mut next_pkid: u16 = 0;
     loop {
-        let packet = tokio::select! {
+        let event = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             read = tokio::time::timeout(idle, conn.read()) => match read {
-                Ok(packet) => packet?,
+                Ok(packet) => Event::Packet(packet?),
                 Err(_) => bail!("silent for longer than the keep-alive allows"),
             },
+            out = handler.outbound() => Event::Outbound(out),
         };
-        let Some(packet) = packet else { return Ok(()) };
+        let packet = match event {
+            Event::Packet(Some(packet)) => packet,
+            Event::Packet(None) | Event::Outbound(Outbound::Close) => return Ok(()),
+            Event::Outbound(Outbound::Publish(topic, body)) => {
+                next_pkid = next_pkid.checked_add(1).unwrap_or(1);
+                let mut message = Publish::new(topic, QoS::AtLeastOnce, body);
+                message.pkid = next_pkid;
+                conn.write(Packet::Publish(message)).await?;
+                continue;
+            }
+        };
         match packet {
             Packet::Subscribe(subscribe) => {
                 let codes = subscribe
@@ -212,6 +238,10 @@ impl Handler for ProvisioningSession {
         };
         Ok(Some(self.answer(request, payload).await))
     }
+
+    fn outbound(&mut self) -> impl Future<Output = Outbound> + Send {
+        std::future::pending()
+    }
 }
 
 impl ProvisioningSession {
@@ -269,6 +299,7 @@ impl ProvisioningSession {
 struct HubSession {
     user: HubUsername,
     hub: Arc<DeviceHub>,
+    attachment: Attachment,
 }
 
 impl Handler for HubSession {
@@ -304,6 +335,15 @@ impl Handler for HubSession {
             ),
         };
         Ok(reply)
+    }
+
+    async fn outbound(&mut self) -> Outbound {
+        match self.attachment.pushes.recv().await {
+            Some(Push::Desired { version, patch }) => {
+                Outbound::Publish(hub_topics::desired_push_topic(version), json(&patch))
+            }
+            Some(Push::Replaced) | None => Outbound::Close,
+        }
     }
 }
 

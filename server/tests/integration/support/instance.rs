@@ -100,7 +100,7 @@ impl Instance {
         };
         let mqtt_services = onramp::transport::mqtt::MqttServices {
             provisioner: prepared.state.provisioner.clone(),
-            hub: onramp::domain::device_hub::DeviceHub::new(prepared.state.store.clone()),
+            hub: prepared.state.device_hub.clone(),
         };
         let mqtt_sessions = onramp::transport::mqtt::websocket::WebSocketSessions::new(
             mqtt_services.clone(),

@@ -1,0 +1,232 @@
+//! The IoT Hub service REST subset of the built-in hubs: `GET/DELETE /devices/{id}` and
+//! `GET/PATCH /twins/{id}`, on the HTTPS listener. The hub is the one the request's `Host` names
+//! (every built-in hub's name is in the server certificate). Authorized by the instance's shared
+//! access policies with a token whose `sr` is the hub's host name: reads need
+//! `RegistrationStatusRead`, changes `RegistrationStatusWrite` (the built-in hubs belong to the
+//! instance, so its policies govern them; Azure's `iothubowner` rights have no separate names here).
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Map, Value, json};
+
+use super::http_util::json_response;
+use super::service_api::{Result, ServiceError, json_body};
+use crate::domain::access;
+use crate::domain::device_hub::{DeviceHub, TwinError};
+use crate::domain::*;
+use crate::proto::error::code;
+use crate::service::AppState;
+use crate::store::StoreError;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/devices/{id}", get(get_device).delete(delete_device))
+        .route("/twins/{id}", get(get_twin).patch(patch_twin))
+        .with_state(state)
+}
+
+/// The built-in hub the request is for, once its token checks out.
+async fn hub_for(state: &AppState, headers: &HeaderMap, right: Right) -> Result<String> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))
+        .unwrap_or_default()
+        .to_string();
+    let linked = state.store.list_hubs().await?;
+    let hub = linked
+        .iter()
+        .find(|h| h.connector == ConnectorKind::BuiltIn && h.host_name.eq_ignore_ascii_case(&host))
+        .ok_or_else(|| {
+            ServiceError::NotFound(
+                code::RESOURCE_NOT_FOUND,
+                format!("{host:?} is not a built-in hub of this instance."),
+            )
+        })?;
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    access::authorize(state.store.as_ref(), authorization, &hub.host_name, right).await?;
+    Ok(hub.host_name.clone())
+}
+
+async fn device(state: &AppState, hub: &str, id: &str) -> Result<HubDevice> {
+    state
+        .store
+        .get_hub_device(hub, id)
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
+fn not_found(id: &str) -> ServiceError {
+    ServiceError::NotFound(
+        code::RESOURCE_NOT_FOUND,
+        format!("Device {id:?} does not exist on this hub."),
+    )
+}
+
+async fn get_device(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let hub = hub_for(&state, &headers, Right::RegistrationStatusRead).await?;
+    let device = device(&state, &hub, &id).await?;
+    let connected = state.device_hub.is_connected(&hub, &id);
+    Ok(json_response(
+        StatusCode::OK,
+        &device_json(&device, connected),
+    ))
+}
+
+async fn delete_device(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let hub = hub_for(&state, &headers, Right::RegistrationStatusWrite).await?;
+    let cond = if_match(&headers);
+    match state.store.delete_hub_device(&hub, &id, cond).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(StoreError::NotFound) => Err(not_found(&id)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn get_twin(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let hub = hub_for(&state, &headers, Right::RegistrationStatusRead).await?;
+    let device = device(&state, &hub, &id).await?;
+    Ok(json_response(StatusCode::OK, &twin_json(&device)))
+}
+
+/// `{"tags": {...}, "properties": {"desired": {...}}}`, merged as IoT Hub does; a desired change
+/// reaches the device at once if it is connected.
+async fn patch_twin(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response> {
+    let hub = hub_for(&state, &headers, Right::RegistrationStatusWrite).await?;
+    let patch = json_body(&state, &headers, body).await?;
+    let object = |value: Option<&Value>, what: &str| match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(map.clone())),
+        Some(_) => Err(ServiceError::BadRequest(format!(
+            "{what} must be an object"
+        ))),
+    };
+    let tags = object(patch.get("tags"), "tags")?;
+    let desired = object(
+        patch.get("properties").and_then(|p| p.get("desired")),
+        "properties.desired",
+    )?;
+    if patch
+        .get("properties")
+        .and_then(|p| p.get("reported"))
+        .is_some()
+    {
+        return Err(ServiceError::BadRequest(
+            "reported properties are the device's to write".into(),
+        ));
+    }
+    let hub_service: &DeviceHub = &state.device_hub;
+    let saved = hub_service
+        .patch_twin(
+            &hub,
+            &id,
+            tags.as_ref(),
+            desired.as_ref(),
+            if_match(&headers),
+        )
+        .await
+        .map_err(|e| match e {
+            TwinError::Gone => not_found(&id),
+            TwinError::Store(e) => e.into(),
+            TwinError::BadPatch(m) => ServiceError::BadRequest(m),
+            TwinError::Contended => ServiceError::Store(StoreError::PreconditionFailed),
+        })?;
+    Ok(json_response(StatusCode::OK, &twin_json(&saved)))
+}
+
+fn if_match(headers: &HeaderMap) -> IfMatch {
+    match headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().trim_matches('"'))
+    {
+        None | Some("*") | Some("") => IfMatch::Any,
+        Some(tag) => IfMatch::Etag(Etag(tag.to_string())),
+    }
+}
+
+fn status(device: &HubDevice) -> &'static str {
+    if device.enabled {
+        "enabled"
+    } else {
+        "disabled"
+    }
+}
+
+fn with_version(properties: &Map<String, Value>, version: i64) -> Value {
+    let mut side = properties.clone();
+    side.insert("$version".into(), json!(version.max(1)));
+    Value::Object(side)
+}
+
+/// IoT Hub's `Twin` shape.
+fn twin_json(device: &HubDevice) -> Value {
+    json!({
+        "deviceId": device.device_id,
+        "etag": device.etag.0,
+        "status": status(device),
+        "version": device.desired.version.max(1) + device.reported.version.max(1),
+        "tags": device.tags,
+        "properties": {
+            "desired": with_version(&device.desired.properties, device.desired.version),
+            "reported": with_version(&device.reported.properties, device.reported.version),
+        },
+        "capabilities": { "iotEdge": device.iot_edge },
+    })
+}
+
+/// IoT Hub's `Device` shape.
+fn device_json(device: &HubDevice, connected: bool) -> Value {
+    let authentication = match &device.auth {
+        DeviceAuth::Sas {
+            primary_key,
+            secondary_key,
+        } => json!({
+            "type": "sas",
+            "symmetricKey": { "primaryKey": primary_key, "secondaryKey": secondary_key },
+        }),
+        DeviceAuth::SelfSigned {
+            primary_thumbprint,
+            secondary_thumbprint,
+        } => json!({
+            "type": "selfSigned",
+            "x509Thumbprint": {
+                "primaryThumbprint": primary_thumbprint,
+                "secondaryThumbprint": secondary_thumbprint,
+            },
+        }),
+        DeviceAuth::CertificateAuthority => json!({ "type": "certificateAuthority" }),
+    };
+    json!({
+        "deviceId": device.device_id,
+        "generationId": device.generation_id,
+        "etag": device.etag.0,
+        "status": status(device),
+        "connectionState": if connected { "Connected" } else { "Disconnected" },
+        "authentication": authentication,
+        "capabilities": { "iotEdge": device.iot_edge },
+    })
+}
