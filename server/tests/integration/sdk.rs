@@ -176,8 +176,10 @@ async fn conformance(dir: &Path, database_url: &str) {
         wrong_key(&ctx).await;
         reprovisioning(&ctx).await;
         custom_allocation(&ctx).await;
-        if ctx.is_python() {
-            device_meets_its_hub(&ctx).await;
+        match ctx.transport {
+            "mqtt" => node_device_meets_its_hub(&ctx).await,
+            "py-mqtt" | "py-ws" => device_meets_its_hub(&ctx).await,
+            _ => {}
         }
     }
     service_sdk(&base, &base.service).await;
@@ -251,6 +253,26 @@ async fn device_meets_its_hub(ctx: &Ctx) {
         .unwrap()
         .unwrap();
     assert_eq!(device.desired.properties["telemetryInterval"], 5);
+}
+
+/// The Node device SDK (azure-iot-device-mqtt) on the built-in hub after provisioning: connect
+/// with the device key, read the twin, report a property.
+async fn node_device_meets_its_hub(ctx: &Ctx) {
+    let key = random_key();
+    let id = ctx.id("node-seed-flow");
+    enroll(&ctx.store, &id, None, symmetric_spec(&key, &random_key())).await;
+    let provisioned = ctx.register(&id, &key, &[]);
+    assert_eq!(provisioned["ok"], true, "{provisioned}");
+    let hub = provisioned["result"]["assignedHub"].as_str().unwrap();
+    let out = sdk(
+        "hub-device.js",
+        &[hub, &id, &key, r#"{"nodeFirmware": "n-1"}"#],
+        &ctx.ca,
+    );
+    assert_eq!(out["ok"], true, "{out}");
+    assert_eq!(out["desired"]["telemetryInterval"], 30, "{out}");
+    let device = ctx.store.get_hub_device(hub, &id).await.unwrap().unwrap();
+    assert_eq!(device.reported.properties["nodeFirmware"], "n-1");
 }
 
 async fn individual_enrollment(ctx: &Ctx) {
