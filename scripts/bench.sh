@@ -5,7 +5,8 @@
 #  2. the load generator: N devices, C concurrent clients, fresh TLS per device, registrations/s and
 #     p50/p99, against a bare TLS-handshake baseline measured in the same run; over HTTPS (target
 #     >= 2,000/s and >= 50% of the baseline) and over MQTT (target >= 2,000/s);
-#  3. the server's resident memory with 10,000 idle MQTT connections (target < 200 MB).
+#  3. the server's resident memory with 10,000 idle MQTT provisioning connections (target < 200 MB),
+#     and with 10,000 connected built-in hub devices (target < 250 MB).
 # Starts its own release build of Onramp on port 443 (the Node SDK's HTTP port) in a fresh data dir.
 # Usage: scripts/bench.sh [devices=20000] [concurrency=64] [sqlite|postgres]
 set -euo pipefail
@@ -53,3 +54,6 @@ target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --protocol mqtt
 
 echo "== idle MQTT connections"
 target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --protocol mqtt --idle-connections 10000 --concurrency 64 --server-pid "$server"
+
+echo "== idle built-in hub connections"
+target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --protocol mqtt --idle-connections 10000 --hub-sessions --concurrency 64 --server-pid "$server"

@@ -57,6 +57,10 @@ struct Args {
     /// Hold this many connected, idle MQTT sessions and report the server's memory.
     #[arg(long)]
     idle_connections: Option<usize>,
+    /// With --idle-connections: built-in hub device sessions (identities seeded here, each
+    /// authenticated with its SAS token) instead of provisioning sessions.
+    #[arg(long)]
+    hub_sessions: bool,
     /// The server's process ID, for its resident memory.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -99,6 +103,12 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .context("the store has no ID scope: start the server once first")?;
     let group_key = seed_group(store.as_ref()).await?;
+    let idle_kind = match (args.idle_connections, args.hub_sessions) {
+        (Some(count), true) => IdleKind::Hub {
+            key: seed_hub_devices(store.as_ref(), &args.host, count).await?,
+        },
+        _ => IdleKind::Provisioning,
+    };
     store.close().await;
     if args.seed_only {
         println!("{scope} {group_key}");
@@ -118,7 +128,17 @@ async fn main() -> anyhow::Result<()> {
         let pid = args
             .server_pid
             .context("--idle-connections needs --server-pid")?;
-        return hold_idle(&target, &scope, count, args.concurrency, pid).await;
+        let host = args.host.clone();
+        return hold_idle(
+            &target,
+            &scope,
+            &host,
+            idle_kind,
+            count,
+            args.concurrency,
+            pid,
+        )
+        .await;
     }
     println!(
         "target {} (scope {scope}), {} devices, {} concurrent clients, fresh TLS per device",
@@ -250,7 +270,9 @@ async fn register_mqtt(
 ) -> anyhow::Result<()> {
     let key = sas::derive_device_key(group_key, id)?;
     let token = device_token(&key, scope, id)?;
-    let mut session = MqttSession::connect(target, scope, id, &token, 60).await?;
+    let username =
+        format!("{scope}/registrations/{id}/api-version=2019-03-31&ClientVersion=loadgen");
+    let mut session = MqttSession::connect(target, id, &username, &token, 60).await?;
     session
         .send(Packet::Subscribe(Subscribe::new(
             "$dps/registrations/res/#",
@@ -291,30 +313,83 @@ fn device_token(key: &str, scope: &str, id: &str) -> anyhow::Result<String> {
     Ok(sas::sign(key, &resource, expiry, Some("registration"))?)
 }
 
+#[derive(Clone)]
+enum IdleKind {
+    /// `{scope}/registrations/idle-{i}`: authenticated per request, and these send none.
+    Provisioning,
+    /// `{hub}/idle-hub-{i}` with a SAS token signed by `key`, checked at CONNECT.
+    Hub { key: String },
+}
+
+/// Creates `count` device identities `idle-hub-{i}` on the built-in hub `hub`, sharing one key.
+async fn seed_hub_devices(
+    store: &dyn onramp::store::Store,
+    hub: &str,
+    count: usize,
+) -> anyhow::Result<String> {
+    let key = onramp::domain::random_key(32);
+    let now = Utc::now();
+    for i in 0..count {
+        let device = HubDevice {
+            hub: hub.to_string(),
+            device_id: format!("idle-hub-{i}"),
+            enabled: true,
+            auth: DeviceAuth::Sas {
+                primary_key: key.clone(),
+                secondary_key: key.clone(),
+            },
+            iot_edge: false,
+            generation_id: "1".into(),
+            tags: Default::default(),
+            desired: Default::default(),
+            reported: Default::default(),
+            etag: Etag::new(),
+            created: now,
+            updated: now,
+        };
+        store.put_hub_device(device, IfMatch::Any).await?;
+    }
+    Ok(key)
+}
+
 /// Opens `count` MQTT sessions (connected, subscribed, then silent) and prints the server's
 /// resident memory before and while they are open.
 async fn hold_idle(
     target: &Arc<Target>,
     scope: &str,
+    hub: &str,
+    kind: IdleKind,
     count: usize,
     concurrency: usize,
     pid: u32,
 ) -> anyhow::Result<()> {
     let before = resident_kib(pid)?;
     let sessions = Arc::new(tokio::sync::Mutex::new(Vec::with_capacity(count)));
+    let (scope, hub) = (scope.to_string(), hub.to_string());
     let opened = run(count, concurrency, {
-        let (target, scope, sessions) = (target.clone(), scope.to_string(), sessions.clone());
+        let (target, sessions) = (target.clone(), sessions.clone());
         move |i| {
-            let (target, scope, sessions) = (target.clone(), scope.clone(), sessions.clone());
+            let (target, sessions, kind) = (target.clone(), sessions.clone(), kind.clone());
+            let (scope, hub) = (scope.clone(), hub.clone());
             async move {
-                // No key needed: the session is authenticated per request, and these send none.
-                let id = format!("idle-{i}");
-                let mut session = MqttSession::connect(&target, &scope, &id, "", 1000).await?;
+                let (id, username, password, filter) = match kind {
+                    IdleKind::Provisioning => {
+                        let id = format!("idle-{i}");
+                        let username = format!("{scope}/registrations/{id}/api-version=2019-03-31");
+                        (id, username, String::new(), "$dps/registrations/res/#")
+                    }
+                    IdleKind::Hub { key } => {
+                        let id = format!("idle-hub-{i}");
+                        let expiry = Utc::now().timestamp() as u64 + 3600;
+                        let token = sas::sign(&key, &format!("{hub}/devices/{id}"), expiry, None)?;
+                        let username = format!("{hub}/{id}/?api-version=2021-04-12");
+                        (id, username, token, "$iothub/twin/res/#")
+                    }
+                };
+                let mut session =
+                    MqttSession::connect(&target, &id, &username, &password, 1000).await?;
                 session
-                    .send(Packet::Subscribe(Subscribe::new(
-                        "$dps/registrations/res/#",
-                        QoS::AtLeastOnce,
-                    )))
+                    .send(Packet::Subscribe(Subscribe::new(filter, QoS::AtLeastOnce)))
                     .await?;
                 match session.next().await? {
                     Packet::SubAck(_) => {}
@@ -360,8 +435,8 @@ struct MqttSession {
 impl MqttSession {
     async fn connect(
         target: &Target,
-        scope: &str,
         id: &str,
+        username: &str,
         password: &str,
         keep_alive: u16,
     ) -> anyhow::Result<MqttSession> {
@@ -371,8 +446,6 @@ impl MqttSession {
         };
         let mut connect = Connect::new(id);
         connect.keep_alive = keep_alive;
-        let username =
-            format!("{scope}/registrations/{id}/api-version=2019-03-31&ClientVersion=loadgen");
         connect.login = Some(Login::new(username, password));
         session.send(Packet::Connect(connect)).await?;
         match session.next().await? {
