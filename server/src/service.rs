@@ -65,7 +65,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         Duration::from_secs(config.limits.webhook_timeout_secs),
         Duration::from_millis(config.limits.inline_assignment_ms),
     );
-    let device_hub = DeviceHub::new(store.clone());
+    let device_hub = DeviceHub::new(store.clone(), bus.clone());
     Ok(Prepared {
         state: AppState {
             config: Arc::new(config),

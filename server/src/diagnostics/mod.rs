@@ -1,5 +1,7 @@
 //! Registration events: every attempt, over any protocol, becomes one `RegistrationEvent` on one bus.
 //! The live log, the metrics and the audit trail all subscribe to it (ARCHITECTURE.md invariant 5).
+//! The built-in hubs' device activity (connections, refusals, twin changes) travels beside them as
+//! `HubEvent`s, with protocol `hub-mqtt`.
 
 use std::sync::Arc;
 
@@ -36,17 +38,72 @@ pub struct RegistrationEvent {
     pub latency_ms: u64,
 }
 
+/// What happened between a device and a built-in hub.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum HubActivity {
+    Connected,
+    /// CONNECT refused; the reason is for operators (the device only hears "not authorized").
+    Refused {
+        reason: String,
+    },
+    Disconnected,
+    /// A newer connection of the same device took over.
+    Replaced,
+    ReportedPatched {
+        version: i64,
+    },
+    DesiredPatched {
+        version: i64,
+        delivered: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HubEvent {
+    pub at: DateTime<Utc>,
+    pub hub: String,
+    pub device_id: String,
+    pub protocol: Protocol,
+    #[serde(flatten)]
+    pub activity: HubActivity,
+}
+
+impl HubEvent {
+    pub fn new(hub: &str, device_id: &str, activity: HubActivity) -> HubEvent {
+        HubEvent {
+            at: Utc::now(),
+            hub: hub.to_string(),
+            device_id: device_id.to_string(),
+            protocol: Protocol::HubMqtt,
+            activity,
+        }
+    }
+}
+
 /// A broadcast of events. Slow subscribers lose the oldest events (and are told how many) rather
 /// than slowing registrations down.
 #[derive(Clone)]
 pub struct DiagnosticsBus {
     sender: broadcast::Sender<Arc<RegistrationEvent>>,
+    hub: broadcast::Sender<Arc<HubEvent>>,
 }
 
 impl DiagnosticsBus {
     pub fn new(capacity: usize) -> DiagnosticsBus {
         let (sender, _) = broadcast::channel(capacity);
-        DiagnosticsBus { sender }
+        let (hub, _) = broadcast::channel(capacity);
+        DiagnosticsBus { sender, hub }
+    }
+
+    /// Publishes a hub event; returns how many subscribers will see it.
+    pub fn emit_hub(&self, event: HubEvent) -> usize {
+        self.hub.send(Arc::new(event)).unwrap_or(0)
+    }
+
+    pub fn subscribe_hub(&self) -> broadcast::Receiver<Arc<HubEvent>> {
+        self.hub.subscribe()
     }
 
     /// Publishes an event; returns how many subscribers will see it.
@@ -112,6 +169,16 @@ mod tests {
     #[test]
     fn emitting_without_subscribers_is_fine() {
         assert_eq!(DiagnosticsBus::new(2).emit(event("x")), 0);
+    }
+
+    #[test]
+    fn hub_events_serialize_flat_with_their_kind() {
+        let event = HubEvent::new("h", "d", HubActivity::ReportedPatched { version: 3 });
+        let json = serde_json::to_value(event).unwrap();
+        assert_eq!(
+            (&json["protocol"], &json["kind"], &json["version"]),
+            (&"hub-mqtt".into(), &"reportedPatched".into(), &3.into())
+        );
     }
 
     #[test]

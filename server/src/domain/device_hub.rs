@@ -13,6 +13,7 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 
 use crate::attestation::sas;
+use crate::diagnostics::{DiagnosticsBus, HubActivity, HubEvent};
 use crate::domain::{DeviceAuth, HubDevice, IfMatch, key_of};
 use crate::store::{Store, StoreError};
 
@@ -71,6 +72,7 @@ pub enum Push {
 pub struct Attachment {
     pub pushes: mpsc::Receiver<Push>,
     key: (String, String),
+    hub_name: String,
     session: u64,
     hub: Arc<DeviceHub>,
 }
@@ -84,6 +86,9 @@ impl Drop for Attachment {
         {
             connected.remove(&self.key);
         }
+        drop(connected);
+        self.hub
+            .emit(&self.hub_name, &self.key.1, HubActivity::Disconnected);
     }
 }
 
@@ -99,14 +104,16 @@ const PUSH_QUEUE: usize = 16;
 /// The device-facing side of the built-in hubs.
 pub struct DeviceHub {
     store: Arc<dyn Store>,
+    bus: DiagnosticsBus,
     connected: Mutex<HashMap<(String, String), Connected>>,
     sessions: AtomicU64,
 }
 
 impl DeviceHub {
-    pub fn new(store: Arc<dyn Store>) -> Arc<Self> {
+    pub fn new(store: Arc<dyn Store>, bus: DiagnosticsBus) -> Arc<Self> {
         Arc::new(DeviceHub {
             store,
+            bus,
             connected: Mutex::new(HashMap::new()),
             sessions: AtomicU64::new(0),
         })
@@ -127,13 +134,20 @@ impl DeviceHub {
         );
         if let Some(previous) = previous {
             let _ = previous.pushes.try_send(Push::Replaced);
+            self.emit(hub, device_id, HubActivity::Replaced);
         }
+        self.emit(hub, device_id, HubActivity::Connected);
         Attachment {
             pushes,
             key,
+            hub_name: hub.to_string(),
             session,
             hub: self.clone(),
         }
+    }
+
+    fn emit(&self, hub: &str, device_id: &str, activity: HubActivity) {
+        self.bus.emit_hub(HubEvent::new(hub, device_id, activity));
     }
 
     /// Whether the device has a connection now.
@@ -188,22 +202,43 @@ impl DeviceHub {
 
     fn push(&self, hub: &str, device_id: &str, version: i64, desired: &Map<String, Value>) {
         let key = (key_of(hub), device_id.to_string());
-        if let Some(connected) = self.connected.lock().unwrap().get(&key) {
-            let mut patch = desired.clone();
-            patch.insert("$version".into(), json!(version));
-            let push = Push::Desired {
-                version,
-                patch: Value::Object(patch),
-            };
-            if connected.pushes.try_send(push).is_err() {
-                tracing::debug!(%hub, device = %device_id, "push queue full; the device re-reads on reconnect");
-            }
-        }
+        let mut patch = desired.clone();
+        patch.insert("$version".into(), json!(version));
+        let push = Push::Desired {
+            version,
+            patch: Value::Object(patch),
+        };
+        // Not delivered (not connected, or its queue is full): it reads the twin on reconnect.
+        let delivered = self
+            .connected
+            .lock()
+            .unwrap()
+            .get(&key)
+            .is_some_and(|connected| connected.pushes.try_send(push).is_ok());
+        self.emit(
+            hub,
+            device_id,
+            HubActivity::DesiredPatched { version, delivered },
+        );
     }
 
     /// Checks a device's SAS token (`sr={hub}/devices/{deviceId}`, signed with the identity's
     /// primary or secondary key, not expired) and that the identity is enabled.
     pub async fn authenticate(
+        &self,
+        hub: &str,
+        device_id: &str,
+        token: Option<&str>,
+    ) -> Result<(), HubRefusal> {
+        let result = self.check_credentials(hub, device_id, token).await;
+        if let Err(refusal) = &result {
+            let reason = refusal.to_string();
+            self.emit(hub, device_id, HubActivity::Refused { reason });
+        }
+        result
+    }
+
+    async fn check_credentials(
         &self,
         hub: &str,
         device_id: &str,
@@ -261,7 +296,10 @@ impl DeviceHub {
             device.reported.version = device.reported.version.max(1) + 1;
             let version = device.reported.version;
             match self.store.put_hub_device(device, cond).await {
-                Ok(_) => return Ok(version),
+                Ok(_) => {
+                    self.emit(hub, device_id, HubActivity::ReportedPatched { version });
+                    return Ok(version);
+                }
                 Err(StoreError::PreconditionFailed) => continue,
                 Err(e) => return Err(e.into()),
             }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
-use onramp::diagnostics::Protocol;
+use onramp::diagnostics::{HubActivity, Protocol};
 use onramp::domain::IfMatch;
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{
@@ -476,6 +476,7 @@ async fn provision(i: &Instance, id: &str) -> String {
 
 async fn a_provisioned_device_uses_its_hub(i: &Instance) {
     let key = provision(i, "hub-dev").await;
+    let mut events = i.state.bus.subscribe_hub();
     let expiry = chrono::Utc::now().timestamp() + 600;
     let (mut client, ack) = Client::connect(
         i,
@@ -596,6 +597,27 @@ async fn a_provisioned_device_uses_its_hub(i: &Instance) {
         .unwrap();
     assert_eq!(unknown.status(), 404);
 
+    // Each step was a diagnostics event with protocol hub-mqtt.
+    let mut seen = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        assert_eq!(
+            (event.protocol, event.device_id.as_str()),
+            (Protocol::HubMqtt, "hub-dev")
+        );
+        seen.push(event.activity.clone());
+    }
+    assert_eq!(
+        seen,
+        [
+            HubActivity::Connected,
+            HubActivity::ReportedPatched { version: 2 },
+            HubActivity::DesiredPatched {
+                version: 2,
+                delivered: true
+            },
+        ]
+    );
+
     // One connection per device: a second one replaces the first.
     let (client2, ack) = Client::connect(
         i,
@@ -647,10 +669,17 @@ async fn the_hub_refuses_devices_it_should_not_serve(i: &Instance) {
             hub_token("nobody", &key, now + 600),
         ),
     ];
+    let mut events = i.state.bus.subscribe_hub();
     for (case, username, token) in cases {
         let (mut client, ack) = Client::connect(i, &username, &token, 60).await;
         assert_eq!(ack.code, ConnectReturnCode::NotAuthorized, "{case}");
         assert!(client.closed().await, "{case}");
+        // The operator sees why; the device only hears "not authorized".
+        let event = events.try_recv().unwrap();
+        assert!(
+            matches!(&event.activity, HubActivity::Refused { reason } if !reason.is_empty()),
+            "{case}: {event:?}"
+        );
     }
 
     // A disabled identity cannot connect, even with the right key.
