@@ -1,4 +1,4 @@
-//! The IoT Hub service REST subset of the built-in hubs: `GET/DELETE /devices/{id}` and
+//! The IoT Hub service REST subset of the built-in hubs: `GET/PUT/DELETE /devices/{id}` and
 //! `GET/PATCH /twins/{id}`, on the HTTPS listener. The hub is the one the request's `Host` names
 //! (every built-in hub's name is in the server certificate). Authorized by the instance's shared
 //! access policies with a token whose `sr` is the hub's host name: reads need
@@ -24,7 +24,10 @@ use crate::store::StoreError;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/devices/{id}", get(get_device).delete(delete_device))
+        .route(
+            "/devices/{id}",
+            get(get_device).put(put_device).delete(delete_device),
+        )
         .route("/twins/{id}", get(get_twin).patch(patch_twin))
         .with_state(state)
 }
@@ -81,6 +84,106 @@ async fn get_device(
         StatusCode::OK,
         &device_json(&device, connected),
     ))
+}
+
+/// Creates or updates an identity: status, symmetric keys (generated when left out) and the
+/// IoT Edge capability. A new identity starts with an empty twin; an update keeps the twin.
+async fn put_device(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response> {
+    let hub = hub_for(&state, &headers, Right::RegistrationStatusWrite).await?;
+    let body = json_body(&state, &headers, body).await?;
+    if body
+        .get("deviceId")
+        .and_then(Value::as_str)
+        .is_some_and(|given| given != id)
+    {
+        return Err(ServiceError::BadRequest(
+            "the body's deviceId differs from the one in the path".into(),
+        ));
+    }
+    let enabled = match body.get("status").and_then(Value::as_str) {
+        None | Some("enabled") => true,
+        Some("disabled") => false,
+        Some(other) => {
+            return Err(ServiceError::BadRequest(format!(
+                "status must be enabled or disabled, not {other:?}"
+            )));
+        }
+    };
+    let auth = device_auth(body.get("authentication"))?;
+    let iot_edge = body
+        .pointer("/capabilities/iotEdge")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let cond = if_match(&headers);
+    let existing = state.store.get_hub_device(&hub, &id).await?;
+    let now = chrono::Utc::now();
+    let device = match existing {
+        Some(existing) => HubDevice {
+            enabled,
+            auth,
+            iot_edge,
+            ..existing
+        },
+        None => HubDevice {
+            hub: hub.clone(),
+            device_id: id.clone(),
+            enabled,
+            auth,
+            iot_edge,
+            generation_id: now.timestamp_micros().to_string(),
+            tags: Map::new(),
+            desired: Default::default(),
+            reported: Default::default(),
+            etag: Etag::new(),
+            created: now,
+            updated: now,
+        },
+    };
+    let saved = state.store.put_hub_device(device, cond).await?;
+    let connected = state.device_hub.is_connected(&hub, &id);
+    Ok(json_response(
+        StatusCode::OK,
+        &device_json(&saved, connected),
+    ))
+}
+
+/// `{"type": "sas", "symmetricKey": {...}}` (keys generated when missing), or nothing (SAS with
+/// generated keys). X.509 identities come with X.509 attestation.
+fn device_auth(authentication: Option<&Value>) -> Result<DeviceAuth> {
+    let kind = authentication
+        .and_then(|a| a.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("sas");
+    if kind != "sas" {
+        return Err(ServiceError::BadRequest(format!(
+            "authentication type {kind:?} is not supported by the built-in hub yet (use sas)"
+        )));
+    }
+    let key = |name: &str| -> Result<String> {
+        match authentication.and_then(|a| a.pointer(&format!("/symmetricKey/{name}"))) {
+            None | Some(Value::Null) => Ok(random_key(32)),
+            Some(Value::String(key)) if is_key(key) => Ok(key.clone()),
+            Some(_) => Err(ServiceError::BadRequest(format!(
+                "symmetricKey.{name} must be base64 of 16 to 64 bytes"
+            ))),
+        }
+    };
+    Ok(DeviceAuth::Sas {
+        primary_key: key("primaryKey")?,
+        secondary_key: key("secondaryKey")?,
+    })
+}
+
+fn is_key(key: &str) -> bool {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .is_ok_and(|bytes| (16..=64).contains(&bytes.len()))
 }
 
 async fn delete_device(

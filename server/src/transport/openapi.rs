@@ -238,6 +238,14 @@ pub const OPERATIONS: &[Operation] = &[
         "HubDevice",
     ),
     (
+        "put",
+        "/devices/{id}",
+        "RegistrationStatusWrite",
+        "Built-in hub (Host: the hub's name): create or update a device identity (keys generated when left out)",
+        Some("HubDevice"),
+        "HubDevice",
+    ),
+    (
         "delete",
         "/devices/{id}",
         "RegistrationStatusWrite",
