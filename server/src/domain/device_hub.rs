@@ -97,6 +97,22 @@ struct Connected {
     pushes: mpsc::Sender<Push>,
 }
 
+/// Telemetry kept per device for operators to look at (the newest, each cut to a size).
+pub const RECENT_MESSAGES: usize = 10;
+pub const RECENT_MESSAGE_BYTES: usize = 4096;
+
+/// A device-to-cloud message as the hub keeps it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecentMessage {
+    pub received: chrono::DateTime<Utc>,
+    /// The topic's property bag (`$.ct=...&key=value`), as sent.
+    pub properties: String,
+    /// The body as text (lossy UTF-8), at most `RECENT_MESSAGE_BYTES` of it.
+    pub body: String,
+    pub truncated: bool,
+}
+
 /// Pushes queued for a slow device beyond this are dropped; it reads the whole twin when it
 /// reconnects, as IoT Hub devices do.
 const PUSH_QUEUE: usize = 16;
@@ -107,6 +123,8 @@ pub struct DeviceHub {
     bus: DiagnosticsBus,
     connected: Mutex<HashMap<(String, String), Connected>>,
     sessions: AtomicU64,
+    /// Recent telemetry per device, in memory only: a window for operators, not a message store.
+    recent: Mutex<HashMap<(String, String), std::collections::VecDeque<RecentMessage>>>,
 }
 
 impl DeviceHub {
@@ -116,6 +134,7 @@ impl DeviceHub {
             bus,
             connected: Mutex::new(HashMap::new()),
             sessions: AtomicU64::new(0),
+            recent: Mutex::new(HashMap::new()),
         })
     }
 
@@ -148,6 +167,34 @@ impl DeviceHub {
 
     fn emit(&self, hub: &str, device_id: &str, activity: HubActivity) {
         self.bus.emit_hub(HubEvent::new(hub, device_id, activity));
+    }
+
+    /// Keeps a device's telemetry message among its most recent ones.
+    pub fn record_telemetry(&self, hub: &str, device_id: &str, properties: &str, body: &[u8]) {
+        let kept = &body[..body.len().min(RECENT_MESSAGE_BYTES)];
+        let message = RecentMessage {
+            received: Utc::now(),
+            properties: properties.to_string(),
+            body: String::from_utf8_lossy(kept).into_owned(),
+            truncated: kept.len() < body.len(),
+        };
+        let key = (key_of(hub), device_id.to_string());
+        let mut recent = self.recent.lock().unwrap();
+        let messages = recent.entry(key).or_default();
+        if messages.len() == RECENT_MESSAGES {
+            messages.pop_front();
+        }
+        messages.push_back(message);
+    }
+
+    /// A device's recent telemetry, oldest first.
+    pub fn recent_telemetry(&self, hub: &str, device_id: &str) -> Vec<RecentMessage> {
+        let key = (key_of(hub), device_id.to_string());
+        let recent = self.recent.lock().unwrap();
+        recent
+            .get(&key)
+            .map(|messages| messages.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Whether the device has a connection now.
@@ -377,6 +424,32 @@ mod tests {
             Value::Object(map) => map,
             _ => unreachable!(),
         }
+    }
+
+    #[tokio::test]
+    async fn recent_telemetry_is_bounded_per_device_and_cut_to_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("onramp.db").display());
+        let store = crate::store::open(&url, 1).await.unwrap();
+        let hub = DeviceHub::new(store, DiagnosticsBus::default());
+        for i in 0..(RECENT_MESSAGES + 3) {
+            hub.record_telemetry("Hub", "d", "", format!("m{i}").as_bytes());
+        }
+        hub.record_telemetry(
+            "hub",
+            "e",
+            "$.ct=text",
+            &vec![b'x'; RECENT_MESSAGE_BYTES + 1],
+        );
+        let kept = hub.recent_telemetry("hub", "d");
+        assert_eq!(kept.len(), RECENT_MESSAGES);
+        assert_eq!(
+            (kept[0].body.as_str(), kept.last().unwrap().body.as_str()),
+            ("m3", "m12")
+        );
+        let big = &hub.recent_telemetry("HUB", "e")[0];
+        assert!(big.truncated && big.body.len() == RECENT_MESSAGE_BYTES);
+        assert!(hub.recent_telemetry("hub", "nobody").is_empty());
     }
 
     #[test]

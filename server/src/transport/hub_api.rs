@@ -29,6 +29,7 @@ pub fn router(state: AppState) -> Router {
             get(get_device).put(put_device).delete(delete_device),
         )
         .route("/twins/{id}", get(get_twin).patch(patch_twin))
+        .route("/devices/{id}/recentMessages", get(recent_messages))
         .with_state(state)
 }
 
@@ -198,6 +199,18 @@ async fn delete_device(
         Err(StoreError::NotFound) => Err(not_found(&id)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Onramp's own: the device's most recent telemetry (kept in memory by the instance it sent to).
+async fn recent_messages(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let hub = hub_for(&state, &headers, Right::RegistrationStatusRead).await?;
+    device(&state, &hub, &id).await?;
+    let messages = state.device_hub.recent_telemetry(&hub, &id);
+    Ok(json_response(StatusCode::OK, &messages))
 }
 
 async fn get_twin(

@@ -255,6 +255,14 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     (
         "get",
+        "/devices/{id}/recentMessages",
+        "RegistrationStatusRead",
+        "Built-in hub (Host: the hub's name): the device's most recent telemetry (Onramp's own; newest 10, 4 KB each)",
+        None,
+        "RecentMessageList",
+    ),
+    (
+        "get",
         "/twins/{id}",
         "RegistrationStatusRead",
         "Built-in hub (Host: the hub's name): get a device twin",
@@ -377,6 +385,10 @@ fn schemas() -> Value {
             "connectionState": {"type": "string", "enum": ["Connected", "Disconnected"]},
             "authentication": {"type": "object"}, "capabilities": {"type": "object"},
         })),
+        "RecentMessageList": {"type": "array", "items": object(json!({
+            "received": {"type": "string"}, "properties": {"type": "string"},
+            "body": {"type": "string"}, "truncated": {"type": "boolean"},
+        }))},
         "Twin": object(json!({
             "deviceId": {"type": "string"}, "etag": {"type": "string"}, "version": {"type": "integer"},
             "tags": {"type": "object"},

@@ -557,6 +557,27 @@ async fn a_provisioned_device_uses_its_hub(i: &Instance) {
     telemetry.pkid = 5;
     client.send(Packet::Publish(telemetry)).await;
     assert!(matches!(client.next().await, Some(Packet::PubAck(ack)) if ack.pkid == 5));
+    let messages: Value = i
+        .client
+        .get(format!("{}/devices/hub-dev/recentMessages", i.url))
+        .header(
+            "authorization",
+            onramp::attestation::sas::sign(
+                &i.state.instance.owner_policy.primary_key,
+                "localhost",
+                expiry as u64,
+                Some(&i.state.instance.owner_policy.name),
+            )
+            .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(messages[0]["body"], r#"{"t":21.5}"#, "{messages}");
+    assert_eq!(messages[0]["properties"], "%24.ct=application%2Fjson");
     client.send(Packet::PingReq).await;
     assert_eq!(client.next().await, Some(Packet::PingResp));
 

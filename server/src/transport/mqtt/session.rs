@@ -315,8 +315,14 @@ impl Handler for HubSession {
         let (hub, device_id) = (&self.user.hub, &self.user.device_id);
         let reply = match hub_topics::parse_request(topic, device_id) {
             None => bail!("PUBLISH to a topic the hub does not serve"),
-            // Telemetry is acknowledged (PUBACK) and not answered.
-            Some(HubRequest::Telemetry) => None,
+            // Telemetry is acknowledged (PUBACK), kept among the device's recent messages, and
+            // not answered.
+            Some(HubRequest::Telemetry) => {
+                let properties = topic.splitn(5, '/').nth(4).unwrap_or_default();
+                self.hub
+                    .record_telemetry(hub, device_id, properties, &payload);
+                None
+            }
             Some(HubRequest::TwinGet { rid }) => Some(match self.hub.twin(hub, device_id).await {
                 Ok(twin) => (
                     hub_topics::twin_response_topic(200, &rid, None),
