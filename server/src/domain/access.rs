@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 
-use super::{AccessPolicy, Right};
+use super::{AccessPolicy, Right, decode_key};
 use crate::attestation::sas;
 use crate::store::Store;
 
@@ -43,7 +43,10 @@ pub async fn authorize(
     if resource != host && !resource.starts_with(&format!("{host}/")) {
         return Err(unauthorized("the token is for another host"));
     }
-    let keys = [decode(&policy.primary_key), decode(&policy.secondary_key)];
+    let keys = [
+        decode_key(&policy.primary_key),
+        decode_key(&policy.secondary_key),
+    ];
     let now = Utc::now().timestamp().max(0) as u64;
     token
         .verify(&token.sr, &[&keys[0], &keys[1]], now)
@@ -61,10 +64,3 @@ pub async fn authorize(
 }
 
 pub const EXPIRED: &str = "the SAS token has expired";
-
-fn decode(key: &str) -> Vec<u8> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(key)
-        .unwrap_or_default()
-}

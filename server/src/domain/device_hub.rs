@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use crate::attestation::sas;
 use crate::diagnostics::{DiagnosticsBus, HubActivity, HubEvent};
-use crate::domain::{DeviceAuth, HubDevice, IfMatch, key_of};
+use crate::domain::{DeviceAuth, HubDevice, IfMatch, decode_key, key_of};
 use crate::store::{Store, StoreError};
 
 /// Why a device may not connect; all of them are "not authorized" on the wire, the reason is
@@ -214,33 +214,48 @@ impl DeviceHub {
         desired: Option<&Map<String, Value>>,
         cond: IfMatch,
     ) -> Result<HubDevice, TwinError> {
+        let saved = self
+            .update(hub, device_id, cond, |device| {
+                if let Some(tags) = tags {
+                    merge_patch(&mut device.tags, tags);
+                }
+                if let Some(desired) = desired {
+                    merge_patch(&mut device.desired.properties, desired);
+                    device.desired.version = device.desired.version.max(1) + 1;
+                }
+            })
+            .await?;
+        if let Some(desired) = desired {
+            self.push(hub, device_id, saved.desired.version, desired);
+        }
+        Ok(saved)
+    }
+
+    /// Read, change, write back under the read's etag; a concurrent writer makes it read again
+    /// (a few times at most). An `Etag` condition must match the stored twin and is not retried.
+    async fn update(
+        &self,
+        hub: &str,
+        device_id: &str,
+        cond: IfMatch,
+        mut change: impl FnMut(&mut HubDevice),
+    ) -> Result<HubDevice, TwinError> {
         for _ in 0..5 {
             let mut device = self
                 .store
                 .get_hub_device(hub, device_id)
                 .await?
                 .ok_or(TwinError::Gone)?;
-            let write_cond = match &cond {
-                IfMatch::Etag(tag) if *tag != device.etag => {
-                    return Err(StoreError::PreconditionFailed.into());
-                }
-                _ => IfMatch::Etag(device.etag.clone()),
-            };
-            if let Some(tags) = tags {
-                merge_patch(&mut device.tags, tags);
+            if matches!(&cond, IfMatch::Etag(tag) if *tag != device.etag) {
+                return Err(StoreError::PreconditionFailed.into());
             }
-            if let Some(desired) = desired {
-                merge_patch(&mut device.desired.properties, desired);
-                device.desired.version = device.desired.version.max(1) + 1;
-            }
+            let write_cond = IfMatch::Etag(device.etag.clone());
+            change(&mut device);
             match self.store.put_hub_device(device, write_cond).await {
-                Ok(saved) => {
-                    if let Some(desired) = desired {
-                        self.push(hub, device_id, saved.desired.version, desired);
-                    }
-                    return Ok(saved);
+                Ok(saved) => return Ok(saved),
+                Err(StoreError::PreconditionFailed) if !matches!(cond, IfMatch::Etag(_)) => {
+                    continue;
                 }
-                Err(StoreError::PreconditionFailed) if matches!(cond, IfMatch::Any) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -331,27 +346,15 @@ impl DeviceHub {
             Ok(other) => return Err(TwinError::BadPatch(format!("got {other}"))),
             Err(e) => return Err(TwinError::BadPatch(e.to_string())),
         };
-        // Optimistic: a concurrent change (an operator's desired patch) makes us read again.
-        for _ in 0..5 {
-            let mut device = self
-                .store
-                .get_hub_device(hub, device_id)
-                .await?
-                .ok_or(TwinError::Gone)?;
-            let cond = IfMatch::Etag(device.etag.clone());
-            merge_patch(&mut device.reported.properties, &patch);
-            device.reported.version = device.reported.version.max(1) + 1;
-            let version = device.reported.version;
-            match self.store.put_hub_device(device, cond).await {
-                Ok(_) => {
-                    self.emit(hub, device_id, HubActivity::ReportedPatched { version });
-                    return Ok(version);
-                }
-                Err(StoreError::PreconditionFailed) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(TwinError::Contended)
+        let saved = self
+            .update(hub, device_id, IfMatch::Any, |device| {
+                merge_patch(&mut device.reported.properties, &patch);
+                device.reported.version = device.reported.version.max(1) + 1;
+            })
+            .await?;
+        let version = saved.reported.version;
+        self.emit(hub, device_id, HubActivity::ReportedPatched { version });
+        Ok(version)
     }
 
     async fn device(&self, hub: &str, device_id: &str) -> Result<HubDevice, HubRefusal> {
@@ -363,13 +366,6 @@ impl DeviceHub {
                 device_id: device_id.into(),
             })
     }
-}
-
-fn decode_key(key: &str) -> Vec<u8> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(key)
-        .unwrap_or_default()
 }
 
 /// `{"desired": {..., "$version": n}, "reported": {..., "$version": m}}`, as IoT Hub sends it.

@@ -69,6 +69,26 @@ impl IfMatch {
     }
 }
 
+/// A stored base64 key's bytes (keys are validated when stored; a bad one matches nothing).
+pub fn decode_key(key: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .unwrap_or_default()
+}
+
+/// A symmetric key as Azure accepts it: base64 of 16 to 64 bytes.
+pub fn check_symmetric_key(key: &str) -> Result<(), &'static str> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .map_err(|_| "is not base64")?;
+    match (16..=64).contains(&bytes.len()) {
+        true => Ok(()),
+        false => Err("must be 16 to 64 bytes"),
+    }
+}
+
 /// A random base64 key of `len` bytes, as Azure makes them.
 pub fn random_key(len: usize) -> String {
     use base64::Engine;

@@ -828,10 +828,6 @@ pub fn parse_registration(body: &[u8]) -> Result<DeviceRegistration, ProvisionEr
         .map_err(|e| ProvisionError::BadRequest(format!("malformed request body: {e}")))
 }
 
-fn decode_key(key: &str) -> Vec<u8> {
-    BASE64.decode(key).unwrap_or_default()
-}
-
 /// Operation IDs look like Azure's (`4.<16 hex>.<uuid>`); clients treat them as opaque.
 fn new_operation_id() -> String {
     format!("4.{:016x}.{}", rand::random::<u64>(), uuid::Uuid::new_v4())

@@ -288,20 +288,10 @@ fn parse_attestation(value: &Value) -> Result<Attestation, String> {
                 {
                     // Left empty: the service API keeps the stored key or generates one.
                     None | Some("") => Ok(String::new()),
-                    Some(k) => {
-                        use base64::Engine;
-                        let bytes = base64::engine::general_purpose::STANDARD
-                            .decode(k)
-                            .map_err(|_| {
-                                format!("`attestation.symmetricKey.{name}` is not base64")
-                            })?;
-                        if !(16..=64).contains(&bytes.len()) {
-                            return Err(format!(
-                                "`attestation.symmetricKey.{name}` must be 16 to 64 bytes"
-                            ));
-                        }
-                        Ok(k.to_string())
-                    }
+                    Some(k) => match crate::domain::check_symmetric_key(k) {
+                        Ok(()) => Ok(k.to_string()),
+                        Err(why) => Err(format!("`attestation.symmetricKey.{name}` {why}")),
+                    },
                 }
             };
             Ok(Attestation::SymmetricKey {

@@ -14,9 +14,9 @@ use axum::routing::get;
 use serde_json::{Map, Value, json};
 
 use super::http_util::json_response;
-use super::service_api::{Result, ServiceError, json_body};
+use super::service_api::{Result, ServiceError, if_match, json_body};
 use crate::domain::access;
-use crate::domain::device_hub::{DeviceHub, TwinError};
+use crate::domain::device_hub::{DeviceHub, TwinError, twin_document};
 use crate::domain::*;
 use crate::proto::error::code;
 use crate::service::AppState;
@@ -168,9 +168,14 @@ fn device_auth(authentication: Option<&Value>) -> Result<DeviceAuth> {
     let key = |name: &str| -> Result<String> {
         match authentication.and_then(|a| a.pointer(&format!("/symmetricKey/{name}"))) {
             None | Some(Value::Null) => Ok(random_key(32)),
-            Some(Value::String(key)) if is_key(key) => Ok(key.clone()),
+            Some(Value::String(key)) => match check_symmetric_key(key) {
+                Ok(()) => Ok(key.clone()),
+                Err(why) => Err(ServiceError::BadRequest(format!(
+                    "symmetricKey.{name} {why}"
+                ))),
+            },
             Some(_) => Err(ServiceError::BadRequest(format!(
-                "symmetricKey.{name} must be base64 of 16 to 64 bytes"
+                "symmetricKey.{name} must be a base64 string"
             ))),
         }
     };
@@ -178,13 +183,6 @@ fn device_auth(authentication: Option<&Value>) -> Result<DeviceAuth> {
         primary_key: key("primaryKey")?,
         secondary_key: key("secondaryKey")?,
     })
-}
-
-fn is_key(key: &str) -> bool {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(key)
-        .is_ok_and(|bytes| (16..=64).contains(&bytes.len()))
 }
 
 async fn delete_device(
@@ -273,29 +271,12 @@ async fn patch_twin(
     Ok(json_response(StatusCode::OK, &twin_json(&saved)))
 }
 
-fn if_match(headers: &HeaderMap) -> IfMatch {
-    match headers
-        .get(header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().trim_matches('"'))
-    {
-        None | Some("*") | Some("") => IfMatch::Any,
-        Some(tag) => IfMatch::Etag(Etag(tag.to_string())),
-    }
-}
-
 fn status(device: &HubDevice) -> &'static str {
     if device.enabled {
         "enabled"
     } else {
         "disabled"
     }
-}
-
-fn with_version(properties: &Map<String, Value>, version: i64) -> Value {
-    let mut side = properties.clone();
-    side.insert("$version".into(), json!(version.max(1)));
-    Value::Object(side)
 }
 
 /// IoT Hub's `Twin` shape.
@@ -306,10 +287,7 @@ fn twin_json(device: &HubDevice) -> Value {
         "status": status(device),
         "version": device.desired.version.max(1) + device.reported.version.max(1),
         "tags": device.tags,
-        "properties": {
-            "desired": with_version(&device.desired.properties, device.desired.version),
-            "reported": with_version(&device.reported.properties, device.reported.version),
-        },
+        "properties": twin_document(device),
         "capabilities": { "iotEdge": device.iot_edge },
     })
 }

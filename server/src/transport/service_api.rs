@@ -204,7 +204,7 @@ pub(super) async fn json_body(state: &AppState, headers: &HeaderMap, body: Body)
         .map_err(|e| ServiceError::BadRequest(format!("malformed JSON body: {e}")))
 }
 
-fn if_match(headers: &HeaderMap) -> IfMatch {
+pub(super) fn if_match(headers: &HeaderMap) -> IfMatch {
     IfMatch::from_header(headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()))
 }
 
