@@ -4,11 +4,21 @@ import { defineConfig } from '@playwright/test';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { users } from './tests/users';
 
 const root = path.resolve(__dirname, '..');
 const bin = process.env.ONRAMP_TEST_BIN ?? path.join(root, 'target/debug/onramp');
 const port = Number(process.env.ONRAMP_TEST_E2E_PORT ?? 18443);
-const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'onramp-e2e-'));
+// The config is loaded again in each worker: reuse the main process's directory there.
+const dataDir = process.env.E2E_DATA_DIR ?? fs.mkdtempSync(path.join(os.tmpdir(), 'onramp-e2e-'));
+// Tests find the generated CA and the ports here (workers inherit the environment).
+process.env.E2E_DATA_DIR = dataDir;
+process.env.E2E_PORT = String(port);
+const cli = `${bin} --data-dir ${dataDir} --https-port ${port} --mqtt-port ${port + 1} --amqp-port ${port + 2}`;
+// One console user per role, created with the real command line before the server starts.
+const createUsers = Object.values(users)
+  .map((u) => `printf '%s\\n' '${u.password}' | ${cli} admin user create ${u.username} --role ${u.role} --password-stdin`)
+  .join(' && ');
 
 export default defineConfig({
   testDir: './tests',
@@ -16,6 +26,8 @@ export default defineConfig({
   retries: 0,
   workers: 1,
   reporter: [['list']],
+  // Screenshots each test takes (testInfo.outputPath) are kept here as CI artifacts.
+  outputDir: './test-results',
   use: {
     baseURL: `https://localhost:${port}`,
     // The server presents a certificate from the CA it generated in `dataDir`; TLS verification
@@ -30,7 +42,7 @@ export default defineConfig({
     },
   },
   webServer: {
-    command: `${bin} --data-dir ${dataDir} --https-port ${port} --mqtt-port ${port + 1} --amqp-port ${port + 2} serve`,
+    command: `${createUsers} && exec ${cli} serve`,
     url: `https://localhost:${port}/healthz`,
     ignoreHTTPSErrors: true,
     reuseExistingServer: false,

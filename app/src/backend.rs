@@ -1,5 +1,6 @@
 //! The server side of the console: the domain services server functions call. The server crate
-//! implements it and provides it by context, so the console holds no rule of its own.
+//! implements it and provides it by context, so the console holds no rule of its own. Changes
+//! take the acting user's name for the audit trail.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,12 +8,69 @@ use std::sync::Arc;
 
 use leptos::prelude::*;
 
-use crate::model::InstanceSummary;
+use crate::model::*;
 
-pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
+pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BackendError>> + Send + 'a>>;
+
+/// Why the backend did not do what a page asked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackendError {
+    /// The input breaks a rule; the message says which, for the user.
+    Invalid(String),
+    NotFound(String),
+    /// The store did not answer (details are in the server log).
+    Unavailable,
+}
+
+impl std::fmt::Display for BackendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendError::Invalid(m) | BackendError::NotFound(m) => f.write_str(m),
+            BackendError::Unavailable => f.write_str("the store did not answer; try again"),
+        }
+    }
+}
+
+/// A backend refusal as a server function error, with the HTTP status that fits.
+pub fn refused(e: BackendError) -> ServerFnError {
+    let status = match e {
+        BackendError::Invalid(_) => http::StatusCode::BAD_REQUEST,
+        BackendError::NotFound(_) => http::StatusCode::NOT_FOUND,
+        BackendError::Unavailable => http::StatusCode::SERVICE_UNAVAILABLE,
+    };
+    if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+        response.set_status(status);
+    }
+    ServerFnError::new(e.to_string())
+}
 
 pub trait ConsoleBackend: Send + Sync + 'static {
     fn summary(&self) -> BackendFuture<'_, InstanceSummary>;
+    fn list_enrollments(&self, filter: EnrollmentFilter) -> BackendFuture<'_, EnrollmentPage>;
+    fn enrollment<'a>(
+        &'a self,
+        registration_id: &'a str,
+        with_keys: bool,
+    ) -> BackendFuture<'a, Option<EnrollmentDetail>>;
+    /// Creates (`create`: fails if it exists) or updates an individual enrollment.
+    fn save_enrollment<'a>(
+        &'a self,
+        actor: &'a str,
+        form: EnrollmentForm,
+        create: bool,
+    ) -> BackendFuture<'a, ()>;
+    fn set_enrollment_status<'a>(
+        &'a self,
+        actor: &'a str,
+        registration_id: &'a str,
+        enabled: bool,
+    ) -> BackendFuture<'a, ()>;
+    fn delete_enrollment<'a>(
+        &'a self,
+        actor: &'a str,
+        registration_id: &'a str,
+    ) -> BackendFuture<'a, ()>;
+    fn audit(&self, limit: u32) -> BackendFuture<'_, Vec<AuditRow>>;
 }
 
 pub type SharedBackend = Arc<dyn ConsoleBackend>;

@@ -2,14 +2,17 @@
 
 use leptos::prelude::*;
 
+use leptos::server_fn::codec::GetUrl;
+
 use crate::model::InstanceSummary;
 
-#[server(endpoint = "summary")]
+#[server(endpoint = "summary", input = GetUrl)]
 pub async fn get_summary() -> Result<InstanceSummary, ServerFnError> {
+    crate::auth::require(crate::model::Role::Viewer)?;
     crate::backend::backend()?
         .summary()
         .await
-        .map_err(ServerFnError::new)
+        .map_err(crate::backend::refused)
 }
 
 #[component]

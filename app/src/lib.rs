@@ -1,7 +1,11 @@
 //! Onramp's admin console: Leptos components rendered on the server and hydrated in the browser.
 //! Server functions stay thin: they call the `ConsoleBackend` the server provides by context.
 
+pub mod audit;
+pub mod auth;
 pub mod dashboard;
+pub mod enrollments;
+pub mod login;
 pub mod model;
 
 #[cfg(feature = "ssr")]
@@ -10,9 +14,11 @@ pub mod backend;
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::{
-    StaticSegment,
+    ParamSegment, StaticSegment,
     components::{Route, Router, Routes},
 };
+
+use auth::{CsrfField, CurrentSession};
 
 /// The HTML document around the app; the server renders it for every console page.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -36,20 +42,57 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    auth::provide_session();
+    // Effects run only in the browser: this marks the page as hydrated for people and tests alike.
+    let (hydrated, set_hydrated) = signal(false);
+    Effect::new(move |_| set_hydrated.set(true));
     view! {
         <Stylesheet id="onramp" href="/pkg/onramp.css"/>
         <Title text="Onramp"/>
         <Router>
-            <header class="topbar">
-                <a class="brand" href="/">"Onramp"</a>
-                <span class="tagline">"device provisioning"</span>
-            </header>
-            <main>
+            <TopBar/>
+            <main data-hydrated=move || hydrated.get().to_string()>
                 <Routes fallback=|| view! { <p class="empty">"Page not found."</p> }>
                     <Route path=StaticSegment("") view=dashboard::Dashboard/>
+                    <Route path=StaticSegment("login") view=login::Login/>
+                    <Route
+                        path=(StaticSegment("console"), StaticSegment("enrollments"))
+                        view=enrollments::Enrollments
+                    />
+                    <Route
+                        path=(StaticSegment("console"), StaticSegment("enrollments"), ParamSegment("id"))
+                        view=enrollments::EnrollmentPage
+                    />
+                    <Route path=(StaticSegment("console"), StaticSegment("audit")) view=audit::Audit/>
                 </Routes>
             </main>
         </Router>
+    }
+}
+
+/// The brand, the navigation and, when signed in, the user and a sign-out button.
+#[component]
+fn TopBar() -> impl IntoView {
+    let session = expect_context::<CurrentSession>().0;
+    let user = move || session.get().and_then(Result::ok).and_then(|s| s.user);
+    view! {
+        <header class="topbar">
+            <a class="brand" href="/">"Onramp"</a>
+            <Transition>
+                {move || user().map(|user| view! {
+                    <nav>
+                        <a href="/">"Dashboard"</a>
+                        <a href="/console/enrollments">"Enrollments"</a>
+                        <a href="/console/audit">"Audit"</a>
+                    </nav>
+                    <span class="whoami">{user.username}" · "{user.role.label()}</span>
+                    <form method="post" action="/logout" class="inline">
+                        <CsrfField/>
+                        <button type="submit" id="sign-out" class="secondary">"Sign out"</button>
+                    </form>
+                })}
+            </Transition>
+        </header>
     }
 }
 

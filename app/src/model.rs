@@ -19,3 +19,114 @@ pub struct HubSummary {
     pub allocation_weight: u32,
     pub devices: u64,
 }
+
+/// What a console user may do; each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignedIn {
+    pub username: String,
+    pub role: Role,
+}
+
+/// The browser's session as the console sees it: the CSRF token every change must carry, and the
+/// user when signed in. The server puts it in each request's extensions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub csrf: String,
+    pub user: Option<SignedIn>,
+}
+
+/// The enrollment list's query string.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EnrollmentFilter {
+    /// Registration ID prefix (case-insensitive).
+    #[serde(default)]
+    pub q: String,
+    /// "", "enabled" or "disabled".
+    #[serde(default)]
+    pub status: String,
+    /// "", "symmetricKey", "x509" or "tpm".
+    #[serde(default)]
+    pub attestation: String,
+    /// Continue after this registration ID.
+    #[serde(default)]
+    pub after: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrollmentRow {
+    pub registration_id: String,
+    pub device_id: Option<String>,
+    pub attestation: String,
+    pub status: String,
+    pub updated: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrollmentPage {
+    pub rows: Vec<EnrollmentRow>,
+    /// The `after` of the next page, when there is one.
+    pub next: Option<String>,
+}
+
+/// An individual enrollment as the edit form holds it (text fields, as typed).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EnrollmentForm {
+    pub registration_id: String,
+    pub device_id: String,
+    /// "enabled" or "disabled".
+    pub provisioning_status: String,
+    /// `{"tags": {...}, "properties": {"desired": {...}}}`, or empty for none.
+    pub initial_twin: String,
+    /// "migrate", "reset" or "never".
+    pub reprovision: String,
+    /// "" (the instance default), "hashed", "geoLatency" or "static".
+    pub allocation_policy: String,
+    /// Candidate hub host names, comma-separated; empty: every linked hub.
+    pub iot_hubs: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrollmentDetail {
+    pub form: EnrollmentForm,
+    pub attestation: String,
+    /// Symmetric keys; only roles that may edit enrollments get them.
+    pub keys: Option<(String, String)>,
+    pub created: String,
+    pub updated: String,
+    /// The device's registration record, if it registered: status, hub and device ID.
+    pub registration: Option<RegistrationSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistrationSummary {
+    pub status: String,
+    pub substatus: Option<String>,
+    pub assigned_hub: Option<String>,
+    pub device_id: Option<String>,
+    pub updated: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRow {
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+}

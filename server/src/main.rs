@@ -104,6 +104,24 @@ enum AdminCommand {
     /// Linked hubs (JSON output).
     #[command(subcommand)]
     Hub(HubCommand),
+    /// Console users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user, or set an existing user's password and role.
+    Create {
+        username: String,
+        /// viewer, operator or admin
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        /// Read the password from standard input; otherwise one is generated and printed.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    List,
 }
 
 #[derive(Subcommand)]
@@ -215,6 +233,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Enrollments(command) => enrollments(config, command).await,
         Command::Admin(AdminCommand::Policy(command)) => admin_policy(config, command).await,
         Command::Admin(AdminCommand::Hub(command)) => admin_hub(config, command).await,
+        Command::Admin(AdminCommand::User(command)) => admin_user(config, command).await,
         Command::Admin(AdminCommand::Info { json }) => {
             let prepared = onramp::service::prepare(config).await?;
             let state = &prepared.state;
@@ -314,6 +333,51 @@ async fn admin_hub(config: Config, command: HubCommand) -> anyhow::Result<()> {
             )?);
         }
         HubCommand::Remove { host } => admin::delete_hub(store, &host).await?,
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn admin_user(config: Config, command: UserCommand) -> anyhow::Result<()> {
+    use onramp::domain::{Role, console_users};
+    let prepared = onramp::service::prepare(config).await?;
+    let store = prepared.state.store.as_ref();
+    match command {
+        UserCommand::Create {
+            username,
+            role,
+            password_stdin,
+        } => {
+            let role = Role::parse(&role).ok_or_else(|| {
+                anyhow::anyhow!("--role {role:?} is not viewer, operator or admin")
+            })?;
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim_end_matches(['\r', '\n']).to_string()
+            } else {
+                let generated = console_users::generate_password();
+                println!("password: {generated}");
+                generated
+            };
+            let user = console_users::put_user(store, &username, &password, role).await?;
+            eprintln!("user {} ({})", user.username, user.role.as_str());
+        }
+        UserCommand::List => {
+            let users: Vec<_> = store
+                .list_users()
+                .await?
+                .into_iter()
+                .map(|u| {
+                    serde_json::json!({
+                        "username": u.username,
+                        "role": u.role.as_str(),
+                        "disabled": u.disabled,
+                    })
+                })
+                .collect();
+            print_json(&serde_json::json!(users));
+        }
     }
     store.close().await;
     Ok(())

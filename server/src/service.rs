@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bootstrap::{self, Instance};
 use crate::config::Config;
 use crate::diagnostics::DiagnosticsBus;
+use crate::domain::console_users;
 use crate::domain::device_hub::DeviceHub;
 use crate::domain::provisioner::Provisioner;
 use crate::hubs::Connectors;
@@ -94,6 +95,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ca = ?tls.ca_path,
         "Onramp is serving"
     );
+    let first_password = config.data_dir.join("initial-admin-password");
+    if console_users::ensure_first_admin(state.store.as_ref(), &first_password).await? {
+        tracing::warn!(
+            console = %config.https_url(),
+            password_file = %first_password.display(),
+            "no console user existed: created `admin`; its password is in the file"
+        );
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let retention = Duration::from_secs(config.limits.operation_retention_secs);

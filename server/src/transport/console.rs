@@ -1,10 +1,9 @@
-//! Serves the Leptos console: server-rendered pages, server functions, and the built assets under
-//! `/pkg`. Implements the console's backend on the domain services.
+//! Serves the Leptos console: server-rendered pages, server functions, the built assets under
+//! `/pkg`, and sign-in and sign-out, all behind the session guard (console_auth).
 
 use std::sync::Arc;
 
-use app::backend::{BackendFuture, ConsoleBackend, SharedBackend};
-use app::model::{HubSummary, InstanceSummary};
+use app::backend::SharedBackend;
 use app::{App, shell};
 use axum::Router;
 use axum::body::Body;
@@ -15,6 +14,7 @@ use leptos_axum::{LeptosRoutes, generate_route_list, handle_server_fns_with_cont
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::services::{ServeDir, ServeFile};
 
+use super::console_auth;
 use crate::service::AppState;
 
 /// The name the console's wasm, JS and CSS are built under (scripts/build-site.sh).
@@ -28,7 +28,7 @@ pub fn router(state: AppState) -> Router {
         .site_root(site_root.display().to_string())
         .site_pkg_dir("pkg")
         .build();
-    let backend: SharedBackend = Arc::new(state);
+    let backend: SharedBackend = Arc::new(state.clone());
     let context = move || provide_context(backend.clone());
     let server_fns = {
         let context = context.clone();
@@ -46,34 +46,17 @@ pub fn router(state: AppState) -> Router {
             ServeFile::new(site_root.join("favicon.svg")),
         )
         .with_state(options)
+        .merge(
+            Router::new()
+                .route("/login", post(console_auth::login))
+                .route("/logout", post(console_auth::logout))
+                .with_state(state.clone()),
+        )
+        // Route layers: a path no route matches is a plain 404, with no session work.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            console_auth::guard,
+        ))
+        .route_layer(console_auth::session_layer(state.store.clone()))
         .layer(RequestBodyLimitLayer::new(max_body))
-}
-
-impl ConsoleBackend for AppState {
-    fn summary(&self) -> BackendFuture<'_, InstanceSummary> {
-        Box::pin(async move {
-            let store = &self.store;
-            let failed = |e: crate::store::StoreError| e.to_string();
-            let mut hubs = Vec::new();
-            for hub in store.list_hubs().await.map_err(failed)? {
-                hubs.push(HubSummary {
-                    devices: store
-                        .count_hub_devices(&hub.host_name)
-                        .await
-                        .map_err(failed)?,
-                    host_name: hub.host_name,
-                    connector: hub.connector.as_str().into(),
-                    region: hub.region,
-                    allocation_weight: hub.allocation_weight,
-                });
-            }
-            Ok(InstanceSummary {
-                id_scope: self.instance.id_scope.clone(),
-                enrollments: store.count_enrollments().await.map_err(failed)?,
-                groups: store.count_groups().await.map_err(failed)?,
-                registrations: store.count_registrations().await.map_err(failed)?,
-                hubs,
-            })
-        })
-    }
 }

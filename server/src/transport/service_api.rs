@@ -4,7 +4,6 @@
 //! Paths are matched case-insensitively and a trailing slash is ignored, as Azure does (the Node
 //! SDK calls `/enrollments/` and `/enrollmentgroups/...`).
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -13,18 +12,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD};
-use chrono::Utc;
 use serde_json::{Value, json};
 
+use super::enrollment_writes::{self, Resource, WriteError};
 use super::http_util::{TooLarge, azure_error, json_response, read_body};
 use crate::domain::access::{self, AccessError};
 use crate::domain::admin::AdminError;
-use crate::domain::provisioner::{registration_result, validate_registration_id};
+use crate::domain::provisioner::registration_result;
 use crate::domain::*;
 use crate::proto::error::code;
-use crate::proto::service::{self as wire, EnrollmentInput};
 use crate::service::AppState;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// Page size when the client sends no `x-ms-max-item-count`.
 const DEFAULT_PAGE: u32 = 100;
@@ -138,6 +136,15 @@ impl From<AdminError> for ServiceError {
     }
 }
 
+impl From<WriteError> for ServiceError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Invalid(m) => ServiceError::BadRequest(m),
+            WriteError::Store(e) => ServiceError::Store(e),
+        }
+    }
+}
+
 impl From<AccessError> for ServiceError {
     fn from(e: AccessError) -> Self {
         ServiceError::Access(e)
@@ -208,112 +215,6 @@ pub(super) fn if_match(headers: &HeaderMap) -> IfMatch {
     IfMatch::from_header(headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()))
 }
 
-/// Individual enrollments and groups, as the generic handlers need them.
-#[async_trait]
-trait Resource: Sized + Send + Sync + 'static {
-    const ID_FIELD: &'static str;
-    const ITEM_TYPE: &'static str;
-    const BULK_FIELD: &'static str;
-    const NOT_FOUND: &'static str;
-    async fn fetch(store: &dyn Store, id: &str) -> Result<Option<Self>, StoreError>;
-    async fn store(store: &dyn Store, item: Self, cond: IfMatch) -> Result<Self, StoreError>;
-    async fn remove(store: &dyn Store, id: &str, cond: IfMatch) -> Result<(), StoreError>;
-    async fn page(store: &dyn Store, query: &ListQuery) -> Result<Page<Self>, StoreError>;
-    fn build(input: EnrollmentInput, now: chrono::DateTime<Utc>) -> Self;
-    fn spec(&self) -> &EnrollmentSpec;
-    fn spec_mut(&mut self) -> &mut EnrollmentSpec;
-    fn to_json(&self, with_keys: bool) -> Value;
-    /// Fields only this kind shows (an individual enrollment's registration state).
-    async fn decorate(&self, _store: &dyn Store, _json: &mut Value) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Resource for Enrollment {
-    const ID_FIELD: &'static str = "registrationId";
-    const ITEM_TYPE: &'static str = "Enrollment";
-    const BULK_FIELD: &'static str = "enrollments";
-    const NOT_FOUND: &'static str = "individual enrollment";
-    async fn fetch(store: &dyn Store, id: &str) -> Result<Option<Self>, StoreError> {
-        store.get_enrollment(id).await
-    }
-    async fn store(store: &dyn Store, item: Self, cond: IfMatch) -> Result<Self, StoreError> {
-        store.put_enrollment(item, cond).await
-    }
-    async fn remove(store: &dyn Store, id: &str, cond: IfMatch) -> Result<(), StoreError> {
-        store.delete_enrollment(id, cond).await
-    }
-    async fn page(store: &dyn Store, query: &ListQuery) -> Result<Page<Self>, StoreError> {
-        store.list_enrollments(query).await
-    }
-    fn build(input: EnrollmentInput, now: chrono::DateTime<Utc>) -> Self {
-        Enrollment {
-            registration_id: input.id,
-            device_id: input.device_id,
-            spec: input.spec,
-            optional_device_information: input.optional_device_information,
-            etag: Etag::new(),
-            created: now,
-            updated: now,
-        }
-    }
-    fn spec(&self) -> &EnrollmentSpec {
-        &self.spec
-    }
-    fn spec_mut(&mut self) -> &mut EnrollmentSpec {
-        &mut self.spec
-    }
-    fn to_json(&self, with_keys: bool) -> Value {
-        wire::individual_enrollment(self, with_keys)
-    }
-    async fn decorate(&self, store: &dyn Store, json: &mut Value) -> Result<(), StoreError> {
-        if let Some(record) = store.get_registration(&self.registration_id).await? {
-            json["registrationState"] =
-                serde_json::to_value(registration_result(&record)).unwrap_or(Value::Null);
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Resource for EnrollmentGroup {
-    const ID_FIELD: &'static str = "enrollmentGroupId";
-    const ITEM_TYPE: &'static str = "EnrollmentGroup";
-    const BULK_FIELD: &'static str = "enrollmentGroups";
-    const NOT_FOUND: &'static str = "enrollment group";
-    async fn fetch(store: &dyn Store, id: &str) -> Result<Option<Self>, StoreError> {
-        store.get_group(id).await
-    }
-    async fn store(store: &dyn Store, item: Self, cond: IfMatch) -> Result<Self, StoreError> {
-        store.put_group(item, cond).await
-    }
-    async fn remove(store: &dyn Store, id: &str, cond: IfMatch) -> Result<(), StoreError> {
-        store.delete_group(id, cond).await
-    }
-    async fn page(store: &dyn Store, query: &ListQuery) -> Result<Page<Self>, StoreError> {
-        store.list_groups(query).await
-    }
-    fn build(input: EnrollmentInput, now: chrono::DateTime<Utc>) -> Self {
-        EnrollmentGroup {
-            group_id: input.id,
-            spec: input.spec,
-            etag: Etag::new(),
-            created: now,
-            updated: now,
-        }
-    }
-    fn spec(&self) -> &EnrollmentSpec {
-        &self.spec
-    }
-    fn spec_mut(&mut self) -> &mut EnrollmentSpec {
-        &mut self.spec
-    }
-    fn to_json(&self, with_keys: bool) -> Value {
-        wire::enrollment_group(self, with_keys)
-    }
-}
-
 fn not_found<R: Resource>(id: &str) -> ServiceError {
     ServiceError::NotFound(
         code::ENROLLMENT_NOT_FOUND,
@@ -362,30 +263,14 @@ async fn put_one<R: Resource>(
     Ok(json_response(StatusCode::OK, &stored.to_json(true)))
 }
 
-/// Validates and writes one enrollment or group; keys left out are kept from the stored version or
-/// generated (64 random bytes).
+/// The shared write, with the path's ID checked against the body's.
 async fn upsert<R: Resource>(
     state: &AppState,
     value: &Value,
     path_id: Option<&str>,
     cond: IfMatch,
 ) -> Result<R> {
-    let input = wire::parse_enrollment(value, R::ID_FIELD).map_err(ServiceError::BadRequest)?;
-    if let Some(path_id) = path_id.filter(|p| !p.eq_ignore_ascii_case(&input.id)) {
-        return Err(ServiceError::BadRequest(format!(
-            "`{}` {:?} differs from the path's {path_id:?}",
-            R::ID_FIELD,
-            input.id
-        )));
-    }
-    validate_registration_id(&input.id).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
-    let existing = R::fetch(state.store.as_ref(), &input.id).await?;
-    let mut item = R::build(input, Utc::now());
-    item.spec_mut()
-        .fill_missing_keys(existing.as_ref().map(|e| e.spec()));
-    let stored = R::store(state.store.as_ref(), item, cond).await?;
-    state.provisioner.invalidate();
-    Ok(stored)
+    Ok(enrollment_writes::upsert::<R>(state, value, path_id, cond).await?)
 }
 
 async fn delete_one<R: Resource>(
@@ -394,13 +279,10 @@ async fn delete_one<R: Resource>(
     headers: HeaderMap,
 ) -> Result<Response> {
     authorize(&state, &headers, Right::EnrollmentWrite).await?;
-    match R::remove(state.store.as_ref(), &id, if_match(&headers)).await {
-        Ok(()) => {
-            state.provisioner.invalidate();
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        Err(StoreError::NotFound) => Err(not_found::<R>(&id)),
-        Err(e) => Err(e.into()),
+    if enrollment_writes::remove::<R>(&state, &id, if_match(&headers)).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(not_found::<R>(&id))
     }
 }
 

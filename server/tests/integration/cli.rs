@@ -1,6 +1,7 @@
 //! The `onramp` binary as an operator meets it: first start, reuse, admin info, configuration
 //! errors, graceful shutdown, and PostgreSQL selected by URL.
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -46,8 +47,27 @@ async fn first_start_bootstraps_and_serves_health_over_tls() {
     let scope = info["idScope"].as_str().unwrap();
     assert!(is_id_scope(scope), "{scope}");
 
-    // The console page is rendered on the server, with the scripts that hydrate it.
+    // The console asks for a login, and the first start made an admin whose password only the
+    // owner of the data directory can read.
     let page = client.get(server.base_url()).send().await.unwrap();
+    assert_eq!(page.status(), 303);
+    assert_eq!(page.headers()["location"], "/login?next=%2F");
+    let password_file = data.join("initial-admin-password");
+    let mode = std::fs::metadata(&password_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let password = std::fs::read_to_string(&password_file).unwrap();
+    let cookie = sign_in(&server, "admin", password.trim()).await;
+
+    // The console page is rendered on the server, with the scripts that hydrate it.
+    let page = client
+        .get(server.base_url())
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(html.contains("Dashboard"), "{html}");
@@ -56,6 +76,13 @@ async fn first_start_bootstraps_and_serves_health_over_tls() {
         html.contains("/pkg/onramp.js") || html.contains("/pkg/onramp_bg.wasm"),
         "{html}"
     );
+
+    // A restart keeps the first admin (the file is not rewritten).
+    drop(server);
+    let mut server = Server::start(&data, &[]);
+    server.wait_healthy().await;
+    assert_eq!(std::fs::read_to_string(&password_file).unwrap(), password);
+    sign_in(&server, "admin", password.trim()).await;
 
     // Plain HTTP is not served on the TLS port.
     let plain = reqwest::Client::new()
@@ -366,4 +393,42 @@ fn admin_policy_and_hub_commands() {
         !refused.status.success()
             && String::from_utf8_lossy(&refused.stderr).contains("allocationWeight")
     );
+}
+
+/// Signs in through the login form, as a browser does, and returns the session cookie.
+async fn sign_in(server: &Server, username: &str, password: &str) -> String {
+    let client = server.client();
+    let login = client
+        .get(format!("{}/login", server.base_url()))
+        .send()
+        .await
+        .unwrap();
+    let cookie = session_cookie(&login).expect("a session for the login form");
+    let html = login.text().await.unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF field")
+        .to_string();
+    let signed_in = client
+        .post(format!("{}/login", server.base_url()))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("username", username),
+            ("password", password),
+            ("next", "/"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    assert_eq!(signed_in.headers()["location"], "/", "signed in");
+    session_cookie(&signed_in).expect("a new session ID after signing in")
+}
+
+fn session_cookie(response: &reqwest::Response) -> Option<String> {
+    let set = response.headers().get("set-cookie")?.to_str().ok()?;
+    Some(set.split(';').next()?.to_string())
 }

@@ -107,6 +107,8 @@ impl Server {
             .tls_built_in_root_certs(false)
             .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
             .timeout(Duration::from_secs(10))
+            // Redirects are part of what tests check (the console's login redirect).
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap()
     }

@@ -1,0 +1,412 @@
+//! Individual enrollments: a paged, searchable list, the create/edit form, and per-row enable,
+//! disable and delete.
+
+use leptos::prelude::*;
+use leptos::server_fn::codec::GetUrl;
+use leptos_router::hooks::{use_params_map, use_query};
+use leptos_router::params::Params;
+
+use crate::auth::{CsrfField, current_role};
+use crate::model::*;
+
+#[cfg(feature = "ssr")]
+use crate::{auth::require, backend::backend};
+
+#[server(endpoint = "enrollments", input = GetUrl)]
+pub async fn list_enrollments(filter: EnrollmentFilter) -> Result<EnrollmentPage, ServerFnError> {
+    require(Role::Viewer)?;
+    backend()?
+        .list_enrollments(filter)
+        .await
+        .map_err(crate::backend::refused)
+}
+
+#[server(endpoint = "enrollment", input = GetUrl)]
+pub async fn get_enrollment(
+    registration_id: String,
+) -> Result<Option<EnrollmentDetail>, ServerFnError> {
+    let user = require(Role::Viewer)?;
+    backend()?
+        .enrollment(&registration_id, user.role >= Role::Operator)
+        .await
+        .map_err(crate::backend::refused)
+}
+
+/// `csrf` is checked by the server before this runs; it is a field so forms can carry it.
+#[server(endpoint = "enrollment/save")]
+#[allow(clippy::too_many_arguments)]
+pub async fn save_enrollment(
+    csrf: String,
+    create: bool,
+    registration_id: String,
+    device_id: String,
+    provisioning_status: String,
+    initial_twin: String,
+    reprovision: String,
+    allocation_policy: String,
+    iot_hubs: String,
+) -> Result<String, ServerFnError> {
+    let _ = csrf;
+    let user = require(Role::Operator)?;
+    let form = EnrollmentForm {
+        registration_id: registration_id.trim().to_string(),
+        device_id,
+        provisioning_status,
+        initial_twin,
+        reprovision,
+        allocation_policy,
+        iot_hubs,
+    };
+    let id = form.registration_id.clone();
+    backend()?
+        .save_enrollment(&user.username, form, create)
+        .await
+        .map_err(crate::backend::refused)?;
+    Ok(id)
+}
+
+#[server(endpoint = "enrollment/status")]
+pub async fn set_enrollment_status(
+    csrf: String,
+    registration_id: String,
+    enabled: bool,
+) -> Result<(), ServerFnError> {
+    let _ = csrf;
+    let user = require(Role::Operator)?;
+    backend()?
+        .set_enrollment_status(&user.username, &registration_id, enabled)
+        .await
+        .map_err(crate::backend::refused)
+}
+
+#[server(endpoint = "enrollment/delete")]
+pub async fn delete_enrollment(csrf: String, registration_id: String) -> Result<(), ServerFnError> {
+    let _ = csrf;
+    let user = require(Role::Operator)?;
+    backend()?
+        .delete_enrollment(&user.username, &registration_id)
+        .await
+        .map_err(crate::backend::refused)
+}
+
+impl Params for EnrollmentFilter {
+    fn from_map(
+        map: &leptos_router::params::ParamsMap,
+    ) -> Result<Self, leptos_router::params::ParamsError> {
+        let text = |key: &str| map.get(key).unwrap_or_default();
+        Ok(EnrollmentFilter {
+            q: text("q"),
+            status: text("status"),
+            attestation: text("attestation"),
+            after: text("after"),
+        })
+    }
+}
+
+fn may_edit() -> impl Fn() -> bool + Copy {
+    let role = current_role();
+    move || role().is_some_and(|r| r >= Role::Operator)
+}
+
+#[component]
+pub fn Enrollments() -> impl IntoView {
+    let query = use_query::<EnrollmentFilter>();
+    let filter = move || query.get().unwrap_or_default();
+    let toggle = ServerAction::<SetEnrollmentStatus>::new();
+    let delete = ServerAction::<DeleteEnrollment>::new();
+    let page = Resource::new(
+        move || (filter(), toggle.version().get(), delete.version().get()),
+        |(filter, _, _)| list_enrollments(filter),
+    );
+    let may_edit = may_edit();
+    view! {
+        <section class="enrollments">
+            <div class="toolbar">
+                <h1>"Enrollments"</h1>
+                <Transition>
+                    <Show when=may_edit>
+                        <a class="button" href="/console/enrollments/new">"New enrollment"</a>
+                    </Show>
+                </Transition>
+            </div>
+            <FilterForm filter=filter()/>
+            <ActionError action=toggle/>
+            <ActionError action=delete/>
+            <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match page.await {
+                        Ok(page) => view! { <EnrollmentTable page filter=filter() toggle delete/> }.into_any(),
+                        Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+#[component]
+fn FilterForm(filter: EnrollmentFilter) -> impl IntoView {
+    let option = |value: &'static str, label: &'static str, current: &str| {
+        let selected = value == current;
+        view! { <option value=value selected=selected>{label}</option> }
+    };
+    view! {
+        <form class="filters" method="get" action="/console/enrollments" role="search">
+            <label>"Registration ID starts with"
+                <input type="search" name="q" value=filter.q.clone() autocomplete="off"/>
+            </label>
+            <label>"Status"
+                <select name="status">
+                    {option("", "any", &filter.status)}
+                    {option("enabled", "enabled", &filter.status)}
+                    {option("disabled", "disabled", &filter.status)}
+                </select>
+            </label>
+            <label>"Attestation"
+                <select name="attestation">
+                    {option("", "any", &filter.attestation)}
+                    {option("symmetricKey", "symmetric key", &filter.attestation)}
+                    {option("x509", "X.509", &filter.attestation)}
+                    {option("tpm", "TPM", &filter.attestation)}
+                </select>
+            </label>
+            <button type="submit">"Search"</button>
+        </form>
+    }
+}
+
+#[component]
+fn EnrollmentTable(
+    page: EnrollmentPage,
+    filter: EnrollmentFilter,
+    toggle: ServerAction<SetEnrollmentStatus>,
+    delete: ServerAction<DeleteEnrollment>,
+) -> impl IntoView {
+    if page.rows.is_empty() {
+        return view! { <p class="empty">"No enrollments match."</p> }.into_any();
+    }
+    let may_edit = may_edit();
+    let next = page.next.map(|after| {
+        let href = format!(
+            "/console/enrollments?q={}&status={}&attestation={}&after={}",
+            encode(&filter.q),
+            encode(&filter.status),
+            encode(&filter.attestation),
+            encode(&after)
+        );
+        view! { <a class="next" href=href>"Next page →"</a> }
+    });
+    let rows = page
+        .rows
+        .into_iter()
+        .map(|row| {
+            let actions = may_edit().then(|| row_actions(&row, toggle, delete));
+            let href = format!("/console/enrollments/{}", encode(&row.registration_id));
+            let status_class = format!("status {}", row.status);
+            let data_id = row.registration_id.clone();
+            view! {
+                <tr data-id=data_id>
+                    <td class="mono"><a href=href>{row.registration_id}</a></td>
+                    <td class="mono">{row.device_id.unwrap_or_default()}</td>
+                    <td>{row.attestation}</td>
+                    <td><span class=status_class>{row.status}</span></td>
+                    <td>{row.updated}</td>
+                    <td class="actions">{actions}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <table class="enrollment-list">
+            <thead>
+                <tr><th>"Registration ID"</th><th>"Device ID"</th><th>"Attestation"</th><th>"Status"</th><th>"Updated"</th><th></th></tr>
+            </thead>
+            <tbody>{rows}</tbody>
+        </table>
+        {next}
+    }
+    .into_any()
+}
+
+/// Enable or disable, and delete, for one row.
+fn row_actions(
+    row: &EnrollmentRow,
+    toggle: ServerAction<SetEnrollmentStatus>,
+    delete: ServerAction<DeleteEnrollment>,
+) -> impl IntoView + use<> {
+    let enabled = row.status == "enabled";
+    let (id, id2) = (row.registration_id.clone(), row.registration_id.clone());
+    let label = if enabled { "Disable" } else { "Enable" };
+    view! {
+        <ActionForm action=toggle attr:class="inline">
+            <CsrfField/>
+            <input type="hidden" name="registration_id" value=id/>
+            <input type="hidden" name="enabled" value=(!enabled).to_string()/>
+            <button type="submit" class="secondary">{label}</button>
+        </ActionForm>
+        <ActionForm action=delete attr:class="inline">
+            <CsrfField/>
+            <input type="hidden" name="registration_id" value=id2/>
+            <button type="submit" class="danger">"Delete"</button>
+        </ActionForm>
+    }
+}
+
+/// Shows the last error of an action, if any.
+#[component]
+pub fn ActionError<A>(action: ServerAction<A>) -> impl IntoView
+where
+    A: leptos::server_fn::ServerFn + Clone + Send + Sync + 'static,
+    A::Output: Send + Sync + 'static,
+    A::Error: std::fmt::Display + Send + Sync + 'static,
+{
+    move || {
+        action.value().with(|value| match value {
+            Some(Err(e)) => Some(view! { <p class="error" role="alert">{e.to_string()}</p> }),
+            _ => None,
+        })
+    }
+}
+
+/// Percent-encodes a query or path value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[component]
+pub fn EnrollmentPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.with(|p| p.get("id").unwrap_or_default());
+    let detail = Resource::new(id, |id| async move {
+        if id == "new" {
+            Ok(None)
+        } else {
+            get_enrollment(id).await
+        }
+    });
+    view! {
+        <section class="enrollment">
+            <p><a href="/console/enrollments">"← Enrollments"</a></p>
+            <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match (id().as_str(), detail.await) {
+                        ("new", _) => view! {
+                            <h1>"New enrollment"</h1>
+                            <EnrollmentEditor form=EnrollmentForm {
+                                provisioning_status: "enabled".into(),
+                                reprovision: "migrate".into(),
+                                ..EnrollmentForm::default()
+                            } create=true/>
+                        }.into_any(),
+                        (_, Ok(Some(detail))) => view! { <EnrollmentView detail/> }.into_any(),
+                        (id, Ok(None)) => view! { <p class="error" role="alert">{format!("No enrollment {id:?}.")}</p> }.into_any(),
+                        (_, Err(e)) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+#[component]
+fn EnrollmentView(detail: EnrollmentDetail) -> impl IntoView {
+    let registration = detail.registration.map(|r| {
+        view! {
+            <h2>"Registration"</h2>
+            <dl class="facts registration">
+                <dt>"Status"</dt><dd class="reg-status">{r.status}</dd>
+                <dt>"Substatus"</dt><dd>{r.substatus.unwrap_or_default()}</dd>
+                <dt>"Hub"</dt><dd class="mono">{r.assigned_hub.unwrap_or_default()}</dd>
+                <dt>"Device ID"</dt><dd class="mono">{r.device_id.unwrap_or_default()}</dd>
+                <dt>"Updated"</dt><dd>{r.updated}</dd>
+            </dl>
+        }
+    });
+    let keys = detail.keys.map(|(primary, secondary)| {
+        view! {
+            <details class="keys">
+                <summary>"Reveal symmetric keys"</summary>
+                <dl class="facts">
+                    <dt>"Primary key"</dt><dd class="mono primary-key">{primary}</dd>
+                    <dt>"Secondary key"</dt><dd class="mono">{secondary}</dd>
+                </dl>
+            </details>
+        }
+    });
+    let may_edit = may_edit();
+    let form = detail.form.clone();
+    view! {
+        <h1 class="mono">{detail.form.registration_id.clone()}</h1>
+        <dl class="facts">
+            <dt>"Attestation"</dt><dd>{detail.attestation}</dd>
+            <dt>"Created"</dt><dd>{detail.created}</dd>
+            <dt>"Updated"</dt><dd>{detail.updated}</dd>
+        </dl>
+        {keys}
+        {registration}
+        <Show when=may_edit fallback=|| view! { <p class="muted">"Read-only: your role cannot change enrollments."</p> }>
+            <h2>"Edit"</h2>
+            <EnrollmentEditor form=form.clone() create=false/>
+        </Show>
+    }
+}
+
+#[component]
+fn EnrollmentEditor(form: EnrollmentForm, create: bool) -> impl IntoView {
+    let save = ServerAction::<SaveEnrollment>::new();
+    let saved = move || save.value().with(|v| matches!(v, Some(Ok(_))));
+    let select = |name: &'static str, current: &str, choices: &[(&'static str, &'static str)]| {
+        let options = choices
+            .iter()
+            .map(|(value, label)| {
+                let selected = *value == current;
+                view! { <option value=*value selected=selected>{*label}</option> }
+            })
+            .collect_view();
+        view! { <select name=name id=name>{options}</select> }
+    };
+    view! {
+        <ActionForm action=save attr:class="editor">
+            <CsrfField/>
+            <input type="hidden" name="create" value=create.to_string()/>
+            <label for="registration_id">"Registration ID"</label>
+            <input id="registration_id" name="registration_id" required value=form.registration_id.clone()
+                readonly=!create autocomplete="off"/>
+            <label for="device_id">"Device ID (empty: the registration ID)"</label>
+            <input id="device_id" name="device_id" value=form.device_id.clone() autocomplete="off"/>
+            <label for="provisioning_status">"Provisioning status"</label>
+            {select("provisioning_status", &form.provisioning_status, &[("enabled", "enabled"), ("disabled", "disabled")])}
+            <label for="reprovision">"On re-registration"</label>
+            {select("reprovision", &form.reprovision, &[
+                ("migrate", "re-provision and migrate data"),
+                ("reset", "re-provision and reset to initial config"),
+                ("never", "never re-provision"),
+            ])}
+            <label for="allocation_policy">"Allocation policy"</label>
+            {select("allocation_policy", &form.allocation_policy, &[
+                ("", "instance default"),
+                ("hashed", "weighted hashed"),
+                ("geoLatency", "lowest latency / geo"),
+                ("static", "static"),
+            ])}
+            <label for="iot_hubs">"Hubs (comma-separated; empty: all linked hubs)"</label>
+            <input id="iot_hubs" name="iot_hubs" value=form.iot_hubs.clone() autocomplete="off"/>
+            <label for="initial_twin">"Initial twin (JSON: tags and properties.desired)"</label>
+            <textarea id="initial_twin" name="initial_twin" rows="8" class="mono"
+                placeholder=r#"{"tags": {}, "properties": {"desired": {}}}"#>{form.initial_twin.clone()}</textarea>
+            <ActionError action=save/>
+            <Show when=saved>
+                <p class="saved" role="status">"Saved."</p>
+            </Show>
+            <div><button type="submit" id="save">{if create { "Create" } else { "Save" }}</button></div>
+        </ActionForm>
+    }
+}

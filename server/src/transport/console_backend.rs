@@ -1,0 +1,404 @@
+//! The console's backend on the domain: what each console page reads and changes. Changes go
+//! through the same writes as the service API (the enrollment's wire document), and each one is
+//! written to the audit trail without its keys.
+
+use app::backend::{BackendError, BackendFuture, ConsoleBackend};
+use app::model::*;
+use serde_json::{Value, json};
+
+use super::console_auth::record;
+use super::enrollment_writes::{self, WriteError};
+use crate::domain::{
+    Attestation, AttestationKind, Enrollment, IfMatch, ListQuery, ProvisioningStatus,
+    RegistrationRecord,
+};
+use crate::proto::service as wire;
+use crate::proto::timestamp;
+use crate::service::AppState;
+use crate::store::StoreError;
+
+/// Rows on one page of a console list.
+const PAGE_SIZE: u32 = 50;
+
+fn failed(e: StoreError) -> BackendError {
+    tracing::warn!(error = %e, "console backend store failure");
+    BackendError::Unavailable
+}
+
+fn write_failed(e: WriteError) -> BackendError {
+    match e {
+        WriteError::Invalid(m) => BackendError::Invalid(m),
+        WriteError::Store(StoreError::Conflict) => {
+            BackendError::Invalid("an enrollment with this registration ID exists already".into())
+        }
+        WriteError::Store(StoreError::PreconditionFailed) => BackendError::Invalid(
+            "the enrollment changed since this page loaded; reload and try again".into(),
+        ),
+        WriteError::Store(e) => failed(e),
+    }
+}
+
+fn invalid(message: String) -> BackendError {
+    BackendError::Invalid(message)
+}
+
+fn row(e: Enrollment) -> EnrollmentRow {
+    EnrollmentRow {
+        attestation: e.spec.attestation.kind().as_str().into(),
+        status: e.spec.provisioning_status.as_str().into(),
+        updated: timestamp(e.updated),
+        registration_id: e.registration_id,
+        device_id: e.device_id,
+    }
+}
+
+fn list_query(filter: &EnrollmentFilter) -> Result<ListQuery, BackendError> {
+    let nonempty = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+    Ok(ListQuery {
+        id_prefix: nonempty(&filter.q),
+        status: match nonempty(&filter.status) {
+            None => None,
+            Some(s) => Some(
+                ProvisioningStatus::parse(&s)
+                    .ok_or_else(|| invalid(format!("unknown status {s:?}")))?,
+            ),
+        },
+        attestation: match nonempty(&filter.attestation) {
+            None => None,
+            Some(s) => Some(
+                AttestationKind::parse(&s)
+                    .ok_or_else(|| invalid(format!("unknown attestation {s:?}")))?,
+            ),
+        },
+        group_id: None,
+        after: nonempty(&filter.after),
+        limit: PAGE_SIZE,
+    })
+}
+
+/// The form's view of a stored enrollment.
+fn form_of(e: &Enrollment) -> EnrollmentForm {
+    let document = wire::individual_enrollment(e, false);
+    let reprovision = match (
+        e.spec.reprovision_policy.update_hub_assignment,
+        e.spec.reprovision_policy.migrate_device_data,
+    ) {
+        (false, _) => "never",
+        (true, true) => "migrate",
+        (true, false) => "reset",
+    };
+    EnrollmentForm {
+        registration_id: e.registration_id.clone(),
+        device_id: e.device_id.clone().unwrap_or_default(),
+        provisioning_status: e.spec.provisioning_status.as_str().into(),
+        initial_twin: match &document["initialTwin"] {
+            Value::Null => String::new(),
+            twin => serde_json::to_string_pretty(twin).unwrap_or_default(),
+        },
+        reprovision: reprovision.into(),
+        allocation_policy: document["allocationPolicy"]
+            .as_str()
+            .unwrap_or_default()
+            .into(),
+        iot_hubs: e.spec.iot_hubs.join(", "),
+    }
+}
+
+/// Lays the form over `base` (the stored document with its keys, or a new symmetric-key one).
+fn document_of(form: &EnrollmentForm, mut base: Value) -> Result<Value, String> {
+    let twin = match form.initial_twin.trim() {
+        "" => Value::Null,
+        text => serde_json::from_str::<Value>(text)
+            .map_err(|e| format!("the initial twin is not valid JSON: {e}"))?,
+    };
+    let (update_hub_assignment, migrate_device_data) = match form.reprovision.as_str() {
+        "migrate" => (true, true),
+        "reset" => (true, false),
+        "never" => (false, false),
+        other => return Err(format!("unknown reprovisioning policy {other:?}")),
+    };
+    let hubs: Vec<&str> = form
+        .iot_hubs
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .collect();
+    let text = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+    let fields = json!({
+        "registrationId": form.registration_id.trim(),
+        "deviceId": text(&form.device_id),
+        "provisioningStatus": form.provisioning_status,
+        "initialTwin": twin,
+        "reprovisionPolicy": {
+            "updateHubAssignment": update_hub_assignment,
+            "migrateDeviceData": migrate_device_data,
+        },
+        "allocationPolicy": text(&form.allocation_policy),
+        "iotHubs": hubs,
+    });
+    for (key, value) in fields.as_object().into_iter().flatten() {
+        base[key] = value.clone();
+    }
+    Ok(base)
+}
+
+fn summary_of(r: RegistrationRecord) -> RegistrationSummary {
+    RegistrationSummary {
+        status: r.status.as_str().into(),
+        substatus: r
+            .substatus
+            .and_then(|s| serde_json::to_value(s).ok()?.as_str().map(String::from)),
+        assigned_hub: r.assigned_hub,
+        device_id: r.device_id,
+        updated: timestamp(r.updated),
+    }
+}
+
+impl AppState {
+    async fn stored_enrollment(&self, id: &str) -> Result<Enrollment, BackendError> {
+        self.store
+            .get_enrollment(id)
+            .await
+            .map_err(failed)?
+            .ok_or_else(|| BackendError::NotFound(format!("no enrollment {id:?}")))
+    }
+
+    /// Writes `document` and records the change.
+    async fn write_enrollment(
+        &self,
+        actor: &str,
+        action: &str,
+        document: Value,
+        before: Option<&Enrollment>,
+        cond: IfMatch,
+    ) -> Result<(), BackendError> {
+        let stored = enrollment_writes::upsert::<Enrollment>(self, &document, None, cond)
+            .await
+            .map_err(write_failed)?;
+        record(
+            self.store.as_ref(),
+            actor,
+            action,
+            &format!("enrollment/{}", stored.registration_id),
+            before.map(|b| wire::individual_enrollment(b, false)),
+            Some(wire::individual_enrollment(&stored, false)),
+        )
+        .await;
+        Ok(())
+    }
+}
+
+impl ConsoleBackend for AppState {
+    fn summary(&self) -> BackendFuture<'_, InstanceSummary> {
+        Box::pin(async move {
+            let store = &self.store;
+            let mut hubs = Vec::new();
+            for hub in store.list_hubs().await.map_err(failed)? {
+                hubs.push(HubSummary {
+                    devices: store
+                        .count_hub_devices(&hub.host_name)
+                        .await
+                        .map_err(failed)?,
+                    host_name: hub.host_name,
+                    connector: hub.connector.as_str().into(),
+                    region: hub.region,
+                    allocation_weight: hub.allocation_weight,
+                });
+            }
+            Ok(InstanceSummary {
+                id_scope: self.instance.id_scope.clone(),
+                enrollments: store.count_enrollments().await.map_err(failed)?,
+                groups: store.count_groups().await.map_err(failed)?,
+                registrations: store.count_registrations().await.map_err(failed)?,
+                hubs,
+            })
+        })
+    }
+
+    fn list_enrollments(&self, filter: EnrollmentFilter) -> BackendFuture<'_, EnrollmentPage> {
+        Box::pin(async move {
+            let page = self
+                .store
+                .list_enrollments(&list_query(&filter)?)
+                .await
+                .map_err(failed)?;
+            Ok(EnrollmentPage {
+                rows: page.items.into_iter().map(row).collect(),
+                next: page.next,
+            })
+        })
+    }
+
+    fn enrollment<'a>(
+        &'a self,
+        registration_id: &'a str,
+        with_keys: bool,
+    ) -> BackendFuture<'a, Option<EnrollmentDetail>> {
+        Box::pin(async move {
+            let Some(e) = self
+                .store
+                .get_enrollment(registration_id)
+                .await
+                .map_err(failed)?
+            else {
+                return Ok(None);
+            };
+            let registration = self
+                .store
+                .get_registration(registration_id)
+                .await
+                .map_err(failed)?;
+            let keys = match &e.spec.attestation {
+                Attestation::SymmetricKey {
+                    primary_key,
+                    secondary_key,
+                } if with_keys => Some((primary_key.clone(), secondary_key.clone())),
+                _ => None,
+            };
+            Ok(Some(EnrollmentDetail {
+                form: form_of(&e),
+                attestation: e.spec.attestation.kind().as_str().into(),
+                keys,
+                created: timestamp(e.created),
+                updated: timestamp(e.updated),
+                registration: registration.map(summary_of),
+            }))
+        })
+    }
+
+    fn save_enrollment<'a>(
+        &'a self,
+        actor: &'a str,
+        form: EnrollmentForm,
+        create: bool,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            if create {
+                let base = json!({"attestation": {"type": "symmetricKey", "symmetricKey": {}}});
+                let document = document_of(&form, base).map_err(invalid)?;
+                return self
+                    .write_enrollment(actor, "enrollment.create", document, None, IfMatch::Absent)
+                    .await;
+            }
+            let before = self.stored_enrollment(&form.registration_id).await?;
+            let document =
+                document_of(&form, wire::individual_enrollment(&before, true)).map_err(invalid)?;
+            let cond = IfMatch::Etag(before.etag.clone());
+            self.write_enrollment(actor, "enrollment.update", document, Some(&before), cond)
+                .await
+        })
+    }
+
+    fn set_enrollment_status<'a>(
+        &'a self,
+        actor: &'a str,
+        registration_id: &'a str,
+        enabled: bool,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let before = self.stored_enrollment(registration_id).await?;
+            let mut document = wire::individual_enrollment(&before, true);
+            let status = if enabled {
+                ProvisioningStatus::Enabled
+            } else {
+                ProvisioningStatus::Disabled
+            };
+            document["provisioningStatus"] = json!(status.as_str());
+            let action = format!("enrollment.{}", status.as_str());
+            let cond = IfMatch::Etag(before.etag.clone());
+            self.write_enrollment(actor, &action, document, Some(&before), cond)
+                .await
+        })
+    }
+
+    fn delete_enrollment<'a>(
+        &'a self,
+        actor: &'a str,
+        registration_id: &'a str,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let before = self.stored_enrollment(registration_id).await?;
+            let cond = IfMatch::Etag(before.etag.clone());
+            if !enrollment_writes::remove::<Enrollment>(self, registration_id, cond)
+                .await
+                .map_err(failed)?
+            {
+                return Err(BackendError::NotFound(format!(
+                    "no enrollment {registration_id:?}"
+                )));
+            }
+            record(
+                self.store.as_ref(),
+                actor,
+                "enrollment.delete",
+                &format!("enrollment/{}", before.registration_id),
+                Some(wire::individual_enrollment(&before, false)),
+                None,
+            )
+            .await;
+            Ok(())
+        })
+    }
+
+    fn audit(&self, limit: u32) -> BackendFuture<'_, Vec<AuditRow>> {
+        Box::pin(async move {
+            Ok(self
+                .store
+                .recent_audit(limit)
+                .await
+                .map_err(failed)?
+                .into_iter()
+                .map(|a| AuditRow {
+                    at: timestamp(a.at),
+                    actor: a.actor,
+                    action: a.action,
+                    target: a.target,
+                })
+                .collect())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(twin: &str) -> EnrollmentForm {
+        EnrollmentForm {
+            registration_id: " dev-1 ".into(),
+            device_id: String::new(),
+            provisioning_status: "enabled".into(),
+            initial_twin: twin.into(),
+            reprovision: "reset".into(),
+            allocation_policy: String::new(),
+            iot_hubs: "a.example, ,b.example".into(),
+        }
+    }
+
+    #[test]
+    fn the_form_becomes_the_wire_document() {
+        let doc = document_of(&form(r#"{"tags": {"t": 1}}"#), json!({"attestation": 1})).unwrap();
+        assert_eq!(doc["registrationId"], "dev-1");
+        assert_eq!(doc["deviceId"], Value::Null);
+        assert_eq!(doc["attestation"], 1, "the base's attestation is kept");
+        assert_eq!(doc["initialTwin"]["tags"]["t"], 1);
+        assert_eq!(
+            doc["reprovisionPolicy"],
+            json!({"updateHubAssignment": true, "migrateDeviceData": false})
+        );
+        assert_eq!(doc["iotHubs"], json!(["a.example", "b.example"]));
+        assert_eq!(doc["allocationPolicy"], Value::Null);
+    }
+
+    #[test]
+    fn invalid_twin_json_is_refused_with_a_reason() {
+        let err = document_of(&form("{\"tags\": "), json!({})).unwrap_err();
+        assert!(
+            err.starts_with("the initial twin is not valid JSON"),
+            "{err}"
+        );
+        let mut bad = form("");
+        bad.reprovision = "sometimes".into();
+        assert!(document_of(&bad, json!({})).is_err());
+    }
+}
