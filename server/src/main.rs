@@ -73,6 +73,13 @@ enum EnrollmentsCommand {
         #[arg(long)]
         restart: bool,
     },
+    /// Create COUNT enrollments `{prefix}0000000`.. with generated keys (demos, benchmarks).
+    Seed {
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value = "seed-")]
+        prefix: String,
+    },
     /// Export every individual enrollment (keys included).
     Export {
         /// Output file (.csv for CSV); standard output when absent.
@@ -418,6 +425,18 @@ async fn enrollments(config: Config, command: EnrollmentsCommand) -> anyhow::Res
                 "resumedFrom": report.resumed_from,
                 "seconds": report.elapsed.as_secs_f64(),
                 "errorsFile": report.errors_file,
+            }));
+        }
+        EnrollmentsCommand::Seed { count, prefix } => {
+            let started = std::time::Instant::now();
+            let seeded = bulk::seed(store, count, &prefix, |done, total| {
+                draw_progress(done, total, started)
+            })
+            .await?;
+            eprintln!();
+            print_json(&serde_json::json!({
+                "seeded": seeded,
+                "seconds": started.elapsed().as_secs_f64(),
             }));
         }
         EnrollmentsCommand::Export { output, format } => {

@@ -7,7 +7,11 @@ use serde_json::{Value, json};
 
 use crate::support::instance::{Instance, random_key};
 
-crate::backend_suite!(csv_import_reports_bad_rows_and_resumes, jsonl_round_trip);
+crate::backend_suite!(
+    csv_import_reports_bad_rows_and_resumes,
+    jsonl_round_trip,
+    seeding_fills_a_store_for_the_console
+);
 
 async fn csv_import_reports_bad_rows_and_resumes(i: &Instance) {
     let dir = tempfile::tempdir().unwrap();
@@ -214,4 +218,41 @@ async fn jsonl_round_trip(i: &Instance) {
             .spec,
         e.spec
     );
+}
+
+async fn seeding_fills_a_store_for_the_console(i: &Instance) {
+    let store = i.store();
+    let mut batches = Vec::new();
+    let seeded = bulk::seed(store.as_ref(), 12_000, "seed-", |done, total| {
+        batches.push((done, total))
+    })
+    .await
+    .unwrap();
+    assert_eq!(seeded, 12_000);
+    assert_eq!(batches.last(), Some(&(12_000, 12_000)));
+    assert!(batches.len() >= 2, "written in batches: {batches:?}");
+    assert_eq!(store.count_enrollments().await.unwrap(), 12_000);
+    let disabled = store
+        .list_enrollments(&ListQuery {
+            status: Some(ProvisioningStatus::Disabled),
+            limit: 1000,
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(disabled.items.len(), 1000);
+    assert_eq!(disabled.items[0].registration_id, "seed-0000009");
+    let e = store.get_enrollment("seed-0011999").await.unwrap().unwrap();
+    let Attestation::SymmetricKey {
+        primary_key,
+        secondary_key,
+    } = &e.spec.attestation
+    else {
+        panic!("symmetric key expected");
+    };
+    assert_ne!(
+        primary_key, secondary_key,
+        "keys are generated per enrollment"
+    );
+    assert_eq!(e.spec.initial_twin.unwrap().tags["seed"], 11_999);
 }
