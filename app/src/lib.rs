@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! Onramp's admin console: Leptos components rendered on the server and hydrated in the browser.
 //! Server functions stay thin: they call the `ConsoleBackend` the server provides by context.
 
@@ -5,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod dashboard;
 pub mod enrollments;
+pub mod live;
 pub mod login;
 pub mod model;
 
@@ -64,6 +66,7 @@ pub fn App() -> impl IntoView {
                         view=enrollments::EnrollmentPage
                     />
                     <Route path=(StaticSegment("console"), StaticSegment("audit")) view=audit::Audit/>
+                    <Route path=(StaticSegment("console"), StaticSegment("live")) view=live::LiveLog/>
                 </Routes>
             </main>
         </Router>
@@ -83,6 +86,7 @@ fn TopBar() -> impl IntoView {
                     <nav>
                         <a href="/">"Dashboard"</a>
                         <a href="/console/enrollments">"Enrollments"</a>
+                        <a href="/console/live">"Live log"</a>
                         <a href="/console/audit">"Audit"</a>
                     </nav>
                     <span class="whoami">{user.username}" · "{user.role.label()}</span>

@@ -130,3 +130,20 @@ pub struct AuditRow {
     pub action: String,
     pub target: String,
 }
+
+/// One registration attempt as the live log shows it (from the server's diagnostics bus).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveEvent {
+    pub at: String,
+    pub registration_id: String,
+    pub protocol: String,
+    pub attestation: Option<String>,
+    pub enrollment: Option<String>,
+    pub hub: Option<String>,
+    pub status: String,
+    pub error_code: Option<i64>,
+    pub error_message: Option<String>,
+    /// The likely cause of a failure, in an operator's words.
+    pub hint: Option<String>,
+    pub latency_ms: u64,
+}

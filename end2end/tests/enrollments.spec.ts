@@ -1,20 +1,7 @@
 // An operator's day: create an enrollment in the console, watch a real device (the official Node
 // SDK) register with it, and see the counts and records move.
 import { expect, test } from '@playwright/test';
-import { execFileSync } from 'node:child_process';
-import * as path from 'node:path';
-import { signIn, users } from './users';
-
-const dataDir = process.env.E2E_DATA_DIR!;
-const port = Number(process.env.E2E_PORT);
-
-/// Registers with the official Node SDK over MQTT (its HTTP transport only speaks to port 443).
-function registerDevice(idScope: string, registrationId: string, key: string) {
-  const out = execFileSync('node', [
-    path.join(__dirname, '../sdk/register.js'), 'mqtt', `localhost:${port + 1}`, idScope, registrationId, key,
-  ], { env: { ...process.env, NODE_EXTRA_CA_CERTS: path.join(dataDir, 'ca.pem') }, timeout: 20_000 });
-  return JSON.parse(out.toString().trim().split('\n').pop()!);
-}
+import { registerDevice, signIn, users } from './users';
 
 async function enrollmentCount(page: import('@playwright/test').Page) {
   await page.goto('/');
@@ -46,9 +33,20 @@ test('an operator creates an enrollment and a device provisions with it', async 
   const key = (await page.locator('.primary-key').textContent())!.trim();
   expect(key.length).toBeGreaterThan(40);
 
+  // The live log is open in a second tab while the device registers.
+  const live = await page.context().newPage();
+  await live.goto('/console/live');
+  await expect(live.locator('.connection')).toHaveAttribute('data-connected', 'true');
+
   const outcome = registerDevice(scope, 'e2e-device-1', key);
   expect(outcome.ok).toBe(true);
   expect(outcome.result.deviceId).toBe('e2e-device-1');
+  const row = live.locator('tr.event[data-registration-id="e2e-device-1"]');
+  await expect(row).toBeVisible({ timeout: 1_000 });
+  await expect(row.locator('.status')).toHaveText('assigned');
+  await expect(row).toContainText('mqtt');
+  await live.screenshot({ path: testInfo.outputPath('live-log.png'), fullPage: true });
+  await live.close();
 
   await page.reload();
   await expect(page.locator('.reg-status')).toHaveText('assigned');

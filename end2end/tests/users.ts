@@ -1,6 +1,8 @@
 // The console users the Playwright web server is started with (see playwright.config.ts), and a
 // sign-in helper that goes through the real login form.
 import { expect, type Page } from '@playwright/test';
+import { execFileSync } from 'node:child_process';
+import * as path from 'node:path';
 
 export const users = {
   admin: { username: 'e2e-admin', password: 'admin-password-1', role: 'admin' },
@@ -23,3 +25,15 @@ export async function signIn(page: Page, user: User, next = '/') {
 export async function csrfOf(page: Page): Promise<string> {
   return (await page.locator('input[name="csrf"]').first().getAttribute('value')) ?? '';
 }
+
+const dataDir = process.env.E2E_DATA_DIR!;
+const port = Number(process.env.E2E_PORT);
+
+/// Registers with the official Node SDK over MQTT (its HTTP transport only speaks to port 443).
+export function registerDevice(idScope: string, registrationId: string, key: string) {
+  const out = execFileSync('node', [
+    path.join(__dirname, '../sdk/register.js'), 'mqtt', `localhost:${port + 1}`, idScope, registrationId, key,
+  ], { env: { ...process.env, NODE_EXTRA_CA_CERTS: path.join(dataDir, 'ca.pem') }, timeout: 20_000 });
+  return JSON.parse(out.toString().trim().split('\n').pop()!);
+}
+

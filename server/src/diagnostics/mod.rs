@@ -22,6 +22,20 @@ pub enum Protocol {
     HubMqtt,
 }
 
+impl Protocol {
+    /// The name on the wire and in the console (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Https => "https",
+            Protocol::Mqtt => "mqtt",
+            Protocol::MqttWs => "mqtt-ws",
+            Protocol::Amqp => "amqp",
+            Protocol::AmqpWs => "amqp-ws",
+            Protocol::HubMqtt => "hub-mqtt",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RegistrationEvent {
@@ -79,6 +93,46 @@ impl HubEvent {
             protocol: Protocol::HubMqtt,
             activity,
         }
+    }
+}
+
+impl RegistrationEvent {
+    /// The likely cause of a failed or refused attempt, for the operator reading the live log.
+    pub fn hint(&self) -> Option<&'static str> {
+        use crate::proto::error::code;
+        let message = self.error_message.as_deref().unwrap_or_default();
+        if self.status == RegistrationStatus::Disabled {
+            return Some("The enrollment is disabled: enable it to let this device register.");
+        }
+        Some(match self.error_code? {
+            code::UNAUTHORIZED if message.contains("expired") => {
+                "The SAS token has expired: check the device's clock and the token's lifetime."
+            }
+            code::UNAUTHORIZED if message.contains("matches no key") => {
+                "Wrong key: the signature matches neither the primary nor the secondary key. For a \
+                 group, the device key is HMAC-SHA256(group key, registration ID)."
+            }
+            code::UNAUTHORIZED if message.contains("no SAS token") => {
+                "The device sent no credentials: configure a SAS token or a client certificate."
+            }
+            code::UNAUTHORIZED => {
+                "The device did not prove its identity: compare its attestation with the enrollment's."
+            }
+            code::ENROLLMENT_NOT_FOUND | code::NOT_FOUND => {
+                "No enrollment matches this registration ID: create one, or check the ID's spelling."
+            }
+            code::UNKNOWN_ID_SCOPE => {
+                "Unknown ID scope: the device is configured for another provisioning instance."
+            }
+            code::CUSTOM_ALLOCATION_FAILED => {
+                "The custom allocation webhook failed: check its URL, its logs and its response."
+            }
+            code::NO_HUB => {
+                "No linked hub can take the device: link a hub or widen the enrollment's hub list."
+            }
+            code::BAD_REQUEST => "The device sent a malformed request: check its SDK and payload.",
+            _ => return None,
+        })
     }
 }
 
@@ -185,7 +239,46 @@ mod tests {
     fn events_serialize_with_protocol_names() {
         let json = serde_json::to_value(event("d")).unwrap();
         assert_eq!(json["protocol"], "https");
+        for p in [
+            Protocol::Https,
+            Protocol::Mqtt,
+            Protocol::MqttWs,
+            Protocol::Amqp,
+            Protocol::AmqpWs,
+            Protocol::HubMqtt,
+        ] {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
+        }
         assert_eq!(json["status"], "assigned");
         assert_eq!(json["attestation"], "symmetricKey");
+    }
+
+    #[test]
+    fn failures_come_with_a_hint_and_successes_without() {
+        assert_eq!(event("ok").hint(), None);
+        let failed = |code: i64, message: &str| RegistrationEvent {
+            status: RegistrationStatus::Failed,
+            error_code: Some(code),
+            error_message: Some(message.into()),
+            ..event("d")
+        };
+        let hint = |e: RegistrationEvent| e.hint().unwrap_or_default();
+        assert!(
+            hint(failed(401_002, "unauthorized: the SAS token has expired")).contains("expired")
+        );
+        assert!(
+            hint(failed(
+                401_002,
+                "unauthorized: the SAS signature matches no key of the enrollment"
+            ))
+            .starts_with("Wrong key")
+        );
+        assert!(hint(failed(404_202, "no enrollment")).starts_with("No enrollment"));
+        assert!(hint(failed(400_207, "webhook answered 500")).contains("webhook"));
+        let disabled = RegistrationEvent {
+            status: RegistrationStatus::Disabled,
+            ..event("d")
+        };
+        assert!(hint(disabled).contains("disabled"));
     }
 }

@@ -8,13 +8,13 @@ use app::{App, shell};
 use axum::Router;
 use axum::body::Body;
 use axum::http::Request;
-use axum::routing::post;
+use axum::routing::{get, post};
 use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, generate_route_list, handle_server_fns_with_context};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::services::{ServeDir, ServeFile};
 
-use super::console_auth;
+use super::{console_auth, console_live};
 use crate::service::AppState;
 
 /// The name the console's wasm, JS and CSS are built under (scripts/build-site.sh).
@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
             Router::new()
                 .route("/login", post(console_auth::login))
                 .route("/logout", post(console_auth::logout))
+                .route("/console/events", get(console_live::events))
                 .with_state(state.clone()),
         )
         // Route layers: a path no route matches is a plain 404, with no session work.
