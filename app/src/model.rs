@@ -9,6 +9,29 @@ pub struct InstanceSummary {
     pub groups: u64,
     pub registrations: u64,
     pub hubs: Vec<HubSummary>,
+    /// The last 60 minutes, oldest first.
+    pub minutes: Vec<MinuteBar>,
+    /// The latest failed or disabled attempts, newest first.
+    pub failures: Vec<FailureRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MinuteBar {
+    /// "HH:MM" (UTC).
+    pub label: String,
+    pub assigned: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailureRow {
+    pub at: String,
+    pub registration_id: String,
+    pub protocol: String,
+    pub status: String,
+    pub error_code: Option<i64>,
+    pub error_message: Option<String>,
+    pub hint: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

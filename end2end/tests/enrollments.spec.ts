@@ -52,6 +52,14 @@ test('an operator creates an enrollment and a device provisions with it', async 
   await expect(page.locator('.reg-status')).toHaveText('assigned');
   await page.screenshot({ path: testInfo.outputPath('enrollment-detail.png'), fullPage: true });
 
+  // The dashboard's counts and chart moved (events are recorded within a quarter second).
+  await expect(async () => {
+    await page.goto('/');
+    await expect(page.locator('.card', { hasText: 'Registrations' }).locator('.card-value')).not.toHaveText('0');
+    expect(Number(await page.locator('figure.chart').getAttribute('data-assigned'))).toBeGreaterThanOrEqual(1);
+  }).toPass({ timeout: 5_000 });
+  await page.screenshot({ path: testInfo.outputPath('dashboard-chart.png'), fullPage: true });
+
   await page.goto('/console/audit');
   await expect(page.locator('table.audit-list')).toContainText('enrollment.create');
   await page.screenshot({ path: testInfo.outputPath('audit.png'), fullPage: true });

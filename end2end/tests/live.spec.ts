@@ -35,6 +35,16 @@ test('failures show their code and likely cause; pause holds events back; filter
   await page.click('#pause');
   await expect(page.locator('tr.event.assigned[data-registration-id="live-1"]')).toBeVisible();
 
+  // The dashboard lists the failure with its code and cause.
+  const dashboard = await page.context().newPage();
+  await expect(async () => {
+    await dashboard.goto('/');
+    const failure = dashboard.locator('table.failures tr', { hasText: 'live-1' }).first();
+    await expect(failure).toContainText('401002');
+    await expect(failure.locator('.hint')).toContainText('Wrong key');
+  }).toPass({ timeout: 5_000 });
+  await dashboard.close();
+
   // Filters: by status, then by a registration ID that matches nothing.
   await page.selectOption('#filter-status', 'failed');
   await expect(page.locator('tr.event.assigned')).toHaveCount(0);

@@ -1,6 +1,7 @@
 //! Keeps the store bounded: finished registration operations are only needed while their device
 //! polls, and console sessions only until they expire. One sweep runs at start and then every few
-//! minutes; on a shared database any instance's sweep serves all.
+//! minutes; on a shared database any instance's sweep serves all. Registration events are kept a
+//! week.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,11 @@ const EVERY: Duration = Duration::from_secs(300);
 pub struct Swept {
     pub operations: u64,
     pub sessions: u64,
+    pub events: u64,
 }
+
+/// Registration events (dashboard history) are kept this long.
+pub const EVENT_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(7);
 
 /// Forgets operations created more than `retention` before `now`, and expired sessions.
 pub async fn sweep(
@@ -28,6 +33,9 @@ pub async fn sweep(
     Ok(Swept {
         operations: store.delete_operations_before(cutoff).await?,
         sessions: store.delete_expired_sessions(now).await?,
+        events: store
+            .delete_registration_events_before(now - EVENT_RETENTION)
+            .await?,
     })
 }
 

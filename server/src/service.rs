@@ -111,6 +111,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         retention,
         shutdown.clone(),
     ));
+    tokio::spawn(crate::diagnostics::recorder::run(
+        state.store.clone(),
+        state.bus.clone(),
+        shutdown.clone(),
+    ));
     let limits = listener::ListenerLimits {
         max_connections: config.limits.max_connections,
         handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),

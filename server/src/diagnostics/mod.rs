@@ -1,7 +1,10 @@
 //! Registration events: every attempt, over any protocol, becomes one `RegistrationEvent` on one bus.
 //! The live log, the metrics and the audit trail all subscribe to it (ARCHITECTURE.md invariant 5).
 //! The built-in hubs' device activity (connections, refusals, twin changes) travels beside them as
-//! `HubEvent`s, with protocol `hub-mqtt`.
+//! `HubEvent`s, with protocol `hub-mqtt`. The recorder keeps registration events in the store for
+//! the dashboard.
+
+pub mod recorder;
 
 use std::sync::Arc;
 
@@ -99,41 +102,73 @@ impl HubEvent {
 impl RegistrationEvent {
     /// The likely cause of a failed or refused attempt, for the operator reading the live log.
     pub fn hint(&self) -> Option<&'static str> {
-        use crate::proto::error::code;
-        let message = self.error_message.as_deref().unwrap_or_default();
-        if self.status == RegistrationStatus::Disabled {
-            return Some("The enrollment is disabled: enable it to let this device register.");
-        }
-        Some(match self.error_code? {
-            code::UNAUTHORIZED if message.contains("expired") => {
-                "The SAS token has expired: check the device's clock and the token's lifetime."
-            }
-            code::UNAUTHORIZED if message.contains("matches no key") => {
-                "Wrong key: the signature matches neither the primary nor the secondary key. For a \
-                 group, the device key is HMAC-SHA256(group key, registration ID)."
-            }
-            code::UNAUTHORIZED if message.contains("no SAS token") => {
-                "The device sent no credentials: configure a SAS token or a client certificate."
-            }
-            code::UNAUTHORIZED => {
-                "The device did not prove its identity: compare its attestation with the enrollment's."
-            }
-            code::ENROLLMENT_NOT_FOUND | code::NOT_FOUND => {
-                "No enrollment matches this registration ID: create one, or check the ID's spelling."
-            }
-            code::UNKNOWN_ID_SCOPE => {
-                "Unknown ID scope: the device is configured for another provisioning instance."
-            }
-            code::CUSTOM_ALLOCATION_FAILED => {
-                "The custom allocation webhook failed: check its URL, its logs and its response."
-            }
-            code::NO_HUB => {
-                "No linked hub can take the device: link a hub or widen the enrollment's hub list."
-            }
-            code::BAD_REQUEST => "The device sent a malformed request: check its SDK and payload.",
-            _ => return None,
-        })
+        hint(
+            self.status,
+            self.error_code,
+            self.error_message.as_deref().unwrap_or_default(),
+        )
     }
+}
+
+/// The likely cause of an attempt that ended with `status` and this error.
+pub fn hint(
+    status: RegistrationStatus,
+    error_code: Option<i64>,
+    message: &str,
+) -> Option<&'static str> {
+    use crate::proto::error::code;
+    if status == RegistrationStatus::Disabled {
+        return Some("The enrollment is disabled: enable it to let this device register.");
+    }
+    Some(match error_code? {
+        code::UNAUTHORIZED if message.contains("expired") => {
+            "The SAS token has expired: check the device's clock and the token's lifetime."
+        }
+        code::UNAUTHORIZED if message.contains("matches no key") => {
+            "Wrong key: the signature matches neither the primary nor the secondary key. For a \
+             group, the device key is HMAC-SHA256(group key, registration ID)."
+        }
+        code::UNAUTHORIZED if message.contains("no SAS token") => {
+            "The device sent no credentials: configure a SAS token or a client certificate."
+        }
+        code::UNAUTHORIZED => {
+            "The device did not prove its identity: compare its attestation with the enrollment's."
+        }
+        code::ENROLLMENT_NOT_FOUND | code::NOT_FOUND => {
+            "No enrollment matches this registration ID: create one, or check the ID's spelling."
+        }
+        code::UNKNOWN_ID_SCOPE => {
+            "Unknown ID scope: the device is configured for another provisioning instance."
+        }
+        code::CUSTOM_ALLOCATION_FAILED => {
+            "The custom allocation webhook failed: check its URL, its logs and its response."
+        }
+        code::NO_HUB => {
+            "No linked hub can take the device: link a hub or widen the enrollment's hub list."
+        }
+        code::BAD_REQUEST => "The device sent a malformed request: check its SDK and payload.",
+        _ => return None,
+    })
+}
+
+/// One minute's attempts with one final status (dashboard chart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MinuteCount {
+    /// Minutes since the Unix epoch.
+    pub minute: i64,
+    pub status: RegistrationStatus,
+    pub count: u64,
+}
+
+/// A failed or refused attempt as the store keeps it (dashboard's latest failures).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedFailure {
+    pub at: DateTime<Utc>,
+    pub registration_id: String,
+    pub protocol: String,
+    pub status: RegistrationStatus,
+    pub error_code: Option<i64>,
+    pub error_message: Option<String>,
 }
 
 /// A broadcast of events. Slow subscribers lose the oldest events (and are told how many) rather

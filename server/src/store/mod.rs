@@ -16,6 +16,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::config::{self, DatabaseKind};
+use crate::diagnostics::{MinuteCount, RecordedFailure, RegistrationEvent};
 use crate::domain::*;
 
 pub use sql::{PostgresStore, SqliteStore};
@@ -125,6 +126,13 @@ pub trait Store: Send + Sync + 'static {
     async fn save_session(&self, session: &StoredSession) -> Result<()>;
     async fn delete_session(&self, id: &str) -> Result<()>;
     async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> Result<u64>;
+
+    async fn append_registration_events(&self, events: &[&RegistrationEvent]) -> Result<()>;
+    /// Attempts per minute and final status, from `since` on.
+    async fn registration_minutes(&self, since: DateTime<Utc>) -> Result<Vec<MinuteCount>>;
+    /// The newest failed or disabled attempts first.
+    async fn recent_failures(&self, limit: u32) -> Result<Vec<RecordedFailure>>;
+    async fn delete_registration_events_before(&self, before: DateTime<Utc>) -> Result<u64>;
 
     async fn append_audit(&self, entry: NewAuditEntry) -> Result<AuditEntry>;
     /// The newest entries first.

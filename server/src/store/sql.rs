@@ -8,6 +8,7 @@ use sqlx::{Database, FromRow, Postgres, Row as _, Sqlite};
 use super::rows::*;
 use super::{MAX_PAGE, Result, Store, StoreError};
 use crate::config::DatabaseKind;
+use crate::diagnostics::{MinuteCount, RecordedFailure, RegistrationEvent};
 use crate::domain::*;
 
 /// Optional filters of a list and the columns they apply to.
@@ -463,6 +464,95 @@ macro_rules! sql_store {
             async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> Result<u64> {
                 let done = sqlx::query("DELETE FROM console_sessions WHERE expires_at < $1")
                     .bind(now)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn append_registration_events(&self, events: &[&RegistrationEvent]) -> Result<()> {
+                // 11 columns: a few hundred rows per statement stay under both databases' bind limits.
+                for chunk in events.chunks(300) {
+                    let mut sql = String::from(
+                        "INSERT INTO registration_events (at, minute, tracking_id, registration_id, protocol, \
+                         attestation_type, enrollment, hub, status, error_code, error_message, latency_ms) VALUES ",
+                    );
+                    for i in 0..chunk.len() {
+                        let n = i * 12;
+                        let params: Vec<String> = (1..=12).map(|k| format!("${}", n + k)).collect();
+                        sql.push_str(if i == 0 { "(" } else { ", (" });
+                        sql.push_str(&params.join(", "));
+                        sql.push(')');
+                    }
+                    let mut query = sqlx::query(&sql);
+                    for e in chunk {
+                        query = query
+                            .bind(e.at)
+                            .bind(e.at.timestamp().div_euclid(60))
+                            .bind(&e.tracking_id)
+                            .bind(&e.registration_id)
+                            .bind(e.protocol.as_str())
+                            .bind(e.attestation.map(|a| a.as_str()))
+                            .bind(e.enrollment.as_ref().map(|r| match r {
+                                EnrollmentRef::Individual(id) => format!("individual/{id}"),
+                                EnrollmentRef::Group(id) => format!("group/{id}"),
+                            }))
+                            .bind(&e.hub)
+                            .bind(e.status.as_str())
+                            .bind(e.error_code)
+                            .bind(&e.error_message)
+                            .bind(i64::try_from(e.latency_ms).unwrap_or(i64::MAX));
+                    }
+                    query.execute(&self.writer).await?;
+                }
+                Ok(())
+            }
+
+            async fn registration_minutes(&self, since: DateTime<Utc>) -> Result<Vec<MinuteCount>> {
+                let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+                    "SELECT minute, status, COUNT(*) FROM registration_events WHERE minute >= $1 \
+                     GROUP BY minute, status ORDER BY minute",
+                )
+                .bind(since.timestamp().div_euclid(60))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(minute, status, count)| {
+                        Ok(MinuteCount {
+                            minute,
+                            status: RegistrationStatus::parse(&status)
+                                .ok_or_else(|| StoreError::Corrupt(format!("event status {status:?}")))?,
+                            count: u64::try_from(count).unwrap_or(0),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn recent_failures(&self, limit: u32) -> Result<Vec<RecordedFailure>> {
+                let rows: Vec<(DateTime<Utc>, String, String, String, Option<i64>, Option<String>)> = sqlx::query_as(
+                    "SELECT at, registration_id, protocol, status, error_code, error_message FROM registration_events \
+                     WHERE status IN ('failed', 'disabled') ORDER BY id DESC LIMIT $1",
+                )
+                .bind(i64::from(limit.min(MAX_PAGE)))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(at, registration_id, protocol, status, error_code, error_message)| {
+                        Ok(RecordedFailure {
+                            at,
+                            registration_id,
+                            protocol,
+                            status: RegistrationStatus::parse(&status)
+                                .ok_or_else(|| StoreError::Corrupt(format!("event status {status:?}")))?,
+                            error_code,
+                            error_message,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn delete_registration_events_before(&self, before: DateTime<Utc>) -> Result<u64> {
+                let done = sqlx::query("DELETE FROM registration_events WHERE at < $1")
+                    .bind(before)
                     .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected())

@@ -8,9 +8,10 @@ use serde_json::{Value, json};
 
 use super::console_auth::record;
 use super::enrollment_writes::{self, WriteError};
+use crate::diagnostics::{MinuteCount, RecordedFailure, hint};
 use crate::domain::{
     Attestation, AttestationKind, Enrollment, IfMatch, ListQuery, ProvisioningStatus,
-    RegistrationRecord,
+    RegistrationRecord, RegistrationStatus,
 };
 use crate::proto::service as wire;
 use crate::proto::timestamp;
@@ -154,6 +155,47 @@ fn summary_of(r: RegistrationRecord) -> RegistrationSummary {
     }
 }
 
+/// Sixty bars, one per minute up to `now`, assigned against failed (failed and disabled).
+fn minute_bars(counts: &[MinuteCount], now: chrono::DateTime<chrono::Utc>) -> Vec<MinuteBar> {
+    let last = now.timestamp().div_euclid(60);
+    (last - 59..=last)
+        .map(|minute| {
+            let sum = |wanted: &[RegistrationStatus]| {
+                counts
+                    .iter()
+                    .filter(|c| c.minute == minute && wanted.contains(&c.status))
+                    .map(|c| c.count)
+                    .sum()
+            };
+            let label = chrono::DateTime::from_timestamp(minute * 60, 0)
+                .map(|t| t.format("%H:%M").to_string())
+                .unwrap_or_default();
+            MinuteBar {
+                label,
+                assigned: sum(&[RegistrationStatus::Assigned]),
+                failed: sum(&[RegistrationStatus::Failed, RegistrationStatus::Disabled]),
+            }
+        })
+        .collect()
+}
+
+fn failure_row(f: RecordedFailure) -> FailureRow {
+    FailureRow {
+        hint: hint(
+            f.status,
+            f.error_code,
+            f.error_message.as_deref().unwrap_or_default(),
+        )
+        .map(String::from),
+        at: timestamp(f.at),
+        registration_id: f.registration_id,
+        protocol: f.protocol,
+        status: f.status.as_str().into(),
+        error_code: f.error_code,
+        error_message: f.error_message,
+    }
+}
+
 impl AppState {
     async fn stored_enrollment(&self, id: &str) -> Result<Enrollment, BackendError> {
         self.store
@@ -205,7 +247,15 @@ impl ConsoleBackend for AppState {
                     allocation_weight: hub.allocation_weight,
                 });
             }
+            let now = chrono::Utc::now();
+            let counts = store
+                .registration_minutes(now - chrono::Duration::minutes(59))
+                .await
+                .map_err(failed)?;
+            let failures = store.recent_failures(10).await.map_err(failed)?;
             Ok(InstanceSummary {
+                minutes: minute_bars(&counts, now),
+                failures: failures.into_iter().map(failure_row).collect(),
                 id_scope: self.instance.id_scope.clone(),
                 enrollments: store.count_enrollments().await.map_err(failed)?,
                 groups: store.count_groups().await.map_err(failed)?,
@@ -373,6 +423,34 @@ mod tests {
             allocation_policy: String::new(),
             iot_hubs: "a.example, ,b.example".into(),
         }
+    }
+
+    #[test]
+    fn the_chart_has_sixty_minutes_with_failures_apart() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-27T10:30:20Z")
+            .unwrap()
+            .to_utc();
+        let minute = now.timestamp() / 60;
+        let count = |minute, status, count| MinuteCount {
+            minute,
+            status,
+            count,
+        };
+        let bars = minute_bars(
+            &[
+                count(minute, RegistrationStatus::Assigned, 5),
+                count(minute, RegistrationStatus::Failed, 2),
+                count(minute, RegistrationStatus::Disabled, 1),
+                count(minute - 59, RegistrationStatus::Assigned, 3),
+                count(minute - 60, RegistrationStatus::Assigned, 100),
+            ],
+            now,
+        );
+        assert_eq!(bars.len(), 60);
+        assert_eq!((bars[59].assigned, bars[59].failed), (5, 3));
+        assert_eq!(bars[59].label, "10:30");
+        assert_eq!((bars[0].label.as_str(), bars[0].assigned), ("09:31", 3));
+        assert_eq!(bars.iter().map(|b| b.assigned).sum::<u64>(), 8);
     }
 
     #[test]

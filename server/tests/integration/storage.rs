@@ -52,6 +52,7 @@ storage_suite!(
     users_sessions_and_audit,
     concurrent_writers_lose_no_update,
     concurrent_inserts,
+    registration_events_feed_the_dashboard,
 );
 
 fn symmetric() -> Attestation {
@@ -795,4 +796,84 @@ async fn bad_database_urls_fail_with_a_clear_message() {
         let err = store::open(url, 2).await.err().expect(url).to_string();
         assert!(err.contains(want), "{url}: {err}");
     }
+}
+
+async fn registration_events_feed_the_dashboard(store: Arc<dyn Store>) {
+    use onramp::diagnostics::{Protocol, RegistrationEvent};
+    let now = Utc::now();
+    let minute = now.timestamp().div_euclid(60);
+    let event = |id: &str, ago_secs: i64, status: RegistrationStatus, code: Option<i64>| {
+        RegistrationEvent {
+            at: now - chrono::Duration::seconds(ago_secs),
+            tracking_id: uuid::Uuid::new_v4().to_string(),
+            registration_id: id.into(),
+            protocol: Protocol::Mqtt,
+            attestation: Some(AttestationKind::SymmetricKey),
+            enrollment: Some(EnrollmentRef::Group("g".into())),
+            hub: Some("hub.localhost".into()),
+            status,
+            error_code: code,
+            error_message: code.map(|c| format!("error {c}")),
+            latency_ms: 4,
+        }
+    };
+    let mut events = vec![
+        event(
+            "old",
+            8 * 24 * 3600,
+            RegistrationStatus::Failed,
+            Some(401_002),
+        ),
+        event("disabled", 120, RegistrationStatus::Disabled, None),
+        event("bad-key", 1, RegistrationStatus::Failed, Some(401_002)),
+    ];
+    // More than one statement's worth of rows.
+    events
+        .extend((0..700).map(|n| event(&format!("ok-{n}"), 0, RegistrationStatus::Assigned, None)));
+    let refs: Vec<&RegistrationEvent> = events.iter().collect();
+    store.append_registration_events(&refs).await.unwrap();
+
+    let minutes = store
+        .registration_minutes(now - chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    let count = |status: RegistrationStatus| -> u64 {
+        minutes
+            .iter()
+            .filter(|m| m.status == status)
+            .map(|m| m.count)
+            .sum()
+    };
+    assert_eq!(count(RegistrationStatus::Assigned), 700);
+    assert_eq!(
+        count(RegistrationStatus::Failed),
+        1,
+        "the 8-day-old failure is outside the hour"
+    );
+    assert_eq!(count(RegistrationStatus::Disabled), 1);
+    assert!(
+        minutes
+            .iter()
+            .all(|m| m.minute <= minute && m.minute >= minute - 60)
+    );
+
+    let failures = store.recent_failures(10).await.unwrap();
+    let ids: Vec<&str> = failures
+        .iter()
+        .map(|f| f.registration_id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        ["bad-key", "disabled", "old"],
+        "newest first, failures only"
+    );
+    assert_eq!(failures[0].error_code, Some(401_002));
+    assert_eq!(failures[0].error_message.as_deref(), Some("error 401002"));
+    assert_eq!(failures[0].protocol, "mqtt");
+
+    let swept = onramp::janitor::sweep(store.as_ref(), now, std::time::Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(swept.events, 1, "only the week-old event is forgotten");
+    assert_eq!(store.recent_failures(10).await.unwrap().len(), 2);
 }
