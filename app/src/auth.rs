@@ -69,6 +69,17 @@ pub fn current_role() -> impl Fn() -> Option<Role> + Copy {
     }
 }
 
+/// Whether the signed-in user may change things (operator or admin), once the session is known.
+/// Awaited inside a `Suspend`, so the server and the hydrating browser decide alike.
+pub async fn may_change() -> bool {
+    let session = expect_context::<CurrentSession>().0;
+    session
+        .await
+        .ok()
+        .and_then(|s| s.user)
+        .is_some_and(|u| u.role >= Role::Operator)
+}
+
 /// A hidden `csrf` field for a form.
 #[component]
 pub fn CsrfField() -> impl IntoView {

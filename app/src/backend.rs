@@ -71,6 +71,17 @@ pub trait ConsoleBackend: Send + Sync + 'static {
         registration_id: &'a str,
     ) -> BackendFuture<'a, ()>;
     fn audit(&self, limit: u32) -> BackendFuture<'_, Vec<AuditRow>>;
+    fn save_hub<'a>(&'a self, actor: &'a str, hub: HubSummary) -> BackendFuture<'a, ()>;
+    fn remove_hub<'a>(&'a self, actor: &'a str, host_name: &'a str) -> BackendFuture<'a, ()>;
+    fn allocation(&self) -> BackendFuture<'_, AllocationForm>;
+    fn save_allocation<'a>(&'a self, actor: &'a str, form: AllocationForm)
+    -> BackendFuture<'a, ()>;
+    fn what_if<'a>(
+        &'a self,
+        registration_id: &'a str,
+        client_address: &'a str,
+        group_id: &'a str,
+    ) -> BackendFuture<'a, WhatIfAnswer>;
 }
 
 pub type SharedBackend = Arc<dyn ConsoleBackend>;

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod dashboard;
 pub mod enrollments;
+pub mod hubs;
 pub mod live;
 pub mod login;
 pub mod model;
@@ -67,6 +68,7 @@ pub fn App() -> impl IntoView {
                     />
                     <Route path=(StaticSegment("console"), StaticSegment("audit")) view=audit::Audit/>
                     <Route path=(StaticSegment("console"), StaticSegment("live")) view=live::LiveLog/>
+                    <Route path=(StaticSegment("console"), StaticSegment("hubs")) view=hubs::Hubs/>
                 </Routes>
             </main>
         </Router>
@@ -86,6 +88,7 @@ fn TopBar() -> impl IntoView {
                     <nav>
                         <a href="/">"Dashboard"</a>
                         <a href="/console/enrollments">"Enrollments"</a>
+                        <a href="/console/hubs">"Hubs"</a>
                         <a href="/console/live">"Live log"</a>
                         <a href="/console/audit">"Audit"</a>
                     </nav>

@@ -40,6 +40,7 @@ pub struct HubSummary {
     pub connector: String,
     pub region: Option<String>,
     pub allocation_weight: u32,
+    pub apply_allocation_policy: bool,
     pub devices: u64,
 }
 
@@ -169,4 +170,26 @@ pub struct LiveEvent {
     /// The likely cause of a failure, in an operator's words.
     pub hint: Option<String>,
     pub latency_ms: u64,
+}
+
+/// The instance's allocation defaults as the settings form holds them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AllocationForm {
+    /// "hashed", "geoLatency" or "static".
+    pub default_policy: String,
+    /// One `CIDR region` pair per line.
+    pub region_map: String,
+}
+
+/// The what-if tool's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WhatIfAnswer {
+    /// "individual/{id}" or "group/{id}"; None when nothing matches.
+    pub enrollment: Option<String>,
+    pub policy: Option<String>,
+    /// The hub the device would get...
+    pub hub: Option<String>,
+    /// ...or why it would get none.
+    pub reason: Option<String>,
+    pub current_hub: Option<String>,
 }

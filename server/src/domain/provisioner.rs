@@ -672,19 +672,10 @@ impl Provisioner {
                     Err(e) => return Ok(Err((code::CUSTOM_ALLOCATION_FAILED, e.to_string()))),
                 }
             }
-            _ => {
-                let candidates = allocation::candidates(&snapshot.hubs, &spec.iot_hubs);
-                match allocation::choose(
-                    policy,
-                    &candidates,
-                    registration_id,
-                    client,
-                    &snapshot.settings,
-                ) {
-                    Ok(hub) => (hub, None, None),
-                    Err(e) => return Ok(Err((code::NO_HUB, e.to_string()))),
-                }
-            }
+            _ => match choose_builtin(spec, policy, &snapshot, registration_id, client) {
+                Ok(hub) => (hub, None, None),
+                Err(e) => return Ok(Err((code::NO_HUB, e.to_string()))),
+            },
         };
 
         let initial = || spec.initial_twin.clone().unwrap_or_default();
@@ -809,6 +800,105 @@ impl Provisioner {
             error_message,
             latency_ms: started.elapsed().as_millis() as u64,
         });
+    }
+}
+
+/// A hub by a built-in policy among the enrollment's candidates.
+fn choose_builtin<'a>(
+    spec: &EnrollmentSpec,
+    policy: AllocationPolicy,
+    snapshot: &'a Snapshot,
+    registration_id: &str,
+    client: Option<IpAddr>,
+) -> Result<&'a LinkedHub, allocation::AllocationError> {
+    let candidates = allocation::candidates(&snapshot.hubs, &spec.iot_hubs);
+    allocation::choose(
+        policy,
+        &candidates,
+        registration_id,
+        client,
+        &snapshot.settings,
+    )
+}
+
+/// What a registration would do now, without doing it (the console's what-if tool).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WhatIf {
+    /// The enrollment that would decide; None when nothing matches.
+    pub enrollment: Option<EnrollmentRef>,
+    pub policy: Option<AllocationPolicy>,
+    /// The hub the device would get, or why it would get none.
+    pub outcome: Result<String, String>,
+    /// The hub the device is assigned to now, if any.
+    pub current_hub: Option<String>,
+}
+
+impl Provisioner {
+    /// Answers with the current enrollments, hubs and settings, as a registration of
+    /// `registration_id` from `client` would: the individual enrollment if there is one, else the
+    /// group named (a symmetric-key group is found by the device's key, which a what-if lacks).
+    /// Custom allocation is not called: its webhook would decide.
+    pub async fn what_if(
+        &self,
+        registration_id: &str,
+        client: Option<IpAddr>,
+        group_id: Option<&str>,
+    ) -> Result<WhatIf, ProvisionError> {
+        let source = match self.store.get_enrollment(registration_id).await? {
+            Some(e) => Some(Source::Individual(e)),
+            None => match group_id {
+                Some(id) => self.store.get_group(id).await?.map(Source::Group),
+                None => None,
+            },
+        };
+        let previous = self.store.get_registration(registration_id).await?;
+        let current_hub = previous
+            .filter(|p| p.status == RegistrationStatus::Assigned)
+            .and_then(|p| p.assigned_hub);
+        let Some(source) = source else {
+            return Ok(WhatIf {
+                enrollment: None,
+                policy: None,
+                outcome: Err(match group_id {
+                    Some(id) => {
+                        format!("no individual enrollment for this ID, and no group {id:?}")
+                    }
+                    None => "no individual enrollment for this ID; name a group to try it".into(),
+                }),
+                current_hub,
+            });
+        };
+        let snapshot = self.snapshot(true).await?;
+        let spec = source.spec();
+        let policy = spec
+            .allocation_policy
+            .unwrap_or(snapshot.settings.default_policy);
+        let outcome = if spec.provisioning_status == ProvisioningStatus::Disabled {
+            Err("the enrollment is disabled: the device would get status disabled".into())
+        } else if let Some(hub) = current_hub
+            .as_ref()
+            .filter(|_| !spec.reprovision_policy.update_hub_assignment)
+        {
+            Ok(hub.clone())
+        } else if policy == AllocationPolicy::Custom {
+            Err(match &spec.custom_allocation {
+                Some(c) => format!(
+                    "the custom allocation webhook {} would decide",
+                    c.webhook_url
+                ),
+                None => "the enrollment has no custom allocation webhook".into(),
+            })
+        } else {
+            choose_builtin(spec, policy, &snapshot, registration_id, client)
+                .map(|hub| hub.host_name.clone())
+                .map_err(|e| e.to_string())
+        };
+        Ok(WhatIf {
+            enrollment: Some(source.reference()),
+            policy: Some(policy),
+            outcome,
+            current_hub,
+        })
     }
 }
 

@@ -8,10 +8,14 @@ use serde_json::{Value, json};
 
 use super::console_auth::record;
 use super::enrollment_writes::{self, WriteError};
+use std::net::IpAddr;
+
 use crate::diagnostics::{MinuteCount, RecordedFailure, hint};
+use crate::domain::admin::{self, AdminError, AllocationSettingsView, HubSettings, RegionRule};
+use crate::domain::provisioner::validate_registration_id;
 use crate::domain::{
-    Attestation, AttestationKind, Enrollment, IfMatch, ListQuery, ProvisioningStatus,
-    RegistrationRecord, RegistrationStatus,
+    AllocationPolicy, Attestation, AttestationKind, Enrollment, EnrollmentRef, IfMatch, LinkedHub,
+    ListQuery, ProvisioningStatus, RegistrationRecord, RegistrationStatus,
 };
 use crate::proto::service as wire;
 use crate::proto::timestamp;
@@ -245,6 +249,7 @@ impl ConsoleBackend for AppState {
                     connector: hub.connector.as_str().into(),
                     region: hub.region,
                     allocation_weight: hub.allocation_weight,
+                    apply_allocation_policy: hub.apply_allocation_policy,
                 });
             }
             let now = chrono::Utc::now();
@@ -407,6 +412,185 @@ impl ConsoleBackend for AppState {
                 .collect())
         })
     }
+
+    fn save_hub<'a>(&'a self, actor: &'a str, hub: HubSummary) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let before = self.store.get_hub(&hub.host_name).await.map_err(failed)?;
+            let settings = HubSettings {
+                region: hub.region,
+                allocation_weight: hub.allocation_weight,
+                apply_allocation_policy: hub.apply_allocation_policy,
+                ..HubSettings::default()
+            };
+            let stored = admin::put_hub(self.store.as_ref(), &hub.host_name, settings)
+                .await
+                .map_err(admin_failed)?;
+            self.provisioner.invalidate();
+            let action = if before.is_some() {
+                "hub.update"
+            } else {
+                "hub.link"
+            };
+            let json = |h: &LinkedHub| serde_json::to_value(h).ok();
+            record(
+                self.store.as_ref(),
+                actor,
+                action,
+                &format!("hub/{}", stored.host_name),
+                before.as_ref().and_then(json),
+                json(&stored),
+            )
+            .await;
+            Ok(())
+        })
+    }
+
+    fn remove_hub<'a>(&'a self, actor: &'a str, host_name: &'a str) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let before = self.store.get_hub(host_name).await.map_err(failed)?;
+            admin::delete_hub(self.store.as_ref(), host_name)
+                .await
+                .map_err(admin_failed)?;
+            self.provisioner.invalidate();
+            let before = before.and_then(|h| serde_json::to_value(h).ok());
+            record(
+                self.store.as_ref(),
+                actor,
+                "hub.remove",
+                &format!("hub/{host_name}"),
+                before,
+                None,
+            )
+            .await;
+            Ok(())
+        })
+    }
+
+    fn allocation(&self) -> BackendFuture<'_, AllocationForm> {
+        Box::pin(async move {
+            let view = admin::allocation_settings(self.store.as_ref())
+                .await
+                .map_err(admin_failed)?;
+            Ok(AllocationForm {
+                default_policy: policy_name(view.default_policy),
+                region_map: view
+                    .region_map
+                    .iter()
+                    .map(|r| format!("{} {}", r.cidr, r.region))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            })
+        })
+    }
+
+    fn save_allocation<'a>(
+        &'a self,
+        actor: &'a str,
+        form: AllocationForm,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let view = allocation_view(&form).map_err(invalid)?;
+            let before = admin::allocation_settings(self.store.as_ref())
+                .await
+                .map_err(admin_failed)?;
+            admin::set_allocation_settings(self.store.as_ref(), view.clone())
+                .await
+                .map_err(admin_failed)?;
+            self.provisioner.invalidate();
+            record(
+                self.store.as_ref(),
+                actor,
+                "allocation.update",
+                "allocation",
+                serde_json::to_value(before).ok(),
+                serde_json::to_value(view).ok(),
+            )
+            .await;
+            Ok(())
+        })
+    }
+
+    fn what_if<'a>(
+        &'a self,
+        registration_id: &'a str,
+        client_address: &'a str,
+        group_id: &'a str,
+    ) -> BackendFuture<'a, WhatIfAnswer> {
+        Box::pin(async move {
+            let registration_id = registration_id.trim();
+            validate_registration_id(registration_id).map_err(|e| invalid(e.to_string()))?;
+            let client = match client_address.trim() {
+                "" => None,
+                text => Some(
+                    text.parse::<IpAddr>()
+                        .map_err(|_| invalid(format!("{text:?} is not an IP address")))?,
+                ),
+            };
+            let group = Some(group_id.trim()).filter(|g| !g.is_empty());
+            let answer = self
+                .provisioner
+                .what_if(registration_id, client, group)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "what-if failed");
+                    BackendError::Unavailable
+                })?;
+            let (hub, reason) = match answer.outcome {
+                Ok(hub) => (Some(hub), None),
+                Err(reason) => (None, Some(reason)),
+            };
+            Ok(WhatIfAnswer {
+                enrollment: answer.enrollment.map(|r| match r {
+                    EnrollmentRef::Individual(id) => format!("individual/{id}"),
+                    EnrollmentRef::Group(id) => format!("group/{id}"),
+                }),
+                policy: answer.policy.map(policy_name),
+                hub,
+                reason,
+                current_hub: answer.current_hub,
+            })
+        })
+    }
+}
+
+fn admin_failed(e: AdminError) -> BackendError {
+    match e {
+        AdminError::Invalid(m) => BackendError::Invalid(m),
+        AdminError::NotFound(what) => BackendError::NotFound(format!("no {what}")),
+        AdminError::Store(e) => failed(e),
+    }
+}
+
+fn policy_name(policy: AllocationPolicy) -> String {
+    serde_json::to_value(policy)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+/// The settings form as the domain's view: each non-empty line is `CIDR region`.
+fn allocation_view(form: &AllocationForm) -> Result<AllocationSettingsView, String> {
+    let default_policy = serde_json::from_value(json!(form.default_policy.trim()))
+        .map_err(|_| format!("unknown allocation policy {:?}", form.default_policy))?;
+    let region_map = form
+        .region_map
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(
+            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+                [cidr, region] => Ok(RegionRule {
+                    cidr: cidr.into(),
+                    region: region.into(),
+                }),
+                _ => Err(format!("{line:?} is not \"CIDR region\"")),
+            },
+        )
+        .collect::<Result<_, _>>()?;
+    Ok(AllocationSettingsView {
+        default_policy,
+        region_map,
+    })
 }
 
 #[cfg(test)]
@@ -451,6 +635,34 @@ mod tests {
         assert_eq!(bars[59].label, "10:30");
         assert_eq!((bars[0].label.as_str(), bars[0].assigned), ("09:31", 3));
         assert_eq!(bars.iter().map(|b| b.assigned).sum::<u64>(), 8);
+    }
+
+    #[test]
+    fn region_lines_become_rules() {
+        let form = AllocationForm {
+            default_policy: "geoLatency".into(),
+            region_map: "10.0.0.0/8 eu\n\n  192.168.0.0/16   us \n".into(),
+        };
+        let view = allocation_view(&form).unwrap();
+        assert_eq!(view.default_policy, AllocationPolicy::GeoLatency);
+        assert_eq!(view.region_map.len(), 2);
+        assert_eq!(
+            (
+                view.region_map[1].cidr.as_str(),
+                view.region_map[1].region.as_str()
+            ),
+            ("192.168.0.0/16", "us")
+        );
+        let bad = AllocationForm {
+            region_map: "10.0.0.0/8".into(),
+            ..form.clone()
+        };
+        assert!(allocation_view(&bad).unwrap_err().contains("CIDR region"));
+        let unknown = AllocationForm {
+            default_policy: "fastest".into(),
+            ..form
+        };
+        assert!(allocation_view(&unknown).is_err());
     }
 
     #[test]
