@@ -46,6 +46,8 @@ pub fn refused(e: BackendError) -> ServerFnError {
 
 pub trait ConsoleBackend: Send + Sync + 'static {
     fn summary(&self) -> BackendFuture<'_, InstanceSummary>;
+    /// Linked hubs with the number of devices on each.
+    fn hubs(&self) -> BackendFuture<'_, Vec<HubSummary>>;
     fn list_enrollments(&self, filter: EnrollmentFilter) -> BackendFuture<'_, EnrollmentPage>;
     fn enrollment<'a>(
         &'a self,
@@ -71,6 +73,18 @@ pub trait ConsoleBackend: Send + Sync + 'static {
         registration_id: &'a str,
     ) -> BackendFuture<'a, ()>;
     fn audit(&self, limit: u32) -> BackendFuture<'_, Vec<AuditRow>>;
+    fn list_registrations(&self, filter: RegistrationFilter)
+    -> BackendFuture<'_, RegistrationPage>;
+    fn registration<'a>(
+        &'a self,
+        registration_id: &'a str,
+    ) -> BackendFuture<'a, Option<RegistrationDetail>>;
+    /// Forgets the record, so the device's next registration starts fresh.
+    fn delete_registration<'a>(
+        &'a self,
+        actor: &'a str,
+        registration_id: &'a str,
+    ) -> BackendFuture<'a, ()>;
     fn save_hub<'a>(&'a self, actor: &'a str, hub: HubSummary) -> BackendFuture<'a, ()>;
     fn remove_hub<'a>(&'a self, actor: &'a str, host_name: &'a str) -> BackendFuture<'a, ()>;
     fn allocation(&self) -> BackendFuture<'_, AllocationForm>;

@@ -269,7 +269,7 @@ where
 }
 
 /// Percent-encodes a query or path value.
-fn encode(value: &str) -> String {
+pub fn encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {

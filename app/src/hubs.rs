@@ -14,7 +14,7 @@ use crate::{auth::require, backend::backend, backend::refused};
 #[server(endpoint = "hubs", input = GetUrl)]
 pub async fn list_hubs() -> Result<Vec<HubSummary>, ServerFnError> {
     require(Role::Viewer)?;
-    Ok(backend()?.summary().await.map_err(refused)?.hubs)
+    backend()?.hubs().await.map_err(refused)
 }
 
 #[server(endpoint = "hub/save")]

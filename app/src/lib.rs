@@ -10,6 +10,7 @@ pub mod hubs;
 pub mod live;
 pub mod login;
 pub mod model;
+pub mod registrations;
 
 #[cfg(feature = "ssr")]
 pub mod backend;
@@ -69,6 +70,14 @@ pub fn App() -> impl IntoView {
                     <Route path=(StaticSegment("console"), StaticSegment("audit")) view=audit::Audit/>
                     <Route path=(StaticSegment("console"), StaticSegment("live")) view=live::LiveLog/>
                     <Route path=(StaticSegment("console"), StaticSegment("hubs")) view=hubs::Hubs/>
+                    <Route
+                        path=(StaticSegment("console"), StaticSegment("registrations"))
+                        view=registrations::Registrations
+                    />
+                    <Route
+                        path=(StaticSegment("console"), StaticSegment("registrations"), ParamSegment("id"))
+                        view=registrations::RegistrationPage
+                    />
                 </Routes>
             </main>
         </Router>
@@ -88,6 +97,7 @@ fn TopBar() -> impl IntoView {
                     <nav>
                         <a href="/">"Dashboard"</a>
                         <a href="/console/enrollments">"Enrollments"</a>
+                        <a href="/console/registrations">"Registrations"</a>
                         <a href="/console/hubs">"Hubs"</a>
                         <a href="/console/live">"Live log"</a>
                         <a href="/console/audit">"Audit"</a>

@@ -193,3 +193,41 @@ pub struct WhatIfAnswer {
     pub reason: Option<String>,
     pub current_hub: Option<String>,
 }
+
+/// The registration records list's query string.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RegistrationFilter {
+    #[serde(default)]
+    pub q: String,
+    #[serde(default)]
+    pub after: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistrationRow {
+    pub registration_id: String,
+    /// "individual/{id}" or "group/{id}".
+    pub enrollment: String,
+    pub status: String,
+    pub assigned_hub: Option<String>,
+    pub device_id: Option<String>,
+    pub updated: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistrationPage {
+    pub rows: Vec<RegistrationRow>,
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistrationDetail {
+    pub row: RegistrationRow,
+    pub attestation: String,
+    pub substatus: Option<String>,
+    pub error_code: Option<i64>,
+    pub error_message: Option<String>,
+    /// The custom allocation payload returned to the device, as pretty JSON.
+    pub payload: Option<String>,
+    pub created: String,
+}

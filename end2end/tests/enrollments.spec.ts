@@ -60,6 +60,20 @@ test('an operator creates an enrollment and a device provisions with it', async 
   }).toPass({ timeout: 5_000 });
   await page.screenshot({ path: testInfo.outputPath('dashboard-chart.png'), fullPage: true });
 
+  // The registration record is listed, shows its hub, and can be deleted.
+  await page.goto('/console/registrations?q=e2e-device');
+  const record = page.locator('tr[data-id="e2e-device-1"]');
+  await expect(record).toContainText('individual/e2e-device-1');
+  await expect(record.locator('.status')).toHaveText('assigned');
+  await page.screenshot({ path: testInfo.outputPath('registrations.png'), fullPage: true });
+  await record.locator('a').click();
+  await expect(page.locator('.reg-status')).toHaveText('assigned');
+  await expect(page.locator('main')).toHaveAttribute('data-hydrated', 'true');
+  await page.screenshot({ path: testInfo.outputPath('registration-detail.png'), fullPage: true });
+  await page.click('#delete-registration');
+  await expect(page.getByRole('status')).toContainText('starts fresh');
+  expect(await (await page.request.get('/api/registration?registration_id=e2e-device-1')).json()).toBeNull();
+
   await page.goto('/console/audit');
   await expect(page.locator('table.audit-list')).toContainText('enrollment.create');
   await page.screenshot({ path: testInfo.outputPath('audit.png'), fullPage: true });

@@ -66,6 +66,14 @@ pub enum EnrollmentRef {
 }
 
 impl EnrollmentRef {
+    /// `individual/{id}` or `group/{id}`, as logs and the console show it.
+    pub fn label(&self) -> String {
+        match self {
+            EnrollmentRef::Individual(id) => format!("individual/{id}"),
+            EnrollmentRef::Group(id) => format!("group/{id}"),
+        }
+    }
+
     pub fn group_id(&self) -> Option<&str> {
         match self {
             EnrollmentRef::Group(id) => Some(id),

@@ -492,10 +492,7 @@ macro_rules! sql_store {
                             .bind(&e.registration_id)
                             .bind(e.protocol.as_str())
                             .bind(e.attestation.map(|a| a.as_str()))
-                            .bind(e.enrollment.as_ref().map(|r| match r {
-                                EnrollmentRef::Individual(id) => format!("individual/{id}"),
-                                EnrollmentRef::Group(id) => format!("group/{id}"),
-                            }))
+                            .bind(e.enrollment.as_ref().map(|r| r.label()))
                             .bind(&e.hub)
                             .bind(e.status.as_str())
                             .bind(e.error_code)

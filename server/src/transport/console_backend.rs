@@ -14,8 +14,8 @@ use crate::diagnostics::{MinuteCount, RecordedFailure, hint};
 use crate::domain::admin::{self, AdminError, AllocationSettingsView, HubSettings, RegionRule};
 use crate::domain::provisioner::validate_registration_id;
 use crate::domain::{
-    AllocationPolicy, Attestation, AttestationKind, Enrollment, EnrollmentRef, IfMatch, LinkedHub,
-    ListQuery, ProvisioningStatus, RegistrationRecord, RegistrationStatus,
+    AllocationPolicy, Attestation, AttestationKind, Enrollment, IfMatch, LinkedHub, ListQuery,
+    ProvisioningStatus, RegistrationRecord, RegistrationStatus,
 };
 use crate::proto::service as wire;
 use crate::proto::timestamp;
@@ -147,6 +147,17 @@ fn document_of(form: &EnrollmentForm, mut base: Value) -> Result<Value, String> 
     Ok(base)
 }
 
+fn registration_row(r: RegistrationRecord) -> RegistrationRow {
+    RegistrationRow {
+        enrollment: r.enrollment.label(),
+        status: r.status.as_str().into(),
+        updated: timestamp(r.updated),
+        registration_id: r.registration_id,
+        assigned_hub: r.assigned_hub,
+        device_id: r.device_id,
+    }
+}
+
 fn summary_of(r: RegistrationRecord) -> RegistrationSummary {
     RegistrationSummary {
         status: r.status.as_str().into(),
@@ -238,20 +249,7 @@ impl ConsoleBackend for AppState {
     fn summary(&self) -> BackendFuture<'_, InstanceSummary> {
         Box::pin(async move {
             let store = &self.store;
-            let mut hubs = Vec::new();
-            for hub in store.list_hubs().await.map_err(failed)? {
-                hubs.push(HubSummary {
-                    devices: store
-                        .count_hub_devices(&hub.host_name)
-                        .await
-                        .map_err(failed)?,
-                    host_name: hub.host_name,
-                    connector: hub.connector.as_str().into(),
-                    region: hub.region,
-                    allocation_weight: hub.allocation_weight,
-                    apply_allocation_policy: hub.apply_allocation_policy,
-                });
-            }
+            let hubs = self.hubs().await?;
             let now = chrono::Utc::now();
             let counts = store
                 .registration_minutes(now - chrono::Duration::minutes(59))
@@ -267,6 +265,27 @@ impl ConsoleBackend for AppState {
                 registrations: store.count_registrations().await.map_err(failed)?,
                 hubs,
             })
+        })
+    }
+
+    fn hubs(&self) -> BackendFuture<'_, Vec<HubSummary>> {
+        Box::pin(async move {
+            let mut hubs = Vec::new();
+            for hub in self.store.list_hubs().await.map_err(failed)? {
+                hubs.push(HubSummary {
+                    devices: self
+                        .store
+                        .count_hub_devices(&hub.host_name)
+                        .await
+                        .map_err(failed)?,
+                    host_name: hub.host_name,
+                    connector: hub.connector.as_str().into(),
+                    region: hub.region,
+                    allocation_weight: hub.allocation_weight,
+                    apply_allocation_policy: hub.apply_allocation_policy,
+                });
+            }
+            Ok(hubs)
         })
     }
 
@@ -540,15 +559,103 @@ impl ConsoleBackend for AppState {
                 Err(reason) => (None, Some(reason)),
             };
             Ok(WhatIfAnswer {
-                enrollment: answer.enrollment.map(|r| match r {
-                    EnrollmentRef::Individual(id) => format!("individual/{id}"),
-                    EnrollmentRef::Group(id) => format!("group/{id}"),
-                }),
+                enrollment: answer.enrollment.map(|r| r.label()),
                 policy: answer.policy.map(policy_name),
                 hub,
                 reason,
                 current_hub: answer.current_hub,
             })
+        })
+    }
+
+    fn list_registrations(
+        &self,
+        filter: RegistrationFilter,
+    ) -> BackendFuture<'_, RegistrationPage> {
+        Box::pin(async move {
+            let nonempty = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+            let query = ListQuery {
+                id_prefix: nonempty(&filter.q),
+                after: nonempty(&filter.after),
+                limit: PAGE_SIZE,
+                ..ListQuery::default()
+            };
+            let page = self
+                .store
+                .list_registrations(&query)
+                .await
+                .map_err(failed)?;
+            Ok(RegistrationPage {
+                rows: page.items.into_iter().map(registration_row).collect(),
+                next: page.next,
+            })
+        })
+    }
+
+    fn registration<'a>(
+        &'a self,
+        registration_id: &'a str,
+    ) -> BackendFuture<'a, Option<RegistrationDetail>> {
+        Box::pin(async move {
+            let record = self
+                .store
+                .get_registration(registration_id)
+                .await
+                .map_err(failed)?;
+            Ok(record.map(|r| RegistrationDetail {
+                attestation: r.attestation.as_str().into(),
+                substatus: r
+                    .substatus
+                    .and_then(|s| serde_json::to_value(s).ok()?.as_str().map(String::from)),
+                error_code: r.error_code,
+                error_message: r.error_message.clone(),
+                payload: r
+                    .payload
+                    .as_ref()
+                    .and_then(|p| serde_json::to_string_pretty(p).ok()),
+                created: timestamp(r.created),
+                row: registration_row(r),
+            }))
+        })
+    }
+
+    fn delete_registration<'a>(
+        &'a self,
+        actor: &'a str,
+        registration_id: &'a str,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let before = self
+                .store
+                .get_registration(registration_id)
+                .await
+                .map_err(failed)?
+                .ok_or_else(|| {
+                    BackendError::NotFound(format!("no registration record {registration_id:?}"))
+                })?;
+            match self
+                .store
+                .delete_registration(registration_id, IfMatch::Etag(before.etag.clone()))
+                .await
+            {
+                Ok(()) => {}
+                Err(StoreError::PreconditionFailed | StoreError::NotFound) => {
+                    return Err(invalid(
+                        "the record changed since this page loaded; reload and try again".into(),
+                    ));
+                }
+                Err(e) => return Err(failed(e)),
+            }
+            record(
+                self.store.as_ref(),
+                actor,
+                "registration.delete",
+                &format!("registration/{}", before.registration_id),
+                serde_json::to_value(&before).ok(),
+                None,
+            )
+            .await;
+            Ok(())
         })
     }
 }

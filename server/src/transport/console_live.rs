@@ -12,7 +12,6 @@ use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::diagnostics::RegistrationEvent;
-use crate::domain::EnrollmentRef;
 use crate::proto::timestamp;
 use crate::service::AppState;
 
@@ -43,10 +42,7 @@ pub fn live_event(e: &RegistrationEvent) -> LiveEvent {
         registration_id: e.registration_id.clone(),
         protocol: e.protocol.as_str().into(),
         attestation: e.attestation.map(|a| a.as_str().into()),
-        enrollment: e.enrollment.as_ref().map(|r| match r {
-            EnrollmentRef::Individual(id) => format!("individual/{id}"),
-            EnrollmentRef::Group(id) => format!("group/{id}"),
-        }),
+        enrollment: e.enrollment.as_ref().map(|r| r.label()),
         hub: e.hub.clone(),
         status: e.status.as_str().into(),
         error_code: e.error_code,

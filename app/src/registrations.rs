@@ -1,0 +1,214 @@
+//! Registration records: a paged list searchable by ID prefix, a detail view, and delete (so the
+//! device's next registration starts fresh).
+
+use leptos::prelude::*;
+use leptos::server_fn::codec::GetUrl;
+use leptos_router::hooks::{use_params_map, use_query};
+use leptos_router::params::Params;
+
+use crate::auth::{CsrfField, may_change};
+use crate::enrollments::{ActionError, encode};
+use crate::model::*;
+
+#[cfg(feature = "ssr")]
+use crate::{auth::require, backend::backend, backend::refused};
+
+#[server(endpoint = "registrations", input = GetUrl)]
+pub async fn list_registrations(
+    filter: RegistrationFilter,
+) -> Result<RegistrationPage, ServerFnError> {
+    require(Role::Viewer)?;
+    backend()?.list_registrations(filter).await.map_err(refused)
+}
+
+#[server(endpoint = "registration", input = GetUrl)]
+pub async fn get_registration(
+    registration_id: String,
+) -> Result<Option<RegistrationDetail>, ServerFnError> {
+    require(Role::Viewer)?;
+    backend()?
+        .registration(&registration_id)
+        .await
+        .map_err(refused)
+}
+
+#[server(endpoint = "registration/delete")]
+pub async fn delete_registration(
+    csrf: String,
+    registration_id: String,
+) -> Result<(), ServerFnError> {
+    let _ = csrf;
+    let user = require(Role::Operator)?;
+    backend()?
+        .delete_registration(&user.username, &registration_id)
+        .await
+        .map_err(refused)
+}
+
+impl Params for RegistrationFilter {
+    fn from_map(
+        map: &leptos_router::params::ParamsMap,
+    ) -> Result<Self, leptos_router::params::ParamsError> {
+        Ok(RegistrationFilter {
+            q: map.get("q").unwrap_or_default(),
+            after: map.get("after").unwrap_or_default(),
+        })
+    }
+}
+
+#[component]
+pub fn Registrations() -> impl IntoView {
+    let query = use_query::<RegistrationFilter>();
+    let filter = move || query.get().unwrap_or_default();
+    let delete = ServerAction::<DeleteRegistration>::new();
+    let page = Resource::new(
+        move || (filter(), delete.version().get()),
+        |(filter, _)| list_registrations(filter),
+    );
+    view! {
+        <section class="registrations">
+            <div class="toolbar"><h1>"Registration records"</h1></div>
+            <form class="filters" method="get" action="/console/registrations" role="search">
+                <label>"Registration ID starts with"
+                    <input type="search" name="q" value=move || filter().q autocomplete="off"/>
+                </label>
+                <button type="submit">"Search"</button>
+            </form>
+            <ActionError action=delete/>
+            <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    let editable = may_change().await;
+                    match page.await {
+                        Ok(page) => view! { <RegistrationTable page q=filter().q delete editable/> }.into_any(),
+                        Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+#[component]
+fn RegistrationTable(
+    page: RegistrationPage,
+    q: String,
+    delete: ServerAction<DeleteRegistration>,
+    editable: bool,
+) -> impl IntoView {
+    if page.rows.is_empty() {
+        return view! { <p class="empty">"No registration records match."</p> }.into_any();
+    }
+    let next = page.next.map(|after| {
+        let href = format!(
+            "/console/registrations?q={}&after={}",
+            encode(&q),
+            encode(&after)
+        );
+        view! { <a class="next" href=href>"Next page →"</a> }
+    });
+    let rows = page
+        .rows
+        .into_iter()
+        .map(|r| {
+            let href = format!("/console/registrations/{}", encode(&r.registration_id));
+            let data_id = r.registration_id.clone();
+            let id = r.registration_id.clone();
+            let status_class = format!("status {}", r.status);
+            let action = editable.then(|| {
+                view! {
+                    <ActionForm action=delete attr:class="inline">
+                        <CsrfField/>
+                        <input type="hidden" name="registration_id" value=id/>
+                        <button type="submit" class="danger">"Delete"</button>
+                    </ActionForm>
+                }
+            });
+            view! {
+                <tr data-id=data_id>
+                    <td class="mono"><a href=href>{r.registration_id}</a></td>
+                    <td class="mono">{r.enrollment}</td>
+                    <td><span class=status_class>{r.status}</span></td>
+                    <td class="mono">{r.assigned_hub.unwrap_or_default()}</td>
+                    <td class="mono">{r.device_id.unwrap_or_default()}</td>
+                    <td>{r.updated}</td>
+                    <td class="actions">{action}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <table class="registration-list">
+            <thead><tr><th>"Registration ID"</th><th>"Enrollment"</th><th>"Status"</th><th>"Hub"</th>
+                <th>"Device ID"</th><th>"Updated"</th><th></th></tr></thead>
+            <tbody>{rows}</tbody>
+        </table>
+        {next}
+    }
+    .into_any()
+}
+
+#[component]
+pub fn RegistrationPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.with(|p| p.get("id").unwrap_or_default());
+    let delete = ServerAction::<DeleteRegistration>::new();
+    let detail = Resource::new(
+        move || (id(), delete.version().get()),
+        |(id, _)| get_registration(id),
+    );
+    view! {
+        <section class="registration">
+            <p><a href="/console/registrations">"← Registration records"</a></p>
+            <ActionError action=delete/>
+            <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    let editable = may_change().await;
+                    match detail.await {
+                        Ok(Some(detail)) => view! { <RegistrationView detail delete editable/> }.into_any(),
+                        Ok(None) => view! { <p class="empty" role="status">"No registration record: the device's next registration starts fresh."</p> }.into_any(),
+                        Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+#[component]
+fn RegistrationView(
+    detail: RegistrationDetail,
+    delete: ServerAction<DeleteRegistration>,
+    editable: bool,
+) -> impl IntoView {
+    let r = detail.row;
+    let id = r.registration_id.clone();
+    let error = detail.error_code.map(|code| {
+        view! { <dt>"Error"</dt><dd><span class="mono">{code}</span>" "{detail.error_message.clone().unwrap_or_default()}</dd> }
+    });
+    let payload = detail
+        .payload
+        .map(|p| view! { <dt>"Payload"</dt><dd><pre class="mono">{p}</pre></dd> });
+    let action = editable.then(|| view! {
+        <ActionForm action=delete>
+            <CsrfField/>
+            <input type="hidden" name="registration_id" value=id/>
+            <button type="submit" class="danger" id="delete-registration">"Delete record"</button>
+        </ActionForm>
+    });
+    view! {
+        <h1 class="mono">{r.registration_id}</h1>
+        <dl class="facts">
+            <dt>"Status"</dt><dd class="reg-status">{r.status}</dd>
+            <dt>"Substatus"</dt><dd>{detail.substatus.unwrap_or_default()}</dd>
+            <dt>"Enrollment"</dt><dd class="mono">{r.enrollment}</dd>
+            <dt>"Attestation"</dt><dd>{detail.attestation}</dd>
+            <dt>"Hub"</dt><dd class="mono">{r.assigned_hub.unwrap_or_default()}</dd>
+            <dt>"Device ID"</dt><dd class="mono">{r.device_id.unwrap_or_default()}</dd>
+            {error}
+            {payload}
+            <dt>"Created"</dt><dd>{detail.created}</dd>
+            <dt>"Updated"</dt><dd>{r.updated}</dd>
+        </dl>
+        {action}
+    }
+}
