@@ -73,6 +73,21 @@ pub trait ConsoleBackend: Send + Sync + 'static {
         registration_id: &'a str,
     ) -> BackendFuture<'a, ()>;
     fn audit(&self, limit: u32) -> BackendFuture<'_, Vec<AuditRow>>;
+    fn policies(&self) -> BackendFuture<'_, Vec<PolicyRow>>;
+    /// Creates a policy (fresh keys) or changes its rights.
+    fn save_policy<'a>(
+        &'a self,
+        actor: &'a str,
+        name: &'a str,
+        rights: Vec<String>,
+    ) -> BackendFuture<'a, ()>;
+    fn rekey_policy<'a>(
+        &'a self,
+        actor: &'a str,
+        name: &'a str,
+        secondary: bool,
+    ) -> BackendFuture<'a, ()>;
+    fn delete_policy<'a>(&'a self, actor: &'a str, name: &'a str) -> BackendFuture<'a, ()>;
     fn list_registrations(&self, filter: RegistrationFilter)
     -> BackendFuture<'_, RegistrationPage>;
     fn registration<'a>(

@@ -10,6 +10,7 @@ pub mod hubs;
 pub mod live;
 pub mod login;
 pub mod model;
+pub mod policies;
 pub mod registrations;
 
 #[cfg(feature = "ssr")]
@@ -70,6 +71,7 @@ pub fn App() -> impl IntoView {
                     <Route path=(StaticSegment("console"), StaticSegment("audit")) view=audit::Audit/>
                     <Route path=(StaticSegment("console"), StaticSegment("live")) view=live::LiveLog/>
                     <Route path=(StaticSegment("console"), StaticSegment("hubs")) view=hubs::Hubs/>
+                    <Route path=(StaticSegment("console"), StaticSegment("policies")) view=policies::Policies/>
                     <Route
                         path=(StaticSegment("console"), StaticSegment("registrations"))
                         view=registrations::Registrations
@@ -101,6 +103,7 @@ fn TopBar() -> impl IntoView {
                         <a href="/console/hubs">"Hubs"</a>
                         <a href="/console/live">"Live log"</a>
                         <a href="/console/audit">"Audit"</a>
+                        {(user.role == model::Role::Admin).then(|| view! { <a href="/console/policies">"Policies"</a> })}
                     </nav>
                     <span class="whoami">{user.username}" · "{user.role.label()}</span>
                     <form method="post" action="/logout" class="inline">

@@ -231,3 +231,13 @@ pub struct RegistrationDetail {
     pub payload: Option<String>,
     pub created: String,
 }
+
+/// A shared access policy of the service API, as the admin console shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyRow {
+    pub name: String,
+    pub rights: Vec<String>,
+    /// With the primary key: shown only to admins, on request.
+    pub connection_string: String,
+    pub updated: String,
+}

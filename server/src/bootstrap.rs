@@ -128,10 +128,7 @@ pub async fn admin_info(
         .collect();
     Ok(AdminInfo {
         id_scope: instance.id_scope.clone(),
-        service_connection_string: format!(
-            "HostName={};SharedAccessKeyName={};SharedAccessKey={}",
-            config.hostname, instance.owner_policy.name, instance.owner_policy.primary_key
-        ),
+        service_connection_string: instance.owner_policy.connection_string(&config.hostname),
         ca_cert_path: ca_path.map(|p| p.display().to_string()),
         https_url: config.https_url(),
         mqtt_url: config.mqtt_url(),

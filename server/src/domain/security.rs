@@ -56,6 +56,16 @@ pub struct AccessPolicy {
     pub updated: DateTime<Utc>,
 }
 
+impl AccessPolicy {
+    /// The service connection string (primary key) the official service SDKs take.
+    pub fn connection_string(&self, host: &str) -> String {
+        format!(
+            "HostName={host};SharedAccessKeyName={};SharedAccessKey={}",
+            self.name, self.primary_key
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CaCertificate {

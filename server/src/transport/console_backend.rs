@@ -11,11 +11,13 @@ use super::enrollment_writes::{self, WriteError};
 use std::net::IpAddr;
 
 use crate::diagnostics::{MinuteCount, RecordedFailure, hint};
-use crate::domain::admin::{self, AdminError, AllocationSettingsView, HubSettings, RegionRule};
+use crate::domain::admin::{
+    self, AdminError, AllocationSettingsView, HubSettings, KeySlot, RegionRule,
+};
 use crate::domain::provisioner::validate_registration_id;
 use crate::domain::{
-    AllocationPolicy, Attestation, AttestationKind, Enrollment, IfMatch, LinkedHub, ListQuery,
-    ProvisioningStatus, RegistrationRecord, RegistrationStatus,
+    AccessPolicy, AllocationPolicy, Attestation, AttestationKind, Enrollment, IfMatch, LinkedHub,
+    ListQuery, ProvisioningStatus, RegistrationRecord, RegistrationStatus,
 };
 use crate::proto::service as wire;
 use crate::proto::timestamp;
@@ -652,6 +654,102 @@ impl ConsoleBackend for AppState {
                 "registration.delete",
                 &format!("registration/{}", before.registration_id),
                 serde_json::to_value(&before).ok(),
+                None,
+            )
+            .await;
+            Ok(())
+        })
+    }
+
+    fn policies(&self) -> BackendFuture<'_, Vec<PolicyRow>> {
+        Box::pin(async move {
+            let host = &self.config.hostname;
+            Ok(self
+                .store
+                .list_policies()
+                .await
+                .map_err(failed)?
+                .into_iter()
+                .map(|p| PolicyRow {
+                    connection_string: p.connection_string(host),
+                    rights: p.rights.iter().map(|r| r.as_str().to_string()).collect(),
+                    updated: timestamp(p.updated),
+                    name: p.name,
+                })
+                .collect())
+        })
+    }
+
+    fn save_policy<'a>(
+        &'a self,
+        actor: &'a str,
+        name: &'a str,
+        rights: Vec<String>,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let rights = admin::parse_rights(&rights).map_err(admin_failed)?;
+            let before = self.store.get_policy(name).await.map_err(failed)?;
+            let stored = admin::put_policy(self.store.as_ref(), name.trim(), rights)
+                .await
+                .map_err(admin_failed)?;
+            let action = if before.is_some() {
+                "policy.update"
+            } else {
+                "policy.create"
+            };
+            let rights_of = |p: &AccessPolicy| json!({"rights": p.rights});
+            let target = format!("policy/{}", stored.name);
+            let (before, after) = (before.as_ref().map(rights_of), Some(rights_of(&stored)));
+            record(self.store.as_ref(), actor, action, &target, before, after).await;
+            Ok(())
+        })
+    }
+
+    fn rekey_policy<'a>(
+        &'a self,
+        actor: &'a str,
+        name: &'a str,
+        secondary: bool,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let slot = if secondary {
+                KeySlot::Secondary
+            } else {
+                KeySlot::Primary
+            };
+            admin::rekey_policy(self.store.as_ref(), name, slot)
+                .await
+                .map_err(admin_failed)?;
+            let action = if secondary {
+                "policy.rekey-secondary"
+            } else {
+                "policy.rekey-primary"
+            };
+            // Keys are secrets: the audit trail records that they changed, not what they are.
+            record(
+                self.store.as_ref(),
+                actor,
+                action,
+                &format!("policy/{name}"),
+                None,
+                None,
+            )
+            .await;
+            Ok(())
+        })
+    }
+
+    fn delete_policy<'a>(&'a self, actor: &'a str, name: &'a str) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            admin::delete_policy(self.store.as_ref(), name)
+                .await
+                .map_err(admin_failed)?;
+            record(
+                self.store.as_ref(),
+                actor,
+                "policy.delete",
+                &format!("policy/{name}"),
+                None,
                 None,
             )
             .await;
