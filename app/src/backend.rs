@@ -48,30 +48,41 @@ pub trait ConsoleBackend: Send + Sync + 'static {
     fn summary(&self) -> BackendFuture<'_, InstanceSummary>;
     /// Linked hubs with the number of devices on each.
     fn hubs(&self) -> BackendFuture<'_, Vec<HubSummary>>;
+    /// Individual enrollments, or groups when `filter.kind` is "group".
     fn list_enrollments(&self, filter: EnrollmentFilter) -> BackendFuture<'_, EnrollmentPage>;
     fn enrollment<'a>(
         &'a self,
-        registration_id: &'a str,
+        id: &'a str,
+        group: bool,
         with_keys: bool,
     ) -> BackendFuture<'a, Option<EnrollmentDetail>>;
-    /// Creates (`create`: fails if it exists) or updates an individual enrollment.
+    /// Creates (`create`: fails if it exists) or updates an individual enrollment or a group.
     fn save_enrollment<'a>(
         &'a self,
         actor: &'a str,
         form: EnrollmentForm,
+        group: bool,
         create: bool,
     ) -> BackendFuture<'a, ()>;
     fn set_enrollment_status<'a>(
         &'a self,
         actor: &'a str,
-        registration_id: &'a str,
+        id: &'a str,
+        group: bool,
         enabled: bool,
     ) -> BackendFuture<'a, ()>;
     fn delete_enrollment<'a>(
         &'a self,
         actor: &'a str,
-        registration_id: &'a str,
+        id: &'a str,
+        group: bool,
     ) -> BackendFuture<'a, ()>;
+    /// The device key a group member signs with: base64(HMAC-SHA256(group key, registration ID)).
+    fn derive_device_key<'a>(
+        &'a self,
+        group_id: &'a str,
+        registration_id: &'a str,
+    ) -> BackendFuture<'a, String>;
     fn audit(&self, limit: u32) -> BackendFuture<'_, Vec<AuditRow>>;
     fn policies(&self) -> BackendFuture<'_, Vec<PolicyRow>>;
     /// Creates a policy (fresh keys) or changes its rights.

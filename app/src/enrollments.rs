@@ -3,7 +3,7 @@
 
 use leptos::prelude::*;
 use leptos::server_fn::codec::GetUrl;
-use leptos_router::hooks::{use_params_map, use_query};
+use leptos_router::hooks::{use_params_map, use_query, use_query_map};
 use leptos_router::params::Params;
 
 use crate::auth::{CsrfField, current_role};
@@ -21,13 +21,19 @@ pub async fn list_enrollments(filter: EnrollmentFilter) -> Result<EnrollmentPage
         .map_err(crate::backend::refused)
 }
 
+/// `kind` is "group" for an enrollment group, anything else for an individual enrollment.
 #[server(endpoint = "enrollment", input = GetUrl)]
 pub async fn get_enrollment(
     registration_id: String,
+    kind: Option<String>,
 ) -> Result<Option<EnrollmentDetail>, ServerFnError> {
     let user = require(Role::Viewer)?;
     backend()?
-        .enrollment(&registration_id, user.role >= Role::Operator)
+        .enrollment(
+            &registration_id,
+            kind.as_deref() == Some("group"),
+            user.role >= Role::Operator,
+        )
         .await
         .map_err(crate::backend::refused)
 }
@@ -37,6 +43,7 @@ pub async fn get_enrollment(
 #[allow(clippy::too_many_arguments)]
 pub async fn save_enrollment(
     csrf: String,
+    kind: Option<String>,
     create: bool,
     registration_id: String,
     device_id: String,
@@ -59,7 +66,12 @@ pub async fn save_enrollment(
     };
     let id = form.registration_id.clone();
     backend()?
-        .save_enrollment(&user.username, form, create)
+        .save_enrollment(
+            &user.username,
+            form,
+            kind.as_deref() == Some("group"),
+            create,
+        )
         .await
         .map_err(crate::backend::refused)?;
     Ok(id)
@@ -68,23 +80,37 @@ pub async fn save_enrollment(
 #[server(endpoint = "enrollment/status")]
 pub async fn set_enrollment_status(
     csrf: String,
+    kind: Option<String>,
     registration_id: String,
     enabled: bool,
 ) -> Result<(), ServerFnError> {
     let _ = csrf;
     let user = require(Role::Operator)?;
     backend()?
-        .set_enrollment_status(&user.username, &registration_id, enabled)
+        .set_enrollment_status(
+            &user.username,
+            &registration_id,
+            kind.as_deref() == Some("group"),
+            enabled,
+        )
         .await
         .map_err(crate::backend::refused)
 }
 
 #[server(endpoint = "enrollment/delete")]
-pub async fn delete_enrollment(csrf: String, registration_id: String) -> Result<(), ServerFnError> {
+pub async fn delete_enrollment(
+    csrf: String,
+    kind: Option<String>,
+    registration_id: String,
+) -> Result<(), ServerFnError> {
     let _ = csrf;
     let user = require(Role::Operator)?;
     backend()?
-        .delete_enrollment(&user.username, &registration_id)
+        .delete_enrollment(
+            &user.username,
+            &registration_id,
+            kind.as_deref() == Some("group"),
+        )
         .await
         .map_err(crate::backend::refused)
 }
@@ -99,6 +125,7 @@ impl Params for EnrollmentFilter {
             status: text("status"),
             attestation: text("attestation"),
             after: text("after"),
+            kind: text("kind"),
         })
     }
 }
@@ -119,13 +146,31 @@ pub fn Enrollments() -> impl IntoView {
         |(filter, _, _)| list_enrollments(filter),
     );
     let may_edit = may_edit();
+    let groups = filter().kind == "group";
+    let (title, new_label, new_href) = match groups {
+        true => (
+            "Enrollment groups",
+            "New group",
+            "/console/enrollments/new?kind=group",
+        ),
+        false => (
+            "Individual enrollments",
+            "New enrollment",
+            "/console/enrollments/new",
+        ),
+    };
     view! {
         <section class="enrollments">
+            <nav class="tabs">
+                // Full loads: the filter form and title are rendered per kind.
+                <a href="/console/enrollments" rel="external" class:active=!groups>"Individual"</a>
+                <a href="/console/enrollments?kind=group" rel="external" class:active=groups>"Groups"</a>
+            </nav>
             <div class="toolbar">
-                <h1>"Enrollments"</h1>
+                <h1>{title}</h1>
                 <Transition>
                     <Show when=may_edit>
-                        <a class="button" href="/console/enrollments/new">"New enrollment"</a>
+                        <a class="button" href=new_href>{new_label}</a>
                     </Show>
                 </Transition>
             </div>
@@ -152,7 +197,8 @@ fn FilterForm(filter: EnrollmentFilter) -> impl IntoView {
     };
     view! {
         <form class="filters" method="get" action="/console/enrollments" role="search">
-            <label>"Registration ID starts with"
+            <input type="hidden" name="kind" value=filter.kind.clone()/>
+            <label>"ID starts with"
                 <input type="search" name="q" value=filter.q.clone() autocomplete="off"/>
             </label>
             <label>"Status"
@@ -188,7 +234,8 @@ fn EnrollmentTable(
     let may_edit = may_edit();
     let next = page.next.map(|after| {
         let href = format!(
-            "/console/enrollments?q={}&status={}&attestation={}&after={}",
+            "/console/enrollments?kind={}&q={}&status={}&attestation={}&after={}",
+            encode(&filter.kind),
             encode(&filter.q),
             encode(&filter.status),
             encode(&filter.attestation),
@@ -200,8 +247,12 @@ fn EnrollmentTable(
         .rows
         .into_iter()
         .map(|row| {
-            let actions = may_edit().then(|| row_actions(&row, toggle, delete));
-            let href = format!("/console/enrollments/{}", encode(&row.registration_id));
+            let actions = may_edit().then(|| row_actions(&row, &filter.kind, toggle, delete));
+            let href = format!(
+                "/console/enrollments/{}?kind={}",
+                encode(&row.registration_id),
+                encode(&filter.kind)
+            );
             let status_class = format!("status {}", row.status);
             let data_id = row.registration_id.clone();
             view! {
@@ -228,24 +279,62 @@ fn EnrollmentTable(
     .into_any()
 }
 
+/// Derives the key a device of this group signs with (operators, who may see the group key).
+#[server(endpoint = "group/derive-key")]
+pub async fn derive_key(
+    csrf: String,
+    group_id: String,
+    registration_id: String,
+) -> Result<String, ServerFnError> {
+    let _ = csrf;
+    require(Role::Operator)?;
+    backend()?
+        .derive_device_key(&group_id, &registration_id)
+        .await
+        .map_err(crate::backend::refused)
+}
+
+#[component]
+fn DeriveKey(group_id: String) -> impl IntoView {
+    let derive = ServerAction::<DeriveKey>::new();
+    view! {
+        <h2>"Device key for a registration ID"</h2>
+        <ActionForm action=derive attr:class="editor" attr:id="derive-key">
+            <CsrfField/>
+            <input type="hidden" name="group_id" value=group_id/>
+            <label for="derive-id">"Registration ID"</label>
+            <input id="derive-id" name="registration_id" required autocomplete="off"/>
+            <div><button type="submit" id="derive">"Derive key"</button></div>
+        </ActionForm>
+        <ActionError action=derive/>
+        {move || derive.value().get().and_then(Result::ok).map(|key| view! {
+            <p>"Device key: "<code class="mono derived-key">{key}</code></p>
+        })}
+    }
+}
+
 /// Enable or disable, and delete, for one row.
 fn row_actions(
     row: &EnrollmentRow,
+    kind: &str,
     toggle: ServerAction<SetEnrollmentStatus>,
     delete: ServerAction<DeleteEnrollment>,
 ) -> impl IntoView + use<> {
     let enabled = row.status == "enabled";
     let (id, id2) = (row.registration_id.clone(), row.registration_id.clone());
+    let (kind, kind2) = (kind.to_string(), kind.to_string());
     let label = if enabled { "Disable" } else { "Enable" };
     view! {
         <ActionForm action=toggle attr:class="inline">
             <CsrfField/>
+            <input type="hidden" name="kind" value=kind/>
             <input type="hidden" name="registration_id" value=id/>
             <input type="hidden" name="enabled" value=(!enabled).to_string()/>
             <button type="submit" class="secondary">{label}</button>
         </ActionForm>
         <ActionForm action=delete attr:class="inline">
             <CsrfField/>
+            <input type="hidden" name="kind" value=kind2/>
             <input type="hidden" name="registration_id" value=id2/>
             <button type="submit" class="danger">"Delete"</button>
         </ActionForm>
@@ -284,29 +373,36 @@ pub fn encode(value: &str) -> String {
 #[component]
 pub fn EnrollmentPage() -> impl IntoView {
     let params = use_params_map();
+    let query = use_query_map();
     let id = move || params.with(|p| p.get("id").unwrap_or_default());
-    let detail = Resource::new(id, |id| async move {
-        if id == "new" {
-            Ok(None)
-        } else {
-            get_enrollment(id).await
-        }
-    });
+    let kind = move || query.with(|q| q.get("kind").unwrap_or_default());
+    let detail = Resource::new(
+        move || (id(), kind()),
+        |(id, kind)| async move {
+            if id == "new" {
+                Ok(None)
+            } else {
+                get_enrollment(id, Some(kind)).await
+            }
+        },
+    );
     view! {
         <section class="enrollment">
-            <p><a href="/console/enrollments">"← Enrollments"</a></p>
+            <p><a href=move || format!("/console/enrollments?kind={}", kind())>"← Enrollments"</a></p>
             <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
                 {move || Suspend::new(async move {
+                    let kind = kind();
+                    let group = kind == "group";
                     match (id().as_str(), detail.await) {
                         ("new", _) => view! {
-                            <h1>"New enrollment"</h1>
+                            <h1>{if group { "New enrollment group" } else { "New enrollment" }}</h1>
                             <EnrollmentEditor form=EnrollmentForm {
                                 provisioning_status: "enabled".into(),
                                 reprovision: "migrate".into(),
                                 ..EnrollmentForm::default()
-                            } create=true/>
+                            } kind create=true/>
                         }.into_any(),
-                        (_, Ok(Some(detail))) => view! { <EnrollmentView detail/> }.into_any(),
+                        (_, Ok(Some(detail))) => view! { <EnrollmentView detail kind/> }.into_any(),
                         (id, Ok(None)) => view! { <p class="error" role="alert">{format!("No enrollment {id:?}.")}</p> }.into_any(),
                         (_, Err(e)) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
                     }
@@ -317,7 +413,9 @@ pub fn EnrollmentPage() -> impl IntoView {
 }
 
 #[component]
-fn EnrollmentView(detail: EnrollmentDetail) -> impl IntoView {
+fn EnrollmentView(detail: EnrollmentDetail, kind: String) -> impl IntoView {
+    let derive = (kind == "group" && detail.keys.is_some())
+        .then(|| view! { <DeriveKey group_id=detail.form.registration_id.clone()/> });
     let registration = detail.registration.map(|r| {
         view! {
             <h2>"Registration"</h2>
@@ -351,16 +449,18 @@ fn EnrollmentView(detail: EnrollmentDetail) -> impl IntoView {
             <dt>"Updated"</dt><dd>{detail.updated}</dd>
         </dl>
         {keys}
+        {derive}
         {registration}
         <Show when=may_edit fallback=|| view! { <p class="muted">"Read-only: your role cannot change enrollments."</p> }>
             <h2>"Edit"</h2>
-            <EnrollmentEditor form=form.clone() create=false/>
+            <EnrollmentEditor form=form.clone() kind=kind.clone() create=false/>
         </Show>
     }
 }
 
 #[component]
-fn EnrollmentEditor(form: EnrollmentForm, create: bool) -> impl IntoView {
+fn EnrollmentEditor(form: EnrollmentForm, kind: String, create: bool) -> impl IntoView {
+    let group = kind == "group";
     let save = ServerAction::<SaveEnrollment>::new();
     let saved = move || save.value().with(|v| matches!(v, Some(Ok(_))));
     let select = |name: &'static str, current: &str, choices: &[(&'static str, &'static str)]| {
@@ -377,11 +477,12 @@ fn EnrollmentEditor(form: EnrollmentForm, create: bool) -> impl IntoView {
         <ActionForm action=save attr:class="editor">
             <CsrfField/>
             <input type="hidden" name="create" value=create.to_string()/>
-            <label for="registration_id">"Registration ID"</label>
+            <input type="hidden" name="kind" value=kind/>
+            <label for="registration_id">{if group { "Group ID" } else { "Registration ID" }}</label>
             <input id="registration_id" name="registration_id" required value=form.registration_id.clone()
                 readonly=!create autocomplete="off"/>
-            <label for="device_id">"Device ID (empty: the registration ID)"</label>
-            <input id="device_id" name="device_id" value=form.device_id.clone() autocomplete="off"/>
+            <label for="device_id" hidden=group>"Device ID (empty: the registration ID)"</label>
+            <input id="device_id" name="device_id" value=form.device_id.clone() autocomplete="off" hidden=group/>
             <label for="provisioning_status">"Provisioning status"</label>
             {select("provisioning_status", &form.provisioning_status, &[("enabled", "enabled"), ("disabled", "disabled")])}
             <label for="reprovision">"On re-registration"</label>

@@ -91,6 +91,9 @@ pub struct EnrollmentFilter {
     /// Continue after this registration ID.
     #[serde(default)]
     pub after: String,
+    /// "" for individual enrollments, "group" for enrollment groups.
+    #[serde(default)]
+    pub kind: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -31,6 +31,7 @@ fn filter(q: &str, status: &str, after: &str) -> EnrollmentFilter {
         status: status.into(),
         attestation: String::new(),
         after: after.into(),
+        kind: String::new(),
     }
 }
 

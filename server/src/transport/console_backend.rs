@@ -7,7 +7,8 @@ use app::model::*;
 use serde_json::{Value, json};
 
 use super::console_auth::record;
-use super::enrollment_writes::{self, WriteError};
+use super::enrollment_writes::{self, Resource, WriteError};
+use crate::attestation::sas;
 use std::net::IpAddr;
 
 use crate::diagnostics::{MinuteCount, RecordedFailure, hint};
@@ -16,10 +17,9 @@ use crate::domain::admin::{
 };
 use crate::domain::provisioner::validate_registration_id;
 use crate::domain::{
-    AccessPolicy, AllocationPolicy, Attestation, AttestationKind, Enrollment, IfMatch, LinkedHub,
-    ListQuery, ProvisioningStatus, RegistrationRecord, RegistrationStatus,
+    AccessPolicy, AllocationPolicy, Attestation, AttestationKind, Enrollment, EnrollmentGroup,
+    IfMatch, LinkedHub, ListQuery, ProvisioningStatus, RegistrationRecord, RegistrationStatus,
 };
-use crate::proto::service as wire;
 use crate::proto::timestamp;
 use crate::service::AppState;
 use crate::store::StoreError;
@@ -49,13 +49,13 @@ fn invalid(message: String) -> BackendError {
     BackendError::Invalid(message)
 }
 
-fn row(e: Enrollment) -> EnrollmentRow {
+fn row<R: Resource>(e: &R) -> EnrollmentRow {
     EnrollmentRow {
-        attestation: e.spec.attestation.kind().as_str().into(),
-        status: e.spec.provisioning_status.as_str().into(),
-        updated: timestamp(e.updated),
-        registration_id: e.registration_id,
-        device_id: e.device_id,
+        attestation: e.spec().attestation.kind().as_str().into(),
+        status: e.spec().provisioning_status.as_str().into(),
+        updated: timestamp(e.updated()),
+        registration_id: e.id().to_string(),
+        device_id: e.device_id().map(String::from),
     }
 }
 
@@ -83,21 +83,22 @@ fn list_query(filter: &EnrollmentFilter) -> Result<ListQuery, BackendError> {
     })
 }
 
-/// The form's view of a stored enrollment.
-fn form_of(e: &Enrollment) -> EnrollmentForm {
-    let document = wire::individual_enrollment(e, false);
+/// The form's view of a stored enrollment or group.
+fn form_of<R: Resource>(e: &R) -> EnrollmentForm {
+    let document = e.to_json(false);
+    let spec = e.spec();
     let reprovision = match (
-        e.spec.reprovision_policy.update_hub_assignment,
-        e.spec.reprovision_policy.migrate_device_data,
+        spec.reprovision_policy.update_hub_assignment,
+        spec.reprovision_policy.migrate_device_data,
     ) {
         (false, _) => "never",
         (true, true) => "migrate",
         (true, false) => "reset",
     };
     EnrollmentForm {
-        registration_id: e.registration_id.clone(),
-        device_id: e.device_id.clone().unwrap_or_default(),
-        provisioning_status: e.spec.provisioning_status.as_str().into(),
+        registration_id: e.id().to_string(),
+        device_id: e.device_id().unwrap_or_default().to_string(),
+        provisioning_status: spec.provisioning_status.as_str().into(),
         initial_twin: match &document["initialTwin"] {
             Value::Null => String::new(),
             twin => serde_json::to_string_pretty(twin).unwrap_or_default(),
@@ -107,12 +108,12 @@ fn form_of(e: &Enrollment) -> EnrollmentForm {
             .as_str()
             .unwrap_or_default()
             .into(),
-        iot_hubs: e.spec.iot_hubs.join(", "),
+        iot_hubs: spec.iot_hubs.join(", "),
     }
 }
 
 /// Lays the form over `base` (the stored document with its keys, or a new symmetric-key one).
-fn document_of(form: &EnrollmentForm, mut base: Value) -> Result<Value, String> {
+fn document_of(form: &EnrollmentForm, id_field: &str, mut base: Value) -> Result<Value, String> {
     let twin = match form.initial_twin.trim() {
         "" => Value::Null,
         text => serde_json::from_str::<Value>(text)
@@ -131,9 +132,8 @@ fn document_of(form: &EnrollmentForm, mut base: Value) -> Result<Value, String> 
         .filter(|h| !h.is_empty())
         .collect();
     let text = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
-    let fields = json!({
-        "registrationId": form.registration_id.trim(),
-        "deviceId": text(&form.device_id),
+    let mut fields = json!({
+        id_field: form.registration_id.trim(),
         "provisioningStatus": form.provisioning_status,
         "initialTwin": twin,
         "reprovisionPolicy": {
@@ -143,6 +143,9 @@ fn document_of(form: &EnrollmentForm, mut base: Value) -> Result<Value, String> 
         "allocationPolicy": text(&form.allocation_policy),
         "iotHubs": hubs,
     });
+    if id_field == "registrationId" {
+        fields["deviceId"] = json!(text(&form.device_id));
+    }
     for (key, value) in fields.as_object().into_iter().flatten() {
         base[key] = value.clone();
     }
@@ -214,33 +217,138 @@ fn failure_row(f: RecordedFailure) -> FailureRow {
 }
 
 impl AppState {
-    async fn stored_enrollment(&self, id: &str) -> Result<Enrollment, BackendError> {
-        self.store
-            .get_enrollment(id)
+    async fn stored<R: Resource>(&self, id: &str) -> Result<R, BackendError> {
+        R::fetch(self.store.as_ref(), id)
             .await
             .map_err(failed)?
-            .ok_or_else(|| BackendError::NotFound(format!("no enrollment {id:?}")))
+            .ok_or_else(|| BackendError::NotFound(format!("no {} {id:?}", R::NOT_FOUND)))
     }
 
-    /// Writes `document` and records the change.
-    async fn write_enrollment(
+    /// Writes `document` and records the change (without keys).
+    async fn write<R: Resource>(
         &self,
         actor: &str,
         action: &str,
         document: Value,
-        before: Option<&Enrollment>,
+        before: Option<&R>,
         cond: IfMatch,
     ) -> Result<(), BackendError> {
-        let stored = enrollment_writes::upsert::<Enrollment>(self, &document, None, cond)
+        let stored = enrollment_writes::upsert::<R>(self, &document, None, cond)
             .await
             .map_err(write_failed)?;
         record(
             self.store.as_ref(),
             actor,
-            action,
-            &format!("enrollment/{}", stored.registration_id),
-            before.map(|b| wire::individual_enrollment(b, false)),
-            Some(wire::individual_enrollment(&stored, false)),
+            &format!("{}.{action}", R::TARGET),
+            &format!("{}/{}", R::TARGET, stored.id()),
+            before.map(|b| b.to_json(false)),
+            Some(stored.to_json(false)),
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn list<R: Resource>(
+        &self,
+        filter: &EnrollmentFilter,
+    ) -> Result<EnrollmentPage, BackendError> {
+        let page = R::page(self.store.as_ref(), &list_query(filter)?)
+            .await
+            .map_err(failed)?;
+        Ok(EnrollmentPage {
+            rows: page.items.iter().map(row).collect(),
+            next: page.next,
+        })
+    }
+
+    async fn detail<R: Resource>(
+        &self,
+        id: &str,
+        with_keys: bool,
+    ) -> Result<Option<EnrollmentDetail>, BackendError> {
+        let Some(e) = R::fetch(self.store.as_ref(), id).await.map_err(failed)? else {
+            return Ok(None);
+        };
+        // Only an individual enrollment has a registration record of its own ID.
+        let registration = match e.device_id().is_some() || R::TARGET == "enrollment" {
+            true => self.store.get_registration(id).await.map_err(failed)?,
+            false => None,
+        };
+        let keys = match &e.spec().attestation {
+            Attestation::SymmetricKey {
+                primary_key,
+                secondary_key,
+            } if with_keys => Some((primary_key.clone(), secondary_key.clone())),
+            _ => None,
+        };
+        Ok(Some(EnrollmentDetail {
+            form: form_of(&e),
+            attestation: e.spec().attestation.kind().as_str().into(),
+            keys,
+            created: timestamp(e.created()),
+            updated: timestamp(e.updated()),
+            registration: registration.map(summary_of),
+        }))
+    }
+
+    async fn save<R: Resource>(
+        &self,
+        actor: &str,
+        form: EnrollmentForm,
+        create: bool,
+    ) -> Result<(), BackendError> {
+        if create {
+            let base = json!({"attestation": {"type": "symmetricKey", "symmetricKey": {}}});
+            let document = document_of(&form, R::ID_FIELD, base).map_err(invalid)?;
+            return self
+                .write::<R>(actor, "create", document, None, IfMatch::Absent)
+                .await;
+        }
+        let before = self.stored::<R>(&form.registration_id).await?;
+        let document = document_of(&form, R::ID_FIELD, before.to_json(true)).map_err(invalid)?;
+        let cond = IfMatch::Etag(before.etag().clone());
+        self.write(actor, "update", document, Some(&before), cond)
+            .await
+    }
+
+    async fn set_status<R: Resource>(
+        &self,
+        actor: &str,
+        id: &str,
+        enabled: bool,
+    ) -> Result<(), BackendError> {
+        let before = self.stored::<R>(id).await?;
+        let mut document = before.to_json(true);
+        let status = if enabled {
+            ProvisioningStatus::Enabled
+        } else {
+            ProvisioningStatus::Disabled
+        };
+        document["provisioningStatus"] = json!(status.as_str());
+        let cond = IfMatch::Etag(before.etag().clone());
+        self.write(actor, status.as_str(), document, Some(&before), cond)
+            .await
+    }
+
+    async fn remove<R: Resource>(&self, actor: &str, id: &str) -> Result<(), BackendError> {
+        let before = self.stored::<R>(id).await?;
+        let cond = IfMatch::Etag(before.etag().clone());
+        if !enrollment_writes::remove::<R>(self, id, cond)
+            .await
+            .map_err(failed)?
+        {
+            return Err(BackendError::NotFound(format!(
+                "no {} {id:?}",
+                R::NOT_FOUND
+            )));
+        }
+        record(
+            self.store.as_ref(),
+            actor,
+            &format!("{}.delete", R::TARGET),
+            &format!("{}/{}", R::TARGET, before.id()),
+            Some(before.to_json(false)),
+            None,
         )
         .await;
         Ok(())
@@ -293,52 +401,24 @@ impl ConsoleBackend for AppState {
 
     fn list_enrollments(&self, filter: EnrollmentFilter) -> BackendFuture<'_, EnrollmentPage> {
         Box::pin(async move {
-            let page = self
-                .store
-                .list_enrollments(&list_query(&filter)?)
-                .await
-                .map_err(failed)?;
-            Ok(EnrollmentPage {
-                rows: page.items.into_iter().map(row).collect(),
-                next: page.next,
-            })
+            match filter.kind.as_str() {
+                "group" => self.list::<EnrollmentGroup>(&filter).await,
+                _ => self.list::<Enrollment>(&filter).await,
+            }
         })
     }
 
     fn enrollment<'a>(
         &'a self,
-        registration_id: &'a str,
+        id: &'a str,
+        group: bool,
         with_keys: bool,
     ) -> BackendFuture<'a, Option<EnrollmentDetail>> {
         Box::pin(async move {
-            let Some(e) = self
-                .store
-                .get_enrollment(registration_id)
-                .await
-                .map_err(failed)?
-            else {
-                return Ok(None);
-            };
-            let registration = self
-                .store
-                .get_registration(registration_id)
-                .await
-                .map_err(failed)?;
-            let keys = match &e.spec.attestation {
-                Attestation::SymmetricKey {
-                    primary_key,
-                    secondary_key,
-                } if with_keys => Some((primary_key.clone(), secondary_key.clone())),
-                _ => None,
-            };
-            Ok(Some(EnrollmentDetail {
-                form: form_of(&e),
-                attestation: e.spec.attestation.kind().as_str().into(),
-                keys,
-                created: timestamp(e.created),
-                updated: timestamp(e.updated),
-                registration: registration.map(summary_of),
-            }))
+            match group {
+                true => self.detail::<EnrollmentGroup>(id, with_keys).await,
+                false => self.detail::<Enrollment>(id, with_keys).await,
+            }
         })
     }
 
@@ -346,73 +426,60 @@ impl ConsoleBackend for AppState {
         &'a self,
         actor: &'a str,
         form: EnrollmentForm,
+        group: bool,
         create: bool,
     ) -> BackendFuture<'a, ()> {
         Box::pin(async move {
-            if create {
-                let base = json!({"attestation": {"type": "symmetricKey", "symmetricKey": {}}});
-                let document = document_of(&form, base).map_err(invalid)?;
-                return self
-                    .write_enrollment(actor, "enrollment.create", document, None, IfMatch::Absent)
-                    .await;
+            match group {
+                true => self.save::<EnrollmentGroup>(actor, form, create).await,
+                false => self.save::<Enrollment>(actor, form, create).await,
             }
-            let before = self.stored_enrollment(&form.registration_id).await?;
-            let document =
-                document_of(&form, wire::individual_enrollment(&before, true)).map_err(invalid)?;
-            let cond = IfMatch::Etag(before.etag.clone());
-            self.write_enrollment(actor, "enrollment.update", document, Some(&before), cond)
-                .await
         })
     }
 
     fn set_enrollment_status<'a>(
         &'a self,
         actor: &'a str,
-        registration_id: &'a str,
+        id: &'a str,
+        group: bool,
         enabled: bool,
     ) -> BackendFuture<'a, ()> {
         Box::pin(async move {
-            let before = self.stored_enrollment(registration_id).await?;
-            let mut document = wire::individual_enrollment(&before, true);
-            let status = if enabled {
-                ProvisioningStatus::Enabled
-            } else {
-                ProvisioningStatus::Disabled
-            };
-            document["provisioningStatus"] = json!(status.as_str());
-            let action = format!("enrollment.{}", status.as_str());
-            let cond = IfMatch::Etag(before.etag.clone());
-            self.write_enrollment(actor, &action, document, Some(&before), cond)
-                .await
+            match group {
+                true => self.set_status::<EnrollmentGroup>(actor, id, enabled).await,
+                false => self.set_status::<Enrollment>(actor, id, enabled).await,
+            }
         })
     }
 
     fn delete_enrollment<'a>(
         &'a self,
         actor: &'a str,
-        registration_id: &'a str,
+        id: &'a str,
+        group: bool,
     ) -> BackendFuture<'a, ()> {
         Box::pin(async move {
-            let before = self.stored_enrollment(registration_id).await?;
-            let cond = IfMatch::Etag(before.etag.clone());
-            if !enrollment_writes::remove::<Enrollment>(self, registration_id, cond)
-                .await
-                .map_err(failed)?
-            {
-                return Err(BackendError::NotFound(format!(
-                    "no enrollment {registration_id:?}"
-                )));
+            match group {
+                true => self.remove::<EnrollmentGroup>(actor, id).await,
+                false => self.remove::<Enrollment>(actor, id).await,
             }
-            record(
-                self.store.as_ref(),
-                actor,
-                "enrollment.delete",
-                &format!("enrollment/{}", before.registration_id),
-                Some(wire::individual_enrollment(&before, false)),
-                None,
-            )
-            .await;
-            Ok(())
+        })
+    }
+
+    fn derive_device_key<'a>(
+        &'a self,
+        group_id: &'a str,
+        registration_id: &'a str,
+    ) -> BackendFuture<'a, String> {
+        Box::pin(async move {
+            let registration_id = registration_id.trim();
+            validate_registration_id(registration_id).map_err(|e| invalid(e.to_string()))?;
+            let group = self.stored::<EnrollmentGroup>(group_id).await?;
+            let Attestation::SymmetricKey { primary_key, .. } = &group.spec.attestation else {
+                return Err(invalid("the group does not use symmetric keys".into()));
+            };
+            sas::derive_device_key(primary_key, registration_id)
+                .map_err(|_| invalid("the group's key is not base64".into()))
         })
     }
 
@@ -872,7 +939,12 @@ mod tests {
 
     #[test]
     fn the_form_becomes_the_wire_document() {
-        let doc = document_of(&form(r#"{"tags": {"t": 1}}"#), json!({"attestation": 1})).unwrap();
+        let doc = document_of(
+            &form(r#"{"tags": {"t": 1}}"#),
+            "registrationId",
+            json!({"attestation": 1}),
+        )
+        .unwrap();
         assert_eq!(doc["registrationId"], "dev-1");
         assert_eq!(doc["deviceId"], Value::Null);
         assert_eq!(doc["attestation"], 1, "the base's attestation is kept");
@@ -887,13 +959,13 @@ mod tests {
 
     #[test]
     fn invalid_twin_json_is_refused_with_a_reason() {
-        let err = document_of(&form("{\"tags\": "), json!({})).unwrap_err();
+        let err = document_of(&form("{\"tags\": "), "registrationId", json!({})).unwrap_err();
         assert!(
             err.starts_with("the initial twin is not valid JSON"),
             "{err}"
         );
         let mut bad = form("");
         bad.reprovision = "sometimes".into();
-        assert!(document_of(&bad, json!({})).is_err());
+        assert!(document_of(&bad, "enrollmentGroupId", json!({})).is_err());
     }
 }

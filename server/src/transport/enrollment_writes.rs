@@ -3,7 +3,7 @@
 //! kept or generated, and the provisioner forgets what it cached.
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::domain::provisioner::{registration_result, validate_registration_id};
@@ -36,6 +36,13 @@ pub trait Resource: Sized + Send + Sync + 'static {
     fn spec(&self) -> &EnrollmentSpec;
     fn spec_mut(&mut self) -> &mut EnrollmentSpec;
     fn to_json(&self, with_keys: bool) -> Value;
+    /// "enrollment" or "group": how audit entries name the target.
+    const TARGET: &'static str;
+    fn id(&self) -> &str;
+    fn etag(&self) -> &Etag;
+    fn created(&self) -> DateTime<Utc>;
+    fn updated(&self) -> DateTime<Utc>;
+    fn device_id(&self) -> Option<&str>;
     /// Fields only this kind shows (an individual enrollment's registration state).
     async fn decorate(&self, _store: &dyn Store, _json: &mut Value) -> Result<(), StoreError> {
         Ok(())
@@ -44,6 +51,22 @@ pub trait Resource: Sized + Send + Sync + 'static {
 
 #[async_trait]
 impl Resource for Enrollment {
+    const TARGET: &'static str = "enrollment";
+    fn id(&self) -> &str {
+        &self.registration_id
+    }
+    fn etag(&self) -> &Etag {
+        &self.etag
+    }
+    fn created(&self) -> DateTime<Utc> {
+        self.created
+    }
+    fn updated(&self) -> DateTime<Utc> {
+        self.updated
+    }
+    fn device_id(&self) -> Option<&str> {
+        self.device_id.as_deref()
+    }
     const ID_FIELD: &'static str = "registrationId";
     const ITEM_TYPE: &'static str = "Enrollment";
     const BULK_FIELD: &'static str = "enrollments";
@@ -91,6 +114,22 @@ impl Resource for Enrollment {
 
 #[async_trait]
 impl Resource for EnrollmentGroup {
+    const TARGET: &'static str = "group";
+    fn id(&self) -> &str {
+        &self.group_id
+    }
+    fn etag(&self) -> &Etag {
+        &self.etag
+    }
+    fn created(&self) -> DateTime<Utc> {
+        self.created
+    }
+    fn updated(&self) -> DateTime<Utc> {
+        self.updated
+    }
+    fn device_id(&self) -> Option<&str> {
+        None
+    }
     const ID_FIELD: &'static str = "enrollmentGroupId";
     const ITEM_TYPE: &'static str = "EnrollmentGroup";
     const BULK_FIELD: &'static str = "enrollmentGroups";
