@@ -17,16 +17,13 @@ with open(path, "w") as f:
         f.write(f'device-{n:07d},{k1},{k2},"{{""row"":{n}}}","{{""interval"":30}}"\n')
 PY
 bin=target/release/onramp
-for backend in sqlite postgres; do
-  db_args=()
-  if [ "$backend" = postgres ]; then
-    schema="onramp_import_$(date +%s)"
-    psql -q -h 127.0.0.1 -U postgres -d test -c "CREATE SCHEMA $schema"
-    db_args=(--database-url "postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D$schema")
-  fi
+source scripts/lib/backends.sh
+import_on() {
+  local backend=$1; shift
+  local db_args=("$@")
   "$bin" --data-dir "$dir/data-$backend" "${db_args[@]}" admin info --json > /dev/null
   summary=$("$bin" --data-dir "$dir/data-$backend" "${db_args[@]}" enrollments import "$dir/fleet.csv" 2>/dev/null)
   seconds=$(echo "$summary" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.1f s, %d imported, %d failed" % (d["seconds"], d["imported"], d["failed"]))')
   echo "import of $rows enrollments ($backend): $seconds"
-  if [ -n "${schema:-}" ]; then psql -q -h 127.0.0.1 -U postgres -d test -c "DROP SCHEMA $schema CASCADE" 2>/dev/null; schema=; fi
-done
+}
+for_each_backend import import_on

@@ -82,6 +82,22 @@ pub async fn delete_policy(csrf: String, name: String) -> Result<(), ServerFnErr
         .map_err(refused)
 }
 
+fn rekey_form(rekey: ServerAction<RekeyPolicy>, name: String, secondary: bool) -> impl IntoView {
+    let label = if secondary {
+        "Re-key secondary"
+    } else {
+        "Re-key primary"
+    };
+    view! {
+        <ActionForm action=rekey attr:class="inline">
+            <CsrfField/>
+            <input type="hidden" name="name" value=name/>
+            <input type="hidden" name="secondary" value=secondary.to_string()/>
+            <button type="submit" class="secondary">{label}</button>
+        </ActionForm>
+    }
+}
+
 fn field(right: &str) -> &'static str {
     match right {
         "ServiceConfig" => "service_config",
@@ -152,18 +168,8 @@ fn PolicyTable(
                         </details>
                     </td>
                     <td class="actions">
-                        <ActionForm action=rekey attr:class="inline">
-                            <CsrfField/>
-                            <input type="hidden" name="name" value=n1/>
-                            <input type="hidden" name="secondary" value="false"/>
-                            <button type="submit" class="secondary">"Re-key primary"</button>
-                        </ActionForm>
-                        <ActionForm action=rekey attr:class="inline">
-                            <CsrfField/>
-                            <input type="hidden" name="name" value=n2/>
-                            <input type="hidden" name="secondary" value="true"/>
-                            <button type="submit" class="secondary">"Re-key secondary"</button>
-                        </ActionForm>
+                        {rekey_form(rekey, n1, false)}
+                        {rekey_form(rekey, n2, true)}
                         <ActionForm action=delete attr:class="inline">
                             <CsrfField/>
                             <input type="hidden" name="name" value=n3/>
