@@ -77,6 +77,14 @@ pub trait ConsoleBackend: Send + Sync + 'static {
         id: &'a str,
         group: bool,
     ) -> BackendFuture<'a, ()>;
+    /// Replaces the primary (or secondary) symmetric key with a fresh one.
+    fn roll_key<'a>(
+        &'a self,
+        actor: &'a str,
+        id: &'a str,
+        group: bool,
+        secondary: bool,
+    ) -> BackendFuture<'a, ()>;
     /// The device key a group member signs with: base64(HMAC-SHA256(group key, registration ID)).
     fn derive_device_key<'a>(
         &'a self,

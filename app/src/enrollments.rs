@@ -52,6 +52,7 @@ pub async fn save_enrollment(
     reprovision: String,
     allocation_policy: String,
     iot_hubs: String,
+    webhook_url: Option<String>,
 ) -> Result<String, ServerFnError> {
     let _ = csrf;
     let user = require(Role::Operator)?;
@@ -63,6 +64,7 @@ pub async fn save_enrollment(
         reprovision,
         allocation_policy,
         iot_hubs,
+        webhook_url: webhook_url.unwrap_or_default(),
     };
     let id = form.registration_id.clone();
     backend()?
@@ -93,6 +95,23 @@ pub async fn set_enrollment_status(
             kind.as_deref() == Some("group"),
             enabled,
         )
+        .await
+        .map_err(crate::backend::refused)
+}
+
+/// Regenerates the primary (or secondary) symmetric key.
+#[server(endpoint = "enrollment/roll-key")]
+pub async fn roll_key(
+    csrf: String,
+    kind: Option<String>,
+    registration_id: String,
+    secondary: bool,
+) -> Result<(), ServerFnError> {
+    let _ = csrf;
+    let user = require(Role::Operator)?;
+    let group = kind.as_deref() == Some("group");
+    backend()?
+        .roll_key(&user.username, &registration_id, group, secondary)
         .await
         .map_err(crate::backend::refused)
 }
@@ -376,9 +395,10 @@ pub fn EnrollmentPage() -> impl IntoView {
     let query = use_query_map();
     let id = move || params.with(|p| p.get("id").unwrap_or_default());
     let kind = move || query.with(|q| q.get("kind").unwrap_or_default());
+    let roll = ServerAction::<RollKey>::new();
     let detail = Resource::new(
-        move || (id(), kind()),
-        |(id, kind)| async move {
+        move || (id(), kind(), roll.version().get()),
+        |(id, kind, _)| async move {
             if id == "new" {
                 Ok(None)
             } else {
@@ -402,7 +422,7 @@ pub fn EnrollmentPage() -> impl IntoView {
                                 ..EnrollmentForm::default()
                             } kind create=true/>
                         }.into_any(),
-                        (_, Ok(Some(detail))) => view! { <EnrollmentView detail kind/> }.into_any(),
+                        (_, Ok(Some(detail))) => view! { <EnrollmentView detail kind roll/> }.into_any(),
                         (id, Ok(None)) => view! { <p class="error" role="alert">{format!("No enrollment {id:?}.")}</p> }.into_any(),
                         (_, Err(e)) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
                     }
@@ -413,7 +433,12 @@ pub fn EnrollmentPage() -> impl IntoView {
 }
 
 #[component]
-fn EnrollmentView(detail: EnrollmentDetail, kind: String) -> impl IntoView {
+fn EnrollmentView(
+    detail: EnrollmentDetail,
+    kind: String,
+    roll: ServerAction<RollKey>,
+) -> impl IntoView {
+    let id = detail.form.registration_id.clone();
     let derive = (kind == "group" && detail.keys.is_some())
         .then(|| view! { <DeriveKey group_id=detail.form.registration_id.clone()/> });
     let registration = detail.registration.map(|r| {
@@ -428,15 +453,34 @@ fn EnrollmentView(detail: EnrollmentDetail, kind: String) -> impl IntoView {
             </dl>
         }
     });
+    let roll_form = |secondary: bool| {
+        let (id, kind) = (id.clone(), kind.clone());
+        let label = if secondary {
+            "Regenerate secondary"
+        } else {
+            "Regenerate primary"
+        };
+        view! {
+            <ActionForm action=roll attr:class="inline">
+                <CsrfField/>
+                <input type="hidden" name="kind" value=kind/>
+                <input type="hidden" name="registration_id" value=id/>
+                <input type="hidden" name="secondary" value=secondary.to_string()/>
+                <button type="submit" class="secondary">{label}</button>
+            </ActionForm>
+        }
+    };
     let keys = detail.keys.map(|(primary, secondary)| {
         view! {
             <details class="keys">
                 <summary>"Reveal symmetric keys"</summary>
                 <dl class="facts">
                     <dt>"Primary key"</dt><dd class="mono primary-key">{primary}</dd>
-                    <dt>"Secondary key"</dt><dd class="mono">{secondary}</dd>
+                    <dt>"Secondary key"</dt><dd class="mono secondary-key">{secondary}</dd>
                 </dl>
+                <p>{roll_form(false)}{roll_form(true)}</p>
             </details>
+            <ActionError action=roll/>
         }
     });
     let may_edit = may_edit();
@@ -497,7 +541,11 @@ fn EnrollmentEditor(form: EnrollmentForm, kind: String, create: bool) -> impl In
                 ("hashed", "weighted hashed"),
                 ("geoLatency", "lowest latency / geo"),
                 ("static", "static"),
+                ("custom", "custom (webhook)"),
             ])}
+            <label for="webhook_url">"Custom allocation webhook URL"</label>
+            <input id="webhook_url" name="webhook_url" type="url" value=form.webhook_url.clone()
+                placeholder="https://allocator.example/api/allocate" autocomplete="off"/>
             <label for="iot_hubs">"Hubs (comma-separated; empty: all linked hubs)"</label>
             <input id="iot_hubs" name="iot_hubs" value=form.iot_hubs.clone() autocomplete="off"/>
             <label for="initial_twin">"Initial twin (JSON: tags and properties.desired)"</label>

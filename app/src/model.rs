@@ -127,6 +127,9 @@ pub struct EnrollmentForm {
     pub allocation_policy: String,
     /// Candidate hub host names, comma-separated; empty: every linked hub.
     pub iot_hubs: String,
+    /// The custom allocation webhook (with allocation policy "custom").
+    #[serde(default)]
+    pub webhook_url: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

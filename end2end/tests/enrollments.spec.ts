@@ -102,3 +102,37 @@ test('an operator disables and deletes an enrollment from the list', async ({ pa
   await row.getByRole('button', { name: 'Delete' }).click();
   await expect(row).toHaveCount(0);
 });
+
+test('an operator regenerates a key: the old one stops working, the new one works', async ({ page }) => {
+  await signIn(page, users.operator, '/console/enrollments/new');
+  const scope = (await (await page.request.get('/api/summary')).json()).id_scope;
+  await page.fill('#registration_id', 'e2e-rolled');
+  await page.click('#save');
+  await expect(page.getByRole('status')).toHaveText('Saved.');
+  await page.goto('/console/enrollments/e2e-rolled');
+  await expect(page.locator('main')).toHaveAttribute('data-hydrated', 'true');
+  await page.click('summary:text("Reveal symmetric keys")');
+  const old = (await page.locator('.primary-key').textContent())!.trim();
+  expect(registerDevice(scope, 'e2e-rolled', old).ok).toBe(true);
+
+  await page.getByRole('button', { name: 'Regenerate primary' }).click();
+  await expect(page.locator('.primary-key')).not.toHaveText(old);
+  const fresh = (await page.locator('.primary-key').textContent())!.trim();
+  const refused = registerDevice(scope, 'e2e-rolled', old);
+  expect(refused.ok).toBe(false);
+  expect(registerDevice(scope, 'e2e-rolled', fresh).ok).toBe(true);
+});
+
+test('a custom allocation policy needs its webhook URL', async ({ page }) => {
+  await signIn(page, users.operator, '/console/enrollments/new');
+  await page.fill('#registration_id', 'e2e-custom');
+  await page.selectOption('#allocation_policy', 'custom');
+  await page.click('#save');
+  await expect(page.getByRole('alert')).toContainText('customAllocationDefinition');
+  await page.fill('#webhook_url', 'https://allocator.example/api/allocate');
+  await page.click('#save');
+  await expect(page.getByRole('status')).toHaveText('Saved.');
+  await page.goto('/console/enrollments/e2e-custom');
+  await expect(page.locator('#webhook_url')).toHaveValue('https://allocator.example/api/allocate');
+  await expect(page.locator('#allocation_policy')).toHaveValue('custom');
+});

@@ -137,11 +137,25 @@ pub async fn authenticate(
         Err(_) => None,
     };
     let phc = match &user {
-        Some(u) => u.password_hash.as_str(),
-        None => DECOY.get_or_init(|| hash_password("decoy password, never matches")),
+        Some(u) => u.password_hash.clone(),
+        None => DECOY
+            .get_or_init(|| hash_password("decoy password, never matches"))
+            .clone(),
     };
-    let password_ok = verify_password(password, phc);
+    let password_ok = verify_off_runtime(password.to_string(), phc).await;
     Ok(user.filter(|u| password_ok && !u.disabled))
+}
+
+/// Hashing takes tens of milliseconds of CPU and 19 MiB: it runs on the blocking pool, a few at a
+/// time, so a burst of logins neither stalls the async workers nor exhausts memory.
+async fn verify_off_runtime(password: String, phc: String) -> bool {
+    static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+    let Ok(_slot) = SLOTS.acquire().await else {
+        return false;
+    };
+    tokio::task::spawn_blocking(move || verify_password(&password, &phc))
+        .await
+        .unwrap_or(false)
 }
 
 #[cfg(test)]

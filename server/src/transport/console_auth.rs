@@ -328,8 +328,15 @@ pub async fn login(
         };
     let next = safe_next(&form.next);
     let Some(user) = user else {
-        tracing::info!(username = %form.username, "console sign-in refused");
-        audit(&state, &form.username, "login.failed", "console").await;
+        // The name is whatever was typed: keep a bounded, printable prefix of it.
+        let typed: String = form
+            .username
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
+        tracing::info!(username = %typed, "console sign-in refused");
+        audit(&state, &typed, "login.failed", "console").await;
         return Redirect::to(&format!("/login?error=1&next={}", encode(next))).into_response();
     };
     let established = async {

@@ -19,6 +19,7 @@ use crate::domain::provisioner::validate_registration_id;
 use crate::domain::{
     AccessPolicy, AllocationPolicy, Attestation, AttestationKind, Enrollment, EnrollmentGroup,
     IfMatch, LinkedHub, ListQuery, ProvisioningStatus, RegistrationRecord, RegistrationStatus,
+    random_key,
 };
 use crate::proto::timestamp;
 use crate::service::AppState;
@@ -109,6 +110,11 @@ fn form_of<R: Resource>(e: &R) -> EnrollmentForm {
             .unwrap_or_default()
             .into(),
         iot_hubs: spec.iot_hubs.join(", "),
+        webhook_url: spec
+            .custom_allocation
+            .as_ref()
+            .map(|c| c.webhook_url.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -145,6 +151,11 @@ fn document_of(form: &EnrollmentForm, id_field: &str, mut base: Value) -> Result
     });
     if id_field == "registrationId" {
         fields["deviceId"] = json!(text(&form.device_id));
+    }
+    // Kept when the form leaves the webhook empty (the policy decides whether it is used).
+    if let Some(url) = text(&form.webhook_url) {
+        fields["customAllocationDefinition"] =
+            json!({"webhookUrl": url, "apiVersion": "2021-10-01"});
     }
     for (key, value) in fields.as_object().into_iter().flatten() {
         base[key] = value.clone();
@@ -330,6 +341,35 @@ impl AppState {
             .await
     }
 
+    /// Replaces one symmetric key with 64 fresh random bytes; devices signing with it must be
+    /// given the new key (roll the secondary, move devices to it, then roll the primary).
+    async fn roll_key<R: Resource>(
+        &self,
+        actor: &str,
+        id: &str,
+        secondary: bool,
+    ) -> Result<(), BackendError> {
+        let before = self.stored::<R>(id).await?;
+        if !matches!(before.spec().attestation, Attestation::SymmetricKey { .. }) {
+            return Err(invalid("only symmetric keys can be regenerated".into()));
+        }
+        let mut document = before.to_json(true);
+        let slot = if secondary {
+            "secondaryKey"
+        } else {
+            "primaryKey"
+        };
+        document["attestation"]["symmetricKey"][slot] = json!(random_key(64));
+        let action = if secondary {
+            "rekey-secondary"
+        } else {
+            "rekey-primary"
+        };
+        let cond = IfMatch::Etag(before.etag().clone());
+        self.write(actor, action, document, Some(&before), cond)
+            .await
+    }
+
     async fn remove<R: Resource>(&self, actor: &str, id: &str) -> Result<(), BackendError> {
         let before = self.stored::<R>(id).await?;
         let cond = IfMatch::Etag(before.etag().clone());
@@ -462,6 +502,21 @@ impl ConsoleBackend for AppState {
             match group {
                 true => self.remove::<EnrollmentGroup>(actor, id).await,
                 false => self.remove::<Enrollment>(actor, id).await,
+            }
+        })
+    }
+
+    fn roll_key<'a>(
+        &'a self,
+        actor: &'a str,
+        id: &'a str,
+        group: bool,
+        secondary: bool,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            match group {
+                true => self.roll_key::<EnrollmentGroup>(actor, id, secondary).await,
+                false => self.roll_key::<Enrollment>(actor, id, secondary).await,
             }
         })
     }
@@ -878,6 +933,7 @@ mod tests {
             reprovision: "reset".into(),
             allocation_policy: String::new(),
             iot_hubs: "a.example, ,b.example".into(),
+            webhook_url: String::new(),
         }
     }
 
