@@ -93,6 +93,21 @@ pub trait ConsoleBackend: Send + Sync + 'static {
     ) -> BackendFuture<'a, String>;
     fn audit(&self, limit: u32) -> BackendFuture<'_, Vec<AuditRow>>;
     fn policies(&self) -> BackendFuture<'_, Vec<PolicyRow>>;
+    fn users(&self) -> BackendFuture<'_, Vec<UserRow>>;
+    /// Creates a user, or sets an existing user's password and role.
+    fn save_user<'a>(
+        &'a self,
+        actor: &'a str,
+        username: &'a str,
+        password: &'a str,
+        role: Role,
+    ) -> BackendFuture<'a, ()>;
+    fn set_user_disabled<'a>(
+        &'a self,
+        actor: &'a str,
+        username: &'a str,
+        disabled: bool,
+    ) -> BackendFuture<'a, ()>;
     /// Creates a policy (fresh keys) or changes its rights.
     fn save_policy<'a>(
         &'a self,

@@ -12,6 +12,7 @@ pub mod login;
 pub mod model;
 pub mod policies;
 pub mod registrations;
+pub mod users;
 
 #[cfg(feature = "ssr")]
 pub mod backend;
@@ -72,6 +73,7 @@ pub fn App() -> impl IntoView {
                     <Route path=(StaticSegment("console"), StaticSegment("live")) view=live::LiveLog/>
                     <Route path=(StaticSegment("console"), StaticSegment("hubs")) view=hubs::Hubs/>
                     <Route path=(StaticSegment("console"), StaticSegment("policies")) view=policies::Policies/>
+                    <Route path=(StaticSegment("console"), StaticSegment("users")) view=users::Users/>
                     <Route
                         path=(StaticSegment("console"), StaticSegment("registrations"))
                         view=registrations::Registrations
@@ -103,7 +105,10 @@ fn TopBar() -> impl IntoView {
                         <a href="/console/hubs">"Hubs"</a>
                         <a href="/console/live">"Live log"</a>
                         <a href="/console/audit">"Audit"</a>
-                        {(user.role == model::Role::Admin).then(|| view! { <a href="/console/policies">"Policies"</a> })}
+                        {(user.role == model::Role::Admin).then(|| view! {
+                            <a href="/console/policies">"Policies"</a>
+                            <a href="/console/users">"Users"</a>
+                        })}
                     </nav>
                     <span class="whoami">{user.username}" · "{user.role.label()}</span>
                     <form method="post" action="/logout" class="inline">

@@ -247,3 +247,11 @@ pub struct PolicyRow {
     pub connection_string: String,
     pub updated: String,
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRow {
+    pub username: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub created: String,
+}

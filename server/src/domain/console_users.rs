@@ -124,6 +124,21 @@ pub async fn put_user(
         .await?)
 }
 
+/// Disables or re-enables a user; a disabled user's sessions stop working at their next request.
+pub async fn set_disabled(
+    store: &dyn Store,
+    username: &str,
+    disabled: bool,
+) -> Result<ConsoleUser, UserError> {
+    let mut user = store
+        .get_user(username)
+        .await?
+        .ok_or_else(|| UserError::Invalid(format!("no user {username:?}")))?;
+    user.disabled = disabled;
+    user.updated = Utc::now();
+    Ok(store.put_user(user).await?)
+}
+
 /// The enabled user these credentials belong to. An unknown user costs one hash too, so response
 /// times do not tell which usernames exist.
 pub async fn authenticate(

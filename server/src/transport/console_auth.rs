@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use app::model::{Role as ViewRole, SessionInfo, SignedIn};
+use app::model::{SessionInfo, SignedIn};
 use async_trait::async_trait;
 use axum::Form;
 use axum::body::{Body, Bytes};
@@ -24,7 +24,8 @@ use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
 
-use crate::domain::{NewAuditEntry, Role, StoredSession, console_users};
+use super::console_backend::view_role;
+use crate::domain::{NewAuditEntry, StoredSession, console_users};
 use crate::service::AppState;
 use crate::store::Store;
 
@@ -140,14 +141,6 @@ fn is_public(path: &str) -> bool {
 /// Static files: public, and no business of the session.
 fn is_asset(path: &str) -> bool {
     path == "/favicon.svg" || path.starts_with("/pkg/")
-}
-
-fn view_role(role: Role) -> ViewRole {
-    match role {
-        Role::Viewer => ViewRole::Viewer,
-        Role::Operator => ViewRole::Operator,
-        Role::Admin => ViewRole::Admin,
-    }
 }
 
 fn session_failed(e: impl std::fmt::Display) -> Response {

@@ -3,7 +3,7 @@
 //! written to the audit trail without its keys.
 
 use app::backend::{BackendError, BackendFuture, ConsoleBackend};
-use app::model::*;
+use app::model::{Role as ViewRole, *};
 use serde_json::{Value, json};
 
 use super::console_auth::record;
@@ -15,11 +15,12 @@ use crate::diagnostics::{MinuteCount, RecordedFailure, hint};
 use crate::domain::admin::{
     self, AdminError, AllocationSettingsView, HubSettings, KeySlot, RegionRule,
 };
+use crate::domain::console_users::{self, UserError};
 use crate::domain::provisioner::validate_registration_id;
 use crate::domain::{
     AccessPolicy, AllocationPolicy, Attestation, AttestationKind, Enrollment, EnrollmentGroup,
     IfMatch, LinkedHub, ListQuery, ProvisioningStatus, RegistrationRecord, RegistrationStatus,
-    random_key,
+    Role, random_key,
 };
 use crate::proto::timestamp;
 use crate::service::AppState;
@@ -877,6 +878,117 @@ impl ConsoleBackend for AppState {
             .await;
             Ok(())
         })
+    }
+
+    fn users(&self) -> BackendFuture<'_, Vec<UserRow>> {
+        Box::pin(async move {
+            Ok(self
+                .store
+                .list_users()
+                .await
+                .map_err(failed)?
+                .into_iter()
+                .map(|u| UserRow {
+                    role: view_role(u.role),
+                    disabled: u.disabled,
+                    created: timestamp(u.created),
+                    username: u.username,
+                })
+                .collect())
+        })
+    }
+
+    fn save_user<'a>(
+        &'a self,
+        actor: &'a str,
+        username: &'a str,
+        password: &'a str,
+        role: ViewRole,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let before = self.store.get_user(username).await.map_err(failed)?;
+            let user = console_users::put_user(
+                self.store.as_ref(),
+                username.trim(),
+                password,
+                domain_role(role),
+            )
+            .await
+            .map_err(user_failed)?;
+            let action = if before.is_some() {
+                "user.update"
+            } else {
+                "user.create"
+            };
+            // The password hash never goes into the trail.
+            let role_of = |r: Role| json!({"role": r.as_str()});
+            let target = format!("user/{}", user.username);
+            let before = before.map(|b| role_of(b.role));
+            record(
+                self.store.as_ref(),
+                actor,
+                action,
+                &target,
+                before,
+                Some(role_of(user.role)),
+            )
+            .await;
+            Ok(())
+        })
+    }
+
+    fn set_user_disabled<'a>(
+        &'a self,
+        actor: &'a str,
+        username: &'a str,
+        disabled: bool,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            if disabled && username.eq_ignore_ascii_case(actor) {
+                return Err(invalid("you cannot disable your own account".into()));
+            }
+            let user = console_users::set_disabled(self.store.as_ref(), username, disabled)
+                .await
+                .map_err(user_failed)?;
+            let action = if disabled {
+                "user.disable"
+            } else {
+                "user.enable"
+            };
+            record(
+                self.store.as_ref(),
+                actor,
+                action,
+                &format!("user/{}", user.username),
+                None,
+                None,
+            )
+            .await;
+            Ok(())
+        })
+    }
+}
+
+fn user_failed(e: UserError) -> BackendError {
+    match e {
+        UserError::Invalid(m) => BackendError::Invalid(m),
+        UserError::Store(e) => failed(e),
+    }
+}
+
+pub(super) fn view_role(role: Role) -> ViewRole {
+    match role {
+        Role::Viewer => ViewRole::Viewer,
+        Role::Operator => ViewRole::Operator,
+        Role::Admin => ViewRole::Admin,
+    }
+}
+
+fn domain_role(role: ViewRole) -> Role {
+    match role {
+        ViewRole::Viewer => Role::Viewer,
+        ViewRole::Operator => Role::Operator,
+        ViewRole::Admin => Role::Admin,
     }
 }
 
