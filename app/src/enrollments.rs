@@ -7,6 +7,7 @@ use leptos_router::hooks::{use_params_map, use_query, use_query_map};
 use leptos_router::params::Params;
 
 use crate::auth::{CsrfField, current_role};
+use crate::forms::{ActionError, encode};
 use crate::model::*;
 
 #[cfg(feature = "ssr")]
@@ -358,35 +359,6 @@ fn row_actions(
             <button type="submit" class="danger">"Delete"</button>
         </ActionForm>
     }
-}
-
-/// Shows the last error of an action, if any.
-#[component]
-pub fn ActionError<A>(action: ServerAction<A>) -> impl IntoView
-where
-    A: leptos::server_fn::ServerFn + Clone + Send + Sync + 'static,
-    A::Output: Send + Sync + 'static,
-    A::Error: std::fmt::Display + Send + Sync + 'static,
-{
-    move || {
-        action.value().with(|value| match value {
-            Some(Err(e)) => Some(view! { <p class="error" role="alert">{e.to_string()}</p> }),
-            _ => None,
-        })
-    }
-}
-
-/// Percent-encodes a query or path value.
-pub fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[component]

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod dashboard;
 pub mod enrollments;
+pub mod forms;
 pub mod hubs;
 pub mod live;
 pub mod login;

@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use leptos::server_fn::codec::GetUrl;
 
 use crate::auth::CsrfField;
-use crate::enrollments::ActionError;
+use crate::forms::ActionError;
 use crate::model::*;
 
 #[cfg(feature = "ssr")]

@@ -7,7 +7,7 @@ use leptos_router::hooks::{use_params_map, use_query};
 use leptos_router::params::Params;
 
 use crate::auth::{CsrfField, may_change};
-use crate::enrollments::{ActionError, encode};
+use crate::forms::{ActionError, encode};
 use crate::model::*;
 
 #[cfg(feature = "ssr")]

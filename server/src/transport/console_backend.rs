@@ -228,6 +228,17 @@ fn failure_row(f: RecordedFailure) -> FailureRow {
     }
 }
 
+/// Calls a generic method for groups or for individual enrollments.
+macro_rules! by_kind {
+    ($group:expr, $self:ident . $method:ident ( $($arg:expr),* )) => {
+        if $group {
+            $self.$method::<EnrollmentGroup>($($arg),*).await
+        } else {
+            $self.$method::<Enrollment>($($arg),*).await
+        }
+    };
+}
+
 impl AppState {
     async fn stored<R: Resource>(&self, id: &str) -> Result<R, BackendError> {
         R::fetch(self.store.as_ref(), id)
@@ -441,12 +452,7 @@ impl ConsoleBackend for AppState {
     }
 
     fn list_enrollments(&self, filter: EnrollmentFilter) -> BackendFuture<'_, EnrollmentPage> {
-        Box::pin(async move {
-            match filter.kind.as_str() {
-                "group" => self.list::<EnrollmentGroup>(&filter).await,
-                _ => self.list::<Enrollment>(&filter).await,
-            }
-        })
+        Box::pin(async move { by_kind!(filter.kind == "group", self.list(&filter)) })
     }
 
     fn enrollment<'a>(
@@ -455,12 +461,7 @@ impl ConsoleBackend for AppState {
         group: bool,
         with_keys: bool,
     ) -> BackendFuture<'a, Option<EnrollmentDetail>> {
-        Box::pin(async move {
-            match group {
-                true => self.detail::<EnrollmentGroup>(id, with_keys).await,
-                false => self.detail::<Enrollment>(id, with_keys).await,
-            }
-        })
+        Box::pin(async move { by_kind!(group, self.detail(id, with_keys)) })
     }
 
     fn save_enrollment<'a>(
@@ -470,12 +471,7 @@ impl ConsoleBackend for AppState {
         group: bool,
         create: bool,
     ) -> BackendFuture<'a, ()> {
-        Box::pin(async move {
-            match group {
-                true => self.save::<EnrollmentGroup>(actor, form, create).await,
-                false => self.save::<Enrollment>(actor, form, create).await,
-            }
-        })
+        Box::pin(async move { by_kind!(group, self.save(actor, form, create)) })
     }
 
     fn set_enrollment_status<'a>(
@@ -485,12 +481,7 @@ impl ConsoleBackend for AppState {
         group: bool,
         enabled: bool,
     ) -> BackendFuture<'a, ()> {
-        Box::pin(async move {
-            match group {
-                true => self.set_status::<EnrollmentGroup>(actor, id, enabled).await,
-                false => self.set_status::<Enrollment>(actor, id, enabled).await,
-            }
-        })
+        Box::pin(async move { by_kind!(group, self.set_status(actor, id, enabled)) })
     }
 
     fn delete_enrollment<'a>(
@@ -499,12 +490,7 @@ impl ConsoleBackend for AppState {
         id: &'a str,
         group: bool,
     ) -> BackendFuture<'a, ()> {
-        Box::pin(async move {
-            match group {
-                true => self.remove::<EnrollmentGroup>(actor, id).await,
-                false => self.remove::<Enrollment>(actor, id).await,
-            }
-        })
+        Box::pin(async move { by_kind!(group, self.remove(actor, id)) })
     }
 
     fn roll_key<'a>(
@@ -514,12 +500,7 @@ impl ConsoleBackend for AppState {
         group: bool,
         secondary: bool,
     ) -> BackendFuture<'a, ()> {
-        Box::pin(async move {
-            match group {
-                true => self.roll_key::<EnrollmentGroup>(actor, id, secondary).await,
-                false => self.roll_key::<Enrollment>(actor, id, secondary).await,
-            }
-        })
+        Box::pin(async move { by_kind!(group, self.roll_key(actor, id, secondary)) })
     }
 
     fn derive_device_key<'a>(
