@@ -81,19 +81,89 @@ pub fn prepare(config: &Config, extra_names: &[String]) -> anyhow::Result<TlsMat
     })
 }
 
-/// A rustls server configuration (TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1 by ALPN).
+/// A rustls server configuration (TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1 by ALPN) that asks for a
+/// client certificate without requiring one (see `OptionalClientCert`).
 pub fn server_config(
     material: &TlsMaterial,
     alpn: &[&[u8]],
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client_auth = Arc::new(OptionalClientCert {
+        algorithms: provider.signature_verification_algorithms,
+    });
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
+        .with_client_cert_verifier(client_auth)
         .with_single_cert(material.chain.clone(), material.key.clone_key())
         .context("the server certificate does not match its key")?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// Requests a client certificate but does not require one, so browsers and SAS clients share the
+/// port with X.509 devices. Any chain is accepted here, as long as the client proves it holds the
+/// leaf's private key (the handshake signature); whether the chain is trusted is decided by
+/// `attestation::x509` for the identity the device claims, because trust depends on enrollments.
+#[derive(Debug)]
+struct OptionalClientCert {
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::server::danger::ClientCertVerifier for OptionalClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The certificate chain the client presented in its handshake, if any.
+pub fn presented_chain(
+    connection: &rustls::ServerConnection,
+) -> Option<crate::attestation::x509::PresentedChain> {
+    let certs = connection.peer_certificates()?;
+    if certs.is_empty() {
+        return None;
+    }
+    let owned: Vec<CertificateDer<'static>> = certs.iter().map(|c| c.clone().into_owned()).collect();
+    Some(crate::attestation::x509::PresentedChain(owned.into()))
 }
 
 fn load_or_create_ca(dir: &Path) -> anyhow::Result<(CertificateParams, KeyPair, bool)> {

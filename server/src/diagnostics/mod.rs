@@ -121,6 +121,21 @@ pub fn hint(
         return Some("The enrollment is disabled: enable it to let this device register.");
     }
     Some(match error_code? {
+        code::UNAUTHORIZED if message.contains("not verified") => {
+            "The device's chain leads to a CA that is not verified: complete its proof of \
+             possession (verification code) or mark it verified."
+        }
+        code::UNAUTHORIZED if message.contains("no known CA") => {
+            "Unknown CA: the device certificate is signed by no CA registered here or uploaded \
+             into an enrollment group. Upload its root or intermediate."
+        }
+        code::UNAUTHORIZED if message.contains("common name") => {
+            "The device certificate's subject CN must equal the registration ID."
+        }
+        code::UNAUTHORIZED if message.contains("certificate") => {
+            "The device certificate was refused: check its validity period, signatures and that \
+             it is the one enrolled."
+        }
         code::UNAUTHORIZED if message.contains("expired") => {
             "The SAS token has expired: check the device's clock and the token's lifetime."
         }

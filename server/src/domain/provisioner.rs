@@ -16,11 +16,13 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::Utc;
+use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
 
 use super::*;
 use crate::allocation::{self, custom::Webhook};
 use crate::attestation::sas::{self, SasError};
+use crate::attestation::x509::{self, PresentedChain, X509Error};
 use crate::diagnostics::{DiagnosticsBus, Protocol, RegistrationEvent};
 use crate::hubs::{Connectors, Identity, TwinWrite};
 use crate::proto::device::{
@@ -44,6 +46,20 @@ pub enum Credential {
     None,
     /// A SAS token (HTTP `Authorization`, MQTT password, AMQP SASL PLAIN password).
     Sas(String),
+    /// The certificate chain of the TLS handshake.
+    X509(PresentedChain),
+}
+
+impl Credential {
+    /// What a request proves: a SAS token when it carries one (even over a TLS connection with a
+    /// client certificate), else the connection's client certificate.
+    pub fn from_parts(token: Option<&str>, chain: Option<&PresentedChain>) -> Credential {
+        match (token.filter(|t| !t.is_empty()), chain) {
+            (Some(token), _) => Credential::Sas(token.to_string()),
+            (None, Some(chain)) => Credential::X509(chain.clone()),
+            (None, None) => Credential::None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -210,8 +226,40 @@ impl Source {
 
 struct Authenticated {
     source: Source,
-    /// The device's own keys (derived ones for a group), which its hub identity gets.
-    keys: (String, String),
+    /// How the device's hub identity authenticates: its own keys (derived ones for a group), or
+    /// its certificate.
+    hub_auth: DeviceAuth,
+    /// The attestation's part of the registration result (`symmetricKey` or `x509`).
+    details: AttestationDetails,
+}
+
+enum AttestationDetails {
+    None,
+    SymmetricKey(Value),
+    X509(Value),
+}
+
+impl Authenticated {
+    fn describe(&self, state: &mut DeviceRegistrationResult) {
+        match &self.details {
+            AttestationDetails::None => {}
+            AttestationDetails::SymmetricKey(v) => state.symmetric_key = Some(v.clone()),
+            AttestationDetails::X509(v) => state.x509 = Some(v.clone()),
+        }
+    }
+}
+
+/// An X.509 enrollment group with its signing certificates decoded.
+struct X509Group {
+    group: EnrollmentGroup,
+    signers: Vec<CertificateDer<'static>>,
+}
+
+/// A CA certificate registered on the instance, decoded.
+struct KnownCa {
+    name: String,
+    verified: bool,
+    der: CertificateDer<'static>,
 }
 
 /// What rarely changes and every registration reads.
@@ -220,6 +268,27 @@ struct Snapshot {
     hubs: Vec<LinkedHub>,
     settings: AllocationSettings,
     key_groups: Vec<EnrollmentGroup>,
+    x509_groups: Vec<X509Group>,
+    cas: Vec<KnownCa>,
+}
+
+impl Snapshot {
+    /// The X.509 group whose signing certificate, or referenced CA, is `cert`.
+    fn group_signed_by(&self, cert: &CertificateDer<'_>) -> Option<&EnrollmentGroup> {
+        let ca_name = self
+            .cas
+            .iter()
+            .find(|ca| ca.der == *cert)
+            .map(|ca| ca.name.as_str());
+        self.x509_groups
+            .iter()
+            .find(|g| {
+                g.signers.iter().any(|s| s == cert)
+                    || matches!(&g.group.spec.attestation, Attestation::X509 { ca_references, .. }
+                        if ca_name.is_some_and(|name| ca_references.iter().any(|r| r.eq_ignore_ascii_case(name))))
+            })
+            .map(|g| &g.group)
+    }
 }
 
 pub struct Provisioner {
@@ -441,17 +510,29 @@ impl Provisioner {
         }
     }
 
-    /// An individual enrollment for the ID decides alone (it overrides any group); otherwise the
-    /// symmetric-key group whose derived key signed the token.
+    /// An individual enrollment for the ID decides alone (it overrides any group, which is how a
+    /// disabled individual enrollment revokes one device of a group); otherwise a group.
     async fn authenticate(
         &self,
         registration_id: &str,
         credential: &Credential,
     ) -> Result<Authenticated, ProvisionError> {
+        match credential {
+            Credential::Sas(token) => self.authenticate_sas(registration_id, token).await,
+            Credential::X509(chain) => self.authenticate_x509(registration_id, chain).await,
+            Credential::None => Err(ProvisionError::Unauthorized(
+                "no SAS token or client certificate was presented".into(),
+            )),
+        }
+    }
+
+    /// The individual enrollment's key, or the symmetric-key group whose derived key signed.
+    async fn authenticate_sas(
+        &self,
+        registration_id: &str,
+        token: &str,
+    ) -> Result<Authenticated, ProvisionError> {
         let unauthorized = |why: &str| ProvisionError::Unauthorized(why.to_string());
-        let Credential::Sas(token) = credential else {
-            return Err(unauthorized("no SAS token was presented"));
-        };
         let token = sas::parse(token).map_err(|e| ProvisionError::Unauthorized(e.to_string()))?;
         let resource = format!("{}/registrations/{}", self.id_scope, registration_id);
         let now = Utc::now().timestamp().max(0) as u64;
@@ -474,10 +555,11 @@ impl Provisioner {
             token
                 .verify(&resource, &[&keys[0], &keys[1]], now)
                 .map_err(refused)?;
-            let keys = (primary_key.clone(), secondary_key.clone());
+            let hub_auth = sas_auth(primary_key.clone(), secondary_key.clone());
             return Ok(Authenticated {
                 source: Source::Individual(enrollment),
-                keys,
+                hub_auth,
+                details: AttestationDetails::None,
             });
         }
         // Expiry and resource do not depend on the key: refuse those before trying groups.
@@ -502,13 +584,90 @@ impl Provisioner {
                 if token.verify(&resource, &[&raw[0], &raw[1]], now).is_ok() {
                     return Ok(Authenticated {
                         source: Source::Group(group.clone()),
-                        keys,
+                        hub_auth: sas_auth(keys.0, keys.1),
+                        details: AttestationDetails::SymmetricKey(
+                            json!({ "enrollmentGroupId": group.group_id }),
+                        ),
                     });
                 }
             }
         }
         Err(unauthorized(
             "no enrollment or enrollment group matches this device and key",
+        ))
+    }
+
+    /// The individual enrollment holding the device's certificate, or the group whose signing
+    /// certificate (or referenced CA) is nearest to the leaf on the verified path to a CA.
+    async fn authenticate_x509(
+        &self,
+        registration_id: &str,
+        chain: &PresentedChain,
+    ) -> Result<Authenticated, ProvisionError> {
+        let refused = |e: X509Error| ProvisionError::Unauthorized(e.to_string());
+        let unauthorized = |why: &str| ProvisionError::Unauthorized(why.to_string());
+        let now = rustls::pki_types::UnixTime::now();
+        let leaf = chain
+            .leaf()
+            .ok_or_else(|| unauthorized("no client certificate was presented"))?;
+        let leaf_info = x509::check_leaf(leaf, registration_id, now).map_err(refused)?;
+        if let Some(enrollment) = self.store.get_enrollment(registration_id).await? {
+            let Attestation::X509 { certificates, .. } = &enrollment.spec.attestation else {
+                return Err(unauthorized("the enrollment does not use X.509 certificates"));
+            };
+            // Each slot's first certificate is the device's own (a PEM may carry its chain).
+            let enrolled: Vec<CertificateDer<'static>> = certificates
+                .iter()
+                .filter_map(|text| x509::parse_certificates(text).ok()?.into_iter().next())
+                .collect();
+            if !enrolled.iter().any(|c| c == leaf) {
+                return Err(unauthorized(
+                    "the client certificate is not the one enrolled for this device",
+                ));
+            }
+            let mut thumbprints = enrolled.iter().map(|c| x509::sha256_thumbprint(c));
+            return Ok(Authenticated {
+                source: Source::Individual(enrollment),
+                hub_auth: DeviceAuth::SelfSigned {
+                    primary_thumbprint: thumbprints.next().unwrap_or_default(),
+                    secondary_thumbprint: thumbprints.next(),
+                },
+                details: AttestationDetails::X509(json!({ "certificateInfo": leaf_info })),
+            });
+        }
+        for fresh in [false, true] {
+            let snapshot = self.snapshot(fresh).await?;
+            let cas = |verified: bool| -> Vec<CertificateDer<'static>> {
+                let matching = snapshot.cas.iter().filter(|ca| ca.verified == verified);
+                matching.map(|ca| ca.der.clone()).collect()
+            };
+            let signers: Vec<_> = snapshot
+                .x509_groups
+                .iter()
+                .flat_map(|g| g.signers.iter().cloned())
+                .collect();
+            let path = match x509::path_to_verified_ca(&chain.0, &cas(true), &signers, &cas(false), now) {
+                Ok(path) => path,
+                Err(e) if fresh => return Err(refused(e)),
+                Err(_) => continue,
+            };
+            for cert in &path {
+                if let Some(group) = snapshot.group_signed_by(cert) {
+                    let details = json!({
+                        "certificateInfo": leaf_info,
+                        "enrollmentGroupId": group.group_id,
+                        "signingCertificateInfo": x509::describe(cert).ok(),
+                    });
+                    return Ok(Authenticated {
+                        source: Source::Group(group.clone()),
+                        hub_auth: DeviceAuth::CertificateAuthority,
+                        details: AttestationDetails::X509(details),
+                    });
+                }
+            }
+        }
+        Err(unauthorized(
+            "the certificate chain is valid but no enrollment group matches it",
         ))
     }
 
@@ -521,15 +680,50 @@ impl Provisioner {
             loaded: Instant::now(),
             hubs: self.store.list_hubs().await?,
             settings: allocation_settings(self.store.as_ref()).await?,
-            key_groups: self.symmetric_key_groups().await?,
+            key_groups: self.groups_of(AttestationKind::SymmetricKey).await?,
+            x509_groups: self.x509_groups().await?,
+            cas: self.known_cas().await?,
         });
         *self.snapshot.lock().unwrap() = Some(snapshot.clone());
         Ok(snapshot)
     }
 
-    async fn symmetric_key_groups(&self) -> Result<Vec<EnrollmentGroup>, StoreError> {
+    async fn x509_groups(&self) -> Result<Vec<X509Group>, StoreError> {
+        let groups = self.groups_of(AttestationKind::X509).await?;
+        Ok(groups
+            .into_iter()
+            .map(|group| {
+                let signers = match &group.spec.attestation {
+                    Attestation::X509 { certificates, .. } => certificates
+                        .iter()
+                        .filter_map(|text| x509::parse_certificates(text).ok())
+                        .flatten()
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                X509Group { group, signers }
+            })
+            .collect())
+    }
+
+    async fn known_cas(&self) -> Result<Vec<KnownCa>, StoreError> {
+        let cas = self.store.list_ca_certificates().await?;
+        Ok(cas
+            .into_iter()
+            .filter_map(|ca| {
+                let der = x509::parse_certificates(&ca.pem).ok()?.into_iter().next()?;
+                Some(KnownCa {
+                    name: ca.name,
+                    verified: ca.verified,
+                    der,
+                })
+            })
+            .collect())
+    }
+
+    async fn groups_of(&self, kind: AttestationKind) -> Result<Vec<EnrollmentGroup>, StoreError> {
         let mut query = ListQuery {
-            attestation: Some(AttestationKind::SymmetricKey),
+            attestation: Some(kind),
             limit: MAX_PAGE,
             ..Default::default()
         };
@@ -593,9 +787,7 @@ impl Provisioner {
         }
         let record = self.store.put_registration(record, IfMatch::Any).await?;
         let mut state = registration_result(&record);
-        if let EnrollmentRef::Group(group_id) = &record.enrollment {
-            state.symmetric_key = Some(json!({ "enrollmentGroupId": group_id }));
-        }
+        auth.describe(&mut state);
         let operation = RegistrationOperation {
             operation_id: operation_id.to_string(),
             registration_id: registration_id.to_string(),
@@ -704,10 +896,7 @@ impl Provisioner {
 
         let identity = Identity {
             device_id: device_id.clone(),
-            auth: DeviceAuth::Sas {
-                primary_key: auth.keys.0.clone(),
-                secondary_key: auth.keys.1.clone(),
-            },
+            auth: auth.hub_auth.clone(),
             iot_edge: spec.iot_edge,
         };
         self.connectors
@@ -1042,5 +1231,12 @@ mod tests {
         let a = new_operation_id();
         assert!(a.starts_with("4.") && a.len() > 40);
         assert_ne!(a, new_operation_id());
+    }
+}
+
+fn sas_auth(primary_key: String, secondary_key: String) -> DeviceAuth {
+    DeviceAuth::Sas {
+        primary_key,
+        secondary_key,
     }
 }

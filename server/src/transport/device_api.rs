@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use super::http_util::{TooLarge, azure_error, json_response, read_body};
+use crate::attestation::x509::PresentedChain;
 use crate::diagnostics::Protocol;
 use crate::domain::provisioner::{
     Credential, OperationReply, ProvisionError, RegisterRequest, StatusRequest,
@@ -12,6 +13,7 @@ use crate::domain::provisioner::{
 use crate::service::AppState;
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::Extension;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post, put};
@@ -54,7 +56,10 @@ async fn register(
         id_scope: scope.clone(),
         registration_id: registration_id.clone(),
         body,
-        credential: credential(&parts.headers),
+        credential: Credential::from_parts(
+            token(&parts.headers),
+            parts.extensions.get::<PresentedChain>(),
+        ),
         protocol: Protocol::Https,
         client: parts
             .extensions
@@ -81,8 +86,11 @@ async fn operation_status(
     State(state): State<AppState>,
     Path((scope, registration_id, operation_id)): Path<(String, String, String)>,
     headers: HeaderMap,
+    chain: Option<Extension<PresentedChain>>,
 ) -> Response {
-    let request = status_request(scope, registration_id, &headers);
+    let chain = chain.map(|Extension(c)| c);
+    let credential = Credential::from_parts(token(&headers), chain.as_ref());
+    let request = status_request(scope, registration_id, credential);
     match state
         .provisioner
         .operation_status(request, &operation_id)
@@ -98,31 +106,30 @@ async fn registration_status(
     State(state): State<AppState>,
     Path((scope, registration_id)): Path<(String, String)>,
     headers: HeaderMap,
+    chain: Option<Extension<PresentedChain>>,
 ) -> Response {
-    let request = status_request(scope, registration_id, &headers);
+    let chain = chain.map(|Extension(c)| c);
+    let credential = Credential::from_parts(token(&headers), chain.as_ref());
+    let request = status_request(scope, registration_id, credential);
     match state.provisioner.registration_status(request).await {
         Ok(result) => json_response(StatusCode::OK, &result),
         Err(e) => error_response(&e),
     }
 }
 
-fn status_request(id_scope: String, registration_id: String, headers: &HeaderMap) -> StatusRequest {
+fn status_request(id_scope: String, registration_id: String, credential: Credential) -> StatusRequest {
     StatusRequest {
         id_scope,
         registration_id,
-        credential: credential(headers),
+        credential,
         protocol: Protocol::Https,
     }
 }
 
-fn credential(headers: &HeaderMap) -> Credential {
-    match headers
+fn token(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-    {
-        Some(token) => Credential::Sas(token.to_string()),
-        None => Credential::None,
-    }
 }
 
 fn operation_response(status: StatusCode, reply: &OperationReply) -> Response {

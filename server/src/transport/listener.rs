@@ -100,10 +100,14 @@ pub async fn serve_https(
         limits,
         shutdown,
         move |tls, peer, shutdown| {
+            let chain = crate::tls::presented_chain(tls.get_ref().1);
             let service = router
                 .clone()
                 .map_request(move |mut request: Request<Incoming>| {
                     request.extensions_mut().insert(ConnectInfo(peer));
+                    if let Some(chain) = &chain {
+                        request.extensions_mut().insert(chain.clone());
+                    }
                     request
                 });
             async move {

@@ -76,10 +76,14 @@ pub async fn serve_mqtt(
         shutdown,
         move |stream, peer, shutdown| {
             let (services, mqtt) = (services.clone(), mqtt.clone());
+            let client = session::Client {
+                ip: Some(peer.ip()),
+                chain: crate::tls::presented_chain(stream.get_ref().1),
+            };
             async move {
                 if let Err(e) = session::run(
                     stream,
-                    Some(peer.ip()),
+                    client,
                     services,
                     &mqtt,
                     Protocol::Mqtt,

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::hub_topics::{self, HubRequest, HubUsername};
 use super::topics::{self, DpsUsername, Request};
 use super::{MqttLimits, MqttServices};
+use crate::attestation::x509::PresentedChain;
 use crate::diagnostics::Protocol;
 use crate::domain::device_hub::{Attachment, DeviceHub, Push};
 use crate::domain::provisioner::{
@@ -31,9 +32,16 @@ use crate::domain::provisioner::{
 };
 use crate::proto::error::ErrorBody;
 
+/// Who is on the other end: the address, and the certificate chain of the TLS handshake.
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    pub ip: Option<IpAddr>,
+    pub chain: Option<PresentedChain>,
+}
+
 pub async fn run<S>(
     stream: S,
-    client: Option<IpAddr>,
+    client: Client,
     services: MqttServices,
     limits: &MqttLimits,
     protocol: Protocol,
@@ -64,15 +72,12 @@ where
     if let Some(user) = topics::parse_username(username) {
         // Credentials are checked per request (as over HTTPS), so a bad key gets the documented
         // res/401 reply with an error body rather than a bare refusal.
-        let credential = match password {
-            None | Some("") => Credential::None,
-            Some(token) => Credential::Sas(token.to_string()),
-        };
+        let credential = Credential::from_parts(password, client.chain.as_ref());
         conn.write(accepted).await?;
         let session = ProvisioningSession {
             user,
             credential,
-            client,
+            client: client.ip,
             protocol,
             provisioner: services.provisioner,
         };

@@ -3,7 +3,7 @@
 //! `MQTT`); the reply echoes the client's spelling. Each WebSocket carries the same session as the
 //! TLS listener, fed through an in-memory pipe, with the same limits and graceful shutdown.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -17,7 +17,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::session::Client;
 use super::{MqttLimits, MqttServices};
+use crate::attestation::x509::PresentedChain;
 use crate::diagnostics::Protocol;
 
 /// The MQTT-over-WebSocket sessions of one HTTPS listener: bounded in number, and tracked so a
@@ -57,7 +59,7 @@ impl WebSocketSessions {
         &self,
         upgrade: WebSocketUpgrade,
         subprotocol: String,
-        peer: Option<IpAddr>,
+        peer: Client,
     ) -> Response {
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             return (StatusCode::SERVICE_UNAVAILABLE, "too many MQTT sessions").into_response();
@@ -75,7 +77,8 @@ impl WebSocketSessions {
             })
     }
 
-    async fn run(self, socket: WebSocket, peer: Option<IpAddr>) {
+    async fn run(self, socket: WebSocket, peer: Client) {
+        let ip = peer.ip;
         let (session_end, bridge_end) = tokio::io::duplex(self.limits.max_packet_bytes);
         let session = super::session::run(
             session_end,
@@ -87,7 +90,7 @@ impl WebSocketSessions {
         );
         let (result, ()) = tokio::join!(session, bridge(socket, bridge_end));
         if let Err(e) = result {
-            tracing::debug!(?peer, error = %e, "MQTT-over-WebSocket session ended");
+            tracing::debug!(peer = ?ip, error = %e, "MQTT-over-WebSocket session ended");
         }
     }
 }
@@ -103,10 +106,13 @@ pub async fn intercept(
         return next.run(request).await;
     };
     let (mut parts, _) = request.into_parts();
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip());
+    let peer = Client {
+        ip: parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip()),
+        chain: parts.extensions.get::<PresentedChain>().cloned(),
+    };
     match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(upgrade) => sessions.accept(upgrade, subprotocol, peer),
         Err(rejection) => rejection.into_response(),
