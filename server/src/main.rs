@@ -114,6 +114,34 @@ enum AdminCommand {
     /// Console users.
     #[command(subcommand)]
     User(UserCommand),
+    /// CA certificates for X.509 enrollment groups, with proof of possession (JSON output).
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    List,
+    /// Upload a CA certificate (PEM file) under NAME; it authenticates devices once verified.
+    Add {
+        name: String,
+        file: PathBuf,
+        /// Trust it without proof of possession (Azure's "verified on upload").
+        #[arg(long)]
+        verified: bool,
+    },
+    /// Issue the verification code: sign a certificate with this subject CN with the CA's key.
+    Code {
+        name: String,
+    },
+    /// Verify the CA with the signed certificate for its code (PEM file).
+    Verify {
+        name: String,
+        file: PathBuf,
+    },
+    Remove {
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -241,6 +269,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Admin(AdminCommand::Policy(command)) => admin_policy(config, command).await,
         Command::Admin(AdminCommand::Hub(command)) => admin_hub(config, command).await,
         Command::Admin(AdminCommand::User(command)) => admin_user(config, command).await,
+        Command::Admin(AdminCommand::Ca(command)) => admin_ca(config, command).await,
         Command::Admin(AdminCommand::Info { json }) => {
             let prepared = onramp::service::prepare(config).await?;
             let state = &prepared.state;
@@ -312,6 +341,40 @@ async fn admin_policy(config: Config, command: PolicyCommand) -> anyhow::Result<
             print_json(&show(&admin::rekey_policy(store, &name, slot).await?));
         }
         PolicyCommand::Delete { name } => admin::delete_policy(store, &name).await?,
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn admin_ca(config: Config, command: CaCommand) -> anyhow::Result<()> {
+    use onramp::domain::ca;
+    let prepared = onramp::service::prepare(config).await?;
+    let store = prepared.state.store.as_ref();
+    let read = |path: &PathBuf| {
+        std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+    };
+    match command {
+        CaCommand::List => {
+            let cas = store.list_ca_certificates().await?;
+            print_json(&serde_json::json!(
+                cas.iter().map(ca::view).collect::<Vec<_>>()
+            ));
+        }
+        CaCommand::Add {
+            name,
+            file,
+            verified,
+        } => print_json(&ca::view(
+            &ca::put_ca(store, &name, &read(&file)?, verified).await?,
+        )),
+        CaCommand::Code { name } => print_json(&ca::view(
+            &ca::generate_verification_code(store, &name).await?,
+        )),
+        CaCommand::Verify { name, file } => {
+            print_json(&ca::view(&ca::verify(store, &name, &read(&file)?).await?))
+        }
+        CaCommand::Remove { name } => ca::delete(store, &name).await?,
     }
     store.close().await;
     Ok(())

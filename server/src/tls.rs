@@ -162,7 +162,8 @@ pub fn presented_chain(
     if certs.is_empty() {
         return None;
     }
-    let owned: Vec<CertificateDer<'static>> = certs.iter().map(|c| c.clone().into_owned()).collect();
+    let owned: Vec<CertificateDer<'static>> =
+        certs.iter().map(|c| c.clone().into_owned()).collect();
     Some(crate::attestation::x509::PresentedChain(owned.into()))
 }
 

@@ -65,7 +65,9 @@ pub struct CertificateInfo {
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, X509Error> {
     match X509Certificate::from_der(der) {
         Ok((rest, cert)) if rest.is_empty() => Ok(cert),
-        Ok(_) => Err(X509Error::Unreadable("trailing bytes after the certificate".into())),
+        Ok(_) => Err(X509Error::Unreadable(
+            "trailing bytes after the certificate".into(),
+        )),
         Err(e) => Err(X509Error::Unreadable(e.to_string())),
     }
 }
@@ -332,7 +334,10 @@ pub mod tests {
         p.not_after = now + Duration::days(days.1);
         if ca {
             p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+            p.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
         } else {
             p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         }
@@ -390,9 +395,14 @@ pub mod tests {
         let path = path_to_verified_ca(&chain, &[ca.der.clone()], &[], &[], now()).unwrap();
         assert_eq!(path, vec![mid.der.clone(), ca.der.clone()]);
         // The intermediate may also come from a group instead of the device.
-        let path =
-            path_to_verified_ca(&chain[..1], &[ca.der.clone()], &[mid.der.clone()], &[], now())
-                .unwrap();
+        let path = path_to_verified_ca(
+            &chain[..1],
+            &[ca.der.clone()],
+            &[mid.der.clone()],
+            &[],
+            now(),
+        )
+        .unwrap();
         assert_eq!(path, vec![mid.der, ca.der]);
     }
 
@@ -429,13 +439,8 @@ pub mod tests {
         let ca = root("root");
         let not_ca = issue(&ca, "pretender", false, (-1, 100));
         let leaf = issue(&not_ca, "device-1", false, (-1, 30));
-        let result = path_to_verified_ca(
-            &[leaf.der, not_ca.der],
-            &[ca.der.clone()],
-            &[],
-            &[],
-            now(),
-        );
+        let result =
+            path_to_verified_ca(&[leaf.der, not_ca.der], &[ca.der.clone()], &[], &[], now());
         assert!(result.is_err(), "{result:?}");
     }
 
@@ -461,9 +466,7 @@ pub mod tests {
         let ca = root("root");
         let b64 = base64::engine::general_purpose::STANDARD.encode(&ca.der);
         assert_eq!(parse_certificates(&b64).unwrap(), vec![ca.der.clone()]);
-        let pem_text = format!(
-            "-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n"
-        );
+        let pem_text = format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n");
         assert_eq!(parse_certificates(&pem_text).unwrap(), vec![ca.der.clone()]);
         assert!(parse_certificates("not a certificate").is_err());
         assert!(parse_certificates("AAAA").is_err());

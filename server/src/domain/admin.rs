@@ -24,7 +24,7 @@ fn invalid<T>(message: impl Into<String>) -> Result<T, AdminError> {
 }
 
 /// Policy names: 1-64 letters, digits, `-`, `_` or `.`.
-fn check_name(kind: &str, name: &str) -> Result<(), AdminError> {
+pub(super) fn check_name(kind: &str, name: &str) -> Result<(), AdminError> {
     if name.is_empty()
         || name.len() > 64
         || !name

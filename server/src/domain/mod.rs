@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod ca;
 pub mod console_users;
 pub mod device_hub;
 pub mod enrollment;

@@ -613,7 +613,9 @@ impl Provisioner {
         let leaf_info = x509::check_leaf(leaf, registration_id, now).map_err(refused)?;
         if let Some(enrollment) = self.store.get_enrollment(registration_id).await? {
             let Attestation::X509 { certificates, .. } = &enrollment.spec.attestation else {
-                return Err(unauthorized("the enrollment does not use X.509 certificates"));
+                return Err(unauthorized(
+                    "the enrollment does not use X.509 certificates",
+                ));
             };
             // Each slot's first certificate is the device's own (a PEM may carry its chain).
             let enrolled: Vec<CertificateDer<'static>> = certificates
@@ -646,11 +648,12 @@ impl Provisioner {
                 .iter()
                 .flat_map(|g| g.signers.iter().cloned())
                 .collect();
-            let path = match x509::path_to_verified_ca(&chain.0, &cas(true), &signers, &cas(false), now) {
-                Ok(path) => path,
-                Err(e) if fresh => return Err(refused(e)),
-                Err(_) => continue,
-            };
+            let path =
+                match x509::path_to_verified_ca(&chain.0, &cas(true), &signers, &cas(false), now) {
+                    Ok(path) => path,
+                    Err(e) if fresh => return Err(refused(e)),
+                    Err(_) => continue,
+                };
             for cert in &path {
                 if let Some(group) = snapshot.group_signed_by(cert) {
                     let details = json!({

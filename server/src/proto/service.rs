@@ -301,16 +301,19 @@ fn parse_attestation(value: &Value) -> Result<Attestation, String> {
         }
         "x509" => {
             let x509 = value.get("x509").ok_or("`attestation.x509` is required")?;
-            let certs = ["clientCertificates", "signingCertificates"]
-                .iter()
-                .flat_map(|kind| {
-                    ["primary", "secondary"]
-                        .map(|slot| x509.pointer(&format!("/{kind}/{slot}/certificate")))
-                })
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect();
+            let mut certs = Vec::new();
+            for kind in ["clientCertificates", "signingCertificates"] {
+                for slot in ["primary", "secondary"] {
+                    let field = format!("/{kind}/{slot}/certificate");
+                    let Some(text) = x509.pointer(&field).and_then(Value::as_str) else {
+                        continue;
+                    };
+                    if let Err(e) = crate::attestation::x509::parse_certificates(text) {
+                        return Err(format!("`attestation.x509.{kind}.{slot}.certificate`: {e}"));
+                    }
+                    certs.push(text.to_string());
+                }
+            }
             let ca_references = ["primary", "secondary"]
                 .iter()
                 .filter_map(|slot| {
@@ -347,15 +350,32 @@ mod tests {
 
     #[test]
     fn x509_attestation_round_trips_in_the_azure_shape() {
+        use base64::Engine;
+        let der = |cn: &str| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let params = rcgen::CertificateParams::new(vec![cn.to_string()]).unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            base64::engine::general_purpose::STANDARD.encode(cert.der())
+        };
+        let (a, b) = (der("cert-dev"), der("cert-dev"));
         let individual = json!({
             "registrationId": "cert-dev",
-            "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": "PEM-A"}, "secondary": {"certificate": "PEM-B"}}}},
+            "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": a}, "secondary": {"certificate": b}}}},
         });
         let input = parse_enrollment(&individual, "registrationId").unwrap();
         let value = attestation(&input.spec.attestation, true, false);
         assert_eq!(
             value["x509"]["clientCertificates"]["secondary"]["certificate"],
-            "PEM-B"
+            b
+        );
+        let garbage = json!({
+            "registrationId": "cert-dev",
+            "attestation": {"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": "PEM-A"}}}},
+        });
+        let err = parse_enrollment(&garbage, "registrationId").unwrap_err();
+        assert!(
+            err.contains("clientCertificates.primary.certificate"),
+            "{err}"
         );
         let group = json!({
             "enrollmentGroupId": "g",

@@ -1,5 +1,5 @@
 //! Onramp's own administration resources on the service API (Azure manages these elsewhere):
-//! linked hubs, allocation settings and shared access policies. All need the ServiceConfig right;
+//! linked hubs, allocation settings, shared access policies and CA certificates. All need the ServiceConfig right;
 //! the rules are in `domain::admin`, shared with the command line.
 
 use axum::Router;
@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::http_util::json_response;
 use super::service_api::{Result, ServiceError, authorize, json_body};
 use crate::domain::admin::{self, AllocationSettingsView, HubSettings, KeySlot};
+use crate::domain::ca;
 use crate::domain::{AccessPolicy, LinkedHub, Right};
 use crate::service::AppState;
 
@@ -34,6 +35,16 @@ pub fn router(state: AppState) -> Router {
             get(get_policy).put(put_policy).delete(delete_policy),
         )
         .route("/accessPolicies/{name}/regenerateKey", post(regenerate_key))
+        .route("/certificates", get(list_cas))
+        .route(
+            "/certificates/{name}",
+            get(get_ca).put(put_ca).delete(delete_ca),
+        )
+        .route(
+            "/certificates/{name}/generateVerificationCode",
+            post(generate_verification_code),
+        )
+        .route("/certificates/{name}/verify", post(verify_ca))
         .with_state(state)
 }
 
@@ -225,5 +236,94 @@ async fn delete_policy(
 ) -> Result<Response> {
     authorize(&state, &headers, Right::ServiceConfig).await?;
     admin::delete_policy(state.store.as_ref(), &name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_cas(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+    authorize(&state, &headers, Right::ServiceConfig).await?;
+    let cas = state.store.list_ca_certificates().await?;
+    let views: Vec<Value> = cas.iter().map(ca::view).collect();
+    Ok(json_response(StatusCode::OK, &json!({ "value": views })))
+}
+
+async fn get_ca(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    authorize(&state, &headers, Right::ServiceConfig).await?;
+    let found = ca::get(state.store.as_ref(), &name).await?;
+    Ok(json_response(StatusCode::OK, &ca::view(&found)))
+}
+
+/// The certificate to upload or the proof of possession, in Azure's resource shape
+/// (`{"properties": {...}}`) or flat.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CertificateBody {
+    certificate: String,
+    #[serde(default)]
+    is_verified: bool,
+}
+
+fn certificate_body(value: Value) -> Result<CertificateBody> {
+    match value {
+        Value::Object(mut map) if map.len() == 1 && map.contains_key("properties") => {
+            parse(map.remove("properties").unwrap_or_default())
+        }
+        other => parse(other),
+    }
+}
+
+async fn put_ca(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    authorize(&state, &headers, Right::ServiceConfig).await?;
+    let body = certificate_body(json_body(&state, &headers, body).await?)?;
+    let stored = ca::put_ca(
+        state.store.as_ref(),
+        &name,
+        &body.certificate,
+        body.is_verified,
+    )
+    .await?;
+    state.provisioner.invalidate();
+    Ok(json_response(StatusCode::OK, &ca::view(&stored)))
+}
+
+async fn generate_verification_code(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    authorize(&state, &headers, Right::ServiceConfig).await?;
+    let stored = ca::generate_verification_code(state.store.as_ref(), &name).await?;
+    Ok(json_response(StatusCode::OK, &ca::view(&stored)))
+}
+
+async fn verify_ca(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    authorize(&state, &headers, Right::ServiceConfig).await?;
+    let body = certificate_body(json_body(&state, &headers, body).await?)?;
+    let stored = ca::verify(state.store.as_ref(), &name, &body.certificate).await?;
+    state.provisioner.invalidate();
+    Ok(json_response(StatusCode::OK, &ca::view(&stored)))
+}
+
+async fn delete_ca(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    authorize(&state, &headers, Right::ServiceConfig).await?;
+    ca::delete(state.store.as_ref(), &name).await?;
+    state.provisioner.invalidate();
     Ok(StatusCode::NO_CONTENT.into_response())
 }

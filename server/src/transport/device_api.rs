@@ -11,9 +11,9 @@ use crate::domain::provisioner::{
     Credential, OperationReply, ProvisionError, RegisterRequest, StatusRequest,
 };
 use crate::service::AppState;
+use axum::Extension;
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::Extension;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post, put};
@@ -117,7 +117,11 @@ async fn registration_status(
     }
 }
 
-fn status_request(id_scope: String, registration_id: String, credential: Credential) -> StatusRequest {
+fn status_request(
+    id_scope: String,
+    registration_id: String,
+    credential: Credential,
+) -> StatusRequest {
     StatusRequest {
         id_scope,
         registration_id,

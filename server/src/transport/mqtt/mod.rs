@@ -81,15 +81,8 @@ pub async fn serve_mqtt(
                 chain: crate::tls::presented_chain(stream.get_ref().1),
             };
             async move {
-                if let Err(e) = session::run(
-                    stream,
-                    client,
-                    services,
-                    &mqtt,
-                    Protocol::Mqtt,
-                    shutdown,
-                )
-                .await
+                if let Err(e) =
+                    session::run(stream, client, services, &mqtt, Protocol::Mqtt, shutdown).await
                 {
                     tracing::debug!(%peer, error = %e, "MQTT session ended");
                 }

@@ -55,12 +55,7 @@ impl WebSocketSessions {
         self.tracker.wait().await;
     }
 
-    fn accept(
-        &self,
-        upgrade: WebSocketUpgrade,
-        subprotocol: String,
-        peer: Client,
-    ) -> Response {
+    fn accept(&self, upgrade: WebSocketUpgrade, subprotocol: String, peer: Client) -> Response {
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             return (StatusCode::SERVICE_UNAVAILABLE, "too many MQTT sessions").into_response();
         };
