@@ -2,6 +2,10 @@
 // line. Used by server/tests/integration/sdk_node.rs.
 //
 //   node register.js <http|mqtt|mqtt-ws> <host> <idScope> <registrationId> <key> [payloadJson] [--group-key]
+//   node register.js <http|mqtt|mqtt-ws> <host> <idScope> <registrationId> <certPrefix> --x509
+//
+// With --x509 the device authenticates with the certificate <certPrefix>.pem (leaf first, then any
+// intermediates) and its key <certPrefix>-key.pem, through azure-iot-security-x509.
 //
 // HTTP and MQTT over WebSocket always go to port 443 (the SDK hard-codes it); MQTT takes `host:port`.
 //
@@ -13,6 +17,8 @@ const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 const { Http } = require('azure-iot-provisioning-device-http');
 const { Mqtt, MqttWs } = require('azure-iot-provisioning-device-mqtt');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
+const { X509Security } = require('azure-iot-security-x509');
+const fs = require('node:fs');
 
 const args = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 const groupKey = process.argv.includes('--group-key');
@@ -23,8 +29,15 @@ function deriveKey(groupKeyB64, id) {
   return crypto.createHmac('sha256', Buffer.from(groupKeyB64, 'base64')).update(id, 'utf8').digest('base64');
 }
 
-const deviceKey = groupKey ? deriveKey(key, registrationId) : key;
-const client = ProvisioningDeviceClient.create(host, idScope, transports[transportName](), new SymmetricKeySecurityClient(registrationId, deviceKey));
+function security() {
+  if (process.argv.includes('--x509')) {
+    const cert = { cert: fs.readFileSync(`${key}.pem`, 'utf8'), key: fs.readFileSync(`${key}-key.pem`, 'utf8') };
+    return new X509Security(registrationId, cert);
+  }
+  return new SymmetricKeySecurityClient(registrationId, groupKey ? deriveKey(key, registrationId) : key);
+}
+
+const client = ProvisioningDeviceClient.create(host, idScope, transports[transportName](), security());
 if (payload) client.setProvisioningPayload(JSON.parse(payload));
 
 const started = process.hrtime.bigint();

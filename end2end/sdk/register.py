@@ -2,6 +2,10 @@
 # outcome as one JSON line, in the shape register.js prints. Used by server/tests/integration/sdk_node.rs.
 #
 #   python register.py <py-mqtt|py-ws> <host> <idScope> <registrationId> <key> [payloadJson] [--group-key]
+#   python register.py <py-mqtt|py-ws> <host> <idScope> <registrationId> <certPrefix> --x509
+#
+# With --x509 the device authenticates with <certPrefix>.pem (leaf first, then any intermediates)
+# and <certPrefix>-key.pem.
 #
 # The SDK hard-codes its ports: 8883 for MQTT, 443 for MQTT over WebSocket. The generated CA is
 # trusted through server_verification_cert, read from the file named by SDK_CA_FILE.
@@ -13,7 +17,7 @@ import os
 import sys
 import time
 
-from azure.iot.device import ProvisioningDeviceClient
+from azure.iot.device import X509, ProvisioningDeviceClient
 
 flags = [a for a in sys.argv[1:] if a.startswith("--")]
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
@@ -35,16 +39,20 @@ def causes(error):
     return " <- ".join(messages)
 
 
-device_key = derive_key(key, registration_id) if "--group-key" in flags else key
 with open(os.environ["SDK_CA_FILE"]) as ca:
-    client = ProvisioningDeviceClient.create_from_symmetric_key(
+    common = dict(
         provisioning_host=host,
         registration_id=registration_id,
         id_scope=id_scope,
-        symmetric_key=device_key,
         websockets=(transport == "py-ws"),
         server_verification_cert=ca.read(),
     )
+if "--x509" in flags:
+    certificate = X509(cert_file=f"{key}.pem", key_file=f"{key}-key.pem")
+    client = ProvisioningDeviceClient.create_from_x509_certificate(x509=certificate, **common)
+else:
+    device_key = derive_key(key, registration_id) if "--group-key" in flags else key
+    client = ProvisioningDeviceClient.create_from_symmetric_key(symmetric_key=device_key, **common)
 if payload is not None:
     client.provisioning_payload = payload
 

@@ -8,5 +8,6 @@ mod cli;
 mod mqtt;
 mod provisioning;
 mod sdk;
+mod sdk_x509;
 mod service_api;
 mod storage;

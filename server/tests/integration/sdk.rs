@@ -28,7 +28,7 @@ fn end2end() -> PathBuf {
 
 /// Runs an SDK script (Node for `.js`, the project's Python virtualenv for `.py`) and returns the
 /// JSON line it prints.
-fn sdk(script: &str, args: &[&str], ca: &str) -> Value {
+pub(crate) fn sdk(script: &str, args: &[&str], ca: &str) -> Value {
     let dir = end2end();
     let interpreter = match script.ends_with(".py") {
         true => dir.join(".venv/bin/python"),
@@ -80,25 +80,25 @@ async fn official_sdks_on_postgres() {
 }
 
 #[derive(Clone)]
-struct Ctx {
+pub(crate) struct Ctx {
     /// `http`, `mqtt`, `mqtt-ws` (Node) or `py-mqtt`, `py-ws` (Python).
-    transport: &'static str,
+    pub transport: &'static str,
     /// Where this transport connects (all but Node MQTT: a host name, the port being fixed).
-    host: String,
-    store: Arc<dyn Store>,
-    scope: String,
-    ca: String,
+    pub host: String,
+    pub store: Arc<dyn Store>,
+    pub scope: String,
+    pub ca: String,
     /// The instance's service connection string (owner policy).
-    service: String,
+    pub service: String,
 }
 
 impl Ctx {
     /// IDs of this transport's devices, so both transports run every scenario from scratch.
-    fn id(&self, name: &str) -> String {
+    pub fn id(&self, name: &str) -> String {
         format!("{}-{name}", self.transport)
     }
 
-    fn register(&self, registration_id: &str, key: &str, extra: &[&str]) -> Value {
+    pub fn register(&self, registration_id: &str, key: &str, extra: &[&str]) -> Value {
         let mut args = vec![
             self.transport,
             &self.host,
@@ -117,7 +117,7 @@ impl Ctx {
         }
     }
 
-    fn is_python(&self) -> bool {
+    pub fn is_python(&self) -> bool {
         self.transport.starts_with("py-")
     }
 }
@@ -181,6 +181,18 @@ async fn conformance(dir: &Path, database_url: &str) {
             "py-mqtt" | "py-ws" => device_meets_its_hub(&ctx).await,
             _ => {}
         }
+    }
+    for transport in ["http", "mqtt", "py-mqtt"] {
+        let host = match transport {
+            "mqtt" => format!("localhost:{}", server.mqtt_port),
+            _ => "localhost".to_string(),
+        };
+        let ctx = Ctx {
+            transport,
+            host,
+            ..base.clone()
+        };
+        crate::sdk_x509::x509_devices(&ctx, &dir.join("certs")).await;
     }
     service_sdk(&base, &base.service).await;
 
@@ -347,11 +359,16 @@ async fn wrong_key(ctx: &Ctx) {
     )
     .await;
     let out = ctx.register(&ctx.id("wrong"), &random_key(), &[]);
+    assert_unauthorized(ctx, &out);
+}
+
+/// The device was told 401 / 401002 the way its SDK shows it.
+pub(crate) fn assert_unauthorized(ctx: &Ctx, out: &Value) {
     assert_eq!(out["ok"], false, "{out}");
     // HTTP: the 401 response and its body. MQTT: the res/401 reply, which Node turns into an
     // UnauthorizedError carrying the body, and Python into an error naming the status code.
     if ctx.is_python() {
-        assert!(message(&out).contains("status code 401"), "{out}");
+        assert!(message(out).contains("status code 401"), "{out}");
         return;
     }
     let error = match ctx.transport {
@@ -367,7 +384,7 @@ async fn wrong_key(ctx: &Ctx) {
     assert_eq!(error["errorCode"], 401002, "{out}");
 }
 
-fn message(out: &Value) -> &str {
+pub(crate) fn message(out: &Value) -> &str {
     out["message"].as_str().unwrap_or_default()
 }
 

@@ -1,0 +1,104 @@
+//! Certificates made by the tests for X.509 devices: roots, intermediates and leaves, written as
+//! the files the SDK scripts read (`<prefix>.pem` with the chain, `<prefix>-key.pem`).
+
+use std::path::Path;
+
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use time::{Duration, OffsetDateTime};
+
+pub struct TestCert {
+    pub cert: Certificate,
+    pub params: CertificateParams,
+    pub key: KeyPair,
+}
+
+impl TestCert {
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// Writes `<dir>/<name>.pem` (this certificate, then `chain`) and `<dir>/<name>-key.pem`, and
+    /// returns the prefix the SDK scripts take.
+    pub fn write(&self, dir: &Path, name: &str, chain: &[&TestCert]) -> String {
+        let mut pem = self.pem();
+        for issuer in chain {
+            pem.push_str(&issuer.pem());
+        }
+        self.write_pem(dir, name, &pem)
+    }
+
+    /// The same certificate with one bit of its signature flipped.
+    pub fn tampered_pem(&self) -> String {
+        let mut der = self.cert.der().to_vec();
+        let last = der.len() - 1;
+        der[last] ^= 0x01;
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        )
+    }
+
+    /// Writes a prefix whose certificate is `pem` with this certificate's key.
+    pub fn write_pem(&self, dir: &Path, name: &str, pem: &str) -> String {
+        std::fs::write(dir.join(format!("{name}.pem")), pem).unwrap();
+        std::fs::write(
+            dir.join(format!("{name}-key.pem")),
+            self.key.serialize_pem(),
+        )
+        .unwrap();
+        dir.join(name).to_str().unwrap().to_string()
+    }
+}
+
+fn params(cn: &str, ca: bool, valid_days: (i64, i64)) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now + Duration::days(valid_days.0);
+    p.not_after = now + Duration::days(valid_days.1);
+    if ca {
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+    } else {
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    }
+    p
+}
+
+/// A self-signed certificate: a root CA, or (with `ca` false) a device's self-signed leaf.
+pub fn self_signed(cn: &str, ca: bool) -> TestCert {
+    let key = KeyPair::generate().unwrap();
+    let params = params(cn, ca, (-1, 365));
+    let cert = params.clone().self_signed(&key).unwrap();
+    TestCert { cert, params, key }
+}
+
+/// A certificate signed by `issuer`, valid from `valid_days.0` to `valid_days.1` days from now.
+pub fn signed(issuer: &TestCert, cn: &str, ca: bool, valid_days: (i64, i64)) -> TestCert {
+    let key = KeyPair::generate().unwrap();
+    let params = params(cn, ca, valid_days);
+    let cert = params
+        .clone()
+        .signed_by(&key, &issuer.cert, &issuer.key)
+        .unwrap();
+    TestCert { cert, params, key }
+}
+
+/// A device certificate signed by `issuer`, valid now.
+pub fn device(issuer: &TestCert, cn: &str) -> TestCert {
+    signed(issuer, cn, false, (-1, 30))
+}
