@@ -64,7 +64,7 @@ pub struct CertificateInfo {
 
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, X509Error> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(X509Error::Unreadable(
             "trailing bytes after the certificate".into(),
         )),
@@ -392,13 +392,14 @@ pub mod tests {
         let mid = issue(&ca, "intermediate", true, (-1, 100));
         let leaf = issue(&mid, "device-1", false, (-1, 30));
         let chain = [leaf.der.clone(), mid.der.clone()];
-        let path = path_to_verified_ca(&chain, &[ca.der.clone()], &[], &[], now()).unwrap();
+        let path =
+            path_to_verified_ca(&chain, std::slice::from_ref(&ca.der), &[], &[], now()).unwrap();
         assert_eq!(path, vec![mid.der.clone(), ca.der.clone()]);
         // The intermediate may also come from a group instead of the device.
         let path = path_to_verified_ca(
             &chain[..1],
-            &[ca.der.clone()],
-            &[mid.der.clone()],
+            std::slice::from_ref(&ca.der),
+            std::slice::from_ref(&mid.der),
             &[],
             now(),
         )
@@ -413,23 +414,35 @@ pub mod tests {
         let leaf = issue(&ca, "device-1", false, (-1, 30));
         let chain = [leaf.der.clone()];
         assert_eq!(
-            path_to_verified_ca(&chain, &[], &[], &[ca.der.clone()], now()),
+            path_to_verified_ca(&chain, &[], &[], std::slice::from_ref(&ca.der), now()),
             Err(X509Error::UnverifiedCa("CN=root".into()))
         );
         assert_eq!(
-            path_to_verified_ca(&chain, &[other.der.clone()], &[], &[], now()),
+            path_to_verified_ca(&chain, std::slice::from_ref(&other.der), &[], &[], now()),
             Err(X509Error::UnknownCa)
         );
         let mut tampered = leaf.der.to_vec();
         let last = tampered.len() - 1;
         tampered[last] ^= 0x01;
         assert_eq!(
-            path_to_verified_ca(&[tampered.into()], &[ca.der.clone()], &[], &[], now()),
+            path_to_verified_ca(
+                &[tampered.into()],
+                std::slice::from_ref(&ca.der),
+                &[],
+                &[],
+                now()
+            ),
             Err(X509Error::BadSignature)
         );
         let expired = issue(&ca, "device-1", false, (-30, -1));
         assert_eq!(
-            path_to_verified_ca(&[expired.der], &[ca.der.clone()], &[], &[], now()),
+            path_to_verified_ca(
+                &[expired.der],
+                std::slice::from_ref(&ca.der),
+                &[],
+                &[],
+                now()
+            ),
             Err(X509Error::ChainNotValidNow)
         );
     }
@@ -439,8 +452,13 @@ pub mod tests {
         let ca = root("root");
         let not_ca = issue(&ca, "pretender", false, (-1, 100));
         let leaf = issue(&not_ca, "device-1", false, (-1, 30));
-        let result =
-            path_to_verified_ca(&[leaf.der, not_ca.der], &[ca.der.clone()], &[], &[], now());
+        let result = path_to_verified_ca(
+            &[leaf.der, not_ca.der],
+            std::slice::from_ref(&ca.der),
+            &[],
+            &[],
+            now(),
+        );
         assert!(result.is_err(), "{result:?}");
     }
 

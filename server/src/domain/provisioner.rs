@@ -1169,6 +1169,13 @@ pub async fn allocation_settings(store: &dyn Store) -> Result<AllocationSettings
     })
 }
 
+fn sas_auth(primary_key: String, secondary_key: String) -> DeviceAuth {
+    DeviceAuth::Sas {
+        primary_key,
+        secondary_key,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1234,12 +1241,5 @@ mod tests {
         let a = new_operation_id();
         assert!(a.starts_with("4.") && a.len() > 40);
         assert_ne!(a, new_operation_id());
-    }
-}
-
-fn sas_auth(primary_key: String, secondary_key: String) -> DeviceAuth {
-    DeviceAuth::Sas {
-        primary_key,
-        secondary_key,
     }
 }
