@@ -395,6 +395,61 @@ fn admin_policy_and_hub_commands() {
     );
 }
 
+/// `onramp admin ca`: upload, verification code, proof of possession, list, remove.
+#[test]
+fn admin_ca_commands_verify_a_ca_by_proof_of_possession() {
+    use crate::support::certs;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let admin = |args: &[&str]| {
+        let mut all = vec!["--data-dir", d, "admin", "ca"];
+        all.extend_from_slice(args);
+        run(&all, &[])
+    };
+    let json = |args: &[&str]| -> Value {
+        let out = admin(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    let root = certs::self_signed("cli root", true);
+    let root_file = dir.path().join("root.pem");
+    std::fs::write(&root_file, root.pem()).unwrap();
+    let root_path = root_file.to_str().unwrap();
+    let added = json(&["add", "plant", root_path]);
+    assert_eq!(added["properties"]["isVerified"], false);
+    assert_eq!(added["properties"]["subject"], "CN=cli root");
+
+    // A certificate that is not a CA, or a proof before a code, is refused with the reason.
+    let leaf = certs::device(&root, "device-1");
+    let leaf_file = dir.path().join("leaf.pem");
+    std::fs::write(&leaf_file, leaf.pem()).unwrap();
+    let refused = admin(&["add", "leaf", leaf_file.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not a CA"),
+        "{refused:?}"
+    );
+    let refused = admin(&["verify", "plant", leaf_file.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("verification code first"));
+
+    let code = json(&["code", "plant"])["properties"]["verificationCode"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let proof = certs::signed(&root, &code, false, (-1, 1));
+    let proof_file = dir.path().join("proof.pem");
+    std::fs::write(&proof_file, proof.pem()).unwrap();
+    let verified = json(&["verify", "plant", proof_file.to_str().unwrap()]);
+    assert_eq!(verified["properties"]["isVerified"], true);
+    assert_eq!(json(&["list"]).as_array().unwrap().len(), 1);
+    json(&["remove", "plant"]);
+    assert_eq!(json(&["list"]), serde_json::json!([]));
+}
+
 /// Signs in through the login form, as a browser does, and returns the session cookie.
 async fn sign_in(server: &Server, username: &str, password: &str) -> String {
     let client = server.client();
