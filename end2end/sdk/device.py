@@ -4,7 +4,10 @@
 # REST subset (as an operator's script would, with the instance's service connection string) and
 # receive it on the device. Prints one JSON line. Used by server/tests/integration/sdk.rs.
 #
-#   python device.py <py-mqtt|py-ws> <host> <idScope> <registrationId> <key> <reportedJson> <serviceConnectionString>
+#   python device.py <py-mqtt|py-ws> <host> <idScope> <registrationId> <key> <reportedJson> <serviceConnectionString> [--x509]
+#
+# With --x509, <key> is a certificate prefix: both clients authenticate with <key>.pem (leaf first,
+# then any intermediates) and <key>-key.pem instead of a symmetric key.
 #
 # Ports are the SDK's own (8883, or 443 over WebSocket); the CA comes from SDK_CA_FILE.
 import base64
@@ -19,9 +22,10 @@ from urllib.parse import quote_plus
 
 import requests
 
-from azure.iot.device import IoTHubDeviceClient, ProvisioningDeviceClient
+from azure.iot.device import X509, IoTHubDeviceClient, ProvisioningDeviceClient
 
 transport, host, id_scope, registration_id, key, reported, service = sys.argv[1:8]
+use_x509 = "--x509" in sys.argv[8:]
 websockets = transport == "py-ws"
 with open(os.environ["SDK_CA_FILE"]) as ca:
     ca_pem = ca.read()
@@ -40,23 +44,24 @@ def service_token(connection_string, resource):
 
 outcome = {}
 try:
-    provisioning = ProvisioningDeviceClient.create_from_symmetric_key(
-        provisioning_host=host,
-        registration_id=registration_id,
-        id_scope=id_scope,
-        symmetric_key=key,
-        websockets=websockets,
-        server_verification_cert=ca_pem,
-    )
+    certificate = X509(cert_file=f"{key}.pem", key_file=f"{key}-key.pem") if use_x509 else None
+    common = dict(websockets=websockets, server_verification_cert=ca_pem)
+    if use_x509:
+        provisioning = ProvisioningDeviceClient.create_from_x509_certificate(
+            provisioning_host=host, registration_id=registration_id, id_scope=id_scope,
+            x509=certificate, **common)
+    else:
+        provisioning = ProvisioningDeviceClient.create_from_symmetric_key(
+            provisioning_host=host, registration_id=registration_id, id_scope=id_scope,
+            symmetric_key=key, **common)
     state = provisioning.register().registration_state
     outcome["assignedHub"] = state.assigned_hub
-    device = IoTHubDeviceClient.create_from_symmetric_key(
-        symmetric_key=key,
-        hostname=state.assigned_hub,
-        device_id=state.device_id,
-        websockets=websockets,
-        server_verification_cert=ca_pem,
-    )
+    if use_x509:
+        device = IoTHubDeviceClient.create_from_x509_certificate(
+            x509=certificate, hostname=state.assigned_hub, device_id=state.device_id, **common)
+    else:
+        device = IoTHubDeviceClient.create_from_symmetric_key(
+            symmetric_key=key, hostname=state.assigned_hub, device_id=state.device_id, **common)
     device.connect()
     outcome["twin"] = device.get_twin()
     device.patch_twin_reported_properties(json.loads(reported))

@@ -364,6 +364,12 @@ pub mod tests {
         Made { der, params, key }
     }
 
+    pub fn pem(der: &[u8]) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n")
+    }
+
     fn now() -> UnixTime {
         UnixTime::now()
     }

@@ -4,6 +4,7 @@
 //! service API, the command line and the console.
 
 use chrono::Utc;
+use rustls::pki_types::CertificateDer;
 
 use super::admin::{AdminError, check_name};
 use super::*;
@@ -124,7 +125,38 @@ pub async fn get(store: &dyn Store, name: &str) -> Result<CaCertificate, AdminEr
         .ok_or_else(|| not_found(name))
 }
 
-fn first(text: &str) -> Result<rustls::pki_types::CertificateDer<'static>, AdminError> {
+/// A registered CA decoded for chain building.
+pub struct DecodedCa {
+    pub name: String,
+    pub verified: bool,
+    pub der: CertificateDer<'static>,
+}
+
+/// The instance's CAs, decoded (a stored CA that no longer parses is left out).
+pub async fn decoded(store: &dyn Store) -> Result<Vec<DecodedCa>, crate::store::StoreError> {
+    let cas = store.list_ca_certificates().await?;
+    Ok(cas
+        .into_iter()
+        .filter_map(|ca| {
+            let der = x509::parse_certificates(&ca.pem).ok()?.into_iter().next()?;
+            Some(DecodedCa {
+                name: ca.name,
+                verified: ca.verified,
+                der,
+            })
+        })
+        .collect())
+}
+
+/// The verified (or the unverified) CAs' certificates.
+pub fn certificates(cas: &[DecodedCa], verified: bool) -> Vec<CertificateDer<'static>> {
+    cas.iter()
+        .filter(|ca| ca.verified == verified)
+        .map(|ca| ca.der.clone())
+        .collect()
+}
+
+fn first(text: &str) -> Result<CertificateDer<'static>, AdminError> {
     x509::parse_certificates(text)
         .map_err(invalid)?
         .into_iter()
@@ -172,11 +204,7 @@ pub fn view(ca: &CaCertificate) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attestation::x509::tests::{issue, root};
-
-    fn pem(der: &[u8]) -> String {
-        to_pem(der)
-    }
+    use crate::attestation::x509::tests::{issue, pem, root};
 
     #[tokio::test]
     async fn proof_of_possession_verifies_a_ca() {

@@ -13,8 +13,9 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 
 use crate::attestation::sas;
+use crate::attestation::x509::{self, PresentedChain, X509Error};
 use crate::diagnostics::{DiagnosticsBus, HubActivity, HubEvent};
-use crate::domain::{DeviceAuth, HubDevice, IfMatch, decode_key, key_of};
+use crate::domain::{DeviceAuth, HubDevice, IfMatch, ca, decode_key, key_of};
 use crate::store::{Store, StoreError};
 
 /// Why a device may not connect; all of them are "not authorized" on the wire, the reason is
@@ -25,10 +26,14 @@ pub enum HubRefusal {
     UnknownDevice { hub: String, device_id: String },
     #[error("the device identity is disabled")]
     Disabled,
-    #[error("the identity does not use symmetric keys")]
-    NotSymmetricKey,
     #[error("no SAS token")]
     NoToken,
+    #[error("the identity authenticates with an X.509 certificate, and none was presented")]
+    NoCertificate,
+    #[error("the client certificate's thumbprint is not the identity's")]
+    ThumbprintMismatch,
+    #[error(transparent)]
+    Certificate(#[from] X509Error),
     #[error(transparent)]
     Sas(#[from] sas::SasError),
     #[error(transparent)]
@@ -284,15 +289,19 @@ impl DeviceHub {
         );
     }
 
-    /// Checks a device's SAS token (`sr={hub}/devices/{deviceId}`, signed with the identity's
-    /// primary or secondary key, not expired) and that the identity is enabled.
+    /// Checks that the identity is enabled and the device proves it is that identity: a SAS token
+    /// (`sr={hub}/devices/{deviceId}`, signed with the identity's primary or secondary key, not
+    /// expired), or the TLS client certificate: the enrolled one (by SHA-256 or SHA-1 thumbprint)
+    /// or, for a CA-authenticated identity, one whose CN is the device ID with a chain to a
+    /// verified CA.
     pub async fn authenticate(
         &self,
         hub: &str,
         device_id: &str,
         token: Option<&str>,
+        chain: Option<&PresentedChain>,
     ) -> Result<(), HubRefusal> {
-        let result = self.check_credentials(hub, device_id, token).await;
+        let result = self.check_credentials(hub, device_id, token, chain).await;
         if let Err(refusal) = &result {
             let reason = refusal.to_string();
             self.emit(hub, device_id, HubActivity::Refused { reason });
@@ -305,17 +314,45 @@ impl DeviceHub {
         hub: &str,
         device_id: &str,
         token: Option<&str>,
+        chain: Option<&PresentedChain>,
     ) -> Result<(), HubRefusal> {
         let device = self.device(hub, device_id).await?;
         if !device.enabled {
             return Err(HubRefusal::Disabled);
         }
-        let DeviceAuth::Sas {
-            primary_key,
-            secondary_key,
-        } = &device.auth
-        else {
-            return Err(HubRefusal::NotSymmetricKey);
+        let now = rustls::pki_types::UnixTime::now();
+        let leaf = || {
+            chain
+                .and_then(PresentedChain::leaf)
+                .ok_or(HubRefusal::NoCertificate)
+        };
+        let (primary_key, secondary_key) = match &device.auth {
+            DeviceAuth::Sas {
+                primary_key,
+                secondary_key,
+            } => (primary_key, secondary_key),
+            DeviceAuth::SelfSigned {
+                primary_thumbprint,
+                secondary_thumbprint,
+            } => {
+                let info = x509::check_leaf(leaf()?, device_id, now)?;
+                let enrolled = [Some(primary_thumbprint), secondary_thumbprint.as_ref()];
+                let presented = [info.sha256_thumbprint, info.sha1_thumbprint];
+                let matches = enrolled
+                    .iter()
+                    .flatten()
+                    .any(|t| presented.iter().any(|p| p.eq_ignore_ascii_case(t)));
+                return matches.then_some(()).ok_or(HubRefusal::ThumbprintMismatch);
+            }
+            DeviceAuth::CertificateAuthority => {
+                x509::check_leaf(leaf()?, device_id, now)?;
+                let chain = chain.ok_or(HubRefusal::NoCertificate)?;
+                let cas = ca::decoded(self.store.as_ref()).await?;
+                let (verified, unverified) =
+                    (ca::certificates(&cas, true), ca::certificates(&cas, false));
+                x509::path_to_verified_ca(&chain.0, &verified, &[], &unverified, now)?;
+                return Ok(());
+            }
         };
         let token = sas::parse(token.filter(|t| !t.is_empty()).ok_or(HubRefusal::NoToken)?)?;
         let keys = [decode_key(primary_key), decode_key(secondary_key)];
@@ -446,6 +483,90 @@ mod tests {
         let big = &hub.recent_telemetry("HUB", "e")[0];
         assert!(big.truncated && big.body.len() == RECENT_MESSAGE_BYTES);
         assert!(hub.recent_telemetry("hub", "nobody").is_empty());
+    }
+
+    fn identity(device_id: &str, auth: DeviceAuth) -> HubDevice {
+        let now = Utc::now();
+        HubDevice {
+            hub: "hub".into(),
+            device_id: device_id.into(),
+            enabled: true,
+            auth,
+            iot_edge: false,
+            generation_id: "1".into(),
+            tags: Map::new(),
+            desired: Default::default(),
+            reported: Default::default(),
+            etag: crate::domain::Etag::new(),
+            created: now,
+            updated: now,
+        }
+    }
+
+    #[tokio::test]
+    async fn certificate_identities_need_their_certificate() {
+        use crate::attestation::x509::tests::{issue, root};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("onramp.db").display());
+        let store = crate::store::open(&url, 1).await.unwrap();
+        let hub = DeviceHub::new(store.clone(), DiagnosticsBus::default());
+        let chain = |der: &rustls::pki_types::CertificateDer<'static>| {
+            PresentedChain(vec![der.clone()].into())
+        };
+
+        let ca = root("hub root");
+        let own = issue(&ca, "solo", false, (-1, 30));
+        let other = issue(&ca, "solo", false, (-1, 30));
+        let auth = DeviceAuth::SelfSigned {
+            primary_thumbprint: x509::describe(&own.der).unwrap().sha1_thumbprint,
+            secondary_thumbprint: None,
+        };
+        store
+            .put_hub_device(identity("solo", auth), IfMatch::Any)
+            .await
+            .unwrap();
+        hub.authenticate("hub", "solo", None, Some(&chain(&own.der)))
+            .await
+            .unwrap();
+        assert!(matches!(
+            hub.authenticate("hub", "solo", None, Some(&chain(&other.der)))
+                .await,
+            Err(HubRefusal::ThumbprintMismatch)
+        ));
+        assert!(matches!(
+            hub.authenticate("hub", "solo", Some("SharedAccessSignature sr=x"), None)
+                .await,
+            Err(HubRefusal::NoCertificate)
+        ));
+
+        let member = issue(&ca, "member", false, (-1, 30));
+        store
+            .put_hub_device(
+                identity("member", DeviceAuth::CertificateAuthority),
+                IfMatch::Any,
+            )
+            .await
+            .unwrap();
+        let refused = hub
+            .authenticate("hub", "member", None, Some(&chain(&member.der)))
+            .await;
+        assert!(
+            matches!(refused, Err(HubRefusal::Certificate(X509Error::UnknownCa))),
+            "{refused:?}"
+        );
+        let pem = crate::attestation::x509::tests::pem(&ca.der);
+        crate::domain::ca::put_ca(store.as_ref(), "hub-root", &pem, true)
+            .await
+            .unwrap();
+        hub.authenticate("hub", "member", None, Some(&chain(&member.der)))
+            .await
+            .unwrap();
+        let stranger = issue(&ca, "someone-else", false, (-1, 30));
+        assert!(matches!(
+            hub.authenticate("hub", "member", None, Some(&chain(&stranger.der)))
+                .await,
+            Err(HubRefusal::Certificate(X509Error::CommonNameMismatch(_)))
+        ));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::allocation::{self, custom::Webhook};
 use crate::attestation::sas::{self, SasError};
 use crate::attestation::x509::{self, PresentedChain, X509Error};
 use crate::diagnostics::{DiagnosticsBus, Protocol, RegistrationEvent};
+use crate::domain::ca::{self, DecodedCa};
 use crate::hubs::{Connectors, Identity, TwinWrite};
 use crate::proto::device::{
     DeviceRegistration, DeviceRegistrationResult, RegistrationOperationStatus,
@@ -255,13 +256,6 @@ struct X509Group {
     signers: Vec<CertificateDer<'static>>,
 }
 
-/// A CA certificate registered on the instance, decoded.
-struct KnownCa {
-    name: String,
-    verified: bool,
-    der: CertificateDer<'static>,
-}
-
 /// What rarely changes and every registration reads.
 struct Snapshot {
     loaded: Instant,
@@ -269,7 +263,7 @@ struct Snapshot {
     settings: AllocationSettings,
     key_groups: Vec<EnrollmentGroup>,
     x509_groups: Vec<X509Group>,
-    cas: Vec<KnownCa>,
+    cas: Vec<DecodedCa>,
 }
 
 impl Snapshot {
@@ -639,10 +633,7 @@ impl Provisioner {
         }
         for fresh in [false, true] {
             let snapshot = self.snapshot(fresh).await?;
-            let cas = |verified: bool| -> Vec<CertificateDer<'static>> {
-                let matching = snapshot.cas.iter().filter(|ca| ca.verified == verified);
-                matching.map(|ca| ca.der.clone()).collect()
-            };
+            let cas = |verified: bool| ca::certificates(&snapshot.cas, verified);
             let signers: Vec<_> = snapshot
                 .x509_groups
                 .iter()
@@ -685,7 +676,7 @@ impl Provisioner {
             settings: allocation_settings(self.store.as_ref()).await?,
             key_groups: self.groups_of(AttestationKind::SymmetricKey).await?,
             x509_groups: self.x509_groups().await?,
-            cas: self.known_cas().await?,
+            cas: ca::decoded(self.store.as_ref()).await?,
         });
         *self.snapshot.lock().unwrap() = Some(snapshot.clone());
         Ok(snapshot)
@@ -705,21 +696,6 @@ impl Provisioner {
                     _ => Vec::new(),
                 };
                 X509Group { group, signers }
-            })
-            .collect())
-    }
-
-    async fn known_cas(&self) -> Result<Vec<KnownCa>, StoreError> {
-        let cas = self.store.list_ca_certificates().await?;
-        Ok(cas
-            .into_iter()
-            .filter_map(|ca| {
-                let der = x509::parse_certificates(&ca.pem).ok()?.into_iter().next()?;
-                Some(KnownCa {
-                    name: ca.name,
-                    verified: ca.verified,
-                    der,
-                })
             })
             .collect())
     }

@@ -223,7 +223,42 @@ pub async fn x509_devices(ctx: &Ctx, certs_dir: &Path) {
             .is_none()
     );
 
+    if ctx.transport == "py-mqtt" {
+        let seed = ctx.id("x509-seed-solo");
+        let own = certs::self_signed(&seed, false);
+        enroll(&ctx.store, &seed, None, x509_spec(vec![own.pem()], vec![])).await;
+        device_meets_its_hub(ctx, &seed, &own.write(&dir, "seed-solo", &[])).await;
+        let seed = ctx.id("x509-seed-fleet");
+        let leaf = certs::device(&root, &seed);
+        device_meets_its_hub(ctx, &seed, &leaf.write(&dir, "seed-fleet", &[])).await;
+    }
     refusals(ctx, &dir, &root).await;
+}
+
+/// Flow steps 7 and 8 with a certificate: the Python hub client connects to the assigned built-in
+/// hub with the certificate it provisioned with (by thumbprint, or CA-signed) and reads its twin.
+async fn device_meets_its_hub(ctx: &Ctx, registration_id: &str, prefix: &str) {
+    let args = [
+        ctx.transport,
+        &ctx.host,
+        &ctx.scope,
+        registration_id,
+        prefix,
+        r#"{"firmware": "x509-1.0"}"#,
+        &ctx.service,
+        "--x509",
+    ];
+    let out = crate::sdk::sdk("device.py", &args, &ctx.ca);
+    assert_eq!(out["ok"], true, "{out}");
+    assert_eq!(out["twin"]["desired"]["telemetryInterval"], 30, "{out}");
+    assert_eq!(out["pushReceived"], true, "{out}");
+    let device = ctx
+        .store
+        .get_hub_device("localhost", registration_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(device.reported.properties["firmware"], "x509-1.0");
 }
 
 /// Each refused the documented way (401 / 401002), with a diagnostics event saying why.

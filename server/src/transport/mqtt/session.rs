@@ -86,7 +86,7 @@ where
     if let Some(user) = hub_topics::parse_username(username) {
         if let Err(refusal) = services
             .hub
-            .authenticate(&user.hub, &user.device_id, password)
+            .authenticate(&user.hub, &user.device_id, password, client.chain.as_ref())
             .await
         {
             tracing::info!(hub = %user.hub, device = %user.device_id, reason = %refusal, "hub device refused");
