@@ -122,6 +122,24 @@ pub trait ConsoleBackend: Send + Sync + 'static {
         secondary: bool,
     ) -> BackendFuture<'a, ()>;
     fn delete_policy<'a>(&'a self, actor: &'a str, name: &'a str) -> BackendFuture<'a, ()>;
+    fn cas(&self) -> BackendFuture<'_, Vec<CaRow>>;
+    /// Uploads (or replaces) a CA certificate; `verified` trusts it without proof of possession.
+    fn upload_ca<'a>(
+        &'a self,
+        actor: &'a str,
+        name: &'a str,
+        pem: &'a str,
+        verified: bool,
+    ) -> BackendFuture<'a, ()>;
+    fn generate_ca_code<'a>(&'a self, actor: &'a str, name: &'a str) -> BackendFuture<'a, ()>;
+    /// Verifies the CA with a certificate for its code, signed by its key.
+    fn verify_ca<'a>(
+        &'a self,
+        actor: &'a str,
+        name: &'a str,
+        proof_pem: &'a str,
+    ) -> BackendFuture<'a, ()>;
+    fn delete_ca<'a>(&'a self, actor: &'a str, name: &'a str) -> BackendFuture<'a, ()>;
     fn list_registrations(&self, filter: RegistrationFilter)
     -> BackendFuture<'_, RegistrationPage>;
     fn registration<'a>(

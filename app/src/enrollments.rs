@@ -7,7 +7,7 @@ use leptos_router::hooks::{use_params_map, use_query, use_query_map};
 use leptos_router::params::Params;
 
 use crate::auth::{CsrfField, current_role};
-use crate::forms::{ActionError, encode};
+use crate::forms::{ActionError, CopyButton, encode};
 use crate::model::*;
 
 #[cfg(feature = "ssr")]
@@ -54,6 +54,11 @@ pub async fn save_enrollment(
     allocation_policy: String,
     iot_hubs: String,
     webhook_url: Option<String>,
+    attestation: Option<String>,
+    primary_certificate: Option<String>,
+    secondary_certificate: Option<String>,
+    ca_reference: Option<String>,
+    endorsement_key: Option<String>,
 ) -> Result<String, ServerFnError> {
     let _ = csrf;
     let user = require(Role::Operator)?;
@@ -66,6 +71,11 @@ pub async fn save_enrollment(
         allocation_policy,
         iot_hubs,
         webhook_url: webhook_url.unwrap_or_default(),
+        attestation: attestation.unwrap_or_default(),
+        primary_certificate: primary_certificate.unwrap_or_default(),
+        secondary_certificate: secondary_certificate.unwrap_or_default(),
+        ca_reference: ca_reference.unwrap_or_default(),
+        endorsement_key: endorsement_key.unwrap_or_default(),
     };
     let id = form.registration_id.clone();
     backend()?
@@ -328,7 +338,7 @@ fn DeriveKey(group_id: String) -> impl IntoView {
         </ActionForm>
         <ActionError action=derive/>
         {move || derive.value().get().and_then(Result::ok).map(|key| view! {
-            <p>"Device key: "<code class="mono derived-key">{key}</code></p>
+            <p>"Device key: "<code class="mono derived-key">{key.clone()}</code>" "<CopyButton text=key/></p>
         })}
     }
 }
@@ -391,6 +401,7 @@ pub fn EnrollmentPage() -> impl IntoView {
                             <EnrollmentEditor form=EnrollmentForm {
                                 provisioning_status: "enabled".into(),
                                 reprovision: "migrate".into(),
+                                attestation: "symmetricKey".into(),
                                 ..EnrollmentForm::default()
                             } kind create=true/>
                         }.into_any(),
@@ -447,8 +458,10 @@ fn EnrollmentView(
             <details class="keys">
                 <summary>"Reveal symmetric keys"</summary>
                 <dl class="facts">
-                    <dt>"Primary key"</dt><dd class="mono primary-key">{primary}</dd>
-                    <dt>"Secondary key"</dt><dd class="mono secondary-key">{secondary}</dd>
+                    <dt>"Primary key"</dt>
+                    <dd><span class="mono primary-key">{primary.clone()}</span>" "<CopyButton text=primary/></dd>
+                    <dt>"Secondary key"</dt>
+                    <dd><span class="mono secondary-key">{secondary.clone()}</span>" "<CopyButton text=secondary/></dd>
                 </dl>
                 <p>{roll_form(false)}{roll_form(true)}</p>
             </details>
@@ -471,6 +484,55 @@ fn EnrollmentView(
             <h2>"Edit"</h2>
             <EnrollmentEditor form=form.clone() kind=kind.clone() create=false/>
         </Show>
+    }
+}
+
+/// How devices prove themselves: symmetric keys (generated, kept on edit), X.509 certificates
+/// (pasted PEM; a group may instead name a registered CA), or a TPM endorsement key. Only the
+/// chosen kind's fields are shown.
+#[component]
+fn AttestationFields(form: EnrollmentForm, group: bool) -> impl IntoView {
+    let (kind, set_kind) = signal(form.attestation.clone());
+    let shown = move |which: &'static str| move || kind.get() != which;
+    let mut choices = vec![
+        ("symmetricKey", "symmetric key"),
+        ("x509", "X.509 certificate"),
+    ];
+    if !group {
+        choices.push(("tpm", "TPM"));
+    }
+    let options = choices
+        .into_iter()
+        .map(|(value, label)| {
+            let selected = value == form.attestation;
+            view! { <option value=value selected=selected>{label}</option> }
+        })
+        .collect_view();
+    let certificate_label = if group {
+        "signing certificate (root or intermediate)"
+    } else {
+        "device certificate"
+    };
+    view! {
+        <label for="attestation">"Attestation"</label>
+        <select name="attestation" id="attestation"
+            on:change=move |ev| set_kind.set(event_target_value(&ev))>{options}</select>
+        <fieldset class="attestation x509" hidden=shown("x509")>
+            <label for="primary_certificate">"Primary "{certificate_label}" (PEM)"</label>
+            <textarea id="primary_certificate" name="primary_certificate" rows="5" class="mono"
+                placeholder="-----BEGIN CERTIFICATE-----">{form.primary_certificate.clone()}</textarea>
+            <label for="secondary_certificate">"Secondary "{certificate_label}" (PEM, optional)"</label>
+            <textarea id="secondary_certificate" name="secondary_certificate" rows="3" class="mono"
+                placeholder="-----BEGIN CERTIFICATE-----">{form.secondary_certificate.clone()}</textarea>
+            <label for="ca_reference" hidden=!group>"Or a CA certificate registered here (name)"</label>
+            <input id="ca_reference" name="ca_reference" value=form.ca_reference.clone()
+                autocomplete="off" hidden=!group/>
+        </fieldset>
+        <fieldset class="attestation tpm" hidden=shown("tpm")>
+            <label for="endorsement_key">"Endorsement key (base64)"</label>
+            <textarea id="endorsement_key" name="endorsement_key" rows="4" class="mono">{form.endorsement_key.clone()}</textarea>
+        </fieldset>
+        <p class="muted" hidden=shown("symmetricKey")>"Keys are generated (64 random bytes) and kept when you save."</p>
     }
 }
 
@@ -499,6 +561,7 @@ fn EnrollmentEditor(form: EnrollmentForm, kind: String, create: bool) -> impl In
                 readonly=!create autocomplete="off"/>
             <label for="device_id" hidden=group>"Device ID (empty: the registration ID)"</label>
             <input id="device_id" name="device_id" value=form.device_id.clone() autocomplete="off" hidden=group/>
+            <AttestationFields form=form.clone() group/>
             <label for="provisioning_status">"Provisioning status"</label>
             {select("provisioning_status", &form.provisioning_status, &[("enabled", "enabled"), ("disabled", "disabled")])}
             <label for="reprovision">"On re-registration"</label>

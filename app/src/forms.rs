@@ -18,6 +18,26 @@ where
     }
 }
 
+/// A button that copies `text` to the clipboard (a secret stays out of the page's selection).
+#[component]
+pub fn CopyButton(text: String) -> impl IntoView {
+    let (copied, set_copied) = signal(false);
+    let copy = move |_| {
+        #[cfg(feature = "hydrate")]
+        {
+            let _ = window().navigator().clipboard().write_text(&text);
+            set_copied.set(true);
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = (&text, set_copied);
+    };
+    view! {
+        <button type="button" class="secondary copy" on:click=copy>
+            {move || if copied.get() { "Copied" } else { "Copy" }}
+        </button>
+    }
+}
+
 /// Percent-encodes a query or path value.
 pub fn encode(value: &str) -> String {
     value

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod cas;
 pub mod dashboard;
 pub mod enrollments;
 pub mod forms;
@@ -74,6 +75,7 @@ pub fn App() -> impl IntoView {
                     <Route path=(StaticSegment("console"), StaticSegment("live")) view=live::LiveLog/>
                     <Route path=(StaticSegment("console"), StaticSegment("hubs")) view=hubs::Hubs/>
                     <Route path=(StaticSegment("console"), StaticSegment("policies")) view=policies::Policies/>
+                    <Route path=(StaticSegment("console"), StaticSegment("certificates")) view=cas::CaCertificates/>
                     <Route path=(StaticSegment("console"), StaticSegment("users")) view=users::Users/>
                     <Route
                         path=(StaticSegment("console"), StaticSegment("registrations"))
@@ -108,6 +110,7 @@ fn TopBar() -> impl IntoView {
                         <a href="/console/audit">"Audit"</a>
                         {(user.role == model::Role::Admin).then(|| view! {
                             <a href="/console/policies">"Policies"</a>
+                            <a href="/console/certificates">"CA certificates"</a>
                             <a href="/console/users">"Users"</a>
                         })}
                     </nav>

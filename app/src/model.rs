@@ -130,6 +130,20 @@ pub struct EnrollmentForm {
     /// The custom allocation webhook (with allocation policy "custom").
     #[serde(default)]
     pub webhook_url: String,
+    /// "symmetricKey", "x509" or "tpm".
+    #[serde(default)]
+    pub attestation: String,
+    /// X.509: the device's certificates (individual) or signing certificates (group), PEM.
+    #[serde(default)]
+    pub primary_certificate: String,
+    #[serde(default)]
+    pub secondary_certificate: String,
+    /// X.509 groups: the name of a CA certificate registered on the instance.
+    #[serde(default)]
+    pub ca_reference: String,
+    /// TPM (individual enrollments): the device's endorsement key, base64.
+    #[serde(default)]
+    pub endorsement_key: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -246,6 +260,18 @@ pub struct PolicyRow {
     /// With the primary key: shown only to admins, on request.
     pub connection_string: String,
     pub updated: String,
+}
+
+/// A CA certificate registered on the instance (X.509 enrollment groups trust verified ones).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaRow {
+    pub name: String,
+    pub subject: String,
+    pub expiry: String,
+    pub sha256_thumbprint: String,
+    pub verified: bool,
+    /// The CN a proof-of-possession certificate must carry, once generated.
+    pub verification_code: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -29,9 +29,11 @@ const dataDir = process.env.E2E_DATA_DIR!;
 const port = Number(process.env.E2E_PORT);
 
 /// Registers with the official Node SDK over MQTT (its HTTP transport only speaks to port 443).
-export function registerDevice(idScope: string, registrationId: string, key: string) {
+/// With `x509`, `key` is a certificate prefix (see certs.ts) instead of a symmetric key.
+export function registerDevice(idScope: string, registrationId: string, key: string, x509 = false) {
   const out = execFileSync('node', [
     path.join(__dirname, '../sdk/register.js'), 'mqtt', `localhost:${port + 1}`, idScope, registrationId, key,
+    ...(x509 ? ['--x509'] : []),
   ], { env: { ...process.env, NODE_EXTRA_CA_CERTS: path.join(dataDir, 'ca.pem') }, timeout: 20_000 });
   return JSON.parse(out.toString().trim().split('\n').pop()!);
 }

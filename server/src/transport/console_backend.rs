@@ -15,12 +15,13 @@ use crate::diagnostics::{MinuteCount, RecordedFailure, hint};
 use crate::domain::admin::{
     self, AdminError, AllocationSettingsView, HubSettings, KeySlot, RegionRule,
 };
+use crate::domain::ca;
 use crate::domain::console_users::{self, UserError};
 use crate::domain::provisioner::validate_registration_id;
 use crate::domain::{
-    AccessPolicy, AllocationPolicy, Attestation, AttestationKind, Enrollment, EnrollmentGroup,
-    IfMatch, LinkedHub, ListQuery, ProvisioningStatus, RegistrationRecord, RegistrationStatus,
-    Role, random_key,
+    AccessPolicy, AllocationPolicy, Attestation, AttestationKind, CaCertificate, Enrollment,
+    EnrollmentGroup, IfMatch, LinkedHub, ListQuery, ProvisioningStatus, RegistrationRecord,
+    RegistrationStatus, Role, random_key,
 };
 use crate::proto::timestamp;
 use crate::service::AppState;
@@ -116,6 +117,91 @@ fn form_of<R: Resource>(e: &R) -> EnrollmentForm {
             .as_ref()
             .map(|c| c.webhook_url.clone())
             .unwrap_or_default(),
+        attestation: spec.attestation.kind().as_str().into(),
+        primary_certificate: certificate(&document, "primary"),
+        secondary_certificate: certificate(&document, "secondary"),
+        ca_reference: string_at(&document, "/attestation/x509/caReferences/primary"),
+        endorsement_key: string_at(&document, "/attestation/tpm/endorsementKey"),
+    }
+}
+
+fn string_at(document: &Value, pointer: &str) -> String {
+    document
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// An X.509 enrollment's certificate in `slot`, whichever kind (device or signing) it holds.
+fn certificate(document: &Value, slot: &str) -> String {
+    ["clientCertificates", "signingCertificates"]
+        .iter()
+        .map(|kind| {
+            string_at(
+                document,
+                &format!("/attestation/x509/{kind}/{slot}/certificate"),
+            )
+        })
+        .find(|pem| !pem.is_empty())
+        .unwrap_or_default()
+}
+
+/// The attestation the form asks for, or `None` to keep the stored one: symmetric keys stay
+/// unless the type changes, and certificates or an endorsement key stay when left empty.
+fn attestation_of(
+    form: &EnrollmentForm,
+    group: bool,
+    stored: &Value,
+) -> Result<Option<Value>, String> {
+    let stored_kind = stored["type"].as_str().unwrap_or_default();
+    let text = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+    match form.attestation.trim() {
+        "" => Ok(None),
+        "symmetricKey" if stored_kind == "symmetricKey" => Ok(None),
+        "symmetricKey" => Ok(Some(json!({"type": "symmetricKey", "symmetricKey": {}}))),
+        "x509" => {
+            let mut certificates = serde_json::Map::new();
+            let slots = [
+                ("primary", &form.primary_certificate),
+                ("secondary", &form.secondary_certificate),
+            ];
+            for (slot, pem) in slots {
+                if let Some(pem) = text(pem) {
+                    certificates.insert(slot.into(), json!({"certificate": pem}));
+                }
+            }
+            let reference = text(&form.ca_reference).filter(|_| group);
+            if certificates.is_empty() && reference.is_none() {
+                return match stored_kind {
+                    "x509" => Ok(None),
+                    _ if group => {
+                        Err("an X.509 group needs a signing certificate or a CA reference".into())
+                    }
+                    _ => Err("an X.509 enrollment needs the device's certificate".into()),
+                };
+            }
+            let mut x509 = json!({});
+            if !certificates.is_empty() {
+                let kind = if group {
+                    "signingCertificates"
+                } else {
+                    "clientCertificates"
+                };
+                x509[kind] = Value::Object(certificates);
+            }
+            if let Some(name) = reference {
+                x509["caReferences"] = json!({ "primary": name });
+            }
+            Ok(Some(json!({"type": "x509", "x509": x509})))
+        }
+        "tpm" if group => Err("enrollment groups cannot use TPM attestation".into()),
+        "tpm" => match text(&form.endorsement_key) {
+            Some(key) => Ok(Some(json!({"type": "tpm", "tpm": {"endorsementKey": key}}))),
+            None if stored_kind == "tpm" => Ok(None),
+            None => Err("a TPM enrollment needs the device's endorsement key".into()),
+        },
+        other => Err(format!("unknown attestation {other:?}")),
     }
 }
 
@@ -157,6 +243,10 @@ fn document_of(form: &EnrollmentForm, id_field: &str, mut base: Value) -> Result
     if let Some(url) = text(&form.webhook_url) {
         fields["customAllocationDefinition"] =
             json!({"webhookUrl": url, "apiVersion": "2021-10-01"});
+    }
+    let group = id_field == "enrollmentGroupId";
+    if let Some(attestation) = attestation_of(form, group, &base["attestation"])? {
+        base["attestation"] = attestation;
     }
     for (key, value) in fields.as_object().into_iter().flatten() {
         base[key] = value.clone();
@@ -861,6 +951,88 @@ impl ConsoleBackend for AppState {
         })
     }
 
+    fn cas(&self) -> BackendFuture<'_, Vec<CaRow>> {
+        Box::pin(async move {
+            let cas = self.store.list_ca_certificates().await.map_err(failed)?;
+            Ok(cas.iter().map(ca_row).collect())
+        })
+    }
+
+    fn upload_ca<'a>(
+        &'a self,
+        actor: &'a str,
+        name: &'a str,
+        pem: &'a str,
+        verified: bool,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            let before = self.store.get_ca_certificate(name).await.map_err(failed)?;
+            let stored = ca::put_ca(self.store.as_ref(), name.trim(), pem, verified)
+                .await
+                .map_err(admin_failed)?;
+            self.provisioner.invalidate();
+            let summary = |c: &CaCertificate| json!({"sha256Thumbprint": c.sha256_thumbprint, "verified": c.verified});
+            let action = if before.is_some() {
+                "ca.update"
+            } else {
+                "ca.create"
+            };
+            let (before, after) = (before.as_ref().map(summary), Some(summary(&stored)));
+            let target = format!("ca/{}", stored.name);
+            record(self.store.as_ref(), actor, action, &target, before, after).await;
+            Ok(())
+        })
+    }
+
+    fn generate_ca_code<'a>(&'a self, actor: &'a str, name: &'a str) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            ca::generate_verification_code(self.store.as_ref(), name)
+                .await
+                .map_err(admin_failed)?;
+            let target = format!("ca/{name}");
+            record(self.store.as_ref(), actor, "ca.code", &target, None, None).await;
+            Ok(())
+        })
+    }
+
+    fn verify_ca<'a>(
+        &'a self,
+        actor: &'a str,
+        name: &'a str,
+        proof_pem: &'a str,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            ca::verify(self.store.as_ref(), name, proof_pem)
+                .await
+                .map_err(admin_failed)?;
+            self.provisioner.invalidate();
+            let target = format!("ca/{name}");
+            let after = Some(json!({"verified": true}));
+            record(
+                self.store.as_ref(),
+                actor,
+                "ca.verify",
+                &target,
+                None,
+                after,
+            )
+            .await;
+            Ok(())
+        })
+    }
+
+    fn delete_ca<'a>(&'a self, actor: &'a str, name: &'a str) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            ca::delete(self.store.as_ref(), name)
+                .await
+                .map_err(admin_failed)?;
+            self.provisioner.invalidate();
+            let target = format!("ca/{name}");
+            record(self.store.as_ref(), actor, "ca.delete", &target, None, None).await;
+            Ok(())
+        })
+    }
+
     fn users(&self) -> BackendFuture<'_, Vec<UserRow>> {
         Box::pin(async move {
             Ok(self
@@ -973,6 +1145,24 @@ fn domain_role(role: ViewRole) -> Role {
     }
 }
 
+fn ca_row(c: &CaCertificate) -> CaRow {
+    let view = ca::view(c);
+    let field = |name: &str| {
+        view["properties"][name]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    CaRow {
+        name: c.name.clone(),
+        subject: field("subject"),
+        expiry: field("expiry"),
+        sha256_thumbprint: c.sha256_thumbprint.clone(),
+        verified: c.verified,
+        verification_code: c.verification_code.clone(),
+    }
+}
+
 fn admin_failed(e: AdminError) -> BackendError {
     match e {
         AdminError::Invalid(m) => BackendError::Invalid(m),
@@ -1026,7 +1216,7 @@ mod tests {
             reprovision: "reset".into(),
             allocation_policy: String::new(),
             iot_hubs: "a.example, ,b.example".into(),
-            webhook_url: String::new(),
+            ..EnrollmentForm::default()
         }
     }
 
@@ -1116,5 +1306,47 @@ mod tests {
         let mut bad = form("");
         bad.reprovision = "sometimes".into();
         assert!(document_of(&bad, "enrollmentGroupId", json!({})).is_err());
+    }
+
+    #[test]
+    fn the_form_changes_the_attestation_only_when_asked() {
+        let stored =
+            json!({"attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": "k"}}});
+        let mut f = form("");
+        f.attestation = "symmetricKey".into();
+        let doc = document_of(&f, "registrationId", stored.clone()).unwrap();
+        assert_eq!(doc["attestation"], stored["attestation"], "keys kept");
+
+        f.attestation = "x509".into();
+        let err = document_of(&f, "registrationId", stored.clone()).unwrap_err();
+        assert!(err.contains("needs the device's certificate"), "{err}");
+        f.primary_certificate = "PEM".into();
+        let doc = document_of(&f, "registrationId", stored.clone()).unwrap();
+        assert_eq!(
+            doc["attestation"]["x509"]["clientCertificates"]["primary"]["certificate"],
+            "PEM"
+        );
+        f.primary_certificate.clear();
+        f.ca_reference = "root".into();
+        let doc = document_of(&f, "enrollmentGroupId", stored.clone()).unwrap();
+        assert_eq!(
+            doc["attestation"]["x509"],
+            json!({"caReferences": {"primary": "root"}})
+        );
+        // Left empty on an X.509 enrollment: the stored certificates stay.
+        let x509 =
+            json!({"attestation": {"type": "x509", "x509": {"caReferences": {"primary": "r"}}}});
+        f.ca_reference.clear();
+        let doc = document_of(&f, "enrollmentGroupId", x509.clone()).unwrap();
+        assert_eq!(doc["attestation"], x509["attestation"]);
+
+        f.attestation = "tpm".into();
+        assert!(
+            document_of(&f, "enrollmentGroupId", stored.clone()).is_err(),
+            "no TPM groups"
+        );
+        f.endorsement_key = "EK".into();
+        let doc = document_of(&f, "registrationId", stored).unwrap();
+        assert_eq!(doc["attestation"]["tpm"]["endorsementKey"], "EK");
     }
 }
