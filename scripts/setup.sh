@@ -24,10 +24,14 @@ if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$wb_version"
 fi
 
 if $want_test; then
-  if ! command -v chromium >/dev/null 2>&1; then
-    log "installing Debian's chromium"
+  # Chromium for Playwright; openssl for the console tests' certificates.
+  missing=""
+  command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+  command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+  if [ -n "$missing" ]; then
+    log "installing Debian's$missing"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   fi
   if [ ! -d end2end/node_modules/@playwright/test ] || [ end2end/package-lock.json -nt end2end/node_modules/.package-lock.json ]; then
     log "installing end-to-end test packages (npm ci)"

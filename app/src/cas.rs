@@ -102,12 +102,14 @@ pub fn CaCertificates() -> impl IntoView {
             <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
                 {move || Suspend::new(async move {
                     match cas.await {
-                        Ok(rows) => view! { <CaTable rows actions/> }.into_any(),
+                        Ok(rows) => view! {
+                            <CaTable rows actions/>
+                            <UploadForm upload=actions.upload/>
+                        }.into_any(),
                         Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
                     }
                 })}
             </Suspense>
-            <UploadForm upload=actions.upload/>
         </section>
     }
 }
