@@ -6,7 +6,7 @@ use leptos::prelude::*;
 use leptos::server_fn::codec::GetUrl;
 
 use crate::auth::CsrfField;
-use crate::forms::ActionError;
+use crate::forms::{ActionError, PemField};
 use crate::model::*;
 
 #[cfg(feature = "ssr")]
@@ -193,8 +193,7 @@ fn UploadForm(upload: ServerAction<UploadCa>) -> impl IntoView {
             <CsrfField/>
             <label for="ca-name">"Name"</label>
             <input id="ca-name" name="name" required autocomplete="off"/>
-            <label for="ca-pem">"Certificate (PEM)"</label>
-            <textarea id="ca-pem" name="pem" rows="8" required placeholder="-----BEGIN CERTIFICATE-----"></textarea>
+            <PemField id="ca-pem" name="pem" label="Certificate (PEM)".to_string() required=true/>
             <label class="check" for="ca-verified">
                 <input type="checkbox" id="ca-verified" name="verified" value="on"/>
                 " Trust without proof of possession (verified on upload)"

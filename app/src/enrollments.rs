@@ -7,7 +7,7 @@ use leptos_router::hooks::{use_params_map, use_query, use_query_map};
 use leptos_router::params::Params;
 
 use crate::auth::{CsrfField, current_role};
-use crate::forms::{ActionError, CopyButton, encode};
+use crate::forms::{ActionError, CopyButton, PemField, encode};
 use crate::model::*;
 
 #[cfg(feature = "ssr")]
@@ -518,12 +518,10 @@ fn AttestationFields(form: EnrollmentForm, group: bool) -> impl IntoView {
         <select name="attestation" id="attestation"
             on:change=move |ev| set_kind.set(event_target_value(&ev))>{options}</select>
         <fieldset class="attestation x509" hidden=shown("x509")>
-            <label for="primary_certificate">"Primary "{certificate_label}" (PEM)"</label>
-            <textarea id="primary_certificate" name="primary_certificate" rows="5" class="mono"
-                placeholder="-----BEGIN CERTIFICATE-----">{form.primary_certificate.clone()}</textarea>
-            <label for="secondary_certificate">"Secondary "{certificate_label}" (PEM, optional)"</label>
-            <textarea id="secondary_certificate" name="secondary_certificate" rows="3" class="mono"
-                placeholder="-----BEGIN CERTIFICATE-----">{form.secondary_certificate.clone()}</textarea>
+            <PemField id="primary_certificate" name="primary_certificate"
+                label=format!("Primary {certificate_label} (PEM)") initial=form.primary_certificate.clone()/>
+            <PemField id="secondary_certificate" name="secondary_certificate"
+                label=format!("Secondary {certificate_label} (PEM, optional)") initial=form.secondary_certificate.clone()/>
             <label for="ca_reference" hidden=!group>"Or a CA certificate registered here (name)"</label>
             <input id="ca_reference" name="ca_reference" value=form.ca_reference.clone()
                 autocomplete="off" hidden=!group/>

@@ -38,6 +38,48 @@ pub fn CopyButton(text: String) -> impl IntoView {
     }
 }
 
+/// A PEM text area with a file picker that loads a certificate file (`.pem`, `.cer`, `.crt`) into
+/// it, so operators can paste or upload.
+#[component]
+pub fn PemField(
+    id: &'static str,
+    name: &'static str,
+    label: String,
+    #[prop(optional)] initial: String,
+    #[prop(optional)] required: bool,
+) -> impl IntoView {
+    let (text, set_text) = signal(initial);
+    let load = move |ev: leptos::ev::Event| {
+        #[cfg(feature = "hydrate")]
+        {
+            use wasm_bindgen::JsCast;
+            let input: Option<web_sys::HtmlInputElement> =
+                ev.target().and_then(|t| t.dyn_into().ok());
+            let Some(file) = input.and_then(|i| i.files()).and_then(|f| f.get(0)) else {
+                return;
+            };
+            leptos::task::spawn_local(async move {
+                let read = wasm_bindgen_futures::JsFuture::from(file.text()).await;
+                if let Some(content) = read.ok().and_then(|v| v.as_string()) {
+                    set_text.set(content);
+                }
+            });
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = (ev, set_text);
+    };
+    let file_id = format!("{id}_file");
+    view! {
+        <label for=id>{label}</label>
+        <textarea id=id name=name rows="5" class="mono" required=required
+            placeholder="-----BEGIN CERTIFICATE-----"
+            prop:value=move || text.get()
+            on:input=move |ev| set_text.set(event_target_value(&ev))>{text.get_untracked()}</textarea>
+        <input type="file" id=file_id accept=".pem,.cer,.crt" class="pem-file"
+            aria-label="Load a certificate file" on:change=load/>
+    }
+}
+
 /// Percent-encodes a query or path value.
 pub fn encode(value: &str) -> String {
     value

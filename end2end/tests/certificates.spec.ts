@@ -57,8 +57,10 @@ test('an operator makes X.509 and TPM enrollments and a bad certificate is refus
   await page.click('#save');
   await expect(page.getByRole('alert')).toContainText('clientCertificates.primary.certificate');
 
+  // The certificate is uploaded from its file.
   const own = selfSigned('console-solo', 'e2e-x509-solo', false);
-  await page.fill('#primary_certificate', own.pem);
+  await page.setInputFiles('#primary_certificate_file', `${own.prefix}.pem`);
+  await expect(page.locator('#primary_certificate')).toHaveValue(own.pem);
   await page.click('#save');
   await expect(page.getByRole('status')).toHaveText('Saved.');
   await page.goto('/console/enrollments/e2e-x509-solo');
