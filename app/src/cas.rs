@@ -194,10 +194,12 @@ fn UploadForm(upload: ServerAction<UploadCa>) -> impl IntoView {
             <label for="ca-name">"Name"</label>
             <input id="ca-name" name="name" required autocomplete="off"/>
             <PemField id="ca-pem" name="pem" label="Certificate (PEM)".to_string() required=true/>
-            <label class="check" for="ca-verified">
-                <input type="checkbox" id="ca-verified" name="verified" value="on"/>
-                " Trust without proof of possession (verified on upload)"
-            </label>
+            <div>
+                <label class="check" for="ca-verified">
+                    <input type="checkbox" id="ca-verified" name="verified" value="on"/>
+                    " Trust without proof of possession (verified on upload)"
+                </label>
+            </div>
             <div><button type="submit" id="upload-ca-button">"Upload"</button></div>
         </ActionForm>
     }

@@ -71,12 +71,14 @@ pub fn PemField(
     let file_id = format!("{id}_file");
     view! {
         <label for=id>{label}</label>
-        <textarea id=id name=name rows="5" class="mono" required=required
-            placeholder="-----BEGIN CERTIFICATE-----"
-            prop:value=move || text.get()
-            on:input=move |ev| set_text.set(event_target_value(&ev))>{text.get_untracked()}</textarea>
-        <input type="file" id=file_id accept=".pem,.cer,.crt" class="pem-file"
-            aria-label="Load a certificate file" on:change=load/>
+        <div class="pem-field">
+            <textarea id=id name=name rows="5" class="mono" required=required
+                placeholder="-----BEGIN CERTIFICATE-----"
+                prop:value=move || text.get()
+                on:input=move |ev| set_text.set(event_target_value(&ev))>{text.get_untracked()}</textarea>
+            <input type="file" id=file_id accept=".pem,.cer,.crt" class="pem-file"
+                aria-label="Load a certificate file" on:change=load/>
+        </div>
     }
 }
 

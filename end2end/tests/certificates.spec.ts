@@ -49,7 +49,7 @@ test('the CA certificates page is for admins only', async ({ page }) => {
   expect((await page.request.get('/api/cas')).status()).toBe(403);
 });
 
-test('an operator makes X.509 and TPM enrollments and a bad certificate is refused', async ({ page }) => {
+test('an operator makes X.509 and TPM enrollments and a bad certificate is refused', async ({ page }, testInfo) => {
   await signIn(page, users.operator, '/console/enrollments/new');
   await page.fill('#registration_id', 'e2e-x509-solo');
   await page.selectOption('#attestation', 'x509');
@@ -61,6 +61,7 @@ test('an operator makes X.509 and TPM enrollments and a bad certificate is refus
   const own = selfSigned('console-solo', 'e2e-x509-solo', false);
   await page.setInputFiles('#primary_certificate_file', `${own.prefix}.pem`);
   await expect(page.locator('#primary_certificate')).toHaveValue(own.pem);
+  await page.screenshot({ path: testInfo.outputPath('enrollment-x509.png'), fullPage: true });
   await page.click('#save');
   await expect(page.getByRole('status')).toHaveText('Saved.');
   await page.goto('/console/enrollments/e2e-x509-solo');
