@@ -94,7 +94,7 @@ pub fn LiveLog() -> impl IntoView {
             </Show>
             <table class="live-log">
                 <thead>
-                    <tr><th>"Time"</th><th>"Registration ID"</th><th>"Protocol"</th><th>"Attestation"</th>
+                    <tr><th>"Time"</th><th>"Registration / device ID"</th><th>"Protocol"</th><th>"Attestation"</th>
                         <th>"Hub"</th><th>"Status"</th><th class="num">"ms"</th></tr>
                 </thead>
                 <tbody>{rows}</tbody>
@@ -130,8 +130,11 @@ fn FilterBar(filters: Filters) -> impl IntoView {
     view! {
         <div class="filters" role="search">
             {text("Registration ID contains", "filter-id", filters.registration_id)}
-            {choice("Status", "filter-status", filters.status, &["", "assigned", "failed", "disabled", "assigning"])}
-            {choice("Protocol", "filter-protocol", filters.protocol, &["", "https", "mqtt", "mqtt-ws", "amqp", "amqp-ws"])}
+            {choice("Status", "filter-status", filters.status, &[
+                "", "assigned", "failed", "disabled", "assigning",
+                "connected", "refused", "disconnected", "reported", "desired",
+            ])}
+            {choice("Protocol", "filter-protocol", filters.protocol, &["", "https", "mqtt", "mqtt-ws", "amqp", "amqp-ws", "hub-mqtt"])}
             {text("Hub contains", "filter-hub", filters.hub)}
         </div>
     }
@@ -208,8 +211,9 @@ fn subscribe(
     });
     source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
     source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-    let _ =
-        source.add_event_listener_with_callback("registration", on_event.as_ref().unchecked_ref());
+    for name in ["registration", "hub"] {
+        let _ = source.add_event_listener_with_callback(name, on_event.as_ref().unchecked_ref());
+    }
     let _ = source.add_event_listener_with_callback("missed", on_missed.as_ref().unchecked_ref());
     let closures = send_wrapper::SendWrapper::new((source, on_open, on_error, on_event, on_missed));
     on_cleanup(move || closures.0.close());

@@ -250,6 +250,30 @@ pub struct RegistrationDetail {
     /// The custom allocation payload returned to the device, as pretty JSON.
     pub payload: Option<String>,
     pub created: String,
+    /// The device's identity on its built-in hub, if it is assigned to one.
+    #[serde(default)]
+    pub on_hub: Option<HubDeviceView>,
+}
+
+/// A device identity on a built-in hub: connection, twin and recent telemetry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HubDeviceView {
+    pub connected: bool,
+    pub enabled: bool,
+    /// "symmetric key", "X.509 (thumbprint)" or "X.509 (CA-signed)".
+    pub authentication: String,
+    /// Tags, desired and reported properties with their versions, as pretty JSON.
+    pub twin: String,
+    /// The newest first.
+    pub telemetry: Vec<TelemetryRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TelemetryRow {
+    pub received: String,
+    pub properties: String,
+    pub body: String,
+    pub truncated: bool,
 }
 
 /// A shared access policy of the service API, as the admin console shows it.

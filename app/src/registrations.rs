@@ -210,5 +210,56 @@ fn RegistrationView(
             <dt>"Updated"</dt><dd>{r.updated}</dd>
         </dl>
         {action}
+        {detail.on_hub.map(|hub| view! { <OnHub hub/> })}
+    }
+}
+
+/// The device on its built-in hub: connection, authentication, twin, recent telemetry.
+#[component]
+fn OnHub(hub: HubDeviceView) -> impl IntoView {
+    let connection = if hub.connected {
+        "connected"
+    } else {
+        "not connected"
+    };
+    let telemetry = if hub.telemetry.is_empty() {
+        view! { <p class="empty">"No telemetry received since the server started."</p> }.into_any()
+    } else {
+        let rows = hub
+            .telemetry
+            .into_iter()
+            .map(|m| {
+                let body = if m.truncated {
+                    format!("{}…", m.body)
+                } else {
+                    m.body
+                };
+                view! {
+                    <tr class="telemetry">
+                        <td>{m.received}</td>
+                        <td class="mono">{m.properties}</td>
+                        <td class="mono telemetry-body">{body}</td>
+                    </tr>
+                }
+            })
+            .collect_view();
+        view! {
+            <table class="telemetry-list">
+                <thead><tr><th>"Received"</th><th>"Properties"</th><th>"Body"</th></tr></thead>
+                <tbody>{rows}</tbody>
+            </table>
+        }
+        .into_any()
+    };
+    view! {
+        <h2>"On the hub"</h2>
+        <dl class="facts on-hub">
+            <dt>"Connection"</dt><dd class="hub-connection" data-connected=hub.connected.to_string()>{connection}</dd>
+            <dt>"Identity"</dt><dd>{if hub.enabled { "enabled" } else { "disabled" }}", "{hub.authentication}</dd>
+        </dl>
+        <h3>"Twin"</h3>
+        <pre class="mono twin">{hub.twin}</pre>
+        <h3>"Recent telemetry"</h3>
+        {telemetry}
     }
 }

@@ -19,9 +19,9 @@ use crate::domain::ca;
 use crate::domain::console_users::{self, UserError};
 use crate::domain::provisioner::validate_registration_id;
 use crate::domain::{
-    AccessPolicy, AllocationPolicy, Attestation, AttestationKind, CaCertificate, Enrollment,
-    EnrollmentGroup, IfMatch, LinkedHub, ListQuery, ProvisioningStatus, RegistrationRecord,
-    RegistrationStatus, Role, random_key,
+    AccessPolicy, AllocationPolicy, Attestation, AttestationKind, CaCertificate, DeviceAuth,
+    Enrollment, EnrollmentGroup, IfMatch, LinkedHub, ListQuery, ProvisioningStatus,
+    RegistrationRecord, RegistrationStatus, Role, random_key,
 };
 use crate::proto::timestamp;
 use crate::service::AppState;
@@ -330,6 +330,53 @@ macro_rules! by_kind {
 }
 
 impl AppState {
+    /// The device's identity on a built-in hub, with its twin and recent telemetry.
+    async fn hub_device_view(
+        &self,
+        hub: &str,
+        device_id: &str,
+    ) -> Result<Option<HubDeviceView>, BackendError> {
+        let Some(device) = self
+            .store
+            .get_hub_device(hub, device_id)
+            .await
+            .map_err(failed)?
+        else {
+            return Ok(None);
+        };
+        let authentication = match device.auth {
+            DeviceAuth::Sas { .. } => "symmetric key",
+            DeviceAuth::SelfSigned { .. } => "X.509 (thumbprint)",
+            DeviceAuth::CertificateAuthority => "X.509 (CA-signed)",
+        };
+        let twin = json!({
+            "tags": device.tags,
+            "properties": {
+                "desired": {"$version": device.desired.version, "properties": device.desired.properties},
+                "reported": {"$version": device.reported.version, "properties": device.reported.properties},
+            },
+        });
+        let mut telemetry: Vec<TelemetryRow> = self
+            .device_hub
+            .recent_telemetry(hub, device_id)
+            .into_iter()
+            .map(|m| TelemetryRow {
+                received: timestamp(m.received),
+                properties: m.properties,
+                body: m.body,
+                truncated: m.truncated,
+            })
+            .collect();
+        telemetry.reverse();
+        Ok(Some(HubDeviceView {
+            connected: self.device_hub.is_connected(hub, device_id),
+            enabled: device.enabled,
+            authentication: authentication.into(),
+            twin: serde_json::to_string_pretty(&twin).unwrap_or_default(),
+            telemetry,
+        }))
+    }
+
     async fn stored<R: Resource>(&self, id: &str) -> Result<R, BackendError> {
         R::fetch(self.store.as_ref(), id)
             .await
@@ -798,7 +845,15 @@ impl ConsoleBackend for AppState {
                 .get_registration(registration_id)
                 .await
                 .map_err(failed)?;
-            Ok(record.map(|r| RegistrationDetail {
+            let Some(r) = record else {
+                return Ok(None);
+            };
+            let on_hub = match (&r.assigned_hub, &r.device_id) {
+                (Some(hub), Some(device)) => self.hub_device_view(hub, device).await?,
+                _ => None,
+            };
+            Ok(Some(RegistrationDetail {
+                on_hub,
                 attestation: r.attestation.as_str().into(),
                 substatus: r
                     .substatus

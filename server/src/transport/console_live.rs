@@ -1,6 +1,7 @@
-//! The console's live diagnostics log: registration events from the diagnostics bus, streamed to
-//! the browser as server-sent events while they happen. A browser that falls behind is told how
-//! many events it missed instead of slowing registrations down.
+//! The console's live diagnostics log: registration events and built-in hub events (connections,
+//! refusals, twin changes) from the diagnostics bus, streamed to the browser as server-sent events
+//! while they happen. A browser that falls behind is told how many events it missed instead of
+//! slowing registrations down.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -11,7 +12,11 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::diagnostics::RegistrationEvent;
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::diagnostics::{HubActivity, HubEvent, RegistrationEvent};
 use crate::proto::timestamp;
 use crate::service::AppState;
 
@@ -20,11 +25,23 @@ use crate::service::AppState;
 pub async fn events(
     State(state): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let stream = futures::stream::unfold(state.bus.subscribe(), |mut receiver| async move {
+    let registrations = forward(state.bus.subscribe(), "registration", live_event);
+    let hub = forward(state.bus.subscribe_hub(), "hub", hub_event);
+    let stream = futures::stream::select(registrations, hub);
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// One bus subscription as server-sent events named `name`.
+fn forward<T: Send + Sync + 'static>(
+    receiver: broadcast::Receiver<Arc<T>>,
+    name: &'static str,
+    render: fn(&T) -> LiveEvent,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold(receiver, move |mut receiver| async move {
         let event = match receiver.recv().await {
             Ok(event) => Event::default()
-                .event("registration")
-                .json_data(live_event(&event))
+                .event(name)
+                .json_data(render(&event))
                 .ok()?,
             Err(RecvError::Lagged(missed)) => {
                 Event::default().event("missed").data(missed.to_string())
@@ -32,8 +49,38 @@ pub async fn events(
             Err(RecvError::Closed) => return None,
         };
         Some((Ok(event), receiver))
+    })
+}
+
+/// A hub event in the live log's shape: the device ID in the ID column, what happened as the
+/// status, and for a refused connection the reason with a hint.
+pub fn hub_event(e: &HubEvent) -> LiveEvent {
+    let (status, refusal) = match &e.activity {
+        HubActivity::Connected => ("connected", None),
+        HubActivity::Refused { reason } => ("refused", Some(reason.clone())),
+        HubActivity::Disconnected => ("disconnected", None),
+        HubActivity::Replaced => ("replaced", None),
+        HubActivity::ReportedPatched { .. } => ("reported", None),
+        HubActivity::DesiredPatched { .. } => ("desired", None),
+    };
+    let hint = refusal.as_ref().map(|_| {
+        "The device could not sign in to its hub: check its key or certificate, and that its \
+         identity exists and is enabled on that hub."
+            .to_string()
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    LiveEvent {
+        at: timestamp(e.at),
+        registration_id: e.device_id.clone(),
+        protocol: e.protocol.as_str().into(),
+        attestation: None,
+        enrollment: None,
+        hub: Some(e.hub.clone()),
+        status: status.into(),
+        error_code: refusal.as_ref().map(|_| 401),
+        error_message: refusal,
+        hint,
+        latency_ms: 0,
+    }
 }
 
 pub fn live_event(e: &RegistrationEvent) -> LiveEvent {

@@ -59,7 +59,7 @@ async fn first_start_bootstraps_and_serves_health_over_tls() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
     let password = std::fs::read_to_string(&password_file).unwrap();
-    let cookie = sign_in(&server, "admin", password.trim()).await;
+    let cookie = server.sign_in("admin", password.trim()).await;
 
     // The console page is rendered on the server, with the scripts that hydrate it.
     let page = client
@@ -82,7 +82,7 @@ async fn first_start_bootstraps_and_serves_health_over_tls() {
     let mut server = Server::start(&data, &[]);
     server.wait_healthy().await;
     assert_eq!(std::fs::read_to_string(&password_file).unwrap(), password);
-    sign_in(&server, "admin", password.trim()).await;
+    server.sign_in("admin", password.trim()).await;
 
     // Plain HTTP is not served on the TLS port.
     let plain = reqwest::Client::new()
@@ -448,42 +448,4 @@ fn admin_ca_commands_verify_a_ca_by_proof_of_possession() {
     assert_eq!(json(&["list"]).as_array().unwrap().len(), 1);
     json(&["remove", "plant"]);
     assert_eq!(json(&["list"]), serde_json::json!([]));
-}
-
-/// Signs in through the login form, as a browser does, and returns the session cookie.
-async fn sign_in(server: &Server, username: &str, password: &str) -> String {
-    let client = server.client();
-    let login = client
-        .get(format!("{}/login", server.base_url()))
-        .send()
-        .await
-        .unwrap();
-    let cookie = session_cookie(&login).expect("a session for the login form");
-    let html = login.text().await.unwrap();
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("a CSRF field")
-        .to_string();
-    let signed_in = client
-        .post(format!("{}/login", server.base_url()))
-        .header("cookie", &cookie)
-        .form(&[
-            ("csrf", csrf.as_str()),
-            ("username", username),
-            ("password", password),
-            ("next", "/"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signed_in.status(), 303);
-    assert_eq!(signed_in.headers()["location"], "/", "signed in");
-    session_cookie(&signed_in).expect("a new session ID after signing in")
-}
-
-fn session_cookie(response: &reqwest::Response) -> Option<String> {
-    let set = response.headers().get("set-cookie")?.to_str().ok()?;
-    Some(set.split(';').next()?.to_string())
 }

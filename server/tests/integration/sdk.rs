@@ -151,6 +151,7 @@ async fn conformance(dir: &Path, database_url: &str) {
     }
     let mut server = Server::start_on_ports(&data, 443, 8883, &["--database-url", database_url]);
     server.wait_healthy().await;
+    let console = Console::open(&server, data_arg, database_url).await;
     let base = Ctx {
         transport: "http",
         host: "localhost".into(),
@@ -195,6 +196,7 @@ async fn conformance(dir: &Path, database_url: &str) {
         crate::sdk_x509::x509_devices(&ctx, &dir.join("certs")).await;
     }
     service_sdk(&base, &base.service).await;
+    console.shows_the_node_device_on_its_hub(&server).await;
 
     base.store.close().await;
     server.terminate(std::time::Duration::from_secs(15));
@@ -267,8 +269,96 @@ async fn device_meets_its_hub(ctx: &Ctx) {
     assert_eq!(device.desired.properties["telemetryInterval"], 5);
 }
 
+/// An admin's console session, with the live log's event stream read in the background.
+struct Console {
+    cookie: String,
+    events: Arc<std::sync::Mutex<String>>,
+}
+
+impl Console {
+    async fn open(server: &Server, data_dir: &str, database_url: &str) -> Console {
+        let args = [
+            "--data-dir",
+            data_dir,
+            "--database-url",
+            database_url,
+            "admin",
+            "user",
+            "create",
+            "sdk-admin",
+            "--role",
+            "admin",
+        ];
+        let out = run(&args, &[]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let password = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("password: "))
+            .unwrap_or_else(|| panic!("no generated password: {stdout}"));
+        let cookie = server.sign_in("sdk-admin", password.trim()).await;
+        let events = Arc::new(std::sync::Mutex::new(String::new()));
+        let mut stream = server
+            .client()
+            .get(format!("{}/console/events", server.base_url()))
+            .header("cookie", &cookie)
+            .timeout(std::time::Duration::from_secs(600))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stream.status(), 200);
+        let sink = events.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(chunk)) = stream.chunk().await {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk));
+            }
+        });
+        Console { cookie, events }
+    }
+
+    /// The registration page shows the Node device's twin and telemetry on its hub, and the live
+    /// log streamed its hub events (connected, reported) as they happened.
+    async fn shows_the_node_device_on_its_hub(&self, server: &Server) {
+        let id = "mqtt-node-seed-flow";
+        let page = server
+            .client()
+            .get(format!("{}/console/registrations/{id}", server.base_url()))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("On the hub"), "{page}");
+        assert!(page.contains("nodeFirmware"), "the reported twin: {page}");
+        assert!(
+            page.contains("source=node-sdk"),
+            "the telemetry's properties: {page}"
+        );
+        assert!(page.contains("temperature"), "the telemetry's body: {page}");
+        let events = self.events.lock().unwrap().clone();
+        let hub_events: Vec<Value> = events
+            .split("\n\n")
+            .filter(|e| e.contains("event: hub"))
+            .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+            .filter_map(|data| serde_json::from_str(data).ok())
+            .filter(|e: &Value| e["registration_id"] == id)
+            .collect();
+        for status in ["connected", "reported"] {
+            assert!(
+                hub_events
+                    .iter()
+                    .any(|e| e["status"] == status && e["protocol"] == "hub-mqtt"),
+                "{status}: {hub_events:?}"
+            );
+        }
+    }
+}
+
 /// The Node device SDK (azure-iot-device-mqtt) on the built-in hub after provisioning: connect
-/// with the device key, read the twin, report a property.
+/// with the device key, read the twin, report a property, send telemetry.
 async fn node_device_meets_its_hub(ctx: &Ctx) {
     let key = random_key();
     let id = ctx.id("node-seed-flow");

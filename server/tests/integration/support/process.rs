@@ -177,3 +177,44 @@ impl Drop for Server {
         }
     }
 }
+
+impl Server {
+    /// Signs in to the console through the login form, as a browser does, and returns the session cookie.
+    pub async fn sign_in(&self, username: &str, password: &str) -> String {
+        let server = self;
+        let client = server.client();
+        let login = client
+            .get(format!("{}/login", server.base_url()))
+            .send()
+            .await
+            .unwrap();
+        let cookie = session_cookie(&login).expect("a session for the login form");
+        let html = login.text().await.unwrap();
+        let csrf = html
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("a CSRF field")
+            .to_string();
+        let signed_in = client
+            .post(format!("{}/login", server.base_url()))
+            .header("cookie", &cookie)
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("username", username),
+                ("password", password),
+                ("next", "/"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signed_in.status(), 303);
+        assert_eq!(signed_in.headers()["location"], "/", "signed in");
+        session_cookie(&signed_in).expect("a new session ID after signing in")
+    }
+}
+
+pub fn session_cookie(response: &reqwest::Response) -> Option<String> {
+    let set = response.headers().get("set-cookie")?.to_str().ok()?;
+    Some(set.split(';').next()?.to_string())
+}
