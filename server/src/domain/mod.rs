@@ -62,10 +62,11 @@ pub enum IfMatch {
 }
 
 impl IfMatch {
+    /// `*` means "if it exists", quoted or not: the IoT Hub service SDK sends `"*"`.
     pub fn from_header(value: Option<&str>) -> IfMatch {
         match value.map(str::trim) {
             None | Some("") => IfMatch::Any,
-            Some("*") => IfMatch::Exists,
+            Some("*" | "\"*\"") => IfMatch::Exists,
             Some(tag) => IfMatch::Etag(Etag::parse(tag)),
         }
     }
@@ -114,6 +115,7 @@ mod tests {
         assert_eq!(Etag::parse(&tag.quoted()), tag);
         assert_eq!(Etag::parse("abc"), tag);
         assert_eq!(IfMatch::from_header(Some("*")), IfMatch::Exists);
+        assert_eq!(IfMatch::from_header(Some("\"*\"")), IfMatch::Exists);
         assert_eq!(IfMatch::from_header(None), IfMatch::Any);
         assert_eq!(IfMatch::from_header(Some("\"abc\"")), IfMatch::Etag(tag));
     }

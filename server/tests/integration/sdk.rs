@@ -196,6 +196,7 @@ async fn conformance(dir: &Path, database_url: &str) {
         crate::sdk_x509::x509_devices(&ctx, &dir.join("certs")).await;
     }
     service_sdk(&base, &base.service).await;
+    hub_service_sdk(&base).await;
     console.shows_the_node_device_on_its_hub(&server).await;
 
     base.store.close().await;
@@ -267,6 +268,28 @@ async fn device_meets_its_hub(ctx: &Ctx) {
         .unwrap()
         .unwrap();
     assert_eq!(device.desired.properties["telemetryInterval"], 5);
+}
+
+/// The official IoT Hub service SDK (azure-iothub's Registry) manages a built-in hub's devices and
+/// twins through the hub REST subset, with the instance's connection string.
+async fn hub_service_sdk(ctx: &Ctx) {
+    let out = sdk("hub-service.js", &[&ctx.service, "svc-hub-device"], &ctx.ca);
+    assert_eq!(out["ok"], true, "{out}");
+    assert_eq!(out["created"]["deviceId"], "svc-hub-device", "{out}");
+    assert_eq!(out["read"]["primaryKeyMatches"], true, "{out}");
+    assert_eq!(out["twinAfter"]["tags"]["building"], "b7", "{out}");
+    assert_eq!(out["twinAfter"]["interval"], 12, "{out}");
+    let before = out["twinBefore"]["desiredVersion"].as_i64().unwrap();
+    assert_eq!(out["twinAfter"]["desiredVersion"], before + 1, "{out}");
+    assert_eq!(out["staleUpdate"], 412, "an old etag is refused: {out}");
+    assert_eq!(out["afterDelete"], 404, "{out}");
+    assert!(
+        ctx.store
+            .get_hub_device("localhost", "svc-hub-device")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// An admin's console session, with the live log's event stream read in the background.
