@@ -29,18 +29,30 @@ if [ "$backend" = postgres ]; then
 fi
 bin=target/release/onramp
 "$bin" --data-dir "$data" "${db_args[@]}" admin info --json > /dev/null
-ONRAMP_LOG=warn "$bin" --data-dir "$data" "${db_args[@]}" --https-port 443 serve 2> "$dir/server.log" &
-server=$!
+server=
+stop_server() {
+  if [ -n "$server" ]; then
+    kill "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+  fi
+}
+# A fresh server process on the data dir: the memory figures are taken on one that has served
+# nothing else, so the allocator's leftovers from earlier sections do not count.
+start_server() {
+  stop_server
+  ONRAMP_LOG=warn "$bin" --data-dir "$data" "${db_args[@]}" --https-port 443 serve 2>> "$dir/server.log" &
+  server=$!
+  for _ in $(seq 100); do
+    curl -sf --cacert "$data/ca.pem" https://localhost/healthz > /dev/null && return
+    sleep 0.1
+  done
+}
 cleanup() {
-  kill "$server" 2>/dev/null || true
-  wait "$server" 2>/dev/null || true
+  stop_server
   if [ -n "${schema:-}" ]; then psql -q -h 127.0.0.1 -U postgres -d test -c "DROP SCHEMA $schema CASCADE" 2>/dev/null; fi
 }
 trap cleanup EXIT
-for _ in $(seq 100); do
-  curl -sf --cacert "$data/ca.pem" https://localhost/healthz > /dev/null && break
-  sleep 0.1
-done
+start_server
 
 echo "== Node SDK over HTTPS ($backend)"
 read -r scope group_key < <(target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --seed-only)
@@ -52,8 +64,10 @@ target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --devices "$dev
 echo "== load generator, MQTT ($backend)"
 target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --protocol mqtt --devices "$devices" --concurrency "$concurrency"
 
-echo "== idle MQTT connections"
+echo "== idle MQTT connections (fresh server)"
+start_server
 target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --protocol mqtt --idle-connections 10000 --concurrency 64 --server-pid "$server"
 
-echo "== idle built-in hub connections"
+echo "== idle built-in hub connections (fresh server, provisioning listener idle)"
+start_server
 target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --protocol mqtt --idle-connections 10000 --hub-sessions --concurrency 64 --server-pid "$server"
