@@ -13,5 +13,7 @@ pub mod janitor;
 pub mod proto;
 pub mod service;
 pub mod store;
+#[doc(hidden)]
+pub mod test_certs;
 pub mod tls;
 pub mod transport;

@@ -290,6 +290,21 @@ fn may_sign_certificates(der: &[u8]) -> bool {
     }
 }
 
+/// PEM text of a DER certificate (64-character lines).
+pub fn to_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .filter_map(|c| std::str::from_utf8(c).ok())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
+}
+
 /// A fresh proof-of-possession code: 48 upper-case hex digits, like Azure's.
 pub fn new_verification_code() -> String {
     hex::encode_upper(rand::random::<[u8; 24]>())
@@ -311,63 +326,16 @@ pub fn check_proof_of_possession(ca: &[u8], proof: &[u8], code: &str) -> Result<
 }
 
 #[cfg(test)]
-pub mod tests {
+mod tests {
     use super::*;
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-        KeyUsagePurpose,
-    };
-    use time::{Duration, OffsetDateTime};
+    use crate::test_certs::{TestCert, self_signed, signed};
 
-    /// A certificate and its key, made for tests.
-    pub struct Made {
-        pub der: CertificateDer<'static>,
-        pub params: CertificateParams,
-        pub key: KeyPair,
+    fn root(cn: &str) -> TestCert {
+        self_signed(cn, true)
     }
 
-    fn params(cn: &str, ca: bool, days: (i64, i64)) -> CertificateParams {
-        let mut p = CertificateParams::default();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        let now = OffsetDateTime::now_utc();
-        p.not_before = now + Duration::days(days.0);
-        p.not_after = now + Duration::days(days.1);
-        if ca {
-            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            p.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-        } else {
-            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        }
-        p
-    }
-
-    pub fn root(cn: &str) -> Made {
-        let key = KeyPair::generate().unwrap();
-        let params = params(cn, true, (-1, 365));
-        let der = params.clone().self_signed(&key).unwrap().der().clone();
-        Made { der, params, key }
-    }
-
-    pub fn issue(issuer: &Made, cn: &str, ca: bool, days: (i64, i64)) -> Made {
-        let key = KeyPair::generate().unwrap();
-        let params = params(cn, ca, days);
-        let issuer_cert = issuer.params.clone().self_signed(&issuer.key).unwrap();
-        let der = params
-            .clone()
-            .signed_by(&key, &issuer_cert, &issuer.key)
-            .unwrap()
-            .der()
-            .clone();
-        Made { der, params, key }
-    }
-
-    pub fn pem(der: &[u8]) -> String {
-        use base64::Engine;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n")
+    fn issue(issuer: &TestCert, cn: &str, ca: bool, days: (i64, i64)) -> TestCert {
+        signed(issuer, cn, ca, days)
     }
 
     fn now() -> UnixTime {

@@ -42,7 +42,7 @@ pub async fn put_ca(
         ));
     }
     let thumbprint = x509::sha256_thumbprint(&der);
-    let pem = to_pem(&der);
+    let pem = x509::to_pem(&der);
     let now = Utc::now();
     let existing = store.get_ca_certificate(name).await?;
     let ca = match existing {
@@ -164,20 +164,6 @@ fn first(text: &str) -> Result<CertificateDer<'static>, AdminError> {
         .ok_or_else(|| invalid("no certificate given"))
 }
 
-fn to_pem(der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap_or_default())
-        .collect();
-    format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        lines.join("\n")
-    )
-}
-
 /// The CA as the service API and the console show it (Azure's certificate resource shape).
 pub fn view(ca: &CaCertificate) -> serde_json::Value {
     let info = x509::parse_certificates(&ca.pem)
@@ -204,7 +190,11 @@ pub fn view(ca: &CaCertificate) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attestation::x509::tests::{issue, pem, root};
+    use crate::test_certs::{self_signed, signed};
+
+    fn pem(der: &[u8]) -> String {
+        x509::to_pem(der)
+    }
 
     #[tokio::test]
     async fn proof_of_possession_verifies_a_ca() {
@@ -212,7 +202,7 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = crate::store::open(&url, 2).await.unwrap();
         let store = store.as_ref();
-        let ca = root("fleet root");
+        let ca = self_signed("fleet root", true);
         let uploaded = put_ca(store, "fleet", &pem(&ca.der), false).await.unwrap();
         assert!(!uploaded.verified);
         let err = verify(store, "fleet", &pem(&ca.der)).await.unwrap_err();
@@ -222,9 +212,9 @@ mod tests {
             .unwrap()
             .verification_code
             .unwrap();
-        let forged = issue(&root("fleet root"), &code, false, (-1, 1));
+        let forged = signed(&self_signed("fleet root", true), &code, false, (-1, 1));
         assert!(verify(store, "fleet", &pem(&forged.der)).await.is_err());
-        let proof = issue(&ca, &code, false, (-1, 1));
+        let proof = signed(&ca, &code, false, (-1, 1));
         let verified = verify(store, "fleet", &pem(&proof.der)).await.unwrap();
         assert!(verified.verified && verified.verification_code.is_none());
         // Re-uploading the same certificate keeps it verified; another one starts over.
@@ -234,14 +224,14 @@ mod tests {
                 .unwrap()
                 .verified
         );
-        let other = root("other");
+        let other = self_signed("other", true);
         assert!(
             !put_ca(store, "fleet", &pem(&other.der), false)
                 .await
                 .unwrap()
                 .verified
         );
-        let leaf = issue(&ca, "device", false, (-1, 1));
+        let leaf = signed(&ca, "device", false, (-1, 1));
         assert!(put_ca(store, "leaf", &pem(&leaf.der), false).await.is_err());
         assert!(put_ca(store, "bad", "garbage", false).await.is_err());
         delete(store, "fleet").await.unwrap();

@@ -505,7 +505,7 @@ mod tests {
 
     #[tokio::test]
     async fn certificate_identities_need_their_certificate() {
-        use crate::attestation::x509::tests::{issue, root};
+        use crate::test_certs::{self_signed, signed};
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("onramp.db").display());
         let store = crate::store::open(&url, 1).await.unwrap();
@@ -514,9 +514,9 @@ mod tests {
             PresentedChain(vec![der.clone()].into())
         };
 
-        let ca = root("hub root");
-        let own = issue(&ca, "solo", false, (-1, 30));
-        let other = issue(&ca, "solo", false, (-1, 30));
+        let ca = self_signed("hub root", true);
+        let own = signed(&ca, "solo", false, (-1, 30));
+        let other = signed(&ca, "solo", false, (-1, 30));
         let auth = DeviceAuth::SelfSigned {
             primary_thumbprint: x509::describe(&own.der).unwrap().sha1_thumbprint,
             secondary_thumbprint: None,
@@ -539,7 +539,7 @@ mod tests {
             Err(HubRefusal::NoCertificate)
         ));
 
-        let member = issue(&ca, "member", false, (-1, 30));
+        let member = signed(&ca, "member", false, (-1, 30));
         store
             .put_hub_device(
                 identity("member", DeviceAuth::CertificateAuthority),
@@ -554,14 +554,14 @@ mod tests {
             matches!(refused, Err(HubRefusal::Certificate(X509Error::UnknownCa))),
             "{refused:?}"
         );
-        let pem = crate::attestation::x509::tests::pem(&ca.der);
+        let pem = x509::to_pem(&ca.der);
         crate::domain::ca::put_ca(store.as_ref(), "hub-root", &pem, true)
             .await
             .unwrap();
         hub.authenticate("hub", "member", None, Some(&chain(&member.der)))
             .await
             .unwrap();
-        let stranger = issue(&ca, "someone-else", false, (-1, 30));
+        let stranger = signed(&ca, "someone-else", false, (-1, 30));
         assert!(matches!(
             hub.authenticate("hub", "member", None, Some(&chain(&stranger.der)))
                 .await,

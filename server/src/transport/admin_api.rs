@@ -15,7 +15,7 @@ use super::http_util::json_response;
 use super::service_api::{Result, ServiceError, authorize, json_body};
 use crate::domain::admin::{self, AllocationSettingsView, HubSettings, KeySlot};
 use crate::domain::ca;
-use crate::domain::{AccessPolicy, LinkedHub, Right};
+use crate::domain::{AccessPolicy, CaCertificate, LinkedHub, Right};
 use crate::service::AppState;
 
 pub fn router(state: AppState) -> Router {
@@ -290,8 +290,13 @@ async fn put_ca(
         body.is_verified,
     )
     .await?;
+    Ok(ca_changed(&state, &stored))
+}
+
+/// A CA change reaches registrations at once (the Provisioner caches the trusted CAs).
+fn ca_changed(state: &AppState, stored: &CaCertificate) -> Response {
     state.provisioner.invalidate();
-    Ok(json_response(StatusCode::OK, &ca::view(&stored)))
+    json_response(StatusCode::OK, &ca::view(stored))
 }
 
 async fn generate_verification_code(
@@ -313,8 +318,7 @@ async fn verify_ca(
     authorize(&state, &headers, Right::ServiceConfig).await?;
     let body = certificate_body(json_body(&state, &headers, body).await?)?;
     let stored = ca::verify(state.store.as_ref(), &name, &body.certificate).await?;
-    state.provisioner.invalidate();
-    Ok(json_response(StatusCode::OK, &ca::view(&stored)))
+    Ok(ca_changed(&state, &stored))
 }
 
 async fn delete_ca(

@@ -398,7 +398,7 @@ fn admin_policy_and_hub_commands() {
 /// `onramp admin ca`: upload, verification code, proof of possession, list, remove.
 #[test]
 fn admin_ca_commands_verify_a_ca_by_proof_of_possession() {
-    use crate::support::certs;
+    use onramp::test_certs as certs;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let d = data.to_str().unwrap();

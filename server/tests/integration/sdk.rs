@@ -93,6 +93,19 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// This context for another transport: all but Node MQTT connect by host name alone.
+    fn over(&self, transport: &'static str, mqtt_port: u16) -> Ctx {
+        let host = match transport {
+            "mqtt" => format!("localhost:{mqtt_port}"),
+            _ => "localhost".to_string(),
+        };
+        Ctx {
+            transport,
+            host,
+            ..self.clone()
+        }
+    }
+
     /// IDs of this transport's devices, so both transports run every scenario from scratch.
     pub fn id(&self, name: &str) -> String {
         format!("{}-{name}", self.transport)
@@ -162,15 +175,7 @@ async fn conformance(dir: &Path, database_url: &str) {
     };
 
     for transport in ["http", "mqtt", "mqtt-ws", "py-mqtt", "py-ws"] {
-        let host = match transport {
-            "mqtt" => format!("localhost:{}", server.mqtt_port),
-            _ => "localhost".to_string(),
-        };
-        let ctx = Ctx {
-            transport,
-            host,
-            ..base.clone()
-        };
+        let ctx = base.over(transport, server.mqtt_port);
         individual_enrollment(&ctx).await;
         group_enrollment(&ctx).await;
         disabled_enrollment(&ctx).await;
@@ -184,15 +189,7 @@ async fn conformance(dir: &Path, database_url: &str) {
         }
     }
     for transport in ["http", "mqtt", "py-mqtt"] {
-        let host = match transport {
-            "mqtt" => format!("localhost:{}", server.mqtt_port),
-            _ => "localhost".to_string(),
-        };
-        let ctx = Ctx {
-            transport,
-            host,
-            ..base.clone()
-        };
+        let ctx = base.over(transport, server.mqtt_port);
         crate::sdk_x509::x509_devices(&ctx, &dir.join("certs")).await;
     }
     service_sdk(&base, &base.service).await;
@@ -447,19 +444,22 @@ async fn disabled_enrollment(ctx: &Ctx) {
     spec.provisioning_status = ProvisioningStatus::Disabled;
     enroll(&ctx.store, &ctx.id("off"), None, spec).await;
     let out = ctx.register(&ctx.id("off"), &key, &[]);
-    // The SDKs know only assigned/assigning/failed: Node reports `disabled` as an error that
-    // carries the result, Python as an error naming the status.
+    assert_disabled(ctx, &out, &ctx.id("off")).await;
+}
+
+/// The device was told its enrollment is disabled, and nothing was made on the hub. The SDKs know
+/// only assigned/assigning/failed: Node reports `disabled` as an error that carries the result,
+/// Python as an error naming the status.
+pub(crate) async fn assert_disabled(ctx: &Ctx, out: &Value, device_id: &str) {
     assert_eq!(out["ok"], false, "{out}");
     match ctx.is_python() {
-        true => assert!(message(&out).contains("status disabled"), "{out}"),
+        true => assert!(message(out).contains("status disabled"), "{out}"),
         false => assert_eq!(out["result"]["status"], "disabled", "{out}"),
     }
+    let identity = ctx.store.get_hub_device("localhost", device_id).await;
     assert!(
-        ctx.store
-            .get_hub_device("localhost", &ctx.id("off"))
-            .await
-            .unwrap()
-            .is_none()
+        identity.unwrap().is_none(),
+        "{device_id} has no hub identity"
     );
 }
 

@@ -1,7 +1,6 @@
 //! Helpers shared by the integration tests: databases to test against, and a real `onramp` process.
 #![allow(dead_code)]
 
-pub mod certs;
 pub mod db;
 pub mod instance;
 pub mod process;

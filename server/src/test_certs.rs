@@ -1,5 +1,6 @@
-//! Certificates made by the tests for X.509 devices: roots, intermediates and leaves, written as
-//! the files the SDK scripts read (`<prefix>.pem` with the chain, `<prefix>-key.pem`).
+//! Certificates made for tests and benchmarks (rcgen): roots, intermediates and device leaves,
+//! and the files the SDK scripts read (`<prefix>.pem` with the chain, `<prefix>-key.pem`). Not
+//! used by the server itself.
 
 use std::path::Path;
 
@@ -7,15 +8,26 @@ use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
+use rustls::pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 
 pub struct TestCert {
+    pub der: CertificateDer<'static>,
     pub cert: Certificate,
     pub params: CertificateParams,
     pub key: KeyPair,
 }
 
 impl TestCert {
+    fn new(cert: Certificate, params: CertificateParams, key: KeyPair) -> TestCert {
+        TestCert {
+            der: cert.der().clone(),
+            cert,
+            params,
+            key,
+        }
+    }
+
     pub fn pem(&self) -> String {
         self.cert.pem()
     }
@@ -32,20 +44,10 @@ impl TestCert {
 
     /// The same certificate with one bit of its signature flipped.
     pub fn tampered_pem(&self) -> String {
-        let mut der = self.cert.der().to_vec();
+        let mut der = self.der.to_vec();
         let last = der.len() - 1;
         der[last] ^= 0x01;
-        use base64::Engine;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        let lines: Vec<&str> = b64
-            .as_bytes()
-            .chunks(64)
-            .map(|c| std::str::from_utf8(c).unwrap())
-            .collect();
-        format!(
-            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-            lines.join("\n")
-        )
+        crate::attestation::x509::to_pem(&der)
     }
 
     /// Writes a prefix whose certificate is `pem` with this certificate's key.
@@ -84,7 +86,7 @@ pub fn self_signed(cn: &str, ca: bool) -> TestCert {
     let key = KeyPair::generate().unwrap();
     let params = params(cn, ca, (-1, 365));
     let cert = params.clone().self_signed(&key).unwrap();
-    TestCert { cert, params, key }
+    TestCert::new(cert, params, key)
 }
 
 /// A certificate signed by `issuer`, valid from `valid_days.0` to `valid_days.1` days from now.
@@ -95,7 +97,7 @@ pub fn signed(issuer: &TestCert, cn: &str, ca: bool, valid_days: (i64, i64)) -> 
         .clone()
         .signed_by(&key, &issuer.cert, &issuer.key)
         .unwrap();
-    TestCert { cert, params, key }
+    TestCert::new(cert, params, key)
 }
 
 /// A device certificate signed by `issuer`, valid now.
