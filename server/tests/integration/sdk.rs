@@ -1,6 +1,8 @@
 //! Conformance with the official Azure IoT SDKs: Node (azure-iot-provisioning-device with its
-//! -http and -mqtt transports, Mqtt and MqttWs, and azure-iot-security-symmetric-key, from npm) and
-//! Python (azure-iot-device's ProvisioningDeviceClient over MQTT and MQTT/WebSocket, from PyPI).
+//! -http and -mqtt transports, Mqtt and MqttWs, with azure-iot-security-symmetric-key and
+//! azure-iot-security-x509; azure-iot-device and azure-iothub on the built-in hub; from npm) and
+//! Python (azure-iot-device's ProvisioningDeviceClient and IoTHubDeviceClient over MQTT and
+//! MQTT/WebSocket, from PyPI).
 //! The real `onramp` binary listens on 443 and 8883, the ports those SDKs hard-code; the generated
 //! CA is trusted the way each SDK documents; every byte on the wire is the SDK's own. The same
 //! scenarios run for every transport, once on SQLite and once on PostgreSQL.
@@ -187,9 +189,6 @@ async fn conformance(dir: &Path, database_url: &str) {
             "py-mqtt" | "py-ws" => device_meets_its_hub(&ctx).await,
             _ => {}
         }
-    }
-    for transport in ["http", "mqtt", "py-mqtt"] {
-        let ctx = base.over(transport, server.mqtt_port);
         crate::sdk_x509::x509_devices(&ctx, &dir.join("certs")).await;
     }
     service_sdk(&base, &base.service).await;

@@ -1,5 +1,5 @@
-//! X.509 devices through the official SDKs (Node `azure-iot-security-x509` over HTTP and MQTT,
-//! Python `azure-iot-device` over MQTT) with certificates the test makes: an individual enrollment
+//! X.509 devices through the official SDKs (Node `azure-iot-security-x509` over HTTP, MQTT and
+//! MQTT/WebSocket, Python `azure-iot-device` over MQTT and MQTT/WebSocket) with certificates the test makes: an individual enrollment
 //! with a self-signed leaf, a group through a root CA verified by proof of possession on the
 //! service API, a group through an intermediate, a device revoked by a disabled individual
 //! enrollment, and the refusals, each with its reason in the diagnostics events.
