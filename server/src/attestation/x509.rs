@@ -147,6 +147,15 @@ pub fn parse_certificates(text: &str) -> Result<Vec<CertificateDer<'static>>, X5
     Ok(certs)
 }
 
+/// The first certificate of a PEM text or base64 DER: a device's own certificate when the text
+/// also carries its chain, or a CA.
+pub fn first_certificate(text: &str) -> Result<CertificateDer<'static>, X509Error> {
+    parse_certificates(text)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| X509Error::Unreadable("no certificate found".into()))
+}
+
 /// Checks the device's own certificate: readable, its CN is the registration ID (compared like
 /// registration IDs, without regard to case), and valid now.
 pub fn check_leaf(

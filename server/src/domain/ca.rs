@@ -31,11 +31,7 @@ pub async fn put_ca(
     verified: bool,
 ) -> Result<CaCertificate, AdminError> {
     check_name("CA certificate", name)?;
-    let der = x509::parse_certificates(certificate)
-        .map_err(invalid)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| invalid("no certificate given"))?;
+    let der = x509::first_certificate(certificate).map_err(invalid)?;
     if !x509::is_ca(&der).map_err(invalid)? {
         return Err(invalid(
             "the certificate is not a CA certificate (basic constraints cA=false)",
@@ -100,8 +96,8 @@ pub async fn verify(
         .verification_code
         .clone()
         .ok_or_else(|| invalid("generate a verification code first"))?;
-    let ca_der = first(&ca.pem)?;
-    let proof_der = first(proof)?;
+    let ca_der = x509::first_certificate(&ca.pem).map_err(invalid)?;
+    let proof_der = x509::first_certificate(proof).map_err(invalid)?;
     x509::check_proof_of_possession(&ca_der, &proof_der, &code).map_err(|e| {
         invalid(format!(
             "the verification certificate does not prove possession of the CA key: {e}"
@@ -138,7 +134,7 @@ pub async fn decoded(store: &dyn Store) -> Result<Vec<DecodedCa>, crate::store::
     Ok(cas
         .into_iter()
         .filter_map(|ca| {
-            let der = x509::parse_certificates(&ca.pem).ok()?.into_iter().next()?;
+            let der = x509::first_certificate(&ca.pem).ok()?;
             Some(DecodedCa {
                 name: ca.name,
                 verified: ca.verified,
@@ -156,20 +152,15 @@ pub fn certificates(cas: &[DecodedCa], verified: bool) -> Vec<CertificateDer<'st
         .collect()
 }
 
-fn first(text: &str) -> Result<CertificateDer<'static>, AdminError> {
-    x509::parse_certificates(text)
-        .map_err(invalid)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| invalid("no certificate given"))
+/// The stored CA certificate's subject, validity and thumbprints (None if it no longer parses).
+pub fn describe(ca: &CaCertificate) -> Option<x509::CertificateInfo> {
+    let der = x509::first_certificate(&ca.pem).ok()?;
+    x509::describe(&der).ok()
 }
 
 /// The CA as the service API and the console show it (Azure's certificate resource shape).
 pub fn view(ca: &CaCertificate) -> serde_json::Value {
-    let info = x509::parse_certificates(&ca.pem)
-        .ok()
-        .and_then(|c| c.into_iter().next())
-        .and_then(|der| x509::describe(&der).ok());
+    let info = describe(ca);
     serde_json::json!({
         "name": ca.name,
         "etag": ca.etag.0,

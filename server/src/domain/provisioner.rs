@@ -618,7 +618,7 @@ impl Provisioner {
             // Each slot's first certificate is the device's own (a PEM may carry its chain).
             let enrolled: Vec<CertificateDer<'static>> = certificates
                 .iter()
-                .filter_map(|text| x509::parse_certificates(text).ok()?.into_iter().next())
+                .filter_map(|text| x509::first_certificate(text).ok())
                 .collect();
             if !enrolled.iter().any(|c| c == leaf) {
                 return Err(unauthorized(

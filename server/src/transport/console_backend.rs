@@ -1201,17 +1201,14 @@ fn domain_role(role: ViewRole) -> Role {
 }
 
 fn ca_row(c: &CaCertificate) -> CaRow {
-    let view = ca::view(c);
-    let field = |name: &str| {
-        view["properties"][name]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    };
+    let info = ca::describe(c);
     CaRow {
         name: c.name.clone(),
-        subject: field("subject"),
-        expiry: field("expiry"),
+        subject: info
+            .as_ref()
+            .map(|i| i.subject_name.clone())
+            .unwrap_or_default(),
+        expiry: info.map(|i| i.not_after_utc).unwrap_or_default(),
         sha256_thumbprint: c.sha256_thumbprint.clone(),
         verified: c.verified,
         verification_code: c.verification_code.clone(),
