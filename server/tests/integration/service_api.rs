@@ -6,16 +6,21 @@ use onramp::attestation::sas;
 use onramp::domain::*;
 use serde_json::{Value, json};
 
-use crate::support::instance::{Instance, random_key};
+use crate::support::instance::{Instance, random_key, registration_record};
+use crate::support::webhook::webhook;
 
 crate::backend_suite!(
     refusals_store_nothing,
+    group_refusals_store_nothing,
     rights_are_checked_per_operation,
     etags_and_paths,
     paging_headers,
     linked_hubs_and_allocation_settings,
     access_policies,
     the_openapi_document_matches_the_routes,
+    bulk_modes_report_per_item_errors,
+    registration_records_page_by_group_and_delete_needs_its_right,
+    an_individual_enrollment_round_trips_every_field,
 );
 
 const HOST: &str = "localhost";
@@ -75,15 +80,24 @@ fn assert_error(got: &(u16, reqwest::header::HeaderMap, Value), status: u16, cod
     assert!(got.2["trackingId"].is_string() && got.2["timestampUtc"].is_string());
 }
 
-async fn refusals_store_nothing(i: &Instance) {
+/// The refusals individual enrollments and groups share under `/{collection}` (`enrollments` or
+/// `enrollmentGroups`, whose documents carry their ID in `id_field`): bad credentials, malformed
+/// JSON, an unknown attestation type, invalid, mismatched and unknown IDs, a short key and bad bulk
+/// operations, each with its status and Azure error body.
+async fn refuse_bad_writes(i: &Instance, collection: &str, id_field: &str) {
     let good = owner_token(i);
+    let document = |id: &str, attestation: Value| {
+        json!({id_field: id, "attestation": attestation}).to_string()
+    };
+    let symmetric = json!({"type": "symmetricKey"});
+    let path = format!("/{collection}/dev-1");
+    let body = document("dev-1", symmetric.clone());
     let mut wrong = i.state.instance.owner_policy.clone();
     wrong.primary_key = random_key();
-    let body = enrollment_body("dev-1");
     let wrong_key = call(
         i,
         "PUT",
-        "/enrollments/dev-1",
+        &path,
         &token(&wrong, Utc::now().timestamp() + 60),
         Some(&body),
         None,
@@ -93,7 +107,7 @@ async fn refusals_store_nothing(i: &Instance) {
     let expired = call(
         i,
         "PUT",
-        "/enrollments/dev-1",
+        &path,
         &token(&i.state.instance.owner_policy, Utc::now().timestamp() - 5),
         Some(&body),
         None,
@@ -109,40 +123,24 @@ async fn refusals_store_nothing(i: &Instance) {
     )
     .unwrap();
     assert_error(
-        &call(
-            i,
-            "PUT",
-            "/enrollments/dev-1",
-            &other_host,
-            Some(&body),
-            None,
-        )
-        .await,
+        &call(i, "PUT", &path, &other_host, Some(&body), None).await,
         401,
         401002,
     );
     assert_error(
-        &call(i, "PUT", "/enrollments/dev-1", "garbage", Some(&body), None).await,
+        &call(i, "PUT", &path, "garbage", Some(&body), None).await,
         401,
         401002,
     );
 
+    let malformed = format!("{{\"{id_field}\": ");
     assert_error(
-        &call(
-            i,
-            "PUT",
-            "/enrollments/dev-1",
-            &good,
-            Some("{\"registrationId\": "),
-            None,
-        )
-        .await,
+        &call(i, "PUT", &path, &good, Some(&malformed), None).await,
         400,
         400004,
     );
-    let unknown =
-        json!({"registrationId": "dev-1", "attestation": {"type": "password"}}).to_string();
-    let got = call(i, "PUT", "/enrollments/dev-1", &good, Some(&unknown), None).await;
+    let unknown = document("dev-1", json!({"type": "password"}));
+    let got = call(i, "PUT", &path, &good, Some(&unknown), None).await;
     assert_error(&got, 400, 400004);
     assert!(
         got.2["message"]
@@ -152,82 +150,139 @@ async fn refusals_store_nothing(i: &Instance) {
         "{}",
         got.2
     );
+    let got = call(
+        i,
+        "PUT",
+        &format!("/{collection}/-bad-"),
+        &good,
+        Some(&document("-bad-", symmetric.clone())),
+        None,
+    )
+    .await;
+    assert_error(&got, 400, 400004);
+    assert!(
+        got.2["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid registration ID"),
+        "{}",
+        got.2
+    );
     assert_error(
         &call(
             i,
             "PUT",
-            "/enrollments/-bad-",
+            &path,
             &good,
-            Some(&enrollment_body("-bad-")),
+            Some(&document("dev-2", symmetric.clone())),
             None,
         )
         .await,
         400,
         400004,
     );
+    let short_key = document(
+        "dev-1",
+        json!({"type": "symmetricKey", "symmetricKey": {"primaryKey": "c2hvcnQ="}}),
+    );
     assert_error(
-        &call(
-            i,
-            "PUT",
-            "/enrollments/dev-1",
-            &good,
-            Some(&enrollment_body("dev-2")),
-            None,
-        )
-        .await,
+        &call(i, "PUT", &path, &good, Some(&short_key), None).await,
         400,
         400004,
     );
-    let short_key = json!({"registrationId": "dev-1", "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": "c2hvcnQ="}}}).to_string();
-    assert_error(
-        &call(
-            i,
-            "PUT",
-            "/enrollments/dev-1",
-            &good,
-            Some(&short_key),
-            None,
-        )
-        .await,
-        400,
-        400004,
-    );
-    let bulk = json!({"mode": "create", "enrollments": (0..11).map(|n| json!({"registrationId": format!("b{n}"), "attestation": {"type": "symmetricKey"}})).collect::<Vec<_>>()}).to_string();
-    assert_error(
-        &call(i, "POST", "/enrollments", &good, Some(&bulk), None).await,
-        400,
-        400004,
-    );
-    assert_error(
-        &call(i, "DELETE", "/enrollments/nobody", &good, None, None).await,
-        404,
-        404201,
-    );
-    assert_error(
-        &call(i, "GET", "/registrations/nobody", &good, None, None).await,
-        404,
-        404202,
-    );
+    let items = |n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|n| json!({id_field: format!("b{n}"), "attestation": {"type": "symmetricKey"}}))
+            .collect()
+    };
+    for bulk in [
+        json!({"mode": "create", collection: items(11)}),
+        json!({"mode": "merge", collection: items(1)}),
+        json!({"mode": "create", collection: []}),
+    ] {
+        assert_error(
+            &call(
+                i,
+                "POST",
+                &format!("/{collection}"),
+                &good,
+                Some(&bulk.to_string()),
+                None,
+            )
+            .await,
+            400,
+            400004,
+        );
+    }
+    for method in ["GET", "DELETE"] {
+        assert_error(
+            &call(
+                i,
+                method,
+                &format!("/{collection}/nobody"),
+                &good,
+                None,
+                None,
+            )
+            .await,
+            404,
+            404201,
+        );
+    }
+}
 
+async fn assert_nothing_stored(i: &Instance) {
     assert_eq!(
-        i.store().count_enrollments().await.unwrap(),
-        0,
+        (
+            i.store().count_enrollments().await.unwrap(),
+            i.store().count_groups().await.unwrap()
+        ),
+        (0, 0),
         "nothing stored by refused requests"
     );
 }
 
-async fn rights_are_checked_per_operation(i: &Instance) {
+async fn refusals_store_nothing(i: &Instance) {
+    refuse_bad_writes(i, "enrollments", "registrationId").await;
+    assert_error(
+        &call(
+            i,
+            "GET",
+            "/registrations/nobody",
+            &owner_token(i),
+            None,
+            None,
+        )
+        .await,
+        404,
+        404202,
+    );
+    assert_nothing_stored(i).await;
+}
+
+async fn group_refusals_store_nothing(i: &Instance) {
+    refuse_bad_writes(i, "enrollmentGroups", "enrollmentGroupId").await;
+    assert_nothing_stored(i).await;
+}
+
+/// A stored access policy `name` with only `rights`.
+async fn policy_with(i: &Instance, name: &str, rights: Vec<Right>) -> AccessPolicy {
     let now = Utc::now();
-    let reader = AccessPolicy {
-        name: "reader".into(),
-        rights: vec![Right::EnrollmentRead],
+    let policy = AccessPolicy {
+        name: name.into(),
+        rights,
         primary_key: random_key(),
         secondary_key: random_key(),
         etag: Etag::new(),
         created: now,
         updated: now,
     };
-    let reader = i.store().put_policy(reader, IfMatch::Any).await.unwrap();
+    i.store().put_policy(policy, IfMatch::Any).await.unwrap()
+}
+
+async fn rights_are_checked_per_operation(i: &Instance) {
+    let now = Utc::now();
+    let reader = policy_with(i, "reader", vec![Right::EnrollmentRead]).await;
     let reader_token = token(&reader, now.timestamp() + 600);
     let body = enrollment_body("dev-r");
     let got = call(
@@ -400,6 +455,49 @@ async fn etags_and_paths(i: &Instance) {
     assert_eq!(status, 204, "{body}");
 }
 
+/// Runs a paged query (`POST {path}` with `query`) at `page_size` items a page, following
+/// `x-ms-continuation` until the last page; checks the paging headers and returns the pages.
+async fn query_pages(
+    i: &Instance,
+    path: &str,
+    token: &str,
+    query: &str,
+    item_type: &str,
+    page_size: usize,
+) -> Vec<Vec<Value>> {
+    let mut pages = Vec::new();
+    let mut continuation: Option<String> = None;
+    loop {
+        let mut request = i
+            .client
+            .post(format!("{}{path}", i.url))
+            .header("Authorization", token)
+            .header("x-ms-max-item-count", page_size.to_string())
+            .body(json!({ "query": query }).to_string());
+        if let Some(c) = &continuation {
+            request = request.header("x-ms-continuation", c);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-ms-item-type"], item_type);
+        assert_eq!(
+            response.headers()["x-ms-max-item-count"],
+            page_size.to_string().as_str()
+        );
+        continuation = response
+            .headers()
+            .get("x-ms-continuation")
+            .map(|v| v.to_str().unwrap().to_string());
+        let page: Vec<Value> = response.json().await.unwrap();
+        assert!(page.len() <= page_size, "{page:?}");
+        pages.push(page);
+        assert!(pages.len() <= 100, "the continuation never ends");
+        if continuation.is_none() {
+            return pages;
+        }
+    }
+}
+
 async fn paging_headers(i: &Instance) {
     let t = owner_token(i);
     for n in 0..5 {
@@ -418,35 +516,20 @@ async fn paging_headers(i: &Instance) {
             200
         );
     }
-    let mut seen = Vec::new();
-    let mut continuation: Option<String> = None;
-    loop {
-        let mut request = i
-            .client
-            .post(format!("{}/enrollments/query", i.url))
-            .header("Authorization", &t)
-            .header("x-ms-max-item-count", "2")
-            .body("{\"query\":\"SELECT * FROM enrollments\"}");
-        if let Some(c) = &continuation {
-            request = request.header("x-ms-continuation", c);
-        }
-        let response = request.send().await.unwrap();
-        assert_eq!(response.headers()["x-ms-item-type"], "Enrollment");
-        assert_eq!(response.headers()["x-ms-max-item-count"], "2");
-        continuation = response
-            .headers()
-            .get("x-ms-continuation")
-            .map(|v| v.to_str().unwrap().to_string());
-        let page: Vec<Value> = response.json().await.unwrap();
-        assert!(page.len() <= 2);
-        seen.extend(
-            page.into_iter()
-                .map(|e| e["registrationId"].as_str().unwrap().to_string()),
-        );
-        if continuation.is_none() {
-            break;
-        }
-    }
+    let pages = query_pages(
+        i,
+        "/enrollments/query",
+        &t,
+        "SELECT * FROM enrollments",
+        "Enrollment",
+        2,
+    )
+    .await;
+    let seen: Vec<&str> = pages
+        .iter()
+        .flatten()
+        .map(|e| e["registrationId"].as_str().unwrap())
+        .collect();
     assert_eq!(
         seen,
         (0..5).map(|n| format!("page-{n}")).collect::<Vec<_>>()
@@ -488,6 +571,43 @@ async fn linked_hubs_and_allocation_settings(i: &Instance) {
         .filter_map(|h| h["hostName"].as_str())
         .collect();
     assert_eq!(names, ["hub-x.localhost", "localhost"]);
+
+    // PUT on a linked hub changes it in place, whatever the spelling of its host name in the path.
+    let before = i.store().get_hub("hub-x.localhost").await.unwrap().unwrap();
+    let changed =
+        json!({"region": "us", "allocationWeight": 9, "applyAllocationPolicy": true}).to_string();
+    let (status, _, hub) = call(
+        i,
+        "PUT",
+        "/linkedHubs/HUB-X.localhost",
+        &t,
+        Some(&changed),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{hub}");
+    let updated = json!({"hostName": "hub-x.localhost", "connector": "builtIn", "region": "us", "allocationWeight": 9, "applyAllocationPolicy": true, "devices": 0});
+    assert_eq!(hub, updated);
+    assert_eq!(
+        call(i, "GET", "/linkedHubs/hub-x.localhost", &t, None, None)
+            .await
+            .2,
+        updated
+    );
+    let (_, _, hubs) = call(i, "GET", "/linkedHubs", &t, None, None).await;
+    assert_eq!(hubs.as_array().unwrap().len(), 2, "{hubs}");
+    assert_eq!(hubs[0], updated, "the list shows the change");
+    let after = i.store().get_hub("hub-x.localhost").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            after.region.as_deref(),
+            after.allocation_weight,
+            after.apply_allocation_policy,
+            after.created
+        ),
+        (Some("us"), 9, true, before.created)
+    );
+    assert_ne!(after.etag, before.etag);
     for bad in [
         json!({"allocationWeight": 0}),
         json!({"connector": "mqtt"}),
@@ -732,4 +852,396 @@ async fn the_openapi_document_matches_the_routes(i: &Instance) {
             "{method} {path} is not routed: {status} {body}"
         );
     }
+}
+
+/// `POST /{collection}` with `mode` and `items` as the owner; the reply must be 200.
+async fn bulk_operation(i: &Instance, collection: &str, mode: &str, items: Vec<Value>) -> Value {
+    let body = json!({ "mode": mode, collection: items }).to_string();
+    let (status, _, reply) = call(
+        i,
+        "POST",
+        &format!("/{collection}"),
+        &owner_token(i),
+        Some(&body),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    reply
+}
+
+async fn bulk_modes_report_per_item_errors(i: &Instance) {
+    let item = |id: &str| json!({"registrationId": id, "attestation": {"type": "symmetricKey"}});
+    let created = bulk_operation(
+        i,
+        "enrollments",
+        "create",
+        vec![item("bulk-0"), item("bulk-1"), item("bulk-2")],
+    )
+    .await;
+    assert_eq!(created, json!({"isSuccessful": true, "errors": []}));
+    let stored =
+        |id: &'static str| async move { i.store().get_enrollment(id).await.unwrap().unwrap() };
+    let first = stored("bulk-0").await;
+
+    // create: an existing ID fails on its own; the other item is created.
+    let reply = bulk_operation(
+        i,
+        "enrollments",
+        "create",
+        vec![item("bulk-0"), item("bulk-3")],
+    )
+    .await;
+    assert_eq!(
+        reply,
+        json!({"isSuccessful": false, "errors": [
+            {"registrationId": "bulk-0", "errorCode": 409001, "errorStatus": "Conflict"}
+        ]})
+    );
+    assert_eq!(
+        stored("bulk-0").await,
+        first,
+        "the existing one is untouched"
+    );
+    assert_eq!(i.store().count_enrollments().await.unwrap(), 4);
+
+    // update: replaces whatever is stored; keys left out are kept.
+    let mut disabled = item("bulk-0");
+    disabled["provisioningStatus"] = json!("disabled");
+    let mut tagged = item("bulk-3");
+    tagged["initialTwin"] = json!({"tags": {"floor": 3}});
+    let reply = bulk_operation(i, "enrollments", "update", vec![disabled, tagged]).await;
+    assert_eq!(reply, json!({"isSuccessful": true, "errors": []}));
+    let bulk_0 = stored("bulk-0").await;
+    assert_eq!(
+        bulk_0.spec.provisioning_status,
+        ProvisioningStatus::Disabled
+    );
+    assert_eq!(bulk_0.spec.attestation, first.spec.attestation, "keys kept");
+    assert_ne!(bulk_0.etag, first.etag);
+    assert_eq!(
+        stored("bulk-3").await.spec.initial_twin.unwrap().tags["floor"],
+        3
+    );
+
+    // updateIfMatchETag: the item with its current (quoted) etag is applied, the one carrying the
+    // etag bulk-0 had before the update fails with 412 and changes nothing.
+    let bulk_1 = stored("bulk-1").await;
+    let mut stale = item("bulk-0");
+    stale["etag"] = json!(first.etag.quoted());
+    stale["deviceId"] = json!("stale-device");
+    let mut current = item("bulk-1");
+    current["etag"] = json!(bulk_1.etag.quoted());
+    current["deviceId"] = json!("fresh-device");
+    let reply = bulk_operation(i, "enrollments", "updateIfMatchETag", vec![stale, current]).await;
+    assert_eq!(
+        reply,
+        json!({"isSuccessful": false, "errors": [
+            {"registrationId": "bulk-0", "errorCode": 412001, "errorStatus": "Precondition Failed"}
+        ]})
+    );
+    assert_eq!(
+        stored("bulk-0").await,
+        bulk_0,
+        "the stale item changed nothing"
+    );
+    let applied = stored("bulk-1").await;
+    assert_eq!(applied.device_id.as_deref(), Some("fresh-device"));
+    assert_ne!(applied.etag, bulk_1.etag);
+
+    // delete: the items go; an unknown one fails on its own.
+    let reply = bulk_operation(
+        i,
+        "enrollments",
+        "delete",
+        vec![item("bulk-1"), item("bulk-missing"), item("bulk-2")],
+    )
+    .await;
+    assert_eq!(
+        reply,
+        json!({"isSuccessful": false, "errors": [
+            {"registrationId": "bulk-missing", "errorCode": 404201, "errorStatus": "Not Found"}
+        ]})
+    );
+    let mut left: Vec<String> = i
+        .store()
+        .list_enrollments(&ListQuery {
+            limit: 100,
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| e.registration_id)
+        .collect();
+    left.sort();
+    assert_eq!(left, ["bulk-0", "bulk-3"]);
+
+    // Group bulk errors name the group.
+    let group =
+        |id: &str| json!({"enrollmentGroupId": id, "attestation": {"type": "symmetricKey"}});
+    let reply = bulk_operation(i, "enrollmentGroups", "create", vec![group("floor-1")]).await;
+    assert_eq!(reply, json!({"isSuccessful": true, "errors": []}));
+    let reply = bulk_operation(
+        i,
+        "enrollmentGroups",
+        "create",
+        vec![group("floor-1"), group("floor-2")],
+    )
+    .await;
+    assert_eq!(
+        reply,
+        json!({"isSuccessful": false, "errors": [
+            {"enrollmentGroupId": "floor-1", "errorCode": 409001, "errorStatus": "Conflict"}
+        ]})
+    );
+    assert_eq!(i.store().count_groups().await.unwrap(), 2);
+}
+
+async fn registration_records_page_by_group_and_delete_needs_its_right(i: &Instance) {
+    for n in 0..5 {
+        let record = registration_record(&format!("floor-dev-{n}"), Some("floor-1"));
+        i.store()
+            .put_registration(record, IfMatch::Any)
+            .await
+            .unwrap();
+    }
+    for record in [
+        registration_record("other-dev", Some("floor-2")),
+        registration_record("solo", None),
+    ] {
+        i.store()
+            .put_registration(record, IfMatch::Any)
+            .await
+            .unwrap();
+    }
+    let t = owner_token(i);
+    let pages = query_pages(
+        i,
+        "/registrations/floor-1/query",
+        &t,
+        "*",
+        "DeviceRegistration",
+        2,
+    )
+    .await;
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        [2, 2, 1],
+        "{pages:?}"
+    );
+    let mut seen: Vec<&str> = pages
+        .iter()
+        .flatten()
+        .map(|r| r["registrationId"].as_str().unwrap())
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        (0..5).map(|n| format!("floor-dev-{n}")).collect::<Vec<_>>(),
+        "each of the group's records once, no other"
+    );
+    let first = &pages[0][0];
+    assert_eq!(
+        (&first["status"], &first["assignedHub"]),
+        (&json!("assigned"), &json!("hub-a.localhost"))
+    );
+
+    // A policy that may read registration records may not delete one.
+    let reader = policy_with(i, "status-reader", vec![Right::RegistrationStatusRead]).await;
+    let reader_token = token(&reader, Utc::now().timestamp() + 600);
+    let (status, _, record) = call(
+        i,
+        "GET",
+        "/registrations/floor-dev-3",
+        &reader_token,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{record}");
+    let refused = call(
+        i,
+        "DELETE",
+        "/registrations/floor-dev-3",
+        &reader_token,
+        None,
+        None,
+    )
+    .await;
+    assert_error(&refused, 401, 401002);
+    assert!(
+        refused.2["message"]
+            .as_str()
+            .unwrap()
+            .contains("RegistrationStatusWrite"),
+        "{}",
+        refused.2
+    );
+    assert!(
+        i.store()
+            .get_registration("floor-dev-3")
+            .await
+            .unwrap()
+            .is_some(),
+        "the refused delete kept the record"
+    );
+
+    // The owner deletes it with the etag it read (a stale one is refused).
+    assert_error(
+        &call(
+            i,
+            "DELETE",
+            "/registrations/floor-dev-3",
+            &t,
+            None,
+            Some("\"stale\""),
+        )
+        .await,
+        412,
+        412001,
+    );
+    let etag = record["etag"].as_str().unwrap();
+    let (status, _, body) = call(
+        i,
+        "DELETE",
+        "/registrations/floor-dev-3",
+        &t,
+        None,
+        Some(etag),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    assert_error(
+        &call(i, "GET", "/registrations/floor-dev-3", &t, None, None).await,
+        404,
+        404202,
+    );
+    assert_eq!(i.store().count_registrations().await.unwrap(), 6);
+}
+
+/// Every IndividualEnrollment field a client sets comes back from GET as sent; after real device
+/// registrations, GET also carries the read-only registration state.
+async fn an_individual_enrollment_round_trips_every_field(i: &Instance) {
+    i.link_hub("hub-b.localhost", 1, None, true).await;
+    let (webhook_url, seen) = webhook(200, json!({"iotHubHostName": "hub-b.localhost"})).await;
+    let (primary, secondary) = (random_key(), random_key());
+    let mut sent = json!({
+        "registrationId": "full-1",
+        "deviceId": "full-device",
+        "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": primary, "secondaryKey": secondary}},
+        "capabilities": {"iotEdge": true},
+        "initialTwin": {
+            "tags": {"site": "plant-7", "line": {"number": 3}},
+            "properties": {"desired": {"telemetryInterval": 30, "mode": "eco"}},
+        },
+        "provisioningStatus": "disabled",
+        "reprovisionPolicy": {"updateHubAssignment": false, "migrateDeviceData": false},
+        "allocationPolicy": "custom",
+        "iotHubs": ["localhost", "hub-b.localhost"],
+        "customAllocationDefinition": {"webhookUrl": webhook_url, "apiVersion": "2021-10-01"},
+        "optionalDeviceInformation": {"model": "m1", "firmware": {"version": "1.2.3"}},
+    });
+    let t = owner_token(i);
+    let (status, _, put) = call(
+        i,
+        "PUT",
+        "/enrollments/full-1",
+        &t,
+        Some(&sent.to_string()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{put}");
+    let (status, _, got) = call(i, "GET", "/enrollments/full-1", &t, None, None).await;
+    assert_eq!(status, 200, "{got}");
+    for (field, value) in sent.as_object().unwrap() {
+        assert_eq!(&put[field], value, "PUT returns {field}");
+        if field != "attestation" {
+            assert_eq!(&got[field], value, "GET returns {field}");
+        }
+    }
+    assert_eq!(
+        got["attestation"],
+        json!({"type": "symmetricKey", "symmetricKey": {}}),
+        "GET leaves keys out"
+    );
+    assert_eq!(got["etag"], put["etag"]);
+    for stamp in ["createdDateTimeUtc", "lastUpdatedDateTimeUtc"] {
+        assert_eq!(got[stamp], put[stamp]);
+        assert!(got[stamp].as_str().unwrap().ends_with('Z'), "{got}");
+    }
+    assert!(
+        got.get("registrationState").is_none(),
+        "no registration yet: {got}"
+    );
+
+    // A device registering while the enrollment is disabled leaves a disabled record.
+    let (status, _, registered) = i
+        .register("full-1", &primary, json!({"registrationId": "full-1"}))
+        .await;
+    assert_eq!(
+        (status, &registered["status"]),
+        (202, &json!("disabled")),
+        "{registered}"
+    );
+    let (_, _, got) = call(i, "GET", "/enrollments/full-1", &t, None, None).await;
+    assert_eq!(got["registrationState"]["registrationId"], "full-1");
+    assert_eq!(got["registrationState"]["status"], "disabled", "{got}");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "no allocation while disabled"
+    );
+
+    // Enabled (with the right ETag), the device is placed by the webhook with the enrollment's twin.
+    sent["provisioningStatus"] = json!("enabled");
+    let etag = got["etag"].as_str().unwrap();
+    let (status, _, put) = call(
+        i,
+        "PUT",
+        "/enrollments/full-1",
+        &t,
+        Some(&sent.to_string()),
+        Some(etag),
+    )
+    .await;
+    assert_eq!(status, 200, "{put}");
+    let (_, _, registered) = i
+        .register("full-1", &primary, json!({"registrationId": "full-1"}))
+        .await;
+    assert_eq!(registered["status"], "assigned", "{registered}");
+    let (_, _, got) = call(i, "GET", "/enrollments/full-1", &t, None, None).await;
+    let state = &got["registrationState"];
+    assert_eq!(
+        (&state["status"], &state["assignedHub"], &state["deviceId"]),
+        (
+            &json!("assigned"),
+            &json!("hub-b.localhost"),
+            &json!("full-device")
+        ),
+        "{got}"
+    );
+    let (_, _, record) = call(i, "GET", "/registrations/full-1", &t, None, None).await;
+    assert_eq!(state, &record, "the same state as the registration record");
+    assert_eq!(
+        seen.lock().unwrap()[0]["individualEnrollment"]["optionalDeviceInformation"],
+        sent["optionalDeviceInformation"]
+    );
+    let device = i
+        .store()
+        .get_hub_device("hub-b.localhost", "full-device")
+        .await
+        .unwrap()
+        .expect("identity on the chosen hub");
+    assert!(device.iot_edge);
+    assert_eq!(
+        Value::Object(device.tags),
+        sent["initialTwin"]["tags"],
+        "the enrollment's tags"
+    );
+    assert_eq!(
+        Value::Object(device.desired.properties),
+        sent["initialTwin"]["properties"]["desired"]
+    );
 }

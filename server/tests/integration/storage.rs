@@ -10,6 +10,7 @@ use onramp::store::{self, Store, StoreError};
 use serde_json::json;
 
 use crate::support::db::{postgres, sqlite};
+use crate::support::instance::registration_record;
 
 macro_rules! storage_suite {
     ($($case:ident),* $(,)?) => {
@@ -409,43 +410,21 @@ async fn linked_hubs(store: Arc<dyn Store>) {
     assert_eq!(store.list_hubs().await.unwrap().len(), 1);
 }
 
-fn record(id: &str, group: Option<&str>) -> RegistrationRecord {
-    let now = Utc::now();
-    RegistrationRecord {
-        registration_id: id.into(),
-        enrollment: match group {
-            Some(g) => EnrollmentRef::Group(g.into()),
-            None => EnrollmentRef::Individual(id.into()),
-        },
-        attestation: AttestationKind::SymmetricKey,
-        assigned_hub: Some("hub-a.localhost".into()),
-        device_id: Some(id.into()),
-        status: RegistrationStatus::Assigned,
-        substatus: Some(Substatus::InitialAssignment),
-        error_code: None,
-        error_message: None,
-        payload: Some(json!({"hello": "device"})),
-        etag: Etag::new(),
-        created: now,
-        updated: now,
-    }
-}
-
 async fn registration_records_by_group(store: Arc<dyn Store>) {
     for i in 0..7 {
         store
             .put_registration(
-                record(&format!("g1-dev-{i}"), Some("Group-1")),
+                registration_record(&format!("g1-dev-{i}"), Some("Group-1")),
                 IfMatch::Any,
             )
             .await
             .unwrap();
     }
     store
-        .put_registration(record("g2-dev", Some("group-2")), IfMatch::Any)
+        .put_registration(registration_record("g2-dev", Some("group-2")), IfMatch::Any)
         .await
         .unwrap();
-    let mut failed = record("lonely", None);
+    let mut failed = registration_record("lonely", None);
     failed.status = RegistrationStatus::Failed;
     failed.error_code = Some(400207);
     failed.error_message = Some("Custom allocation failed with status code: 500".into());
@@ -876,4 +855,24 @@ async fn registration_events_feed_the_dashboard(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(swept.events, 1, "only the week-old event is forgotten");
     assert_eq!(store.recent_failures(10).await.unwrap().len(), 2);
+}
+
+/// The SQLite store puts its database in WAL mode (readers never wait for the writer). The mode is
+/// kept in the file, so a plain connection that asks for no mode reads back what the store set.
+#[tokio::test]
+async fn sqlite_runs_in_wal_mode() {
+    use sqlx::Connection;
+    let db = sqlite().await;
+    db.store
+        .put_enrollment(enrollment("wal-1"), IfMatch::Any)
+        .await
+        .unwrap();
+    let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    conn.close().await.unwrap();
+    db.finish().await;
 }

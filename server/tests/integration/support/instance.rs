@@ -305,6 +305,29 @@ pub async fn enroll_group(
     store.put_group(group, IfMatch::Any).await.unwrap()
 }
 
+/// An assigned registration record (through `group`'s enrollment, or its own individual one).
+pub fn registration_record(id: &str, group: Option<&str>) -> RegistrationRecord {
+    let now = Utc::now();
+    RegistrationRecord {
+        registration_id: id.into(),
+        enrollment: match group {
+            Some(g) => EnrollmentRef::Group(g.into()),
+            None => EnrollmentRef::Individual(id.into()),
+        },
+        attestation: AttestationKind::SymmetricKey,
+        assigned_hub: Some("hub-a.localhost".into()),
+        device_id: Some(id.into()),
+        status: RegistrationStatus::Assigned,
+        substatus: Some(Substatus::InitialAssignment),
+        error_code: None,
+        error_message: None,
+        payload: Some(json!({"hello": "device"})),
+        etag: Etag::new(),
+        created: now,
+        updated: now,
+    }
+}
+
 /// Runs each case against a fresh in-process instance on SQLite and on PostgreSQL.
 #[macro_export]
 macro_rules! backend_suite {
