@@ -239,10 +239,21 @@ fn config_show_prints_the_effective_config_with_secrets_redacted() {
 
 #[tokio::test]
 async fn sigterm_stops_accepting_and_exits_cleanly() {
+    stops_accepting_and_exits_cleanly_on("TERM").await;
+}
+
+#[tokio::test]
+async fn sigint_stops_accepting_and_exits_cleanly() {
+    stops_accepting_and_exits_cleanly_on("INT").await;
+}
+
+/// `SIG{signal}` stops a serving instance within a bound: exit code 0, the shutdown logged, the
+/// port closed.
+async fn stops_accepting_and_exits_cleanly_on(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(&dir.path().join("data"), &["--log-format", "json"]);
     server.wait_healthy().await;
-    let status = server.terminate(Duration::from_secs(15));
+    let status = server.stop(signal, Duration::from_secs(15));
     assert!(status.success(), "exit status {status}");
     let log = server.log();
     let messages: Vec<Value> = log
@@ -256,7 +267,7 @@ async fn sigterm_stops_accepting_and_exits_cleanly() {
                 .is_some_and(|s| s.contains(text))
         })
     };
-    assert!(said("SIGTERM received"), "{log}");
+    assert!(said(&format!("SIG{signal} received")), "{log}");
     assert!(said("Onramp stopped"), "{log}");
     let refused = std::net::TcpStream::connect(("127.0.0.1", server.https_port));
     assert!(refused.is_err(), "the port is closed after shutdown");
@@ -448,4 +459,180 @@ fn admin_ca_commands_verify_a_ca_by_proof_of_possession() {
     assert_eq!(json(&["list"]).as_array().unwrap().len(), 1);
     json(&["remove", "plant"]);
     assert_eq!(json(&["list"]), serde_json::json!([]));
+}
+
+/// The enrollments a data directory's SQLite store holds, by registration ID.
+async fn stored_ids(data: &std::path::Path) -> Vec<String> {
+    use onramp::store::Store;
+    let url = format!("sqlite://{}", data.join("onramp.db").display());
+    let store = onramp::store::open_sqlite(&url, 1).await.unwrap();
+    let page = store
+        .list_enrollments(&onramp::domain::ListQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    store.close().await;
+    assert!(page.next.is_none());
+    page.items.into_iter().map(|e| e.registration_id).collect()
+}
+
+/// `onramp enrollments import FILE` and `onramp enrollments export` as an operator runs them: a bad
+/// row is reported by number without stopping the import, the same file imported again replaces
+/// rather than duplicates, an interrupted import resumes from its checkpoint, and what is exported
+/// imports into another instance as the same set.
+#[tokio::test]
+async fn enrollments_import_and_export_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let onramp = |data: &std::path::Path, args: &[&str]| {
+        let mut all = vec!["--data-dir", data.to_str().unwrap(), "enrollments"];
+        all.extend_from_slice(args);
+        run(&all, &[])
+    };
+    let import = |data: &std::path::Path, file: &std::path::Path| -> Value {
+        let out = onramp(data, &["import", file.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "import {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("import prints a JSON report")
+    };
+    let summary = |report: &Value| {
+        (
+            report["imported"].as_u64().unwrap(),
+            report["failed"].as_u64().unwrap(),
+            report["resumedFrom"].as_u64().unwrap(),
+        )
+    };
+
+    // CSV: 21 rows, the 15th with an invalid registration ID.
+    let csv_file = dir.path().join("fleet.csv");
+    let mut csv = String::from("registrationId,primaryKey,provisioningStatus,iotHubs,tags\n");
+    for n in 0..21 {
+        if n == 14 {
+            csv.push_str("-bad-id,,,,\n");
+        } else {
+            let key = crate::support::instance::random_key();
+            csv.push_str(&format!(
+                "csv-{n:02},{key},enabled,localhost,\"{{\"\"n\"\":{n}}}\"\n"
+            ));
+        }
+    }
+    std::fs::write(&csv_file, &csv).unwrap();
+    let report = import(&data, &csv_file);
+    assert_eq!(summary(&report), (20, 1, 0), "{report}");
+    let errors_file = report["errorsFile"].as_str().unwrap();
+    assert_eq!(errors_file, format!("{}.errors.jsonl", csv_file.display()));
+    let errors: Vec<Value> = std::fs::read_to_string(errors_file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["row"], 15, "the bad row by number");
+    assert!(
+        errors[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid registration ID"),
+        "{errors:?}"
+    );
+    let csv_ids = stored_ids(&data).await;
+    assert_eq!(csv_ids.len(), 20);
+    assert!(!csv_ids.iter().any(|id| id.contains("bad")));
+
+    // The same file again: nothing duplicated, nothing resumed (the first run finished).
+    let report = import(&data, &csv_file);
+    assert_eq!(summary(&report), (20, 1, 0), "{report}");
+    assert_eq!(stored_ids(&data).await, csv_ids);
+
+    // An interrupted run (a checkpoint after row 10) resumes at row 11.
+    let len = std::fs::metadata(&csv_file).unwrap().len();
+    std::fs::write(
+        dir.path().join("fleet.csv.progress"),
+        serde_json::json!({"file_len": len, "done": 10}).to_string(),
+    )
+    .unwrap();
+    let report = import(&data, &csv_file);
+    assert_eq!(summary(&report), (10, 1, 10), "{report}");
+    assert!(!dir.path().join("fleet.csv.progress").exists());
+    assert_eq!(stored_ids(&data).await, csv_ids);
+
+    // JSON lines, one of them not JSON.
+    let jsonl_file = dir.path().join("fleet.jsonl");
+    let mut lines: Vec<String> = (0..5)
+        .map(|n| {
+            serde_json::json!({
+                "registrationId": format!("tpm-{n}"),
+                "attestation": {"type": "tpm", "tpm": {"endorsementKey": "AToAAQALAAMAsgAg"}},
+                "capabilities": {"iotEdge": true},
+                "optionalDeviceInformation": {"n": n},
+            })
+            .to_string()
+        })
+        .collect();
+    lines.insert(2, "{not json".into());
+    std::fs::write(&jsonl_file, lines.join("\n")).unwrap();
+    let report = import(&data, &jsonl_file);
+    assert_eq!(summary(&report), (5, 1, 0), "{report}");
+    let errors = std::fs::read_to_string(report["errorsFile"].as_str().unwrap()).unwrap();
+    assert!(
+        errors.contains("\"row\":3") && errors.contains("invalid JSON"),
+        "{errors}"
+    );
+    assert_eq!(stored_ids(&data).await.len(), 25);
+
+    // Files that cannot be imported at all fail with the reason and a non-zero exit.
+    let unknown_column = dir.path().join("bad.csv");
+    std::fs::write(&unknown_column, "registrationId,colour\nx,red\n").unwrap();
+    let missing = dir.path().join("missing.csv");
+    for (file, reason) in [(&unknown_column, "colour"), (&missing, "missing.csv")] {
+        let out = onramp(&data, &["import", file.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(reason), "{stderr}");
+    }
+
+    // Export: JSON lines on standard output, CSV to a file; each imports elsewhere as the same set.
+    let out = onramp(&data, &["export"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exported 25 enrollments"));
+    let exported = String::from_utf8(out.stdout).unwrap();
+    let documents = |text: &str| -> Vec<Value> {
+        text.lines()
+            .map(|l| {
+                let mut e: Value = serde_json::from_str(l).unwrap();
+                for field in ["etag", "createdDateTimeUtc", "lastUpdatedDateTimeUtc"] {
+                    e.as_object_mut().unwrap().remove(field);
+                }
+                e
+            })
+            .collect()
+    };
+    assert_eq!(documents(&exported).len(), 25);
+    let jsonl_copy = dir.path().join("export.jsonl");
+    std::fs::write(&jsonl_copy, &exported).unwrap();
+    let other = dir.path().join("other");
+    assert_eq!(summary(&import(&other, &jsonl_copy)), (25, 0, 0));
+    let again = onramp(&other, &["export", "--format", "jsonl"]);
+    assert_eq!(
+        documents(&String::from_utf8(again.stdout).unwrap()),
+        documents(&exported),
+        "the JSON-lines export re-imports to the same enrollments, keys included"
+    );
+
+    let csv_copy = dir.path().join("export.csv");
+    let out = onramp(&data, &["export", "--output", csv_copy.to_str().unwrap()]);
+    assert!(out.status.success());
+    let third = dir.path().join("third");
+    assert_eq!(summary(&import(&third, &csv_copy)), (25, 0, 0));
+    let again = onramp(&third, &["export", "--format", "csv"]);
+    assert_eq!(
+        String::from_utf8(again.stdout).unwrap(),
+        std::fs::read_to_string(&csv_copy).unwrap(),
+        "the CSV export re-imports to the same rows"
+    );
 }

@@ -138,8 +138,13 @@ impl Server {
 
     /// Sends SIGTERM and waits for the exit (at most `within`).
     pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        self.stop("TERM", within)
+    }
+
+    /// Sends `SIG{signal}` (`TERM`, `INT`) and waits for the exit (at most `within`).
+    pub fn stop(&mut self, signal: &str, within: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("running");
-        unsafe_kill(child.id(), "TERM");
+        unsafe_kill(child.id(), signal);
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -148,7 +153,7 @@ impl Server {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 panic!(
-                    "onramp did not stop within {within:?} of SIGTERM:\n{}",
+                    "onramp did not stop within {within:?} of SIG{signal}:\n{}",
                     self.log()
                 );
             }
