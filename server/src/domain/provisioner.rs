@@ -768,7 +768,9 @@ impl Provisioner {
                 }
             }
         }
-        let record = self.store.put_registration(record, IfMatch::Any).await?;
+        // The record and the operation that reports it commit together, so a device polling
+        // never sees one without the other. A first registration raced by another one for the
+        // same ID may report a `createdDateTimeUtc` a moment off the stored one.
         let mut state = registration_result(&record);
         auth.describe(&mut state);
         let operation = RegistrationOperation {
@@ -780,9 +782,9 @@ impl Provisioner {
                     .map_err(|e| ProvisionError::Internal(e.to_string()))?,
             ),
             created: now,
-            updated: Utc::now(),
+            updated: now,
         };
-        self.store.put_operation(operation).await?;
+        self.store.finish_registration(record, operation).await?;
         Ok(state)
     }
 

@@ -2,6 +2,7 @@
 //! embedded default, WAL mode) and once for PostgreSQL (scale-out), from the same SQL text. This is
 //! the only module that knows SQL.
 
+mod group_commit;
 mod rows;
 mod sql;
 
@@ -97,6 +98,14 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_operation(&self, operation_id: &str) -> Result<Option<RegistrationOperation>>;
     async fn put_operation(&self, operation: RegistrationOperation) -> Result<()>;
+    /// Stores a finished registration's record and its operation in one transaction. Both are
+    /// written as given (the operation's result quotes the record's etag and times); returns the
+    /// record with its stored `created`.
+    async fn finish_registration(
+        &self,
+        record: RegistrationRecord,
+        operation: RegistrationOperation,
+    ) -> Result<RegistrationRecord>;
     /// Stores the operation unless one with its ID exists (a finished one must not be overwritten
     /// by a late "assigning").
     async fn put_operation_if_absent(&self, operation: RegistrationOperation) -> Result<()>;

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{Database, FromRow, Postgres, Row as _, Sqlite};
 
+use super::group_commit::{self, Batch, Created, HotRow, Job, MAX_JOBS, Queue, TableRows};
 use super::rows::*;
 use super::{MAX_PAGE, Result, Store, StoreError};
 use crate::config::DatabaseKind;
@@ -61,9 +62,6 @@ fn list_sql(select: &str, query: &ListQuery, columns: &ListColumns) -> (String, 
     (sql, binds, i64::from(limit) + 1)
 }
 
-/// Rows per registration-events statement: batches are cut into these sizes, largest first.
-const EVENT_BATCH_SIZES: [usize; 6] = [32, 16, 8, 4, 2, 1];
-
 macro_rules! sql_store {
     ($store:ident, $db:ty, $kind:expr) => {
         pub struct $store {
@@ -72,15 +70,100 @@ macro_rules! sql_store {
             /// time, and queueing writers here (asynchronously) beats them colliding on the
             /// database lock and sleeping in its busy handler. For PostgreSQL the same pool.
             writer: sqlx::Pool<$db>,
+            /// The group commit's writer task, started with the first hot write (so a store can be
+            /// made outside a runtime).
+            hot_writes: std::sync::OnceLock<Queue>,
         }
 
         impl $store {
             pub fn new(pool: sqlx::Pool<$db>) -> Self {
-                $store { writer: pool.clone(), pool }
+                Self::with_writer(pool.clone(), pool)
             }
 
             pub fn with_writer(pool: sqlx::Pool<$db>, writer: sqlx::Pool<$db>) -> Self {
-                $store { pool, writer }
+                $store { pool, writer, hot_writes: std::sync::OnceLock::new() }
+            }
+
+            /// Writes `rows` in the next group commit; returns their `created_at`s.
+            async fn commit_hot(&self, rows: Vec<HotRow>) -> Result<Vec<DateTime<Utc>>> {
+                let queue = self.hot_writes.get_or_init(|| {
+                    let (queue, jobs) = tokio::sync::mpsc::unbounded_channel();
+                    tokio::spawn(Self::hot_writer(self.writer.clone(), jobs));
+                    queue
+                });
+                group_commit::commit(queue, rows).await
+            }
+
+            /// An insert-or-replace of `record` through the group commit.
+            async fn upsert_hot<T: Stored>(&self, mut record: T, wrap: fn(T::Row) -> HotRow) -> Result<T> {
+                record.touch(Utc::now());
+                let created = self.commit_hot(vec![wrap(record.to_row()?)]).await?;
+                record.set_created(created[0]);
+                Ok(record)
+            }
+
+            /// Commits whatever queued while the previous batch ran. A failed batch is retried
+            /// job by job, so one bad row fails only its own caller.
+            async fn hot_writer(writer: sqlx::Pool<$db>, mut queue: tokio::sync::mpsc::UnboundedReceiver<Job>) {
+                let mut jobs = Vec::with_capacity(MAX_JOBS);
+                while queue.recv_many(&mut jobs, MAX_JOBS).await > 0 {
+                    let batch = Batch::of(&jobs);
+                    match Self::commit_batch(&writer, &batch).await {
+                        Ok(created) => batch.reply(std::mem::take(&mut jobs), &created),
+                        Err(e) if jobs.len() == 1 => {
+                            let _ = jobs.pop().unwrap().done.send(Err(e));
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, jobs = jobs.len(), "group commit failed; retrying its jobs one by one");
+                            for job in jobs.drain(..) {
+                                let alone = Batch::of(std::slice::from_ref(&job));
+                                match Self::commit_batch(&writer, &alone).await {
+                                    Ok(created) => alone.reply(vec![job], &created),
+                                    Err(e) => {
+                                        let _ = job.done.send(Err(e));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+
+            async fn commit_batch(writer: &sqlx::Pool<$db>, batch: &Batch) -> Result<Created> {
+                let mut created = Created::default();
+                let mut tx = writer.begin().await?;
+                Self::upsert_rows(&mut tx, &batch.hub_devices, &mut created.hub_devices).await?;
+                Self::upsert_rows(&mut tx, &batch.registrations, &mut created.registrations).await?;
+                Self::upsert_rows(&mut tx, &batch.operations, &mut created.operations).await?;
+                tx.commit().await?;
+                Ok(created)
+            }
+
+            async fn upsert_rows<R>(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                table: &TableRows<R>,
+                created: &mut std::collections::HashMap<String, DateTime<Utc>>,
+            ) -> Result<()>
+            where
+                R: Row + BindRow<$db> + Clone + Send,
+            {
+                let statements = R::statements();
+                let mut rest = table.rows.as_slice();
+                while !rest.is_empty() {
+                    let (chunk, tail) = rest.split_at(chunk_size(rest.len()));
+                    rest = tail;
+                    let mut query = sqlx::query(statements.upsert_returning(chunk.len()));
+                    for row in chunk {
+                        query = row.clone().bind_row(query);
+                    }
+                    for returned in query.fetch_all(&mut **tx).await? {
+                        let keys = (0..statements.key_count())
+                            .map(|i| returned.try_get::<String, _>(i))
+                            .collect::<std::result::Result<Vec<_>, _>>()?;
+                        created.insert(keys.join(KEY_SEPARATOR), returned.try_get(statements.key_count())?);
+                    }
+                }
+                Ok(())
             }
 
             pub fn pool(&self) -> &sqlx::Pool<$db> {
@@ -329,7 +412,21 @@ macro_rules! sql_store {
                 record: RegistrationRecord,
                 cond: IfMatch,
             ) -> Result<RegistrationRecord> {
-                self.write(record, cond).await
+                match cond {
+                    IfMatch::Any => self.upsert_hot(record, HotRow::Registration).await,
+                    cond => self.write(record, cond).await,
+                }
+            }
+
+            async fn finish_registration(
+                &self,
+                mut record: RegistrationRecord,
+                operation: RegistrationOperation,
+            ) -> Result<RegistrationRecord> {
+                let rows = vec![HotRow::Registration(record.to_row()?), HotRow::Operation(operation.to_row()?)];
+                let created = self.commit_hot(rows).await?;
+                record.set_created(created[0]);
+                Ok(record)
             }
 
             async fn delete_registration(&self, registration_id: &str, cond: IfMatch) -> Result<()> {
@@ -349,7 +446,7 @@ macro_rules! sql_store {
             }
 
             async fn put_operation(&self, operation: RegistrationOperation) -> Result<()> {
-                self.write(operation, IfMatch::Any).await.map(drop)
+                self.upsert_hot(operation, HotRow::Operation).await.map(drop)
             }
 
             async fn put_operation_if_absent(&self, operation: RegistrationOperation) -> Result<()> {
@@ -404,7 +501,10 @@ macro_rules! sql_store {
             }
 
             async fn put_hub_device(&self, device: HubDevice, cond: IfMatch) -> Result<HubDevice> {
-                self.write(device, cond).await
+                match cond {
+                    IfMatch::Any => self.upsert_hot(device, HotRow::HubDevice).await,
+                    cond => self.write(device, cond).await,
+                }
             }
 
             async fn delete_hub_device(&self, hub: &str, device_id: &str, cond: IfMatch) -> Result<()> {
@@ -473,12 +573,9 @@ macro_rules! sql_store {
             }
 
             async fn append_registration_events(&self, events: &[&RegistrationEvent]) -> Result<()> {
-                // Rows go in statements of a few fixed sizes, so the database's statement cache keeps
-                // a handful of texts instead of one per batch size (which evicted the hot
-                // registration statements and made SQLite re-parse them: measured 7% of server CPU).
                 let mut rest = events;
                 while !rest.is_empty() {
-                    let size = EVENT_BATCH_SIZES.iter().copied().find(|&n| n <= rest.len()).unwrap_or(1);
+                    let size = chunk_size(rest.len());
                     let (chunk, tail) = rest.split_at(size);
                     rest = tail;
                     let mut sql = String::from(

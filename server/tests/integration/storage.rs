@@ -54,6 +54,7 @@ storage_suite!(
     concurrent_writers_lose_no_update,
     concurrent_inserts,
     registration_events_feed_the_dashboard,
+    group_commit_gives_each_writer_its_outcome,
 );
 
 fn symmetric() -> Attestation {
@@ -875,4 +876,69 @@ async fn sqlite_runs_in_wal_mode() {
     assert_eq!(mode, "wal");
     conn.close().await.unwrap();
     db.finish().await;
+}
+
+/// The registration path's writes are committed in groups: every concurrent writer still gets its
+/// own outcome, several writes to one key in a batch leave one of them whole, a rewrite keeps the
+/// first `created`, and a row the database refuses fails only its own writer.
+async fn group_commit_gives_each_writer_its_outcome(store: Arc<dyn Store>) {
+    let first = store
+        .put_registration(registration_record("shared", None), IfMatch::Any)
+        .await
+        .unwrap();
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let store = store.clone();
+        writes.spawn(async move {
+            // PostgreSQL refuses NUL in text; SQLite takes it.
+            let id = match i {
+                _ if i % 10 == 0 => "shared".to_string(),
+                77 => "refused\0by-postgres".to_string(),
+                _ => format!("many-{i}"),
+            };
+            let mut record = registration_record(&id, Some("batch"));
+            record.device_id = Some(format!("device-{i}"));
+            let operation = RegistrationOperation {
+                operation_id: format!("op-{i}"),
+                registration_id: id.clone(),
+                status: RegistrationStatus::Assigned,
+                result: Some(json!({ "i": i })),
+                created: Utc::now(),
+                updated: Utc::now(),
+            };
+            (i, id, store.finish_registration(record, operation).await)
+        });
+    }
+    let outcomes = writes.join_all().await;
+    let mut shared_devices = Vec::new();
+    for (i, id, outcome) in outcomes {
+        if id.contains('\0') {
+            let refused = store.kind() == onramp::config::DatabaseKind::Postgres;
+            assert_eq!(outcome.is_err(), refused, "{outcome:?}");
+            let operation = store.get_operation(&format!("op-{i}")).await.unwrap();
+            assert_eq!(operation.is_none(), refused);
+            continue;
+        }
+        let returned = outcome.unwrap();
+        let stored = store.get_registration(&id).await.unwrap();
+        let operation = store.get_operation(&format!("op-{i}")).await.unwrap();
+        let stored = stored.unwrap();
+        assert_eq!(operation.unwrap().result, Some(json!({ "i": i })));
+        if id == "shared" {
+            shared_devices.push(format!("device-{i}"));
+            assert_eq!(
+                returned.created.timestamp_micros(),
+                first.created.timestamp_micros()
+            );
+        } else {
+            assert_eq!(stored.device_id, Some(format!("device-{i}")));
+            assert_eq!(stored.etag, returned.etag);
+        }
+    }
+    let shared = store.get_registration("shared").await.unwrap().unwrap();
+    assert!(shared_devices.contains(shared.device_id.as_ref().unwrap()));
+    assert_eq!(
+        shared.created.timestamp_micros(),
+        first.created.timestamp_micros()
+    );
 }
