@@ -159,12 +159,10 @@ fn csv_row(headers: &[String], record: &csv::StringRecord) -> Row {
 fn to_enrollment(value: &Value, now: chrono::DateTime<Utc>) -> Result<Enrollment, String> {
     let input = wire::parse_enrollment(value, "registrationId")?;
     validate_registration_id(&input.id).map_err(|e| e.to_string())?;
-    let mut spec = input.spec;
-    spec.fill_missing_keys(None);
     Ok(Enrollment {
         registration_id: input.id,
         device_id: input.device_id,
-        spec,
+        spec: input.spec,
         optional_device_information: input.optional_device_information,
         etag: Etag::new(),
         created: now,
@@ -245,6 +243,7 @@ async fn flush(
     done: u64,
 ) -> anyhow::Result<()> {
     if !batch.is_empty() {
+        keep_or_generate_keys(store, batch).await?;
         store
             .put_enrollments(batch.drain().map(|(_, e)| e).collect())
             .await?;
@@ -253,6 +252,33 @@ async fn flush(
         checkpoint,
         serde_json::to_vec(&Checkpoint { file_len, done })?,
     )?;
+    Ok(())
+}
+
+/// Rows without symmetric keys keep the stored enrollment's keys, as a service API PUT does: a
+/// re-import must not lock out devices already using them. New enrollments get generated keys.
+async fn keep_or_generate_keys(
+    store: &dyn Store,
+    batch: &mut HashMap<String, Enrollment>,
+) -> anyhow::Result<()> {
+    let keyless: Vec<String> = batch
+        .iter()
+        .filter(|(_, e)| e.spec.lacks_keys())
+        .map(|(key, _)| key.clone())
+        .collect();
+    let stored = match keyless.is_empty() {
+        true => Vec::new(),
+        false => store.get_enrollments(&keyless).await?,
+    };
+    let stored: HashMap<String, EnrollmentSpec> = stored
+        .into_iter()
+        .map(|e| (key_of(&e.registration_id), e.spec))
+        .collect();
+    for key in keyless {
+        if let Some(enrollment) = batch.get_mut(&key) {
+            enrollment.spec.fill_missing_keys(stored.get(&key));
+        }
+    }
     Ok(())
 }
 
@@ -368,7 +394,10 @@ pub async fn seed(
                     "provisioningStatus": status,
                     "initialTwin": {"tags": {"seed": n}},
                 });
-                to_enrollment(&document, now).map_err(|e| anyhow::anyhow!(e))
+                let mut enrollment =
+                    to_enrollment(&document, now).map_err(|e| anyhow::anyhow!(e))?;
+                enrollment.spec.fill_missing_keys(None);
+                Ok(enrollment)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         store.put_enrollments(enrollments).await?;

@@ -489,6 +489,10 @@ async fn enrollments(config: Config, command: EnrollmentsCommand) -> anyhow::Res
                 "seconds": report.elapsed.as_secs_f64(),
                 "errorsFile": report.errors_file,
             }));
+            if report.failed > 0 {
+                // Scripts see refused rows in the exit status; the rest of the file is imported.
+                anyhow::bail!("{} row(s) refused; see the errors file", report.failed);
+            }
         }
         EnrollmentsCommand::Seed { count, prefix } => {
             let started = std::time::Instant::now();

@@ -162,6 +162,12 @@ pub struct EnrollmentSpec {
 }
 
 impl EnrollmentSpec {
+    /// True for symmetric-key attestation with a key left empty (to keep or generate).
+    pub fn lacks_keys(&self) -> bool {
+        matches!(&self.attestation, Attestation::SymmetricKey { primary_key, secondary_key }
+            if primary_key.is_empty() || secondary_key.is_empty())
+    }
+
     /// Symmetric keys left empty are kept from the stored version, or generated (64 random bytes,
     /// like Azure).
     pub fn fill_missing_keys(&mut self, existing: Option<&EnrollmentSpec>) {

@@ -73,6 +73,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_enrollments(&self, query: &ListQuery) -> Result<Page<Enrollment>>;
     /// Creates or replaces many enrollments in one transaction (bulk import). IDs must be distinct.
     async fn put_enrollments(&self, enrollments: Vec<Enrollment>) -> Result<()>;
+    /// The stored enrollments among `registration_ids` (bulk import keeps their keys).
+    async fn get_enrollments(&self, registration_ids: &[String]) -> Result<Vec<Enrollment>>;
     async fn count_enrollments(&self) -> Result<u64>;
 
     async fn get_group(&self, group_id: &str) -> Result<Option<EnrollmentGroup>>;

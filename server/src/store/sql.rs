@@ -363,6 +363,26 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn get_enrollments(&self, registration_ids: &[String]) -> Result<Vec<Enrollment>> {
+                let keys: Vec<String> = registration_ids.iter().map(|id| key_of(id)).collect();
+                let mut found = Vec::new();
+                let mut rest = keys.as_slice();
+                while !rest.is_empty() {
+                    let (chunk, tail) = rest.split_at(chunk_size(rest.len()));
+                    rest = tail;
+                    let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                    let sql = format!("{} WHERE id IN ({})", EnrollmentRow::statements().select, params.join(", "));
+                    let mut query = sqlx::query_as::<_, EnrollmentRow>(&sql);
+                    for key in chunk {
+                        query = query.bind(key);
+                    }
+                    for row in query.fetch_all(&self.pool).await? {
+                        found.push(Enrollment::from_row(row)?);
+                    }
+                }
+                Ok(found)
+            }
+
             async fn count_enrollments(&self) -> Result<u64> {
                 self.count::<EnrollmentRow>().await
             }

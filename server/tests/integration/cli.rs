@@ -463,6 +463,14 @@ fn admin_ca_commands_verify_a_ca_by_proof_of_possession() {
 
 /// The enrollments a data directory's SQLite store holds, by registration ID.
 async fn stored_ids(data: &std::path::Path) -> Vec<String> {
+    stored_enrollments(data)
+        .await
+        .into_iter()
+        .map(|e| e.registration_id)
+        .collect()
+}
+
+async fn stored_enrollments(data: &std::path::Path) -> Vec<onramp::domain::Enrollment> {
     use onramp::store::Store;
     let url = format!("sqlite://{}", data.join("onramp.db").display());
     let store = onramp::store::open_sqlite(&url, 1).await.unwrap();
@@ -475,13 +483,13 @@ async fn stored_ids(data: &std::path::Path) -> Vec<String> {
         .unwrap();
     store.close().await;
     assert!(page.next.is_none());
-    page.items.into_iter().map(|e| e.registration_id).collect()
+    page.items
 }
 
 /// `onramp enrollments import FILE` and `onramp enrollments export` as an operator runs them: a bad
-/// row is reported by number without stopping the import, the same file imported again replaces
-/// rather than duplicates, an interrupted import resumes from its checkpoint, and what is exported
-/// imports into another instance as the same set.
+/// row is reported by number without stopping the import (the exit status is 1 then, for
+/// scripts), the same file imported again replaces rather than duplicates, an interrupted import
+/// resumes from its checkpoint, and what is exported imports into another instance as the same set.
 #[tokio::test]
 async fn enrollments_import_and_export_on_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -493,13 +501,17 @@ async fn enrollments_import_and_export_on_the_command_line() {
     };
     let import = |data: &std::path::Path, file: &std::path::Path| -> Value {
         let out = onramp(data, &["import", file.to_str().unwrap()]);
-        assert!(
-            out.status.success(),
+        let report: Value =
+            serde_json::from_slice(&out.stdout).expect("import prints a JSON report");
+        let refused_rows = report["failed"].as_u64().unwrap() > 0;
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(refused_rows)),
             "import {}: {}",
             file.display(),
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).expect("import prints a JSON report")
+        report
     };
     let summary = |report: &Value| {
         (
@@ -562,6 +574,25 @@ async fn enrollments_import_and_export_on_the_command_line() {
     assert!(!dir.path().join("fleet.csv.progress").exists());
     assert_eq!(stored_ids(&data).await, csv_ids);
 
+    // Rows without keys get generated ones, and a re-import keeps them (devices use them).
+    let keyless = dir.path().join("keyless.csv");
+    std::fs::write(&keyless, "registrationId\nkeyless-1\nkeyless-2\n").unwrap();
+    let keys = |enrollments: Vec<onramp::domain::Enrollment>| -> Vec<_> {
+        enrollments
+            .into_iter()
+            .filter(|e| e.registration_id.starts_with("keyless"))
+            .map(|e| e.spec.attestation)
+            .collect()
+    };
+    assert_eq!(summary(&import(&data, &keyless)), (2, 0, 0));
+    let generated = keys(stored_enrollments(&data).await);
+    assert!(
+        matches!(&generated[..], [onramp::domain::Attestation::SymmetricKey { primary_key, .. }, _] if primary_key.len() == 88)
+    );
+    assert_eq!(summary(&import(&data, &keyless)), (2, 0, 0));
+    assert_eq!(keys(stored_enrollments(&data).await), generated);
+    assert_eq!(keys(stored_enrollments(&data).await).len(), 2);
+
     // JSON lines, one of them not JSON.
     let jsonl_file = dir.path().join("fleet.jsonl");
     let mut lines: Vec<String> = (0..5)
@@ -584,7 +615,7 @@ async fn enrollments_import_and_export_on_the_command_line() {
         errors.contains("\"row\":3") && errors.contains("invalid JSON"),
         "{errors}"
     );
-    assert_eq!(stored_ids(&data).await.len(), 25);
+    assert_eq!(stored_ids(&data).await.len(), 27);
 
     // Files that cannot be imported at all fail with the reason and a non-zero exit.
     let unknown_column = dir.path().join("bad.csv");
@@ -599,7 +630,7 @@ async fn enrollments_import_and_export_on_the_command_line() {
     // Export: JSON lines on standard output, CSV to a file; each imports elsewhere as the same set.
     let out = onramp(&data, &["export"]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("exported 25 enrollments"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exported 27 enrollments"));
     let exported = String::from_utf8(out.stdout).unwrap();
     let documents = |text: &str| -> Vec<Value> {
         text.lines()
@@ -612,11 +643,11 @@ async fn enrollments_import_and_export_on_the_command_line() {
             })
             .collect()
     };
-    assert_eq!(documents(&exported).len(), 25);
+    assert_eq!(documents(&exported).len(), 27);
     let jsonl_copy = dir.path().join("export.jsonl");
     std::fs::write(&jsonl_copy, &exported).unwrap();
     let other = dir.path().join("other");
-    assert_eq!(summary(&import(&other, &jsonl_copy)), (25, 0, 0));
+    assert_eq!(summary(&import(&other, &jsonl_copy)), (27, 0, 0));
     let again = onramp(&other, &["export", "--format", "jsonl"]);
     assert_eq!(
         documents(&String::from_utf8(again.stdout).unwrap()),
@@ -628,7 +659,7 @@ async fn enrollments_import_and_export_on_the_command_line() {
     let out = onramp(&data, &["export", "--output", csv_copy.to_str().unwrap()]);
     assert!(out.status.success());
     let third = dir.path().join("third");
-    assert_eq!(summary(&import(&third, &csv_copy)), (25, 0, 0));
+    assert_eq!(summary(&import(&third, &csv_copy)), (27, 0, 0));
     let again = onramp(&third, &["export", "--format", "csv"]);
     assert_eq!(
         String::from_utf8(again.stdout).unwrap(),
