@@ -87,7 +87,15 @@ pub fn server_config(
     material: &TlsMaterial,
     alpn: &[&[u8]],
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    // AES-128-GCM with SHA-256 first, chosen by the server whatever the client's order: as safe
+    // here as the 256-bit suite (the key exchange and the certificate are 128-bit strong), and
+    // SHA-256 runs on the CPU's SHA extensions where the 256-bit suite's SHA-384 does not
+    // (measured: SHA-512 blocks were 4% of the server's CPU under a registration flood).
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| !is_aes128_gcm_sha256(suite));
+    let provider = Arc::new(provider);
     let client_auth = Arc::new(OptionalClientCert {
         algorithms: provider.signature_verification_algorithms,
     });
@@ -96,8 +104,19 @@ pub fn server_config(
         .with_client_cert_verifier(client_auth)
         .with_single_cert(material.chain.clone(), material.key.clone_key())
         .context("the server certificate does not match its key")?;
+    config.ignore_client_order = true;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+fn is_aes128_gcm_sha256(suite: &rustls::SupportedCipherSuite) -> bool {
+    use rustls::CipherSuite::*;
+    matches!(
+        suite.suite(),
+        TLS13_AES_128_GCM_SHA256
+            | TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            | TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+    )
 }
 
 /// Requests a client certificate but does not require one, so browsers and SAS clients share the
