@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing and runs every test: formatting and lints, unit tests, the storage suite
-# on SQLite and on the local PostgreSQL, the binary's integration tests, and the Playwright browser
-# tests of the console in Debian's Chromium.
+# on SQLite and on the local PostgreSQL, the binary's integration tests, the Playwright browser
+# tests of the console in Debian's Chromium, and the README's run command itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,3 +25,6 @@ scripts/build-site.sh
 
 step "browser tests (Playwright, Chromium)"
 (cd end2end && ONRAMP_TEST_BIN="$PWD/../target/debug/onramp" npx playwright test)
+
+step "the README's run command (release build, default ports, a fresh data dir)"
+scripts/smoke-run.sh

@@ -21,8 +21,15 @@ pub fn postgres_url() -> String {
 }
 
 /// True when the run was told to leave PostgreSQL out; otherwise an unreachable server fails.
+/// CI (`CI=true`) may not leave it out.
 pub fn skip_postgres() -> bool {
-    std::env::var("ONRAMP_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1")
+    let asked = std::env::var("ONRAMP_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1");
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    assert!(
+        !(asked && ci),
+        "ONRAMP_TEST_SKIP_POSTGRES=1 under CI=true: CI runs the suite on both databases"
+    );
+    asked
 }
 
 pub async fn sqlite() -> TestDb {
