@@ -25,7 +25,7 @@ use crate::attestation::sas::{self, SasError};
 use crate::attestation::x509::{self, PresentedChain, X509Error};
 use crate::diagnostics::{DiagnosticsBus, Protocol, RegistrationEvent};
 use crate::domain::ca::{self, DecodedCa};
-use crate::hubs::{Connectors, Identity, TwinWrite};
+use crate::hubs::{Connectors, Identity, Provisioned, TwinWrite};
 use crate::proto::device::{
     DeviceRegistration, DeviceRegistrationResult, RegistrationOperationStatus,
 };
@@ -748,6 +748,7 @@ impl Provisioner {
             created: previous.as_ref().map_or(now, |p| p.created),
             updated: now,
         };
+        let (mut identity, mut replaced) = (None, None);
         if auth.source.spec().provisioning_status == ProvisioningStatus::Disabled {
             record.status = RegistrationStatus::Disabled;
         } else {
@@ -760,6 +761,7 @@ impl Provisioner {
                     record.device_id = Some(placed.device_id);
                     record.substatus = Some(placed.substatus);
                     record.payload = placed.payload;
+                    (identity, replaced) = (placed.identity, placed.replaced);
                 }
                 Err((error_code, message)) => {
                     record.status = RegistrationStatus::Failed;
@@ -768,9 +770,9 @@ impl Provisioner {
                 }
             }
         }
-        // The record and the operation that reports it commit together, so a device polling
-        // never sees one without the other. A first registration raced by another one for the
-        // same ID may report a `createdDateTimeUtc` a moment off the stored one.
+        // The hub identity, the record and the operation that reports them commit together, so
+        // a device polling never sees one without the others. A first registration raced by
+        // another one for the same ID may report a `createdDateTimeUtc` a moment off the stored one.
         let mut state = registration_result(&record);
         auth.describe(&mut state);
         let operation = RegistrationOperation {
@@ -784,7 +786,21 @@ impl Provisioner {
             created: now,
             updated: now,
         };
-        self.store.finish_registration(record, operation).await?;
+        self.store
+            .finish_registration(identity, record, operation)
+            .await?;
+        if let Some((old_hub, old_device)) = replaced {
+            // The device is assigned elsewhere now; a leftover old identity cannot be used by it
+            // (its registration points away) and is reported rather than failing the device.
+            let removed = self
+                .connectors
+                .for_hub(&old_hub)
+                .remove(&old_hub, &old_device);
+            if let Err(e) = removed.await {
+                tracing::warn!(hub = %old_hub.host_name, device = %old_device, error = %e,
+                    "the identity a device left could not be removed");
+            }
+        }
         Ok(state)
     }
 
@@ -884,25 +900,25 @@ impl Provisioner {
             auth: auth.hub_auth.clone(),
             iot_edge: spec.iot_edge,
         };
-        self.connectors
+        let identity = match self
+            .connectors
             .for_hub(hub)
             .provision(hub, identity, twin)
-            .await?;
-        if let Some((old_hub, old_device)) = &current {
-            let moved =
-                !old_hub.host_name.eq_ignore_ascii_case(&hub.host_name) || *old_device != device_id;
-            if moved {
-                self.connectors
-                    .for_hub(old_hub)
-                    .remove(old_hub, old_device)
-                    .await?;
-            }
-        }
+            .await?
+        {
+            Provisioned::Done => None,
+            Provisioned::WithRecord(device) => Some(device),
+        };
+        let replaced = current.filter(|(old_hub, old_device)| {
+            !old_hub.host_name.eq_ignore_ascii_case(&hub.host_name) || *old_device != device_id
+        });
         Ok(Ok(Placed {
             hub: hub.host_name.clone(),
             device_id,
             substatus,
             payload: returned_payload,
+            identity,
+            replaced: replaced.map(|(old_hub, old_device)| (old_hub.clone(), old_device)),
         }))
     }
 
@@ -1081,6 +1097,11 @@ struct Placed {
     device_id: String,
     substatus: Substatus,
     payload: Option<Value>,
+    /// A built-in hub identity to commit with the registration record.
+    identity: Option<HubDevice>,
+    /// The identity the device leaves (migration or a new device ID), removed once the new
+    /// assignment is committed.
+    replaced: Option<(LinkedHub, String)>,
 }
 
 /// The register body: empty or whitespace means no fields; anything else must be a JSON object.

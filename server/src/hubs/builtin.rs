@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::Utc;
 
-use super::{HubConnector, HubError, Identity, TwinState, TwinWrite};
+use super::{HubConnector, HubError, Identity, Provisioned, TwinState, TwinWrite};
 use crate::domain::{Etag, HubDevice, IfMatch, LinkedHub, TwinProperties};
 use crate::store::{Store, StoreError};
 
@@ -97,14 +97,18 @@ impl HubConnector for BuiltInHub {
         hub: &LinkedHub,
         identity: Identity,
         twin: TwinWrite,
-    ) -> Result<(), HubError> {
+    ) -> Result<Provisioned, HubError> {
         // Only a credentials update (Keep) reads before it writes; a concurrent writer makes it
-        // read again, a few times at most.
+        // read again, a few times at most. A new identity or twin replaces whatever is stored, so
+        // it is committed with the registration record.
         for _ in 0..3 {
             let (device, cond) = self.next_state(hub, &identity, &twin).await?;
+            if cond == IfMatch::Any {
+                return Ok(Provisioned::WithRecord(device));
+            }
             match self.store.put_hub_device(device, cond).await {
                 Err(StoreError::PreconditionFailed | StoreError::Conflict) => continue,
-                other => return other.map(drop).map_err(HubError::from),
+                other => return other.map(|_| Provisioned::Done).map_err(HubError::from),
             }
         }
         Err(HubError::Contended)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use crate::domain::{ConnectorKind, DeviceAuth, InitialTwin, LinkedHub, TwinProperties};
+use crate::domain::{ConnectorKind, DeviceAuth, HubDevice, InitialTwin, LinkedHub, TwinProperties};
 use crate::store::StoreError;
 
 /// A device identity as a hub needs it.
@@ -47,6 +47,17 @@ pub enum HubError {
     Contended,
 }
 
+/// What is left of a provisioning once the connector returns.
+#[derive(Debug)]
+pub enum Provisioned {
+    /// The identity is on the hub.
+    Done,
+    /// A built-in hub identity for the provisioner to store in the transaction of the
+    /// registration record: neither exists without the other, and a registration waits for one
+    /// commit instead of two.
+    WithRecord(HubDevice),
+}
+
 #[async_trait]
 pub trait HubConnector: Send + Sync + 'static {
     /// Creates or updates the identity on `hub` and writes its twin as `twin` says.
@@ -55,7 +66,7 @@ pub trait HubConnector: Send + Sync + 'static {
         hub: &LinkedHub,
         identity: Identity,
         twin: TwinWrite,
-    ) -> Result<(), HubError>;
+    ) -> Result<Provisioned, HubError>;
     async fn read_twin(
         &self,
         hub: &LinkedHub,

@@ -100,11 +100,12 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_operation(&self, operation_id: &str) -> Result<Option<RegistrationOperation>>;
     async fn put_operation(&self, operation: RegistrationOperation) -> Result<()>;
-    /// Stores a finished registration's record and its operation in one transaction. Both are
-    /// written as given (the operation's result quotes the record's etag and times); returns the
-    /// record with its stored `created`.
+    /// Stores a finished registration in one transaction: the built-in hub identity it created
+    /// (if any), its record and its operation. All are written as given (the operation's result
+    /// quotes the record's etag and times); returns the record with its stored `created`.
     async fn finish_registration(
         &self,
+        identity: Option<HubDevice>,
         record: RegistrationRecord,
         operation: RegistrationOperation,
     ) -> Result<RegistrationRecord>;

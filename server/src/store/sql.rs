@@ -440,10 +440,14 @@ macro_rules! sql_store {
 
             async fn finish_registration(
                 &self,
+                identity: Option<HubDevice>,
                 mut record: RegistrationRecord,
                 operation: RegistrationOperation,
             ) -> Result<RegistrationRecord> {
-                let rows = vec![HotRow::Registration(record.to_row()?), HotRow::Operation(operation.to_row()?)];
+                let mut rows = vec![HotRow::Registration(record.to_row()?), HotRow::Operation(operation.to_row()?)];
+                if let Some(device) = identity {
+                    rows.push(HotRow::HubDevice(device.to_row()?));
+                }
                 let created = self.commit_hot(rows).await?;
                 record.set_created(created[0]);
                 Ok(record)

@@ -906,7 +906,11 @@ async fn group_commit_gives_each_writer_its_outcome(store: Arc<dyn Store>) {
                 created: Utc::now(),
                 updated: Utc::now(),
             };
-            (i, id, store.finish_registration(record, operation).await)
+            (
+                i,
+                id,
+                store.finish_registration(None, record, operation).await,
+            )
         });
     }
     let outcomes = writes.join_all().await;
@@ -940,5 +944,51 @@ async fn group_commit_gives_each_writer_its_outcome(store: Arc<dyn Store>) {
     assert_eq!(
         shared.created.timestamp_micros(),
         first.created.timestamp_micros()
+    );
+
+    // A built-in hub identity commits with the record it belongs to.
+    let now = Utc::now();
+    let identity = HubDevice {
+        hub: "hub-a.localhost".into(),
+        device_id: "with-identity".into(),
+        enabled: true,
+        auth: DeviceAuth::Sas {
+            primary_key: "cA==".into(),
+            secondary_key: "cw==".into(),
+        },
+        iot_edge: false,
+        generation_id: "1".into(),
+        tags: json!({"site": "plant-7"}).as_object().unwrap().clone(),
+        desired: TwinProperties::default(),
+        reported: TwinProperties::default(),
+        etag: Etag::new(),
+        created: now,
+        updated: now,
+    };
+    let operation = RegistrationOperation {
+        operation_id: "op-identity".into(),
+        registration_id: "with-identity".into(),
+        status: RegistrationStatus::Assigned,
+        result: None,
+        created: now,
+        updated: now,
+    };
+    let record = registration_record("with-identity", None);
+    store
+        .finish_registration(Some(identity.clone()), record, operation)
+        .await
+        .unwrap();
+    let stored = store
+        .get_hub_device("HUB-A.localhost", "with-identity")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((stored.tags, stored.etag), (identity.tags, identity.etag));
+    assert!(
+        store
+            .get_registration("with-identity")
+            .await
+            .unwrap()
+            .is_some()
     );
 }
