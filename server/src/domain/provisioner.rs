@@ -907,7 +907,7 @@ impl Provisioner {
             .await?
         {
             Provisioned::Done => None,
-            Provisioned::WithRecord(device) => Some(device),
+            Provisioned::WithRecord(device) => Some(*device),
         };
         let replaced = current.filter(|(old_hub, old_device)| {
             !old_hub.host_name.eq_ignore_ascii_case(&hub.host_name) || *old_device != device_id

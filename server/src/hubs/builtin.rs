@@ -104,7 +104,7 @@ impl HubConnector for BuiltInHub {
         for _ in 0..3 {
             let (device, cond) = self.next_state(hub, &identity, &twin).await?;
             if cond == IfMatch::Any {
-                return Ok(Provisioned::WithRecord(device));
+                return Ok(Provisioned::WithRecord(Box::new(device)));
             }
             match self.store.put_hub_device(device, cond).await {
                 Err(StoreError::PreconditionFailed | StoreError::Conflict) => continue,

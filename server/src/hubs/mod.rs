@@ -55,7 +55,7 @@ pub enum Provisioned {
     /// A built-in hub identity for the provisioner to store in the transaction of the
     /// registration record: neither exists without the other, and a registration waits for one
     /// commit instead of two.
-    WithRecord(HubDevice),
+    WithRecord(Box<HubDevice>),
 }
 
 #[async_trait]
