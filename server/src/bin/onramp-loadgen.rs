@@ -184,9 +184,16 @@ async fn main() -> anyhow::Result<()> {
         Protocol::Https => "registrations (HTTPS)",
         Protocol::Mqtt => "registrations (MQTT)",
     });
+    let ratio = registrations.rate() / baseline.rate();
     println!(
         "ratio: registrations/s is {:.0}% of the TLS-handshake baseline",
-        100.0 * registrations.rate() / baseline.rate()
+        100.0 * ratio
+    );
+    let verdict = |met: bool| if met { "met" } else { "NOT met" };
+    println!(
+        "targets: >= 2,000 registrations/s {}; >= 50% of the baseline {}",
+        verdict(registrations.rate() >= 2_000.0),
+        verdict(ratio >= 0.5)
     );
     Ok(())
 }

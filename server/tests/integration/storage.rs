@@ -570,11 +570,12 @@ async fn policies_and_ca_certificates(store: Arc<dyn Store>) {
     assert!(matches!(stale, StoreError::PreconditionFailed));
 }
 
-async fn hub_devices_and_twins(store: Arc<dyn Store>) {
+/// A built-in hub identity with a tag and a desired property.
+fn hub_device(hub: &str, device_id: &str) -> HubDevice {
     let now = Utc::now();
-    let device = HubDevice {
-        hub: "Hub-A.localhost".into(),
-        device_id: "Thermostat-1".into(),
+    HubDevice {
+        hub: hub.into(),
+        device_id: device_id.into(),
         enabled: true,
         auth: DeviceAuth::Sas {
             primary_key: "cA==".into(),
@@ -591,7 +592,11 @@ async fn hub_devices_and_twins(store: Arc<dyn Store>) {
         etag: Etag::new(),
         created: now,
         updated: now,
-    };
+    }
+}
+
+async fn hub_devices_and_twins(store: Arc<dyn Store>) {
+    let device = hub_device("Hub-A.localhost", "Thermostat-1");
     let stored = store
         .put_hub_device(device.clone(), IfMatch::Absent)
         .await
@@ -948,23 +953,7 @@ async fn group_commit_gives_each_writer_its_outcome(store: Arc<dyn Store>) {
 
     // A built-in hub identity commits with the record it belongs to.
     let now = Utc::now();
-    let identity = HubDevice {
-        hub: "hub-a.localhost".into(),
-        device_id: "with-identity".into(),
-        enabled: true,
-        auth: DeviceAuth::Sas {
-            primary_key: "cA==".into(),
-            secondary_key: "cw==".into(),
-        },
-        iot_edge: false,
-        generation_id: "1".into(),
-        tags: json!({"site": "plant-7"}).as_object().unwrap().clone(),
-        desired: TwinProperties::default(),
-        reported: TwinProperties::default(),
-        etag: Etag::new(),
-        created: now,
-        updated: now,
-    };
+    let identity = hub_device("hub-a.localhost", "with-identity");
     let operation = RegistrationOperation {
         operation_id: "op-identity".into(),
         registration_id: "with-identity".into(),
