@@ -12,9 +12,12 @@ stop() { kill -TERM -- -"$runner" 2>/dev/null || true; }
 trap stop EXIT
 # run.sh may build first; the build has its own pace, the server then starts in a second.
 for _ in $(seq 1800); do
-  if [ -f "$data/ca.pem" ] && curl -sf --cacert "$data/ca.pem" https://localhost:8443/healthz > /dev/null; then
-    status=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$data/ca.pem" https://localhost:8443/healthz)
-    echo "healthz: $status with the generated CA ($data/ca.pem)"
+  status=000
+  if [ -f "$data/ca.pem" ]; then
+    status=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$data/ca.pem" https://localhost:8443/healthz || true)
+  fi
+  if [ "$status" = 200 ]; then
+    echo "healthz: 200 with the generated CA ($data/ca.pem)"
     stop
     trap - EXIT
     wait "$runner" && echo "stopped cleanly" && exit 0

@@ -166,13 +166,14 @@ impl Statements {
 /// evicted the hot registration statements and made SQLite re-parse them: measured 7% of CPU).
 pub(super) const BATCH_SIZES: [usize; 6] = [32, 16, 8, 4, 2, 1];
 
-/// The largest of [`BATCH_SIZES`] that `remaining` rows fill.
-pub(super) fn chunk_size(remaining: usize) -> usize {
-    BATCH_SIZES
-        .iter()
-        .copied()
-        .find(|&n| n <= remaining)
-        .unwrap_or(1)
+/// `rows` cut into [`BATCH_SIZES`] chunks, largest first.
+pub(super) fn batches<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let size = BATCH_SIZES.iter().copied().find(|&n| n <= rows.len())?;
+        let (chunk, rest) = rows.split_at(size);
+        rows = rest;
+        Some(chunk)
+    })
 }
 
 /// A row type: its table, key columns and statements.

@@ -148,10 +148,7 @@ macro_rules! sql_store {
                 R: Row + BindRow<$db> + Clone + Send,
             {
                 let statements = R::statements();
-                let mut rest = table.rows.as_slice();
-                while !rest.is_empty() {
-                    let (chunk, tail) = rest.split_at(chunk_size(rest.len()));
-                    rest = tail;
+                for chunk in batches(&table.rows) {
                     let mut query = sqlx::query(statements.upsert_returning(chunk.len()));
                     for row in chunk {
                         query = row.clone().bind_row(query);
@@ -366,10 +363,7 @@ macro_rules! sql_store {
             async fn get_enrollments(&self, registration_ids: &[String]) -> Result<Vec<Enrollment>> {
                 let keys: Vec<String> = registration_ids.iter().map(|id| key_of(id)).collect();
                 let mut found = Vec::new();
-                let mut rest = keys.as_slice();
-                while !rest.is_empty() {
-                    let (chunk, tail) = rest.split_at(chunk_size(rest.len()));
-                    rest = tail;
+                for chunk in batches(&keys) {
                     let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
                     let sql = format!("{} WHERE id IN ({})", EnrollmentRow::statements().select, params.join(", "));
                     let mut query = sqlx::query_as::<_, EnrollmentRow>(&sql);
@@ -597,11 +591,7 @@ macro_rules! sql_store {
             }
 
             async fn append_registration_events(&self, events: &[&RegistrationEvent]) -> Result<()> {
-                let mut rest = events;
-                while !rest.is_empty() {
-                    let size = chunk_size(rest.len());
-                    let (chunk, tail) = rest.split_at(size);
-                    rest = tail;
+                for chunk in batches(events) {
                     let mut sql = String::from(
                         "INSERT INTO registration_events (at, minute, tracking_id, registration_id, protocol, \
                          attestation_type, enrollment, hub, status, error_code, error_message, latency_ms) VALUES ",
