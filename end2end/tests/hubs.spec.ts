@@ -41,7 +41,7 @@ test('hub weights and the default policy change what the what-if tool answers', 
     await linked;
     await expect(page.locator(`tr[data-host="${host}"]`)).toHaveCount(1);
   }
-  const hosts = ['localhost', 'hub-a.localhost', 'hub-b.localhost'];
+  const hosts = ['hub.localhost', 'hub-a.localhost', 'hub-b.localhost'];
 
   const first = await whatIf(page, 'whatif-dev');
   expect(hosts).toContain(first.hub);
@@ -78,6 +78,6 @@ test('hub weights and the default policy change what the what-if tool answers', 
     await page.locator(`tr[data-host="${host}"]`).getByRole('button', { name: 'Remove' }).click();
     await expect(page.locator(`tr[data-host="${host}"]`)).toHaveCount(0);
   }
-  await setHub(page, 'localhost', 1);
+  await setHub(page, 'hub.localhost', 1);
   expect(crashes).toEqual([]);
 });

@@ -27,11 +27,11 @@ pub async fn bootstrap(store: &dyn Store, config: &Config) -> Result<Instance, S
         .init_setting(setting::DEFAULT_ALLOCATION_POLICY, "hashed")
         .await?;
     let owner_policy = ensure_owner_policy(store).await?;
+    // Only a fresh instance links one: an existing instance keeps the hub (and name) it has.
     if store.setting(BUILTIN_HUB_SETTING).await?.is_none() {
-        link_builtin_hub(store, &config.hostname).await?;
-        store
-            .put_setting(BUILTIN_HUB_SETTING, &config.hostname)
-            .await?;
+        let hub = builtin_hub_name(&config.hostname);
+        link_builtin_hub(store, &hub).await?;
+        store.put_setting(BUILTIN_HUB_SETTING, &hub).await?;
     }
     Ok(Instance {
         id_scope,
@@ -64,8 +64,21 @@ async fn ensure_owner_policy(store: &dyn Store) -> Result<AccessPolicy, StoreErr
     }
 }
 
-/// The built-in hub takes the server's host name, which resolves and is in the server certificate
-/// on any install; further logical hubs get names of their own.
+/// The built-in hub's host name: the server's own when it has a dot (a DNS name devices resolve);
+/// otherwise a name under `localhost` (RFC 6761: resolves to loopback), because the Azure IoT C
+/// SDK refuses a hub host name without a dot. Either way it is in the server certificate.
+pub fn builtin_hub_name(host_name: &str) -> String {
+    let is_ip = host_name.parse::<std::net::IpAddr>().is_ok();
+    if host_name.contains('.') && !is_ip {
+        host_name.to_string()
+    } else if is_ip || host_name.eq_ignore_ascii_case("localhost") {
+        "hub.localhost".to_string()
+    } else {
+        format!("{host_name}-hub.localhost")
+    }
+}
+
+/// Further logical hubs get names of their own.
 async fn link_builtin_hub(store: &dyn Store, host_name: &str) -> Result<(), StoreError> {
     let now = Utc::now();
     let hub = LinkedHub {
@@ -106,6 +119,10 @@ pub struct HubInfo {
     pub region: Option<String>,
     pub allocation_weight: u32,
     pub apply_allocation_policy: bool,
+    /// For a built-in hub: the owner policy's connection string for the hub's REST subset (what
+    /// IoT Hub service SDKs such as `azure-iothub`'s Registry take).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_string: Option<String>,
 }
 
 pub async fn admin_info(
@@ -119,6 +136,8 @@ pub async fn admin_info(
         .await?
         .into_iter()
         .map(|hub| HubInfo {
+            connection_string: (hub.connector == ConnectorKind::BuiltIn)
+                .then(|| instance.owner_policy.connection_string(&hub.host_name)),
             host_name: hub.host_name,
             connector: hub.connector,
             region: hub.region,
@@ -135,4 +154,18 @@ pub async fn admin_info(
         amqp_url: config.amqp_url(),
         hubs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::builtin_hub_name;
+
+    #[test]
+    fn the_builtin_hub_name_always_has_a_dot() {
+        assert_eq!(builtin_hub_name("localhost"), "hub.localhost");
+        assert_eq!(builtin_hub_name("factory-gw"), "factory-gw-hub.localhost");
+        assert_eq!(builtin_hub_name("dps.example.com"), "dps.example.com");
+        assert_eq!(builtin_hub_name("127.0.0.1"), "hub.localhost");
+        assert_eq!(builtin_hub_name("::1"), "hub.localhost");
+    }
 }

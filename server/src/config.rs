@@ -214,15 +214,15 @@ impl Config {
     }
 
     pub fn https_url(&self) -> String {
-        url_for("https", &self.hostname, self.https_port, 443)
+        url_for("https", &self.hostname, self.https_port)
     }
 
     pub fn mqtt_url(&self) -> String {
-        url_for("mqtts", &self.hostname, self.mqtt_port, 8883)
+        url_for("mqtts", &self.hostname, self.mqtt_port)
     }
 
     pub fn amqp_url(&self) -> String {
-        url_for("amqps", &self.hostname, self.amqp_port, 5671)
+        url_for("amqps", &self.hostname, self.amqp_port)
     }
 
     /// The configuration as TOML, with secrets (a database password) replaced by `***`.
@@ -233,14 +233,11 @@ impl Config {
     }
 }
 
-fn url_for(scheme: &str, host: &str, port: u16, default_port: u16) -> String {
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    };
-    if port == default_port {
-        format!("{scheme}://{host}")
+/// Every URL carries its port, default or not: an operator reading `mqtts://host` would have to
+/// know MQTT's TLS port to use it.
+fn url_for(scheme: &str, host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("{scheme}://[{host}]:{port}")
     } else {
         format!("{scheme}://{host}:{port}")
     }
@@ -501,14 +498,14 @@ mod tests {
     }
 
     #[test]
-    fn urls_omit_default_ports() {
+    fn urls_carry_their_port_even_the_default_one() {
         let mut c = Config {
             https_port: 443,
             ..Config::default()
         };
-        assert_eq!(c.https_url(), "https://localhost");
-        assert_eq!(c.mqtt_url(), "mqtts://localhost");
+        assert_eq!(c.https_url(), "https://localhost:443");
+        assert_eq!(c.mqtt_url(), "mqtts://localhost:8883");
         c.hostname = "::1".into();
-        assert_eq!(c.amqp_url(), "amqps://[::1]");
+        assert_eq!(c.amqp_url(), "amqps://[::1]:5671");
     }
 }

@@ -12,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::bootstrap::{self, Instance};
 use crate::config::Config;
 use crate::diagnostics::DiagnosticsBus;
-use crate::domain::console_users;
 use crate::domain::device_hub::DeviceHub;
 use crate::domain::provisioner::Provisioner;
+use crate::domain::{ConnectorKind, console_users};
 use crate::hubs::Connectors;
 use crate::hubs::builtin::BuiltInHub;
 use crate::store::{self, Store};
@@ -87,14 +87,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let https_listener = bind(config.listen_address, config.https_port, "https_port").await?;
     let mqtt_listener = bind(config.listen_address, config.mqtt_port, "mqtt_port").await?;
     let mqtt_tls = tls::server_config(&tls, &[])?;
+    let ca = tls.ca_path.as_ref().map(|path| path.display().to_string());
     tracing::info!(
         url = %config.https_url(),
         mqtt = %config.mqtt_url(),
         id_scope = %state.instance.id_scope,
         database = ?state.store.kind(),
-        ca = ?tls.ca_path,
+        ca = ca.as_deref().unwrap_or("(operator's certificate)"),
         "Onramp is serving"
     );
+    tokio::spawn(warn_about_unresolvable_hubs(state.store.clone()));
     let first_password = config.data_dir.join("initial-admin-password");
     if console_users::ensure_first_admin(state.store.as_ref(), &first_password).await? {
         tracing::warn!(
@@ -161,6 +163,29 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     state.store.close().await;
     tracing::info!("Onramp stopped");
     Ok(())
+}
+
+/// Devices reach a built-in hub by its name: say so at start when this machine cannot resolve one
+/// (`hub.localhost` needs a resolver that maps `*.localhost` to loopback, as RFC 6761 asks).
+async fn warn_about_unresolvable_hubs(store: Arc<dyn Store>) {
+    let Ok(hubs) = store.list_hubs().await else {
+        return;
+    };
+    for hub in hubs
+        .iter()
+        .filter(|h| h.connector == ConnectorKind::BuiltIn)
+    {
+        let lookup = tokio::net::lookup_host((hub.host_name.as_str(), 443));
+        let resolved = tokio::time::timeout(Duration::from_secs(5), lookup).await;
+        if !matches!(resolved, Ok(Ok(_))) {
+            tracing::warn!(
+                hub = %hub.host_name,
+                "this machine does not resolve the built-in hub's name, so its devices cannot \
+                 connect to it; on Debian `apt-get install libnss-myhostname` resolves *.localhost, \
+                 elsewhere add the name to DNS or /etc/hosts"
+            );
+        }
+    }
 }
 
 /// Binds a listener; the dual-stack default falls back to IPv4 where IPv6 is unavailable.

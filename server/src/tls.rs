@@ -38,15 +38,12 @@ pub struct TlsMaterial {
 /// Names the server certificate must cover: the configured host name, loopback names, and any
 /// extra names (built-in hub host names).
 pub fn required_names(config: &Config, extra: &[String]) -> Vec<String> {
-    let mut names = vec![
-        config.hostname.clone(),
-        "localhost".into(),
-        "127.0.0.1".into(),
-        "::1".into(),
-    ];
-    for name in extra {
+    let defaults = [config.hostname.as_str(), "localhost", "127.0.0.1", "::1"];
+    let mut names: Vec<String> = Vec::new();
+    // Each name once (the host name is often `localhost` itself), the host name first: it is the CN.
+    for name in defaults.into_iter().chain(extra.iter().map(String::as_str)) {
         if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
-            names.push(name.clone());
+            names.push(name.to_string());
         }
     }
     names
@@ -70,7 +67,7 @@ pub fn prepare(config: &Config, extra_names: &[String]) -> anyhow::Result<TlsMat
     let server_key_path = dir.join(SERVER_KEY_FILE);
     if ca_is_new || !server_cert_is_current(&server_path, &server_key_path, &names)? {
         issue_server_cert(&ca_params, &ca_key, &names, &server_path, &server_key_path)?;
-        tracing::info!(names = ?names, path = %server_path.display(), "issued server certificate");
+        tracing::info!(names = %names.join(", "), path = %server_path.display(), "issued server certificate");
     }
     let mut chain = read_chain(&server_path)?;
     chain.extend(read_chain(&dir.join(CA_FILE))?);
@@ -272,10 +269,13 @@ fn server_cert_is_current(
     if cert.validity().not_after.to_datetime() < renew_at {
         return Ok(false);
     }
+    // Exactly the required names, each once: a certificate of an older version listed `localhost`
+    // twice and is re-issued.
     let covered = cert_names(&cert);
-    Ok(names
-        .iter()
-        .all(|n| covered.iter().any(|c| c.eq_ignore_ascii_case(n))))
+    Ok(covered.len() == names.len()
+        && names
+            .iter()
+            .all(|n| covered.iter().any(|c| c.eq_ignore_ascii_case(n))))
 }
 
 fn cert_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
@@ -398,6 +398,37 @@ mod tests {
                 "{want} missing from {names:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_server_certificate_lists_each_name_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        assert_eq!(config.hostname, "localhost");
+        let hubs = ["hub.localhost".to_string(), "HUB.localhost".to_string()];
+        let material = prepare(&config, &hubs).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&material.chain[0]).unwrap();
+        let names = cert_names(&cert);
+        assert_eq!(names, ["localhost", "127.0.0.1", "::1", "hub.localhost"]);
+    }
+
+    #[test]
+    fn a_certificate_listing_a_name_twice_is_reissued() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let (ca_params, ca_key, _) = load_or_create_ca(dir.path()).unwrap();
+        let (cert, key) = (
+            dir.path().join(SERVER_FILE),
+            dir.path().join(SERVER_KEY_FILE),
+        );
+        let twice: Vec<String> = ["localhost", "localhost", "127.0.0.1", "::1"]
+            .map(String::from)
+            .into();
+        issue_server_cert(&ca_params, &ca_key, &twice, &cert, &key).unwrap();
+        let names = required_names(&config, &[]);
+        assert!(!server_cert_is_current(&cert, &key, &names).unwrap());
+        issue_server_cert(&ca_params, &ca_key, &names, &cert, &key).unwrap();
+        assert!(server_cert_is_current(&cert, &key, &names).unwrap());
     }
 
     #[test]

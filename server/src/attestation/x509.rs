@@ -156,6 +156,12 @@ pub fn first_certificate(text: &str) -> Result<CertificateDer<'static>, X509Erro
         .ok_or_else(|| X509Error::Unreadable("no certificate found".into()))
 }
 
+/// The description of the first certificate of a PEM text or base64 DER: what the service API
+/// shows beside an enrollment's certificate and a CA's.
+pub fn describe_text(text: &str) -> Result<CertificateInfo, X509Error> {
+    describe(&first_certificate(text)?)
+}
+
 /// Checks the device's own certificate: readable, its CN is the registration ID (compared like
 /// registration IDs, without regard to case), and valid now.
 pub fn check_leaf(

@@ -154,8 +154,7 @@ pub fn certificates(cas: &[DecodedCa], verified: bool) -> Vec<CertificateDer<'st
 
 /// The stored CA certificate's subject, validity and thumbprints (None if it no longer parses).
 pub fn describe(ca: &CaCertificate) -> Option<x509::CertificateInfo> {
-    let der = x509::first_certificate(&ca.pem).ok()?;
-    x509::describe(&der).ok()
+    x509::describe_text(&ca.pem).ok()
 }
 
 /// The CA as the service API and the console show it (Azure's certificate resource shape).

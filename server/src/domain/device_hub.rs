@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 use chrono::Utc;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::attestation::sas;
 use crate::attestation::x509::{self, PresentedChain, X509Error};
@@ -68,7 +68,10 @@ impl TwinError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Push {
     /// A desired-properties patch, with the new desired version.
-    Desired { version: i64, patch: Value },
+    Desired {
+        version: i64,
+        patch: Map<String, Value>,
+    },
     /// Another connection of the same device took over: close this one.
     Replaced,
 }
@@ -269,11 +272,9 @@ impl DeviceHub {
 
     fn push(&self, hub: &str, device_id: &str, version: i64, desired: &Map<String, Value>) {
         let key = (key_of(hub), device_id.to_string());
-        let mut patch = desired.clone();
-        patch.insert("$version".into(), json!(version));
         let push = Push::Desired {
             version,
-            patch: Value::Object(patch),
+            patch: desired.clone(),
         };
         // Not delivered (not connected, or its queue is full): it reads the twin on reconnect.
         let delivered = self
@@ -362,13 +363,11 @@ impl DeviceHub {
         Ok(())
     }
 
-    /// The twin document a device GETs: desired and reported properties, each with `$version`.
-    pub async fn twin(&self, hub: &str, device_id: &str) -> Result<Value, TwinError> {
-        let device = self
-            .device(hub, device_id)
+    /// The device whose twin a device GETs (`proto::twin::document` is its wire shape).
+    pub async fn twin(&self, hub: &str, device_id: &str) -> Result<HubDevice, TwinError> {
+        self.device(hub, device_id)
             .await
-            .map_err(|_| TwinError::Gone)?;
-        Ok(twin_document(&device))
+            .map_err(|_| TwinError::Gone)
     }
 
     /// Applies a reported-properties JSON merge patch; returns the new reported version.
@@ -405,20 +404,6 @@ impl DeviceHub {
     }
 }
 
-/// `{"desired": {..., "$version": n}, "reported": {..., "$version": m}}`, as IoT Hub sends it.
-pub fn twin_document(device: &HubDevice) -> Value {
-    let side = |properties: &Map<String, Value>, version: i64| {
-        let mut side = properties.clone();
-        side.insert("$version".into(), json!(version));
-        Value::Object(side)
-    };
-    // A twin never written has version 1 on both sides, as on IoT Hub.
-    json!({
-        "desired": side(&device.desired.properties, device.desired.version.max(1)),
-        "reported": side(&device.reported.properties, device.reported.version.max(1)),
-    })
-}
-
 /// RFC 7396 JSON merge patch: objects merge recursively, `null` removes, anything else replaces.
 /// Keys starting with `$` are metadata and are not stored.
 pub fn merge_patch(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
@@ -451,6 +436,7 @@ pub fn merge_patch(target: &mut Map<String, Value>, patch: &Map<String, Value>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn object(value: Value) -> Map<String, Value> {
         match value {
@@ -578,32 +564,6 @@ mod tests {
         assert_eq!(
             Value::Object(target),
             json!({"b": {"d": 3, "g": 4}, "e": {"h": 5}, "f": "x"})
-        );
-    }
-
-    #[test]
-    fn an_unwritten_twin_has_version_one() {
-        let now = Utc::now();
-        let device = HubDevice {
-            hub: "h".into(),
-            device_id: "d".into(),
-            enabled: true,
-            auth: DeviceAuth::CertificateAuthority,
-            iot_edge: false,
-            generation_id: "1".into(),
-            tags: Map::new(),
-            desired: crate::domain::TwinProperties {
-                properties: object(json!({"interval": 30})),
-                version: 3,
-            },
-            reported: Default::default(),
-            etag: crate::domain::Etag::new(),
-            created: now,
-            updated: now,
-        };
-        assert_eq!(
-            twin_document(&device),
-            json!({"desired": {"interval": 30, "$version": 3}, "reported": {"$version": 1}})
         );
     }
 }

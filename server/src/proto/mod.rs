@@ -4,6 +4,7 @@
 pub mod device;
 pub mod error;
 pub mod service;
+pub mod twin;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 

@@ -4,13 +4,15 @@
 use serde_json::{Value, json};
 
 use super::timestamp;
+use crate::attestation::x509;
 use crate::domain::{
     AllocationPolicy, Attestation, CustomAllocationDefinition, Enrollment, EnrollmentGroup,
     EnrollmentSpec, InitialTwin, ProvisioningStatus, ReprovisionPolicy,
 };
 
 /// Certificates of an individual enrollment are the device's own (`clientCertificates`); a group's
-/// sign its devices' certificates (`signingCertificates`).
+/// sign its devices' certificates (`signingCertificates`). Each comes with Azure's read-only `info`
+/// (subject, thumbprints, validity), which `az iot dps enrollment show` displays.
 fn attestation(a: &Attestation, with_keys: bool, group: bool) -> Value {
     match a {
         Attestation::SymmetricKey {
@@ -44,7 +46,10 @@ fn attestation(a: &Attestation, with_keys: bool, group: bool) -> Value {
                 };
                 x509.insert(
                     kind.into(),
-                    slots(certificates, |c| json!({"certificate": c})),
+                    slots(
+                        certificates,
+                        |c| json!({"certificate": c, "info": x509::describe_text(c).ok()}),
+                    ),
                 );
             }
             if !ca_references.is_empty() {
@@ -308,7 +313,7 @@ fn parse_attestation(value: &Value) -> Result<Attestation, String> {
                     let Some(text) = x509.pointer(&field).and_then(Value::as_str) else {
                         continue;
                     };
-                    if let Err(e) = crate::attestation::x509::parse_certificates(text) {
+                    if let Err(e) = x509::parse_certificates(text) {
                         return Err(format!("`attestation.x509.{kind}.{slot}.certificate`: {e}"));
                     }
                     certs.push(text.to_string());

@@ -11,14 +11,16 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::http_util::json_response;
 use super::service_api::{Result, ServiceError, if_match, json_body};
 use crate::domain::access;
-use crate::domain::device_hub::{DeviceHub, TwinError, twin_document};
+use crate::domain::device_hub::{DeviceHub, TwinError};
 use crate::domain::*;
 use crate::proto::error::code;
+use crate::proto::twin;
 use crate::service::AppState;
 use crate::store::StoreError;
 
@@ -279,17 +281,29 @@ fn status(device: &HubDevice) -> &'static str {
     }
 }
 
-/// IoT Hub's `Twin` shape.
-fn twin_json(device: &HubDevice) -> Value {
-    json!({
-        "deviceId": device.device_id,
-        "etag": device.etag.0,
-        "status": status(device),
-        "version": device.desired.version.max(1) + device.reported.version.max(1),
-        "tags": device.tags,
-        "properties": twin_document(device),
-        "capabilities": { "iotEdge": device.iot_edge },
-    })
+/// IoT Hub's `Twin` shape; its `properties` keep `$version` last (`proto::twin`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TwinView<'a> {
+    device_id: &'a str,
+    etag: &'a str,
+    status: &'static str,
+    version: i64,
+    tags: &'a Map<String, Value>,
+    properties: twin::Document<'a>,
+    capabilities: Value,
+}
+
+fn twin_json(device: &HubDevice) -> TwinView<'_> {
+    TwinView {
+        device_id: &device.device_id,
+        etag: &device.etag.0,
+        status: status(device),
+        version: device.desired.version.max(1) + device.reported.version.max(1),
+        tags: &device.tags,
+        properties: twin::document(device),
+        capabilities: json!({ "iotEdge": device.iot_edge }),
+    }
 }
 
 /// IoT Hub's `Device` shape.

@@ -5,6 +5,7 @@ use onramp::bulk::{self, Format};
 use onramp::domain::*;
 use serde_json::{Value, json};
 
+use crate::support::HUB;
 use crate::support::instance::{Instance, random_key};
 
 crate::backend_suite!(
@@ -20,7 +21,9 @@ async fn csv_import_reports_bad_rows_and_resumes(i: &Instance) {
     let mut text =
         String::from("registrationId,primaryKey,provisioningStatus,iotHubs,tags,desired\n");
     for n in 0..2_500 {
-        text.push_str(&format!("dev-{n:05},{key},enabled,localhost,\"{{\"\"line\"\":{n}}}\",\"{{\"\"interval\"\":5}}\"\n"));
+        text.push_str(&format!(
+            "dev-{n:05},{key},enabled,{HUB},\"{{\"\"line\"\":{n}}}\",\"{{\"\"interval\"\":5}}\"\n"
+        ));
     }
     text.push_str("-bad-id,,,,,\n");
     text.push_str("dev-x,not-base64!,,,,\n");
@@ -76,7 +79,7 @@ async fn csv_import_reports_bad_rows_and_resumes(i: &Instance) {
         }
     );
     assert_eq!(e.spec.initial_twin.as_ref().unwrap().tags["line"], 42);
-    assert_eq!(e.spec.iot_hubs, ["localhost"]);
+    assert_eq!(e.spec.iot_hubs, [HUB]);
     let later_row = i
         .store()
         .get_enrollment("dev-00007")

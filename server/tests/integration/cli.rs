@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::HUB;
 use crate::support::db;
 use crate::support::process::{Server, run};
 
@@ -123,8 +124,8 @@ async fn admin_info_reports_the_instance_and_later_starts_reuse_it() {
         32
     );
     assert_eq!(info["httpsUrl"], "https://localhost:8443");
-    assert_eq!(info["mqttUrl"], "mqtts://localhost");
-    assert_eq!(info["amqpUrl"], "amqps://localhost");
+    assert_eq!(info["mqttUrl"], "mqtts://localhost:8883");
+    assert_eq!(info["amqpUrl"], "amqps://localhost:5671");
     let ca_path = info["caCertPath"].as_str().unwrap();
     assert!(std::path::Path::new(ca_path).is_absolute());
     assert!(
@@ -134,7 +135,7 @@ async fn admin_info_reports_the_instance_and_later_starts_reuse_it() {
     );
     let hubs = info["hubs"].as_array().unwrap();
     assert_eq!(hubs.len(), 1);
-    assert_eq!(hubs[0]["hostName"], "localhost");
+    assert_eq!(hubs[0]["hostName"], HUB);
     assert_eq!(hubs[0]["connector"], "builtIn");
 
     let ca = std::fs::read(data.join("ca.pem")).unwrap();
@@ -154,6 +155,49 @@ async fn admin_info_reports_the_instance_and_later_starts_reuse_it() {
         cert,
         "same server certificate"
     );
+}
+
+/// Instances made before built-in hub names had a dot linked a hub named after the host name
+/// (`localhost`); their devices and hub identities use that name, so it stays.
+#[tokio::test]
+async fn an_instance_made_before_dotted_hub_names_keeps_its_hub_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let url = format!("sqlite://{}", data.join("onramp.db").display());
+    // What an earlier version's first start left in the store.
+    let store = onramp::store::open(&url, 1).await.unwrap();
+    let now = chrono::Utc::now();
+    let legacy = onramp::domain::LinkedHub {
+        host_name: "localhost".into(),
+        connector: onramp::domain::ConnectorKind::BuiltIn,
+        region: None,
+        allocation_weight: 1,
+        apply_allocation_policy: true,
+        settings: serde_json::json!({}),
+        etag: onramp::domain::Etag::new(),
+        created: now,
+        updated: now,
+    };
+    store
+        .put_hub(legacy, onramp::domain::IfMatch::Absent)
+        .await
+        .unwrap();
+    store
+        .put_setting("builtin_hub_linked", "localhost")
+        .await
+        .unwrap();
+    store.close().await;
+
+    let args = ["--data-dir", data.to_str().unwrap(), "--database-url", &url];
+    let info = admin_info(&args);
+    let hubs: Vec<&str> = info["hubs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["hostName"].as_str())
+        .collect();
+    assert_eq!(hubs, ["localhost"], "{info}");
 }
 
 #[test]

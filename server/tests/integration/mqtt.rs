@@ -21,6 +21,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use crate::support::HUB;
 use crate::support::instance::{Instance, enroll, random_key, symmetric_spec};
 
 crate::backend_suite!(
@@ -138,14 +139,20 @@ impl Client {
 
     /// The next response publish: (topic, JSON body).
     async fn response(&mut self) -> (String, Value) {
+        let (topic, payload) = self.raw_response().await;
+        let body = match payload.is_empty() {
+            true => Value::Null,
+            false => serde_json::from_str(&payload).unwrap(),
+        };
+        (topic, body)
+    }
+
+    /// The next response publish: (topic, payload as sent).
+    async fn raw_response(&mut self) -> (String, String) {
         loop {
             match self.next().await {
                 Some(Packet::Publish(p)) => {
-                    let body = match p.payload.is_empty() {
-                        true => Value::Null,
-                        false => serde_json::from_slice(&p.payload).unwrap(),
-                    };
-                    return (p.topic, body);
+                    return (p.topic, String::from_utf8(p.payload.to_vec()).unwrap());
                 }
                 Some(Packet::PubAck(_)) => continue,
                 other => panic!("expected a response publish, got {other:?}"),
@@ -235,7 +242,7 @@ async fn a_device_registers_and_polls_over_mqtt(i: &Instance) {
     let (topic, body) = client.response().await;
     assert_eq!(topic, "$dps/registrations/res/202/?$rid=1&retry-after=1");
     assert_eq!(body["status"], "assigned", "{body}");
-    assert_eq!(body["registrationState"]["assignedHub"], "localhost");
+    assert_eq!(body["registrationState"]["assignedHub"], HUB);
     let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
         .await
         .unwrap()
@@ -444,18 +451,28 @@ async fn the_same_session_runs_over_websocket(i: &Instance) {
     assert_eq!(response.status(), 404);
 }
 
+/// IoT Hub sends `$version` as the last member of each twin side and desired patch; firmware
+/// parsing in order (the Embedded C SDK's twin sample) stops there. Checked on the bytes sent:
+/// `sides` objects, each closing right after its `$version`.
+fn assert_version_last(raw: &str, sides: usize) {
+    let versions: Vec<&str> = raw
+        .match_indices("\"$version\":")
+        .map(|(at, key)| &raw[at + key.len()..])
+        .collect();
+    assert_eq!(versions.len(), sides, "{raw}");
+    for rest in versions {
+        let after = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+        assert!(after.starts_with('}'), "`$version` is not last: {raw}");
+    }
+}
+
 fn hub_token(device: &str, key: &str, expiry: i64) -> String {
-    onramp::attestation::sas::sign(
-        key,
-        &format!("localhost/devices/{device}"),
-        expiry as u64,
-        None,
-    )
-    .unwrap()
+    onramp::attestation::sas::sign(key, &format!("{HUB}/devices/{device}"), expiry as u64, None)
+        .unwrap()
 }
 
 fn hub_username(device: &str) -> String {
-    format!("localhost/{device}/?api-version=2021-04-12&DeviceClientType=test")
+    format!("{HUB}/{device}/?api-version=2021-04-12&DeviceClientType=test")
 }
 
 /// Provisions `id` over MQTT (so the built-in hub holds its identity) and returns its key.
@@ -495,8 +512,10 @@ async fn a_provisioned_device_uses_its_hub(i: &Instance) {
             Vec::new(),
         )))
         .await;
-    let (topic, twin) = client.response().await;
+    let (topic, raw) = client.raw_response().await;
     assert_eq!(topic, "$iothub/twin/res/200/?$rid=g1");
+    assert_version_last(&raw, 2);
+    let twin: Value = serde_json::from_str(&raw).unwrap();
     assert_eq!(twin["desired"]["telemetryInterval"], 30, "{twin}");
     assert_eq!(twin["reported"]["$version"], 1);
 
@@ -541,7 +560,7 @@ async fn a_provisioned_device_uses_its_hub(i: &Instance) {
     assert_eq!(client.response().await.0, "$iothub/twin/res/400/?$rid=p2");
     let device = i
         .store()
-        .get_hub_device("localhost", "hub-dev")
+        .get_hub_device(HUB, "hub-dev")
         .await
         .unwrap()
         .unwrap();
@@ -559,12 +578,12 @@ async fn a_provisioned_device_uses_its_hub(i: &Instance) {
     assert!(matches!(client.next().await, Some(Packet::PubAck(ack)) if ack.pkid == 5));
     let messages: Value = i
         .client
-        .get(format!("{}/devices/hub-dev/recentMessages", i.url))
+        .get(format!("{}/devices/hub-dev/recentMessages", i.hub_url))
         .header(
             "authorization",
             onramp::attestation::sas::sign(
                 &i.state.instance.owner_policy.primary_key,
-                "localhost",
+                HUB,
                 expiry as u64,
                 Some(&i.state.instance.owner_policy.name),
             )
@@ -583,17 +602,13 @@ async fn a_provisioned_device_uses_its_hub(i: &Instance) {
 
     // The REST subset: refused without a token, and a desired change made through it is pushed
     // to the connected device.
-    let twin_url = format!("{}/twins/hub-dev", i.url);
+    let twin_url = format!("{}/twins/hub-dev", i.hub_url);
     let anonymous = i.client.patch(&twin_url).body("{}").send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
     let owner = &i.state.instance.owner_policy;
-    let token = onramp::attestation::sas::sign(
-        &owner.primary_key,
-        "localhost",
-        expiry as u64,
-        Some(&owner.name),
-    )
-    .unwrap();
+    let token =
+        onramp::attestation::sas::sign(&owner.primary_key, HUB, expiry as u64, Some(&owner.name))
+            .unwrap();
     let patched = i
         .client
         .patch(&twin_url)
@@ -603,15 +618,22 @@ async fn a_provisioned_device_uses_its_hub(i: &Instance) {
         .await
         .unwrap();
     assert_eq!(patched.status(), 200);
-    let (topic, pushed) = client.response().await;
+    assert_version_last(&patched.text().await.unwrap(), 2);
+    let (topic, pushed) = client.raw_response().await;
     assert_eq!(topic, "$iothub/twin/PATCH/properties/desired/?$version=2");
-    assert_eq!(
-        pushed,
-        serde_json::json!({"telemetryInterval": 7, "$version": 2})
-    );
+    assert_eq!(pushed, r#"{"telemetryInterval":7,"$version":2}"#);
+    let twin = i
+        .client
+        .get(&twin_url)
+        .header("authorization", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twin.status(), 200);
+    assert_version_last(&twin.text().await.unwrap(), 2);
     let unknown = i
         .client
-        .get(format!("{}/devices/nobody", i.url))
+        .get(format!("{}/devices/nobody", i.hub_url))
         .header("authorization", &token)
         .send()
         .await
@@ -623,7 +645,7 @@ async fn a_provisioned_device_uses_its_hub(i: &Instance) {
     let made_key = random_key();
     let made = i
         .client
-        .put(format!("{}/devices/made-by-rest", i.url))
+        .put(format!("{}/devices/made-by-rest", i.hub_url))
         .header("authorization", &token)
         .json(&serde_json::json!({
             "deviceId": "made-by-rest",
@@ -652,7 +674,7 @@ async fn a_provisioned_device_uses_its_hub(i: &Instance) {
     assert_eq!(ack.code, ConnectReturnCode::Success);
     let bad = i
         .client
-        .put(format!("{}/devices/bad-key", i.url))
+        .put(format!("{}/devices/bad-key", i.hub_url))
         .header("authorization", &token)
         .json(&serde_json::json!({"authentication": {"type": "sas", "symmetricKey": {"primaryKey": "c2hvcnQ="}}}))
         .send()
@@ -661,7 +683,7 @@ async fn a_provisioned_device_uses_its_hub(i: &Instance) {
     assert_eq!(bad.status(), 400);
     assert!(
         i.store()
-            .get_hub_device("localhost", "bad-key")
+            .get_hub_device(HUB, "bad-key")
             .await
             .unwrap()
             .is_none()
@@ -754,7 +776,7 @@ async fn the_hub_refuses_devices_it_should_not_serve(i: &Instance) {
     // A disabled identity cannot connect, even with the right key.
     let mut device = i
         .store()
-        .get_hub_device("localhost", "hub-refused")
+        .get_hub_device(HUB, "hub-refused")
         .await
         .unwrap()
         .unwrap();

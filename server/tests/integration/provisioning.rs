@@ -10,6 +10,7 @@ use onramp::diagnostics::Protocol;
 use onramp::domain::*;
 use serde_json::{Value, json};
 
+use crate::support::HUB;
 use crate::support::instance::{Instance, enroll, enroll_group, random_key, symmetric_spec};
 use crate::support::webhook::{slow_webhook, webhook};
 
@@ -55,7 +56,7 @@ async fn an_individual_enrollment_is_assigned_in_the_register_reply(i: &Instance
     );
     assert_eq!(body["status"], "assigned", "{body}");
     let state = &body["registrationState"];
-    assert_eq!(state["assignedHub"], "localhost");
+    assert_eq!(state["assignedHub"], HUB);
     assert_eq!(state["deviceId"], "thermostat-1");
     assert_eq!(state["substatus"], "initialAssignment");
     assert_eq!(state["registrationId"], "Device-001");
@@ -85,12 +86,12 @@ async fn an_individual_enrollment_is_assigned_in_the_register_reply(i: &Instance
         )
         .await;
     assert_eq!(status, 200, "{record}");
-    assert_eq!(record["assignedHub"], "localhost");
+    assert_eq!(record["assignedHub"], HUB);
     assert_eq!(record["status"], "assigned");
 
     let device = i
         .store()
-        .get_hub_device("localhost", "thermostat-1")
+        .get_hub_device(HUB, "thermostat-1")
         .await
         .unwrap()
         .expect("identity on the hub");
@@ -138,7 +139,7 @@ async fn group_devices_use_derived_keys(i: &Instance) {
         );
         let identity = i
             .store()
-            .get_hub_device("localhost", device)
+            .get_hub_device(HUB, device)
             .await
             .unwrap()
             .unwrap();
@@ -183,7 +184,7 @@ async fn a_disabled_enrollment_ends_disabled(i: &Instance) {
     assert!(body["registrationState"]["assignedHub"].is_null());
     assert!(
         i.store()
-            .get_hub_device("localhost", "off-1")
+            .get_hub_device(HUB, "off-1")
             .await
             .unwrap()
             .is_none(),
@@ -502,7 +503,7 @@ async fn custom_allocation_uses_the_webhook(i: &Instance) {
         .filter_map(Value::as_str)
         .collect();
     assert!(
-        hubs.contains(&"hub-b.localhost") && hubs.contains(&"localhost"),
+        hubs.contains(&"hub-b.localhost") && hubs.contains(&HUB),
         "{hubs:?}"
     );
 
@@ -561,7 +562,7 @@ async fn failing_webhooks_fail_the_registration(i: &Instance) {
 
 /// The instance waits 500 ms inline and gives the webhook 2 s.
 async fn a_slow_webhook_answers_assigning_and_the_poll_finishes(i: &Instance) {
-    let reply = json!({"iotHubHostName": "localhost", "payload": {"late": true}});
+    let reply = json!({"iotHubHostName": HUB, "payload": {"late": true}});
     let (url, _) = slow_webhook(200, reply, Duration::from_millis(1200)).await;
     let key = random_key();
     enroll(i.store(), "slow-1", None, custom_spec(&key, &url)).await;
@@ -589,12 +590,7 @@ async fn a_slow_webhook_answers_assigning_and_the_poll_finishes(i: &Instance) {
     );
 
     // Past its timeout the webhook has failed the registration.
-    let (url, _) = slow_webhook(
-        200,
-        json!({"iotHubHostName": "localhost"}),
-        Duration::from_secs(4),
-    )
-    .await;
+    let (url, _) = slow_webhook(200, json!({"iotHubHostName": HUB}), Duration::from_secs(4)).await;
     enroll(i.store(), "slow-2", None, custom_spec(&key, &url)).await;
     let (_, _, body) = i.register("slow-2", &key, json!({})).await;
     let operation_id = body["operationId"].as_str().unwrap().to_string();
@@ -692,7 +688,7 @@ async fn every_attempt_emits_one_event(i: &Instance) {
     assert_eq!(ok.registration_id, "watched");
     assert_eq!(ok.protocol, Protocol::Https);
     assert_eq!(ok.status, RegistrationStatus::Assigned);
-    assert_eq!(ok.hub.as_deref(), Some("localhost"));
+    assert_eq!(ok.hub.as_deref(), Some(HUB));
     assert_eq!(ok.attestation, Some(AttestationKind::SymmetricKey));
     assert_eq!(
         ok.enrollment,
@@ -738,7 +734,7 @@ async fn any_instance_answers_a_poll(i: &Instance) {
         )
         .await;
     assert_eq!(status, 200, "{polled}");
-    assert_eq!(polled["registrationState"]["assignedHub"], "localhost");
+    assert_eq!(polled["registrationState"]["assignedHub"], HUB);
     other.finish().await;
 }
 

@@ -16,6 +16,7 @@ use onramp::domain::*;
 use onramp::store::Store;
 use serde_json::{Value, json};
 
+use crate::support::HUB;
 use crate::support::db;
 use crate::support::instance::{enroll, enroll_group, random_key, symmetric_spec};
 use crate::support::process::{Server, run};
@@ -92,6 +93,8 @@ pub(crate) struct Ctx {
     pub ca: String,
     /// The instance's service connection string (owner policy).
     pub service: String,
+    /// The default built-in hub's connection string (owner policy, `HostName` = the hub).
+    pub hub_service: String,
 }
 
 impl Ctx {
@@ -174,6 +177,7 @@ async fn conformance(dir: &Path, database_url: &str) {
         scope: info["idScope"].as_str().unwrap().into(),
         ca: info["caCertPath"].as_str().unwrap().into(),
         service: info["serviceConnectionString"].as_str().unwrap().into(),
+        hub_service: default_hub_connection_string(&info),
     };
 
     for transport in ["http", "mqtt", "mqtt-ws", "py-mqtt", "py-ws"] {
@@ -233,18 +237,13 @@ async fn device_meets_its_hub(ctx: &Ctx) {
     ];
     let out = sdk("device.py", &args, &ctx.ca);
     assert_eq!(out["ok"], true, "{out}");
-    assert_eq!(out["assignedHub"], "localhost");
+    assert_eq!(out["assignedHub"], HUB);
     assert_eq!(out["twin"]["desired"]["telemetryInterval"], 30, "{out}");
     assert_eq!(
         out["twinAfterPatch"]["reported"]["firmware"], "py-1.0",
         "{out}"
     );
-    let device = ctx
-        .store
-        .get_hub_device("localhost", &id)
-        .await
-        .unwrap()
-        .unwrap();
+    let device = ctx.store.get_hub_device(HUB, &id).await.unwrap().unwrap();
     assert_eq!(device.reported.properties["battery"]["level"], 80);
     assert_eq!(
         out["twinAfterPatch"]["reported"]["$version"],
@@ -257,19 +256,31 @@ async fn device_meets_its_hub(ctx: &Ctx) {
     assert_eq!(out["pushReceived"], true, "{out}");
     assert_eq!(out["desiredPush"]["telemetryInterval"], 5, "{out}");
     assert_eq!(out["desiredPush"]["$version"], 2, "{out}");
-    let device = ctx
-        .store
-        .get_hub_device("localhost", &id)
-        .await
-        .unwrap()
-        .unwrap();
+    let device = ctx.store.get_hub_device(HUB, &id).await.unwrap().unwrap();
     assert_eq!(device.desired.properties["telemetryInterval"], 5);
+}
+
+/// `onramp admin info` names the default built-in hub (with a dot: the Azure IoT C SDK needs one)
+/// and gives its connection string.
+fn default_hub_connection_string(info: &Value) -> String {
+    let hubs = info["hubs"].as_array().unwrap();
+    let hub = hubs.iter().find(|h| h["hostName"] == HUB).unwrap();
+    let connection_string = hub["connectionString"].as_str().unwrap();
+    assert!(
+        connection_string.starts_with(&format!("HostName={HUB};")),
+        "{connection_string}"
+    );
+    connection_string.to_string()
 }
 
 /// The official IoT Hub service SDK (azure-iothub's Registry) manages a built-in hub's devices and
 /// twins through the hub REST subset, with the instance's connection string.
 async fn hub_service_sdk(ctx: &Ctx) {
-    let out = sdk("hub-service.js", &[&ctx.service, "svc-hub-device"], &ctx.ca);
+    let out = sdk(
+        "hub-service.js",
+        &[&ctx.hub_service, "svc-hub-device"],
+        &ctx.ca,
+    );
     assert_eq!(out["ok"], true, "{out}");
     assert_eq!(out["created"]["deviceId"], "svc-hub-device", "{out}");
     assert_eq!(out["read"]["primaryKeyMatches"], true, "{out}");
@@ -281,7 +292,7 @@ async fn hub_service_sdk(ctx: &Ctx) {
     assert_eq!(out["afterDelete"], 404, "{out}");
     assert!(
         ctx.store
-            .get_hub_device("localhost", "svc-hub-device")
+            .get_hub_device(HUB, "svc-hub-device")
             .await
             .unwrap()
             .is_none()
@@ -408,12 +419,12 @@ async fn individual_enrollment(ctx: &Ctx) {
     let out = ctx.register(&ctx.id("dev-1"), &key, &[]);
     assert_eq!(out["ok"], true, "{out}");
     assert_eq!(out["result"]["status"], "assigned");
-    assert_eq!(out["result"]["assignedHub"], "localhost");
+    assert_eq!(out["result"]["assignedHub"], HUB);
     assert_eq!(out["result"]["deviceId"], ctx.id("thermostat"));
     assert_eq!(out["result"]["substatus"], "initialAssignment");
     let identity = ctx
         .store
-        .get_hub_device("localhost", &ctx.id("thermostat"))
+        .get_hub_device(HUB, &ctx.id("thermostat"))
         .await
         .unwrap()
         .unwrap();
@@ -455,7 +466,7 @@ pub(crate) async fn assert_disabled(ctx: &Ctx, out: &Value, device_id: &str) {
         true => assert!(message(out).contains("status disabled"), "{out}"),
         false => assert_eq!(out["result"]["status"], "disabled", "{out}"),
     }
-    let identity = ctx.store.get_hub_device("localhost", device_id).await;
+    let identity = ctx.store.get_hub_device(HUB, device_id).await;
     assert!(
         identity.unwrap().is_none(),
         "{device_id} has no hub identity"
@@ -711,7 +722,7 @@ async fn service_sdk(ctx: &Ctx, connection_string: &str) {
 
     assert_eq!(
         out["registration"],
-        json!({"status": 200, "assignedHub": "localhost", "deviceStatus": "assigned"})
+        json!({"status": 200, "assignedHub": HUB, "deviceStatus": "assigned"})
     );
     assert_eq!(
         out["registrationDelete"],

@@ -12,6 +12,7 @@ use onramp::domain::*;
 use serde_json::{Value, json};
 
 use crate::sdk::{Ctx, assert_disabled, assert_unauthorized};
+use crate::support::HUB;
 use crate::support::instance::{enroll, enroll_group, symmetric_spec};
 use onramp::test_certs::{self as certs, TestCert};
 
@@ -139,7 +140,7 @@ pub async fn x509_devices(ctx: &Ctx, certs_dir: &Path) {
     }
     let identity = ctx
         .store
-        .get_hub_device("localhost", &solo_id)
+        .get_hub_device(HUB, &solo_id)
         .await
         .unwrap()
         .unwrap();
@@ -168,11 +169,7 @@ pub async fn x509_devices(ctx: &Ctx, certs_dir: &Path) {
     }
     let record = ctx.store.get_registration(&member).await.unwrap().unwrap();
     assert_eq!(record.enrollment, EnrollmentRef::Group(fleet.clone()));
-    let identity = ctx
-        .store
-        .get_hub_device("localhost", &member)
-        .await
-        .unwrap();
+    let identity = ctx.store.get_hub_device(HUB, &member).await.unwrap();
     assert_eq!(identity.unwrap().auth, DeviceAuth::CertificateAuthority);
 
     // A group through an intermediate (the device sends it), under a root verified on upload
@@ -243,7 +240,7 @@ async fn device_meets_its_hub(ctx: &Ctx, registration_id: &str, prefix: &str) {
     assert_eq!(out["pushReceived"], true, "{out}");
     let device = ctx
         .store
-        .get_hub_device("localhost", registration_id)
+        .get_hub_device(HUB, registration_id)
         .await
         .unwrap()
         .unwrap();

@@ -6,6 +6,7 @@ use onramp::attestation::sas;
 use onramp::domain::*;
 use serde_json::{Value, json};
 
+use crate::support::HUB;
 use crate::support::instance::{Instance, random_key, registration_record};
 use crate::support::webhook::webhook;
 
@@ -21,6 +22,7 @@ crate::backend_suite!(
     bulk_modes_report_per_item_errors,
     registration_records_page_by_group_and_delete_needs_its_right,
     an_individual_enrollment_round_trips_every_field,
+    x509_certificates_come_back_with_their_info,
 );
 
 const HOST: &str = "localhost";
@@ -570,7 +572,7 @@ async fn linked_hubs_and_allocation_settings(i: &Instance) {
         .iter()
         .filter_map(|h| h["hostName"].as_str())
         .collect();
-    assert_eq!(names, ["hub-x.localhost", "localhost"]);
+    assert_eq!(names, ["hub-x.localhost", HUB]);
 
     // PUT on a linked hub changes it in place, whatever the spelling of its host name in the path.
     let before = i.store().get_hub("hub-x.localhost").await.unwrap().unwrap();
@@ -1139,7 +1141,7 @@ async fn an_individual_enrollment_round_trips_every_field(i: &Instance) {
         "provisioningStatus": "disabled",
         "reprovisionPolicy": {"updateHubAssignment": false, "migrateDeviceData": false},
         "allocationPolicy": "custom",
-        "iotHubs": ["localhost", "hub-b.localhost"],
+        "iotHubs": [HUB, "hub-b.localhost"],
         "customAllocationDefinition": {"webhookUrl": webhook_url, "apiVersion": "2021-10-01"},
         "optionalDeviceInformation": {"model": "m1", "firmware": {"version": "1.2.3"}},
     });
@@ -1243,5 +1245,138 @@ async fn an_individual_enrollment_round_trips_every_field(i: &Instance) {
     assert_eq!(
         Value::Object(device.desired.properties),
         sent["initialTwin"]["properties"]["desired"]
+    );
+}
+
+/// Azure's read-only `X509CertificateInfo` as openssl reads the same certificate.
+fn openssl_info(pem: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cert.pem");
+    std::fs::write(&file, pem).unwrap();
+    let field = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-in", file.to_str().unwrap()])
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (_, value) = text.trim().split_once('=').unwrap();
+        value.trim().to_string()
+    };
+    let thumbprint = |digest: &str| field(&["-fingerprint", digest]).replace(':', "");
+    // `2027-12-02 10:11:12Z` -> RFC 3339.
+    let date = |which: &str| field(&[which, "-dateopt", "iso_8601"]).replace(' ', "T");
+    json!({
+        "subjectName": field(&["-subject", "-nameopt", "RFC2253"]),
+        "sha1Thumbprint": thumbprint("-sha1"),
+        "sha256Thumbprint": thumbprint("-sha256"),
+        "issuerName": field(&["-issuer", "-nameopt", "RFC2253"]),
+        "notBeforeUtc": date("-startdate"),
+        "notAfterUtc": date("-enddate"),
+        "serialNumber": field(&["-serial"]),
+        "version": 3,
+    })
+}
+
+/// `az iot dps enrollment show` displays the `info` Azure fills beside each certificate: on PUT,
+/// GET and query results, for an individual enrollment's client certificates and a group's
+/// signing certificate. A group referencing a CA has no certificate and so no `info`.
+async fn x509_certificates_come_back_with_their_info(i: &Instance) {
+    use onramp::test_certs;
+    let t = &owner_token(i);
+    let (a, b) = (
+        test_certs::self_signed("x509-info-dev", false),
+        test_certs::self_signed("x509-info-dev", false),
+    );
+    let root = test_certs::self_signed("x509-info-root", true);
+    let (a_info, b_info, root_info) = (
+        openssl_info(&a.pem()),
+        openssl_info(&b.pem()),
+        openssl_info(&root.pem()),
+    );
+
+    let individual = json!({
+        "registrationId": "x509-info-dev",
+        "attestation": {"type": "x509", "x509": {"clientCertificates": {
+            "primary": {"certificate": a.pem()}, "secondary": {"certificate": b.pem()},
+        }}},
+    });
+    let group = json!({
+        "enrollmentGroupId": "x509-info-group",
+        "attestation": {"type": "x509", "x509": {"signingCertificates": {
+            "primary": {"certificate": root.pem()},
+        }}},
+    });
+    let by_reference = json!({
+        "enrollmentGroupId": "x509-info-by-ca",
+        "attestation": {"type": "x509", "x509": {"caReferences": {"primary": "some-ca"}}},
+    });
+    let put = |path: String, body: &Value| {
+        let body = body.to_string();
+        async move {
+            let (status, _, stored) = call(i, "PUT", &path, t, Some(&body), None).await;
+            assert!(status == 200 || status == 201, "{status}: {stored}");
+            stored
+        }
+    };
+    let get = |path: String| async move { call(i, "GET", &path, t, None, None).await.2 };
+    let client_certs = |e: &Value| e["attestation"]["x509"]["clientCertificates"].clone();
+    let signing_certs = |e: &Value| e["attestation"]["x509"]["signingCertificates"].clone();
+
+    for stored in [
+        put("/enrollments/x509-info-dev".into(), &individual).await,
+        get("/enrollments/x509-info-dev".into()).await,
+    ] {
+        let certs = client_certs(&stored);
+        assert_eq!(certs["primary"]["info"], a_info, "{stored}");
+        assert_eq!(certs["secondary"]["info"], b_info, "{stored}");
+        assert_eq!(certs["primary"]["certificate"], a.pem());
+    }
+    for stored in [
+        put("/enrollmentGroups/x509-info-group".into(), &group).await,
+        get("/enrollmentGroups/x509-info-group".into()).await,
+    ] {
+        assert_eq!(
+            signing_certs(&stored)["primary"]["info"],
+            root_info,
+            "{stored}"
+        );
+        assert!(signing_certs(&stored)["secondary"].is_null(), "{stored}");
+    }
+    for stored in [
+        put("/enrollmentGroups/x509-info-by-ca".into(), &by_reference).await,
+        get("/enrollmentGroups/x509-info-by-ca".into()).await,
+    ] {
+        assert_eq!(
+            stored["attestation"]["x509"],
+            json!({"caReferences": {"primary": "some-ca"}}),
+            "{stored}"
+        );
+    }
+
+    let queried = |path: &'static str, item_type: &'static str| async move {
+        let pages = query_pages(i, path, t, "SELECT *", item_type, 10).await;
+        pages.into_iter().flatten().collect::<Vec<Value>>()
+    };
+    let enrollments = queried("/enrollments/query", "Enrollment").await;
+    let dev = enrollments
+        .iter()
+        .find(|e| e["registrationId"] == "x509-info-dev")
+        .unwrap();
+    assert_eq!(client_certs(dev)["secondary"]["info"], b_info, "{dev}");
+    let groups = queried("/enrollmentGroups/query", "EnrollmentGroup").await;
+    let signed = groups
+        .iter()
+        .find(|g| g["enrollmentGroupId"] == "x509-info-group")
+        .unwrap();
+    assert_eq!(
+        signing_certs(signed)["primary"]["info"],
+        root_info,
+        "{signed}"
     );
 }

@@ -31,6 +31,7 @@ use crate::domain::provisioner::{
     Credential, ProvisionError, Provisioner, RegisterRequest, StatusRequest,
 };
 use crate::proto::error::ErrorBody;
+use crate::proto::twin;
 
 /// Who is on the other end: the address, and the certificate chain of the TLS handshake.
 #[derive(Debug, Clone, Default)]
@@ -329,9 +330,9 @@ impl Handler for HubSession {
                 None
             }
             Some(HubRequest::TwinGet { rid }) => Some(match self.hub.twin(hub, device_id).await {
-                Ok(twin) => (
+                Ok(device) => (
                     hub_topics::twin_response_topic(200, &rid, None),
-                    json(&twin),
+                    json(&twin::document(&device)),
                 ),
                 Err(e) => twin_error(&rid, &e),
             }),
@@ -351,6 +352,10 @@ impl Handler for HubSession {
     async fn outbound(&mut self) -> Outbound {
         match self.attachment.pushes.recv().await {
             Some(Push::Desired { version, patch }) => {
+                let patch = twin::Properties {
+                    properties: &patch,
+                    version,
+                };
                 Outbound::Publish(hub_topics::desired_push_topic(version), json(&patch))
             }
             Some(Push::Replaced) | None => Outbound::Close,

@@ -32,6 +32,8 @@ pub struct Instance {
     pub ca_pem: Vec<u8>,
     pub client: reqwest::Client,
     pub url: String,
+    /// The default built-in hub's REST subset: the same listener, chosen by the `Host` header.
+    pub hub_url: String,
     pub database_url: String,
     shutdown: CancellationToken,
     _dir: Arc<tempfile::TempDir>,
@@ -131,10 +133,12 @@ impl Instance {
             .tls_built_in_root_certs(false)
             .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
             .resolve("localhost", addr)
+            .resolve(super::HUB, addr)
             .build()
             .unwrap();
         Instance {
             url: format!("https://localhost:{}", addr.port()),
+            hub_url: format!("https://{}:{}", super::HUB, addr.port()),
             state: prepared.state,
             addr,
             mqtt_addr,

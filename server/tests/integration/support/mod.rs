@@ -5,3 +5,6 @@ pub mod db;
 pub mod instance;
 pub mod process;
 pub mod webhook;
+
+/// The built-in hub a fresh instance on the default host name `localhost` links.
+pub const HUB: &str = "hub.localhost";
