@@ -23,6 +23,12 @@ if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$wb_version"
   cargo install wasm-bindgen-cli --version "$wb_version" --force
 fi
 
+# wasm-opt for the console build: binaryen 132 from npm (Debian's 108 breaks hydration).
+if [ ! -x scripts/tools/node_modules/.bin/wasm-opt ] || [ scripts/tools/package-lock.json -nt scripts/tools/node_modules/.package-lock.json ]; then
+  log "installing the console build tools (npm ci in scripts/tools: binaryen)"
+  (cd scripts/tools && npm ci --no-audit --no-fund)
+fi
+
 if $want_test; then
   # Chromium for Playwright; openssl for the console tests' certificates.
   missing=""
@@ -43,6 +49,16 @@ if $want_test; then
     python3 -m venv end2end/.venv
     end2end/.venv/bin/pip install -q --disable-pip-version-check -r end2end/sdk/requirements.txt
     touch end2end/.venv/installed
+  fi
+  # The SDK tests' devices connect to the default built-in hub, hub.localhost: *.localhost names
+  # resolve to loopback (RFC 6761) with nss-myhostname, which Debian's systemd installs bring.
+  if ! getent hosts hub.localhost >/dev/null; then
+    log "installing Debian's libnss-myhostname (resolves *.localhost to loopback)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnss-myhostname >/dev/null
+    grep -q '^hosts:.*myhostname' /etc/nsswitch.conf ||
+      sed -i 's/^hosts:\([[:space:]]*\)files/hosts:\1files myhostname/' /etc/nsswitch.conf
+    getent hosts hub.localhost >/dev/null || { log "hub.localhost still does not resolve"; exit 1; }
   fi
   if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
     log "starting the local PostgreSQL"

@@ -20,7 +20,7 @@ pub mod users;
 pub mod backend;
 
 use leptos::prelude::*;
-use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_meta::{MetaTags, Title, provide_meta_context};
 use leptos_router::{
     ParamSegment, StaticSegment,
     components::{Route, Router, Routes},
@@ -28,8 +28,35 @@ use leptos_router::{
 
 use auth::{CsrfField, CurrentSession};
 
-/// The HTML document around the app; the server renders it for every console page.
-pub fn shell(options: LeptosOptions) -> impl IntoView {
+/// The console's built browser files under `/pkg`. scripts/build-site.sh names them after their
+/// content (`onramp.<hash>.js`, ...) and lists them in `pkg/assets.json`, so browsers may cache
+/// them for good; without that file (site not built) the plain names are used.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct SiteAssets {
+    pub js: String,
+    pub wasm: String,
+    pub css: String,
+}
+
+impl Default for SiteAssets {
+    fn default() -> Self {
+        SiteAssets {
+            js: "onramp.js".into(),
+            wasm: "onramp_bg.wasm".into(),
+            css: "onramp.css".into(),
+        }
+    }
+}
+
+/// The HTML document around the app; the server renders it for every console page. The tags
+/// are leptos' `HydrationScripts` (preload the JS and wasm, then hydrate), with the hashed names.
+pub fn shell(assets: SiteAssets) -> impl IntoView {
+    let SiteAssets { js, wasm, css } = assets;
+    let hydrate = format!(
+        "import({:?}).then(m => m.default({{module_or_path: {:?}}}).then(() => m.hydrate()));",
+        format!("/pkg/{js}"),
+        format!("/pkg/{wasm}"),
+    );
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -37,7 +64,16 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <link rel="icon" type="image/svg+xml" href="/favicon.svg"/>
-                <HydrationScripts options/>
+                <link rel="stylesheet" id="onramp" href=format!("/pkg/{css}")/>
+                <link rel="modulepreload" href=format!("/pkg/{js}") crossorigin=""/>
+                <link
+                    rel="preload"
+                    href=format!("/pkg/{wasm}")
+                    r#as="fetch"
+                    r#type="application/wasm"
+                    crossorigin=""
+                />
+                <script type="module">{hydrate}</script>
                 <MetaTags/>
             </head>
             <body>
@@ -55,7 +91,6 @@ pub fn App() -> impl IntoView {
     let (hydrated, set_hydrated) = signal(false);
     Effect::new(move |_| set_hydrated.set(true));
     view! {
-        <Stylesheet id="onramp" href="/pkg/onramp.css"/>
         <Title text="Onramp"/>
         <Router>
             <TopBar/>

@@ -93,7 +93,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         mqtt = %config.mqtt_url(),
         id_scope = %state.instance.id_scope,
         database = ?state.store.kind(),
-        ca = ca.as_deref().unwrap_or("(operator's certificate)"),
+        ca = %ca.as_deref().unwrap_or("(operator's certificate)"),
         "Onramp is serving"
     );
     tokio::spawn(warn_about_unresolvable_hubs(state.store.clone()));

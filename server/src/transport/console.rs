@@ -1,18 +1,21 @@
 //! Serves the Leptos console: server-rendered pages, server functions, the built assets under
 //! `/pkg`, and sign-in and sign-out, all behind the session guard (console_auth).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use app::backend::SharedBackend;
-use app::{App, shell};
+use app::{App, SiteAssets, shell};
 use axum::Router;
 use axum::body::Body;
-use axum::http::Request;
+use axum::http::{HeaderValue, Request, header};
+use axum::response::Response;
 use axum::routing::{get, post};
 use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, generate_route_list, handle_server_fns_with_context};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::services::{ServeDir, ServeFile};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::{console_auth, console_live};
 use crate::service::AppState;
@@ -36,11 +39,11 @@ pub fn router(state: AppState) -> Router {
     };
     Router::new()
         .leptos_routes_with_context(&options, generate_route_list(App), context, {
-            let options = options.clone();
-            move || shell(options.clone())
+            let assets = site_assets(&site_root);
+            move || shell(assets.clone())
         })
         .route("/api/{*fn_name}", post(server_fns.clone()).get(server_fns))
-        .nest_service("/pkg", ServeDir::new(site_root.join("pkg")))
+        .nest_service("/pkg", built_assets(&site_root))
         .route_service(
             "/favicon.svg",
             ServeFile::new(site_root.join("favicon.svg")),
@@ -60,4 +63,45 @@ pub fn router(state: AppState) -> Router {
         ))
         .route_layer(console_auth::session_layer(state.store.clone()))
         .layer(RequestBodyLimitLayer::new(max_body))
+        // Pages and server function answers change with every visit: revalidate them.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        ))
+}
+
+/// The names scripts/build-site.sh gave the console's files (`pkg/assets.json`).
+fn site_assets(site_root: &Path) -> SiteAssets {
+    let manifest = site_root.join("pkg").join("assets.json");
+    match std::fs::read(&manifest) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(path = %manifest.display(), error = %e, "unreadable asset list; plain names used");
+            SiteAssets::default()
+        }),
+        Err(_) => SiteAssets::default(),
+    }
+}
+
+/// `/pkg`: the built files, sent as their `.br` or `.gz` sibling when the browser takes it. Their
+/// names change with their content, so a browser keeps them for a year without asking again.
+fn built_assets(site_root: &Path) -> Router {
+    let files = ServeDir::new(site_root.join("pkg"))
+        .precompressed_br()
+        .precompressed_gzip();
+    Router::new()
+        .fallback_service(files)
+        .layer(axum::middleware::map_response(cache_for_good))
+}
+
+async fn cache_for_good(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+    // Only a file that exists: a 404 must not stick in the browser's cache.
+    if response.status().is_success() {
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=31536000, immutable"),
+        );
+    }
+    response
 }
