@@ -6,7 +6,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::domain::*;
+use crate::model::*;
 use crate::store::{Store, StoreError};
 
 /// Marks that the built-in hub was linked once, so an operator who unlinks it keeps it unlinked.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::domain::provisioner::validate_registration_id;
-use crate::domain::*;
+use crate::model::*;
 use crate::proto::service as wire;
 use crate::store::Store;
 

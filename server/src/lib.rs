@@ -10,6 +10,7 @@ pub mod diagnostics;
 pub mod domain;
 pub mod hubs;
 pub mod janitor;
+pub mod model;
 pub mod proto;
 pub mod service;
 pub mod store;

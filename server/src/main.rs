@@ -315,7 +315,7 @@ async fn admin_policy(config: Config, command: PolicyCommand) -> anyhow::Result<
     use onramp::domain::admin::{self, KeySlot};
     let prepared = onramp::service::prepare(config).await?;
     let store = prepared.state.store.as_ref();
-    let show = |p: &onramp::domain::AccessPolicy| {
+    let show = |p: &onramp::model::AccessPolicy| {
         serde_json::json!({
             "name": p.name,
             "rights": p.rights.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
@@ -409,7 +409,8 @@ async fn admin_hub(config: Config, command: HubCommand) -> anyhow::Result<()> {
 }
 
 async fn admin_user(config: Config, command: UserCommand) -> anyhow::Result<()> {
-    use onramp::domain::{Role, console_users};
+    use onramp::domain::console_users;
+    use onramp::model::Role;
     let prepared = onramp::service::prepare(config).await?;
     let store = prepared.state.store.as_ref();
     match command {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::domain::InitialTwin;
+use crate::model::InitialTwin;
 
 /// Largest webhook answer read (the device API's own limit).
 const MAX_RESPONSE_BYTES: usize = 96 * 1024;

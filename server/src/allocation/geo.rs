@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::domain::LinkedHub;
+use crate::model::LinkedHub;
 
 /// The region of `client` by longest-prefix match; entries that are not valid CIDRs never match
 /// (the service API validates them on the way in).

@@ -3,7 +3,7 @@
 //! device's hub changes only when the new winner is a hub that was added (or its old hub left), and
 //! shares follow the weights. The hash must never change: it decides where existing devices live.
 
-use crate::domain::{LinkedHub, key_of};
+use crate::model::{LinkedHub, key_of};
 
 pub fn pick<'a>(hubs: &[&'a LinkedHub], registration_id: &str) -> Option<&'a LinkedHub> {
     let id = key_of(registration_id);
@@ -48,7 +48,7 @@ fn mix(mut z: u64) -> u64 {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::domain::{ConnectorKind, Etag};
+    use crate::model::{ConnectorKind, Etag};
 
     pub fn hub(name: &str, weight: u32) -> LinkedHub {
         LinkedHub {

@@ -7,7 +7,7 @@ pub mod hashed;
 
 use std::net::IpAddr;
 
-use crate::domain::{AllocationPolicy, AllocationSettings, LinkedHub};
+use crate::model::{AllocationPolicy, AllocationSettings, LinkedHub};
 
 /// The hubs an enrollment may use: the ones it names (whatever their `applyAllocationPolicy`), or
 /// else every linked hub that takes part in allocation.

@@ -21,7 +21,7 @@ use chrono::Utc;
 use clap::{Parser, ValueEnum};
 use onramp::attestation::sas;
 use onramp::config::Config;
-use onramp::domain::*;
+use onramp::model::*;
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Login, Packet, Publish, Subscribe};
 use rustls::pki_types::ServerName;
@@ -199,14 +199,14 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn seed_group(store: &dyn onramp::store::Store) -> anyhow::Result<String> {
-    let key = onramp::domain::random_key(64);
+    let key = onramp::model::random_key(64);
     let now = Utc::now();
     let group = EnrollmentGroup {
         group_id: format!("loadgen-{}", now.timestamp_millis()),
         spec: EnrollmentSpec {
             attestation: Attestation::SymmetricKey {
                 primary_key: key.clone(),
-                secondary_key: onramp::domain::random_key(64),
+                secondary_key: onramp::model::random_key(64),
             },
             provisioning_status: ProvisioningStatus::Enabled,
             iot_edge: false,
@@ -334,7 +334,7 @@ async fn seed_hub_devices(
     hub: &str,
     count: usize,
 ) -> anyhow::Result<String> {
-    let key = onramp::domain::random_key(32);
+    let key = onramp::model::random_key(32);
     let now = Utc::now();
     for i in 0..count {
         let device = HubDevice {

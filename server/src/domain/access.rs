@@ -3,8 +3,8 @@
 
 use chrono::Utc;
 
-use super::{AccessPolicy, Right, decode_key};
 use crate::attestation::sas;
+use crate::model::{AccessPolicy, Right, decode_key};
 use crate::store::Store;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

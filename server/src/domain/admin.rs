@@ -5,8 +5,8 @@ use chrono::Utc;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::random_key;
-use super::*;
+use super::provisioner;
+use crate::model::*;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]

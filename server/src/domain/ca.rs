@@ -7,8 +7,8 @@ use chrono::Utc;
 use rustls::pki_types::CertificateDer;
 
 use super::admin::{AdminError, check_name};
-use super::*;
 use crate::attestation::x509;
+use crate::model::*;
 use crate::store::Store;
 
 /// Azure's limit of CA certificates per instance.

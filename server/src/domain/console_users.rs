@@ -7,7 +7,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, Params, Version};
 use chrono::Utc;
 
-use super::{ConsoleUser, Role};
+use crate::model::{ConsoleUser, Role};
 use crate::store::{Store, StoreError};
 
 /// Shortest password accepted (NIST SP 800-63B asks for at least 8; operators get 10).

@@ -12,10 +12,11 @@ use tokio::sync::mpsc;
 use chrono::Utc;
 use serde_json::{Map, Value};
 
+use super::ca;
 use crate::attestation::sas;
 use crate::attestation::x509::{self, PresentedChain, X509Error};
 use crate::diagnostics::{DiagnosticsBus, HubActivity, HubEvent};
-use crate::domain::{DeviceAuth, HubDevice, IfMatch, ca, decode_key, key_of};
+use crate::model::{DeviceAuth, HubDevice, IfMatch, decode_key, key_of};
 use crate::store::{Store, StoreError};
 
 /// Why a device may not connect; all of them are "not authorized" on the wire, the reason is
@@ -483,7 +484,7 @@ mod tests {
             tags: Map::new(),
             desired: Default::default(),
             reported: Default::default(),
-            etag: crate::domain::Etag::new(),
+            etag: crate::model::Etag::new(),
             created: now,
             updated: now,
         }
@@ -541,7 +542,7 @@ mod tests {
             "{refused:?}"
         );
         let pem = x509::to_pem(&ca.der);
-        crate::domain::ca::put_ca(store.as_ref(), "hub-root", &pem, true)
+        super::super::ca::put_ca(store.as_ref(), "hub-root", &pem, true)
             .await
             .unwrap();
         hub.authenticate("hub", "member", None, Some(&chain(&member.der)))

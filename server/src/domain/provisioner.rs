@@ -19,13 +19,13 @@ use chrono::Utc;
 use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
 
-use super::*;
 use crate::allocation::{self, custom::Webhook};
 use crate::attestation::sas::{self, SasError};
 use crate::attestation::x509::{self, PresentedChain, X509Error};
 use crate::diagnostics::{DiagnosticsBus, Protocol, RegistrationEvent};
 use crate::domain::ca::{self, DecodedCa};
 use crate::hubs::{Connectors, Identity, Provisioned, TwinWrite};
+use crate::model::*;
 use crate::proto::device::{
     DeviceRegistration, DeviceRegistrationResult, RegistrationOperationStatus,
 };

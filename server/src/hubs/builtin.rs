@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 
 use super::{HubConnector, HubError, Identity, Provisioned, TwinState, TwinWrite};
-use crate::domain::{Etag, HubDevice, IfMatch, LinkedHub, TwinProperties};
+use crate::model::{Etag, HubDevice, IfMatch, LinkedHub, TwinProperties};
 use crate::store::{Store, StoreError};
 
 pub struct BuiltInHub {

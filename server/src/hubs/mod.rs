@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use crate::domain::{ConnectorKind, DeviceAuth, HubDevice, InitialTwin, LinkedHub, TwinProperties};
+use crate::model::{ConnectorKind, DeviceAuth, HubDevice, InitialTwin, LinkedHub, TwinProperties};
 use crate::store::StoreError;
 
 /// A device identity as a hub needs it.

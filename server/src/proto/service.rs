@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::timestamp;
 use crate::attestation::x509;
-use crate::domain::{
+use crate::model::{
     AllocationPolicy, Attestation, CustomAllocationDefinition, Enrollment, EnrollmentGroup,
     EnrollmentSpec, InitialTwin, ProvisioningStatus, ReprovisionPolicy,
 };
@@ -293,7 +293,7 @@ fn parse_attestation(value: &Value) -> Result<Attestation, String> {
                 {
                     // Left empty: the service API keeps the stored key or generates one.
                     None | Some("") => Ok(String::new()),
-                    Some(k) => match crate::domain::check_symmetric_key(k) {
+                    Some(k) => match crate::model::check_symmetric_key(k) {
                         Ok(()) => Ok(k.to_string()),
                         Err(why) => Err(format!("`attestation.symmetricKey.{name}` {why}")),
                     },

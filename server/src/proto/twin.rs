@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
-use crate::domain::HubDevice;
+use crate::model::HubDevice;
 
 /// One side of a twin (desired or reported), or a desired patch: properties, then `$version`.
 #[derive(Debug, Clone, Copy)]
@@ -83,16 +83,16 @@ mod tests {
             hub: "h".into(),
             device_id: "d".into(),
             enabled: true,
-            auth: crate::domain::DeviceAuth::CertificateAuthority,
+            auth: crate::model::DeviceAuth::CertificateAuthority,
             iot_edge: false,
             generation_id: "1".into(),
             tags: Map::new(),
-            desired: crate::domain::TwinProperties {
+            desired: crate::model::TwinProperties {
                 properties: object(json!({"interval": 30})),
                 version: 3,
             },
             reported: Default::default(),
-            etag: crate::domain::Etag::new(),
+            etag: crate::model::Etag::new(),
             created: now,
             updated: now,
         };

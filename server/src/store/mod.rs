@@ -17,8 +17,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::config::{self, DatabaseKind};
-use crate::diagnostics::{MinuteCount, RecordedFailure, RegistrationEvent};
-use crate::domain::*;
+use crate::model::*;
+use crate::model::{MinuteCount, RecordedFailure, RegistrationEvent};
 
 pub use sql::{PostgresStore, SqliteStore};
 

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use sqlx::{Database, Postgres, Sqlite, query::Query};
 
 use super::{Result, StoreError};
-use crate::domain::*;
+use crate::model::*;
 
 /// Binds a row's fields, in column order, to a statement of backend `DB`.
 pub(super) trait BindRow<DB: Database>: Sized {

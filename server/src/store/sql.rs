@@ -9,8 +9,8 @@ use super::group_commit::{self, Batch, Created, HotRow, Job, MAX_JOBS, Queue, Ta
 use super::rows::*;
 use super::{MAX_PAGE, Result, Store, StoreError};
 use crate::config::DatabaseKind;
-use crate::diagnostics::{MinuteCount, RecordedFailure, RegistrationEvent};
-use crate::domain::*;
+use crate::model::*;
+use crate::model::{MinuteCount, RecordedFailure, RegistrationEvent};
 
 /// Optional filters of a list and the columns they apply to.
 struct ListColumns {

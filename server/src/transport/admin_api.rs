@@ -15,7 +15,7 @@ use super::http_util::json_response;
 use super::service_api::{Result, ServiceError, authorize, json_body};
 use crate::domain::admin::{self, AllocationSettingsView, HubSettings, KeySlot};
 use crate::domain::ca;
-use crate::domain::{AccessPolicy, CaCertificate, LinkedHub, Right};
+use crate::model::{AccessPolicy, CaCertificate, LinkedHub, Right};
 use crate::service::AppState;
 
 pub fn router(state: AppState) -> Router {

@@ -25,7 +25,8 @@ use tower_sessions::session_store::{self, SessionStore};
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
 
 use super::console_backend::view_role;
-use crate::domain::{NewAuditEntry, StoredSession, console_users};
+use crate::domain::console_users;
+use crate::model::{NewAuditEntry, StoredSession};
 use crate::service::AppState;
 use crate::store::Store;
 
@@ -237,7 +238,7 @@ async fn issue_csrf_token(
     if !signed_in {
         session.set_expiry(Some(Expiry::OnInactivity(ANONYMOUS_EXPIRY)));
     }
-    let token = crate::domain::random_key(32);
+    let token = crate::model::random_key(32);
     session.insert(CSRF_KEY, &token).await?;
     Ok(token)
 }
@@ -343,9 +344,7 @@ pub async fn login(
                 },
             )
             .await?;
-        session
-            .insert(CSRF_KEY, crate::domain::random_key(32))
-            .await
+        session.insert(CSRF_KEY, crate::model::random_key(32)).await
     };
     if let Err(e) = established.await {
         return session_failed(e);

@@ -18,7 +18,7 @@ use crate::domain::admin::{
 use crate::domain::ca;
 use crate::domain::console_users::{self, UserError};
 use crate::domain::provisioner::validate_registration_id;
-use crate::domain::{
+use crate::model::{
     AccessPolicy, AllocationPolicy, Attestation, AttestationKind, CaCertificate, DeviceAuth,
     Enrollment, EnrollmentGroup, IfMatch, LinkedHub, ListQuery, ProvisioningStatus,
     RegistrationRecord, RegistrationStatus, Role, random_key,

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::domain::provisioner::{registration_result, validate_registration_id};
-use crate::domain::*;
+use crate::model::*;
 use crate::proto::service::{self as wire, EnrollmentInput};
 use crate::service::AppState;
 use crate::store::{Store, StoreError};

@@ -18,7 +18,7 @@ use super::http_util::json_response;
 use super::service_api::{Result, ServiceError, if_match, json_body};
 use crate::domain::access;
 use crate::domain::device_hub::{DeviceHub, TwinError};
-use crate::domain::*;
+use crate::model::*;
 use crate::proto::error::code;
 use crate::proto::twin;
 use crate::service::AppState;

@@ -19,7 +19,7 @@ use super::http_util::{TooLarge, azure_error, json_response, read_body};
 use crate::domain::access::{self, AccessError};
 use crate::domain::admin::AdminError;
 use crate::domain::provisioner::registration_result;
-use crate::domain::*;
+use crate::model::*;
 use crate::proto::error::code;
 use crate::service::AppState;
 use crate::store::StoreError;

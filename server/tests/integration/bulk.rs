@@ -2,7 +2,7 @@
 //! rows, resuming from a checkpoint, and round trips through CSV and JSON lines.
 
 use onramp::bulk::{self, Format};
-use onramp::domain::*;
+use onramp::model::*;
 use serde_json::{Value, json};
 
 use crate::support::HUB;

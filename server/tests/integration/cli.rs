@@ -168,19 +168,19 @@ async fn an_instance_made_before_dotted_hub_names_keeps_its_hub_name() {
     // What an earlier version's first start left in the store.
     let store = onramp::store::open(&url, 1).await.unwrap();
     let now = chrono::Utc::now();
-    let legacy = onramp::domain::LinkedHub {
+    let legacy = onramp::model::LinkedHub {
         host_name: "localhost".into(),
-        connector: onramp::domain::ConnectorKind::BuiltIn,
+        connector: onramp::model::ConnectorKind::BuiltIn,
         region: None,
         allocation_weight: 1,
         apply_allocation_policy: true,
         settings: serde_json::json!({}),
-        etag: onramp::domain::Etag::new(),
+        etag: onramp::model::Etag::new(),
         created: now,
         updated: now,
     };
     store
-        .put_hub(legacy, onramp::domain::IfMatch::Absent)
+        .put_hub(legacy, onramp::model::IfMatch::Absent)
         .await
         .unwrap();
     store
@@ -514,12 +514,12 @@ async fn stored_ids(data: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
-async fn stored_enrollments(data: &std::path::Path) -> Vec<onramp::domain::Enrollment> {
+async fn stored_enrollments(data: &std::path::Path) -> Vec<onramp::model::Enrollment> {
     use onramp::store::Store;
     let url = format!("sqlite://{}", data.join("onramp.db").display());
     let store = onramp::store::open_sqlite(&url, 1).await.unwrap();
     let page = store
-        .list_enrollments(&onramp::domain::ListQuery {
+        .list_enrollments(&onramp::model::ListQuery {
             limit: 1000,
             ..Default::default()
         })
@@ -621,7 +621,7 @@ async fn enrollments_import_and_export_on_the_command_line() {
     // Rows without keys get generated ones, and a re-import keeps them (devices use them).
     let keyless = dir.path().join("keyless.csv");
     std::fs::write(&keyless, "registrationId\nkeyless-1\nkeyless-2\n").unwrap();
-    let keys = |enrollments: Vec<onramp::domain::Enrollment>| -> Vec<_> {
+    let keys = |enrollments: Vec<onramp::model::Enrollment>| -> Vec<_> {
         enrollments
             .into_iter()
             .filter(|e| e.registration_id.starts_with("keyless"))
@@ -631,7 +631,7 @@ async fn enrollments_import_and_export_on_the_command_line() {
     assert_eq!(summary(&import(&data, &keyless)), (2, 0, 0));
     let generated = keys(stored_enrollments(&data).await);
     assert!(
-        matches!(&generated[..], [onramp::domain::Attestation::SymmetricKey { primary_key, .. }, _] if primary_key.len() == 88)
+        matches!(&generated[..], [onramp::model::Attestation::SymmetricKey { primary_key, .. }, _] if primary_key.len() == 88)
     );
     assert_eq!(summary(&import(&data, &keyless)), (2, 0, 0));
     assert_eq!(keys(stored_enrollments(&data).await), generated);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
 use onramp::diagnostics::{HubActivity, Protocol};
-use onramp::domain::IfMatch;
+use onramp::model::IfMatch;
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{
     ConnAck, Connect, ConnectReturnCode, Login, Packet, Publish, Subscribe, SubscribeFilter,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use onramp::attestation::sas;
 use onramp::diagnostics::Protocol;
-use onramp::domain::*;
+use onramp::model::*;
 use serde_json::{Value, json};
 
 use crate::support::HUB;

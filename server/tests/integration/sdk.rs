@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use chrono::Utc;
-use onramp::domain::*;
+use onramp::model::*;
 use onramp::store::Store;
 use serde_json::{Value, json};
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use onramp::attestation::sas;
-use onramp::domain::*;
+use onramp::model::*;
 use serde_json::{Value, json};
 
 use crate::sdk::{Ctx, assert_disabled, assert_unauthorized};

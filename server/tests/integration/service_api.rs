@@ -3,7 +3,7 @@
 
 use chrono::{Duration, Utc};
 use onramp::attestation::sas;
-use onramp::domain::*;
+use onramp::model::*;
 use serde_json::{Value, json};
 
 use crate::support::HUB;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use onramp::domain::*;
+use onramp::model::*;
 use onramp::store::{self, Store, StoreError};
 use serde_json::json;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 use chrono::Utc;
 use onramp::config::Config;
-use onramp::domain::*;
+use onramp::model::*;
 use onramp::service::{AppState, prepare};
 use onramp::store::Store;
 use onramp::transport::{https, listener};
