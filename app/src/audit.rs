@@ -42,6 +42,8 @@ fn AuditTable(rows: Vec<AuditRow>) -> impl IntoView {
                 <tr>
                     <td>{r.at}</td>
                     <td>{r.actor}</td>
+                    <td class="via">{r.via}</td>
+                    <td class="mono">{r.address}</td>
                     <td class="mono">{r.action}</td>
                     <td class="mono">{r.target}</td>
                 </tr>
@@ -50,7 +52,7 @@ fn AuditTable(rows: Vec<AuditRow>) -> impl IntoView {
         .collect_view();
     view! {
         <table class="audit-list">
-            <thead><tr><th>"When"</th><th>"Who"</th><th>"What"</th><th>"Target"</th></tr></thead>
+            <thead><tr><th>"When"</th><th>"Who"</th><th>"Via"</th><th>"From"</th><th>"What"</th><th>"Target"</th></tr></thead>
             <tbody>{rows}</tbody>
         </table>
     }

@@ -171,6 +171,10 @@ pub struct RegistrationSummary {
 pub struct AuditRow {
     pub at: String,
     pub actor: String,
+    /// The front end the change came through: "console", "service-api" or "cli".
+    pub via: String,
+    /// The caller's address, where the front end knows it.
+    pub address: Option<String>,
     pub action: String,
     pub target: String,
 }

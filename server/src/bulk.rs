@@ -8,11 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::domain::provisioner::validate_registration_id;
+use crate::domain::admin::{self, Admin};
 use crate::model::*;
 use crate::proto::service as wire;
 use crate::store::Store;
@@ -156,24 +155,16 @@ fn csv_row(headers: &[String], record: &csv::StringRecord) -> Row {
     Ok(value)
 }
 
-fn to_enrollment(value: &Value, now: chrono::DateTime<Utc>) -> Result<Enrollment, String> {
-    let input = wire::parse_enrollment(value, "registrationId")?;
-    validate_registration_id(&input.id).map_err(|e| e.to_string())?;
-    Ok(Enrollment {
-        registration_id: input.id,
-        device_id: input.device_id,
-        spec: input.spec,
-        optional_device_information: input.optional_device_information,
-        etag: Etag::new(),
-        created: now,
-        updated: now,
-    })
+/// A row through the service API's build step.
+fn to_enrollment(value: &Value) -> Result<Enrollment, String> {
+    admin::build::<Enrollment>(value, None).map_err(|e| e.to_string())
 }
 
 /// Imports `path`. With `resume`, rows an interrupted run of the same file committed are skipped.
 /// `progress(done, total)` is called after every batch.
 pub async fn import(
-    store: &dyn Store,
+    admin: &Admin,
+    actor: &Actor,
     path: &Path,
     resume: bool,
     mut progress: impl FnMut(u64, u64),
@@ -207,7 +198,7 @@ pub async fn import(
     let mut done = resumed_from;
     for (index, row) in rows(path, format)?.enumerate().skip(resumed_from as usize) {
         let line = index as u64 + 1;
-        match row.and_then(|value| to_enrollment(&value, Utc::now())) {
+        match row.and_then(|value| to_enrollment(&value)) {
             Ok(enrollment) => {
                 report.imported += 1;
                 batch.insert(key_of(&enrollment.registration_id), enrollment);
@@ -219,12 +210,16 @@ pub async fn import(
         }
         done = line;
         if batch.len() >= BATCH {
-            flush(store, &mut batch, &checkpoint, file_len, done).await?;
+            flush(admin, &mut batch, &checkpoint, file_len, done).await?;
             progress(done, total);
         }
     }
-    flush(store, &mut batch, &checkpoint, file_len, done).await?;
+    flush(admin, &mut batch, &checkpoint, file_len, done).await?;
     progress(done, total);
+    let source = path.file_name().unwrap_or_default().to_string_lossy();
+    admin
+        .imported(actor, &source, report.imported, report.failed)
+        .await;
     let _ = std::fs::remove_file(&checkpoint);
     if report.failed == 0 {
         let _ = std::fs::remove_file(&errors_file);
@@ -236,49 +231,20 @@ pub async fn import(
 }
 
 async fn flush(
-    store: &dyn Store,
+    admin: &Admin,
     batch: &mut HashMap<String, Enrollment>,
     checkpoint: &Path,
     file_len: u64,
     done: u64,
 ) -> anyhow::Result<()> {
     if !batch.is_empty() {
-        keep_or_generate_keys(store, batch).await?;
-        store
-            .put_enrollments(batch.drain().map(|(_, e)| e).collect())
-            .await?;
+        let rows = batch.drain().map(|(_, e)| e).collect();
+        admin.import_enrollments(rows).await?;
     }
     std::fs::write(
         checkpoint,
         serde_json::to_vec(&Checkpoint { file_len, done })?,
     )?;
-    Ok(())
-}
-
-/// Rows without symmetric keys keep the stored enrollment's keys, as a service API PUT does: a
-/// re-import must not lock out devices already using them. New enrollments get generated keys.
-async fn keep_or_generate_keys(
-    store: &dyn Store,
-    batch: &mut HashMap<String, Enrollment>,
-) -> anyhow::Result<()> {
-    let keyless: Vec<String> = batch
-        .iter()
-        .filter(|(_, e)| e.spec.lacks_keys())
-        .map(|(key, _)| key.clone())
-        .collect();
-    let stored = match keyless.is_empty() {
-        true => Vec::new(),
-        false => store.get_enrollments(&keyless).await?,
-    };
-    let stored: HashMap<String, EnrollmentSpec> = stored
-        .into_iter()
-        .map(|e| (key_of(&e.registration_id), e.spec))
-        .collect();
-    for key in keyless {
-        if let Some(enrollment) = batch.get_mut(&key) {
-            enrollment.spec.fill_missing_keys(stored.get(&key));
-        }
-    }
     Ok(())
 }
 
@@ -376,14 +342,14 @@ fn csv_record(e: &Enrollment) -> Vec<String> {
 /// lists at scale): symmetric keys, every tenth one disabled, written in batches through the same
 /// validation as an import. `progress(done, count)` is called after every batch.
 pub async fn seed(
-    store: &dyn Store,
+    admin: &Admin,
+    actor: &Actor,
     count: u64,
     prefix: &str,
     mut progress: impl FnMut(u64, u64),
 ) -> anyhow::Result<u64> {
     let mut done = 0;
     while done < count {
-        let now = Utc::now();
         let batch = (count - done).min(BATCH as u64);
         let enrollments = (done..done + batch)
             .map(|n| {
@@ -394,15 +360,15 @@ pub async fn seed(
                     "provisioningStatus": status,
                     "initialTwin": {"tags": {"seed": n}},
                 });
-                let mut enrollment =
-                    to_enrollment(&document, now).map_err(|e| anyhow::anyhow!(e))?;
-                enrollment.spec.fill_missing_keys(None);
-                Ok(enrollment)
+                to_enrollment(&document).map_err(|e| anyhow::anyhow!(e))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        store.put_enrollments(enrollments).await?;
+        admin.import_enrollments(enrollments).await?;
         done += batch;
         progress(done, count);
     }
+    admin
+        .imported(actor, &format!("seed/{prefix}"), done, 0)
+        .await;
     Ok(done)
 }

@@ -70,6 +70,10 @@ pub struct Limits {
     pub inline_assignment_ms: u64,
     /// Seconds a registration operation can be polled after it was created.
     pub operation_retention_secs: u64,
+    /// Seconds an MQTT client has from its TLS handshake to a complete CONNECT.
+    pub mqtt_connect_timeout_secs: u64,
+    /// Seconds an MQTT connection that asked for keep-alive 0 may stay idle.
+    pub mqtt_idle_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -108,6 +112,8 @@ impl Default for Limits {
             webhook_timeout_secs: 5,
             inline_assignment_ms: 1000,
             operation_retention_secs: 3600,
+            mqtt_connect_timeout_secs: 10,
+            mqtt_idle_timeout_secs: 300,
         }
     }
 }
@@ -189,6 +195,11 @@ impl Config {
             ("limits.max_connections", l.max_connections as u64),
             ("limits.max_body_bytes", l.max_body_bytes as u64),
             ("limits.handshake_timeout_secs", l.handshake_timeout_secs),
+            (
+                "limits.mqtt_connect_timeout_secs",
+                l.mqtt_connect_timeout_secs,
+            ),
+            ("limits.mqtt_idle_timeout_secs", l.mqtt_idle_timeout_secs),
             (
                 "limits.database_max_connections",
                 l.database_max_connections as u64,

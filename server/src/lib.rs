@@ -13,6 +13,7 @@ pub mod janitor;
 pub mod model;
 pub mod proto;
 pub mod service;
+pub mod state;
 pub mod store;
 #[doc(hidden)]
 pub mod test_certs;

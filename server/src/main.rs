@@ -307,6 +307,20 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     }
 }
 
+/// Changes made here are audited as the operator at the terminal: their login name, else their uid.
+fn cli_actor() -> onramp::model::Actor {
+    use std::os::unix::fs::MetadataExt;
+    let name = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+        .or_else(|| {
+            let uid = std::fs::metadata("/proc/self").ok()?.uid();
+            Some(format!("uid {uid}"))
+        })
+        .unwrap_or_else(|| "unknown".into());
+    onramp::model::Actor::cli(&name)
+}
+
 fn print_json(value: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(value).expect("JSON"));
 }
@@ -314,7 +328,11 @@ fn print_json(value: &serde_json::Value) {
 async fn admin_policy(config: Config, command: PolicyCommand) -> anyhow::Result<()> {
     use onramp::domain::admin::{self, KeySlot};
     let prepared = onramp::service::prepare(config).await?;
-    let store = prepared.state.store.as_ref();
+    let (store, admin, actor) = (
+        prepared.state.store.as_ref(),
+        &prepared.state.admin,
+        cli_actor(),
+    );
     let show = |p: &onramp::model::AccessPolicy| {
         serde_json::json!({
             "name": p.name,
@@ -329,7 +347,8 @@ async fn admin_policy(config: Config, command: PolicyCommand) -> anyhow::Result<
             print_json(&serde_json::json!(names));
         }
         PolicyCommand::Set { name, rights } => {
-            let policy = admin::put_policy(store, &name, admin::parse_rights(&rights)?).await?;
+            let rights = admin::parse_rights(&rights)?;
+            let policy = admin.put_policy(&actor, &name, rights).await?;
             print_json(&show(&policy));
         }
         PolicyCommand::Rekey { name, secondary } => {
@@ -338,9 +357,9 @@ async fn admin_policy(config: Config, command: PolicyCommand) -> anyhow::Result<
             } else {
                 KeySlot::Primary
             };
-            print_json(&show(&admin::rekey_policy(store, &name, slot).await?));
+            print_json(&show(&admin.rekey_policy(&actor, &name, slot).await?));
         }
-        PolicyCommand::Delete { name } => admin::delete_policy(store, &name).await?,
+        PolicyCommand::Delete { name } => admin.delete_policy(&actor, &name).await?,
     }
     store.close().await;
     Ok(())
@@ -349,7 +368,11 @@ async fn admin_policy(config: Config, command: PolicyCommand) -> anyhow::Result<
 async fn admin_ca(config: Config, command: CaCommand) -> anyhow::Result<()> {
     use onramp::domain::ca;
     let prepared = onramp::service::prepare(config).await?;
-    let store = prepared.state.store.as_ref();
+    let (store, admin, actor) = (
+        prepared.state.store.as_ref(),
+        &prepared.state.admin,
+        cli_actor(),
+    );
     let read = |path: &PathBuf| {
         std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
@@ -366,24 +389,28 @@ async fn admin_ca(config: Config, command: CaCommand) -> anyhow::Result<()> {
             file,
             verified,
         } => print_json(&ca::view(
-            &ca::put_ca(store, &name, &read(&file)?, verified).await?,
+            &admin.put_ca(&actor, &name, &read(&file)?, verified).await?,
         )),
-        CaCommand::Code { name } => print_json(&ca::view(
-            &ca::generate_verification_code(store, &name).await?,
-        )),
-        CaCommand::Verify { name, file } => {
-            print_json(&ca::view(&ca::verify(store, &name, &read(&file)?).await?))
+        CaCommand::Code { name } => {
+            print_json(&ca::view(&admin.generate_ca_code(&actor, &name).await?))
         }
-        CaCommand::Remove { name } => ca::delete(store, &name).await?,
+        CaCommand::Verify { name, file } => print_json(&ca::view(
+            &admin.verify_ca(&actor, &name, &read(&file)?).await?,
+        )),
+        CaCommand::Remove { name } => admin.delete_ca(&actor, &name).await?,
     }
     store.close().await;
     Ok(())
 }
 
 async fn admin_hub(config: Config, command: HubCommand) -> anyhow::Result<()> {
-    use onramp::domain::admin::{self, HubSettings};
+    use onramp::domain::admin::HubSettings;
     let prepared = onramp::service::prepare(config).await?;
-    let store = prepared.state.store.as_ref();
+    let (store, admin, actor) = (
+        prepared.state.store.as_ref(),
+        &prepared.state.admin,
+        cli_actor(),
+    );
     match command {
         HubCommand::List => print_json(&serde_json::to_value(store.list_hubs().await?)?),
         HubCommand::Set {
@@ -399,10 +426,10 @@ async fn admin_hub(config: Config, command: HubCommand) -> anyhow::Result<()> {
                 ..HubSettings::default()
             };
             print_json(&serde_json::to_value(
-                admin::put_hub(store, &host, settings).await?,
+                admin.put_hub(&actor, &host, settings).await?,
             )?);
         }
-        HubCommand::Remove { host } => admin::delete_hub(store, &host).await?,
+        HubCommand::Remove { host } => admin.delete_hub(&actor, &host).await?,
     }
     store.close().await;
     Ok(())
@@ -412,7 +439,11 @@ async fn admin_user(config: Config, command: UserCommand) -> anyhow::Result<()> 
     use onramp::domain::console_users;
     use onramp::model::Role;
     let prepared = onramp::service::prepare(config).await?;
-    let store = prepared.state.store.as_ref();
+    let (store, admin, actor) = (
+        prepared.state.store.as_ref(),
+        &prepared.state.admin,
+        cli_actor(),
+    );
     match command {
         UserCommand::Create {
             username,
@@ -431,7 +462,7 @@ async fn admin_user(config: Config, command: UserCommand) -> anyhow::Result<()> 
                 println!("password: {generated}");
                 generated
             };
-            let user = console_users::put_user(store, &username, &password, role).await?;
+            let user = admin.put_user(&actor, &username, &password, role).await?;
             eprintln!("user {} ({})", user.username, user.role.as_str());
         }
         UserCommand::List => {
@@ -474,11 +505,15 @@ fn draw_progress(done: u64, total: u64, started: std::time::Instant) {
 async fn enrollments(config: Config, command: EnrollmentsCommand) -> anyhow::Result<()> {
     use onramp::bulk::{self, Format};
     let prepared = onramp::service::prepare(config).await?;
-    let store = prepared.state.store.as_ref();
+    let (store, admin, actor) = (
+        prepared.state.store.as_ref(),
+        &prepared.state.admin,
+        cli_actor(),
+    );
     match command {
         EnrollmentsCommand::Import { file, restart } => {
             let started = std::time::Instant::now();
-            let report = bulk::import(store, &file, !restart, |done, total| {
+            let report = bulk::import(admin, &actor, &file, !restart, |done, total| {
                 draw_progress(done, total, started)
             })
             .await?;
@@ -497,7 +532,7 @@ async fn enrollments(config: Config, command: EnrollmentsCommand) -> anyhow::Res
         }
         EnrollmentsCommand::Seed { count, prefix } => {
             let started = std::time::Instant::now();
-            let seeded = bulk::seed(store, count, &prefix, |done, total| {
+            let seeded = bulk::seed(admin, &actor, count, &prefix, |done, total| {
                 draw_progress(done, total, started)
             })
             .await?;

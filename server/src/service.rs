@@ -1,5 +1,6 @@
-//! The running service: opens the store, bootstraps the instance, prepares TLS, serves the listeners
-//! and shuts down gracefully on SIGINT/SIGTERM.
+//! The composition root: opens the store, bootstraps the instance, prepares TLS, builds the
+//! services (`prepare`), and serves the listeners with the background tasks until shutdown (`run`).
+//! Nothing else in the crate depends on this module (tests/architecture.rs).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -9,32 +10,22 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::bootstrap::{self, Instance};
+use crate::bootstrap;
 use crate::config::Config;
 use crate::diagnostics::DiagnosticsBus;
+use crate::domain::admin::Admin;
 use crate::domain::console_users;
 use crate::domain::device_hub::DeviceHub;
 use crate::domain::provisioner::Provisioner;
 use crate::hubs::Connectors;
 use crate::hubs::builtin::BuiltInHub;
 use crate::model::ConnectorKind;
+use crate::state::AppState;
 use crate::store::{self, Store};
 use crate::tls;
 use crate::transport::mqtt::websocket::WebSocketSessions;
 use crate::transport::mqtt::{self, MqttLimits, MqttServices};
 use crate::transport::{https, listener};
-
-/// What every request handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: Arc<dyn Store>,
-    pub instance: Arc<Instance>,
-    pub bus: DiagnosticsBus,
-    pub provisioner: Arc<Provisioner>,
-    /// The built-in hubs' device side: sessions, twins, pushes.
-    pub device_hub: Arc<DeviceHub>,
-}
 
 /// An instance ready to serve: store open, bootstrap done, TLS material at hand.
 pub struct Prepared {
@@ -68,6 +59,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         Duration::from_millis(config.limits.inline_assignment_ms),
     );
     let device_hub = DeviceHub::new(store.clone(), bus.clone());
+    let admin = Admin::new(store.clone(), provisioner.clone());
     Ok(Prepared {
         state: AppState {
             config: Arc::new(config),
@@ -76,17 +68,43 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             bus,
             provisioner,
             device_hub,
+            admin,
         },
         tls,
     })
 }
 
+/// `onramp serve`: binds the configured ports and runs until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let Prepared { state, tls } = prepare(config).await?;
+    let prepared = prepare(config).await?;
+    let config = prepared.state.config.clone();
+    let listeners = Listeners {
+        https: bind(config.listen_address, config.https_port, "https_port").await?,
+        mqtt: bind(config.listen_address, config.mqtt_port, "mqtt_port").await?,
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    run(prepared, listeners, shutdown).await
+}
+
+/// The sockets an instance serves on, bound by the caller: the configured ports for `serve`,
+/// free ports for the tests.
+pub struct Listeners {
+    pub https: TcpListener,
+    pub mqtt: TcpListener,
+}
+
+/// Serves a prepared instance until `shutdown` is cancelled, then drains its connections and
+/// closes the store. This is the whole composition (first admin, janitor, event recorder,
+/// listeners); `serve` and the integration tests both run it.
+pub async fn run(
+    prepared: Prepared,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let Prepared { state, tls } = prepared;
     let config = state.config.clone();
     let https_tls = tls::server_config(&tls, &[b"h2", b"http/1.1"])?;
-    let https_listener = bind(config.listen_address, config.https_port, "https_port").await?;
-    let mqtt_listener = bind(config.listen_address, config.mqtt_port, "mqtt_port").await?;
     let mqtt_tls = tls::server_config(&tls, &[])?;
     let ca = tls.ca_path.as_ref().map(|path| path.display().to_string());
     tracing::info!(
@@ -106,23 +124,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "no console user existed: created `admin`; its password is in the file"
         );
     }
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let retention = Duration::from_secs(config.limits.operation_retention_secs);
-    tokio::spawn(crate::janitor::run(
-        state.store.clone(),
-        retention,
-        shutdown.clone(),
-    ));
-    tokio::spawn(crate::diagnostics::recorder::run(
-        state.store.clone(),
-        state.bus.clone(),
-        shutdown.clone(),
-    ));
+    spawn_background_tasks(&state, &shutdown);
     let limits = listener::ListenerLimits {
         max_connections: config.limits.max_connections,
         handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
         shutdown_grace: Duration::from_secs(config.limits.shutdown_grace_secs),
+    };
+    let mqtt_limits = MqttLimits {
+        connect_timeout: Duration::from_secs(config.limits.mqtt_connect_timeout_secs),
+        idle_timeout: Duration::from_secs(config.limits.mqtt_idle_timeout_secs),
+        ..MqttLimits::default()
     };
     let mqtt_services = MqttServices {
         provisioner: state.provisioner.clone(),
@@ -130,23 +141,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let mqtt_sessions = WebSocketSessions::new(
         mqtt_services.clone(),
-        MqttLimits::default(),
+        mqtt_limits.clone(),
         config.limits.max_connections,
         shutdown.clone(),
     );
     let https = listener::serve_https(
-        https_listener,
+        listeners.https,
         https_tls,
         https::router(state.clone(), mqtt_sessions.clone()),
         limits.clone(),
         shutdown.clone(),
     );
     let mqtt = mqtt::serve_mqtt(
-        mqtt_listener,
+        listeners.mqtt,
         mqtt_tls,
         mqtt_services,
         limits,
-        MqttLimits::default(),
+        mqtt_limits,
         shutdown,
     );
     tokio::join!(https, mqtt);
@@ -164,6 +175,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     state.store.close().await;
     tracing::info!("Onramp stopped");
     Ok(())
+}
+
+/// The janitor (expired operations and sessions) and the recorder (registration events for the
+/// dashboard); both stop with `shutdown`.
+fn spawn_background_tasks(state: &AppState, shutdown: &CancellationToken) {
+    let retention = Duration::from_secs(state.config.limits.operation_retention_secs);
+    tokio::spawn(crate::janitor::run(
+        state.store.clone(),
+        retention,
+        shutdown.clone(),
+    ));
+    tokio::spawn(crate::diagnostics::recorder::run(
+        state.store.clone(),
+        state.bus.clone(),
+        shutdown.clone(),
+    ));
 }
 
 /// Devices reach a built-in hub by its name: say so at start when this machine cannot resolve one

@@ -6,7 +6,8 @@
 use chrono::Utc;
 use rustls::pki_types::CertificateDer;
 
-use super::admin::{AdminError, check_name};
+use super::admin::AdminError;
+use super::admin::settings::check_name;
 use crate::attestation::x509;
 use crate::model::*;
 use crate::store::Store;
@@ -24,7 +25,7 @@ fn not_found(name: &str) -> AdminError {
 
 /// Uploads a CA certificate (PEM or base64 DER) under `name`, or replaces the one there. A new or
 /// changed certificate starts unverified unless `verified` says the operator vouches for it.
-pub async fn put_ca(
+pub(in crate::domain) async fn put_ca(
     store: &dyn Store,
     name: &str,
     certificate: &str,
@@ -75,7 +76,7 @@ pub async fn put_ca(
 }
 
 /// Issues a fresh verification code (replacing any earlier one).
-pub async fn generate_verification_code(
+pub(in crate::domain) async fn generate_verification_code(
     store: &dyn Store,
     name: &str,
 ) -> Result<CaCertificate, AdminError> {
@@ -86,7 +87,7 @@ pub async fn generate_verification_code(
 }
 
 /// Verifies the CA with a proof-of-possession certificate for its current verification code.
-pub async fn verify(
+pub(in crate::domain) async fn verify(
     store: &dyn Store,
     name: &str,
     proof: &str,
@@ -109,7 +110,7 @@ pub async fn verify(
     Ok(store.put_ca_certificate(ca, cond).await?)
 }
 
-pub async fn delete(store: &dyn Store, name: &str) -> Result<(), AdminError> {
+pub(in crate::domain) async fn delete(store: &dyn Store, name: &str) -> Result<(), AdminError> {
     get(store, name).await?;
     Ok(store.delete_ca_certificate(name, IfMatch::Any).await?)
 }

@@ -99,7 +99,7 @@ pub fn check_password(password: &str) -> Result<(), UserError> {
 }
 
 /// Creates a user or replaces its password and role.
-pub async fn put_user(
+pub(in crate::domain) async fn put_user(
     store: &dyn Store,
     username: &str,
     password: &str,
@@ -125,7 +125,7 @@ pub async fn put_user(
 }
 
 /// Disables or re-enables a user; a disabled user's sessions stop working at their next request.
-pub async fn set_disabled(
+pub(in crate::domain) async fn set_disabled(
     store: &dyn Store,
     username: &str,
     disabled: bool,
@@ -141,7 +141,7 @@ pub async fn set_disabled(
 
 /// The enabled user these credentials belong to. An unknown user costs one hash too, so response
 /// times do not tell which usernames exist.
-pub async fn authenticate(
+pub(in crate::domain) async fn authenticate(
     store: &dyn Store,
     username: &str,
     password: &str,

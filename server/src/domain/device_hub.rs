@@ -127,6 +127,13 @@ pub struct RecentMessage {
 const PUSH_QUEUE: usize = 16;
 
 /// The device-facing side of the built-in hubs.
+/// What the registry API sets on a device identity.
+pub struct IdentitySettings {
+    pub enabled: bool,
+    pub auth: DeviceAuth,
+    pub iot_edge: bool,
+}
+
 pub struct DeviceHub {
     store: Arc<dyn Store>,
     bus: DiagnosticsBus,
@@ -365,6 +372,60 @@ impl DeviceHub {
     }
 
     /// The device whose twin a device GETs (`proto::twin::document` is its wire shape).
+    /// Creates a device identity on a built-in hub, or changes its status, credentials and
+    /// capabilities (its twin and generation are kept).
+    pub async fn put_identity(
+        &self,
+        hub: &str,
+        device_id: &str,
+        settings: IdentitySettings,
+        cond: IfMatch,
+    ) -> Result<HubDevice, StoreError> {
+        let IdentitySettings {
+            enabled,
+            auth,
+            iot_edge,
+        } = settings;
+        let now = chrono::Utc::now();
+        let device = match self.store.get_hub_device(hub, device_id).await? {
+            Some(existing) => HubDevice {
+                enabled,
+                auth,
+                iot_edge,
+                ..existing
+            },
+            None => HubDevice {
+                hub: hub.to_string(),
+                device_id: device_id.to_string(),
+                enabled,
+                auth,
+                iot_edge,
+                generation_id: now.timestamp_micros().to_string(),
+                tags: Map::new(),
+                desired: Default::default(),
+                reported: Default::default(),
+                etag: crate::model::Etag::new(),
+                created: now,
+                updated: now,
+            },
+        };
+        self.store.put_hub_device(device, cond).await
+    }
+
+    /// Removes a device identity; `Ok(false)` when there was none.
+    pub async fn delete_identity(
+        &self,
+        hub: &str,
+        device_id: &str,
+        cond: IfMatch,
+    ) -> Result<bool, StoreError> {
+        match self.store.delete_hub_device(hub, device_id, cond).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn twin(&self, hub: &str, device_id: &str) -> Result<HubDevice, TwinError> {
         self.device(hub, device_id)
             .await

@@ -124,12 +124,80 @@ pub struct StoredSession {
     pub expires: DateTime<Utc>,
 }
 
+/// The front end a change came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FrontEnd {
+    Console,
+    ServiceApi,
+    Cli,
+}
+
+impl FrontEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrontEnd::Console => "console",
+            FrontEnd::ServiceApi => "service-api",
+            FrontEnd::Cli => "cli",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<FrontEnd> {
+        [FrontEnd::Console, FrontEnd::ServiceApi, FrontEnd::Cli]
+            .into_iter()
+            .find(|f| f.as_str() == s)
+    }
+}
+
+/// Who makes a change: a console user, a service API caller (the access policy it signed with,
+/// and its address), or an operator at the command line (the OS user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub name: String,
+    pub front_end: FrontEnd,
+    pub address: Option<String>,
+}
+
+impl Actor {
+    pub fn console(username: &str) -> Actor {
+        Actor {
+            name: username.into(),
+            front_end: FrontEnd::Console,
+            address: None,
+        }
+    }
+
+    pub fn service_api(policy: &str, address: Option<std::net::IpAddr>) -> Actor {
+        Actor {
+            name: policy.into(),
+            front_end: FrontEnd::ServiceApi,
+            address: address.map(|a| a.to_string()),
+        }
+    }
+
+    pub fn cli(os_user: &str) -> Actor {
+        Actor {
+            name: os_user.into(),
+            front_end: FrontEnd::Cli,
+            address: None,
+        }
+    }
+
+    /// The console user making the change, if it is one (rules about "your own account").
+    pub fn console_user(&self) -> Option<&str> {
+        (self.front_end == FrontEnd::Console).then_some(self.name.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEntry {
     pub id: i64,
     pub at: DateTime<Utc>,
     pub actor: String,
+    pub front_end: FrontEnd,
+    /// The caller's address, where the front end knows it (service API).
+    pub address: Option<String>,
     pub action: String,
     pub target: String,
     pub before: Option<Value>,
@@ -139,7 +207,7 @@ pub struct AuditEntry {
 /// An audit entry before the store numbers it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewAuditEntry {
-    pub actor: String,
+    pub actor: Actor,
     pub action: String,
     pub target: String,
     pub before: Option<Value>,

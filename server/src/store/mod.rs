@@ -4,6 +4,7 @@
 
 mod group_commit;
 mod rows;
+pub mod sessions;
 mod sql;
 
 use std::str::FromStr;

@@ -709,6 +709,8 @@ pub(super) struct AuditRow {
     pub id: i64,
     pub at: DateTime<Utc>,
     pub actor: String,
+    pub front_end: String,
+    pub address: Option<String>,
     pub action: String,
     pub target: String,
     pub before: Option<String>,
@@ -721,6 +723,10 @@ impl AuditRow {
             id: self.id,
             at: self.at,
             actor: self.actor,
+            front_end: FrontEnd::parse(&self.front_end).ok_or_else(|| {
+                StoreError::Corrupt(format!("unknown front end {:?}", self.front_end))
+            })?,
+            address: self.address,
             action: self.action,
             target: self.target,
             before: opt_json(self.before)?,

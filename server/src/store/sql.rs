@@ -677,11 +677,14 @@ macro_rules! sql_store {
 
             async fn append_audit(&self, entry: NewAuditEntry) -> Result<AuditEntry> {
                 let row: AuditRow = sqlx::query_as(
-                    "INSERT INTO audit_log (at, actor, action, target, before, after) VALUES ($1, $2, $3, $4, $5, $6) \
-                     RETURNING id, at, actor, action, target, before, after",
+                    "INSERT INTO audit_log (at, actor, front_end, address, action, target, before, after) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     RETURNING id, at, actor, front_end, address, action, target, before, after",
                 )
                 .bind(Utc::now())
-                .bind(entry.actor)
+                .bind(entry.actor.name)
+                .bind(entry.actor.front_end.as_str())
+                .bind(entry.actor.address)
                 .bind(entry.action)
                 .bind(entry.target)
                 .bind(opt_to_json(&entry.before)?)
@@ -693,7 +696,7 @@ macro_rules! sql_store {
 
             async fn recent_audit(&self, limit: u32) -> Result<Vec<AuditEntry>> {
                 let rows: Vec<AuditRow> = sqlx::query_as(
-                    "SELECT id, at, actor, action, target, before, after FROM audit_log ORDER BY id DESC LIMIT $1",
+                    "SELECT id, at, actor, front_end, address, action, target, before, after FROM audit_log ORDER BY id DESC LIMIT $1",
                 )
                 .bind(i64::from(limit.min(MAX_PAGE)))
                 .fetch_all(&self.pool)

@@ -12,11 +12,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::http_util::json_response;
-use super::service_api::{Result, ServiceError, authorize, json_body};
+use super::service_api::{Caller, Result, ServiceError, authorize, json_body};
 use crate::domain::admin::{self, AllocationSettingsView, HubSettings, KeySlot};
 use crate::domain::ca;
-use crate::model::{AccessPolicy, CaCertificate, LinkedHub, Right};
-use crate::service::AppState;
+use crate::model::{AccessPolicy, LinkedHub, Right};
+use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -64,8 +64,8 @@ async fn hub_json(state: &AppState, hub: &LinkedHub) -> Result<Value> {
     }))
 }
 
-async fn list_hubs(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
-    authorize(&state, &headers, Right::ServiceConfig).await?;
+async fn list_hubs(State(state): State<AppState>, caller: Caller) -> Result<Response> {
+    authorize(&state, &caller, Right::ServiceConfig).await?;
     let mut hubs = Vec::new();
     for hub in state.store.list_hubs().await? {
         hubs.push(hub_json(&state, &hub).await?);
@@ -76,9 +76,9 @@ async fn list_hubs(State(state): State<AppState>, headers: HeaderMap) -> Result<
 async fn get_hub(
     State(state): State<AppState>,
     Path(host): Path<String>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response> {
-    authorize(&state, &headers, Right::ServiceConfig).await?;
+    authorize(&state, &caller, Right::ServiceConfig).await?;
     let hub = state
         .store
         .get_hub(&host)
@@ -93,16 +93,16 @@ async fn get_hub(
 async fn put_hub(
     State(state): State<AppState>,
     Path(host): Path<String>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    authorize(&state, &headers, Right::ServiceConfig).await?;
+    let actor = authorize(&state, &caller, Right::ServiceConfig).await?;
     let settings: HubSettings = match json_body(&state, &headers, body).await? {
         Value::Null => HubSettings::default(),
         value => parse(value)?,
     };
-    let hub = admin::put_hub(state.store.as_ref(), &host, settings).await?;
-    state.provisioner.invalidate();
+    let hub = state.admin.put_hub(&actor, &host, settings).await?;
     Ok(json_response(
         StatusCode::OK,
         &hub_json(&state, &hub).await?,
@@ -112,34 +112,33 @@ async fn put_hub(
 async fn delete_hub(
     State(state): State<AppState>,
     Path(host): Path<String>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response> {
-    authorize(&state, &headers, Right::ServiceConfig).await?;
-    admin::delete_hub(state.store.as_ref(), &host).await?;
-    state.provisioner.invalidate();
+    let actor = authorize(&state, &caller, Right::ServiceConfig).await?;
+    state.admin.delete_hub(&actor, &host).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn get_allocation(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
-    authorize(&state, &headers, Right::ServiceConfig).await?;
+async fn get_allocation(State(state): State<AppState>, caller: Caller) -> Result<Response> {
+    authorize(&state, &caller, Right::ServiceConfig).await?;
     Ok(json_response(
         StatusCode::OK,
-        &admin::allocation_settings(state.store.as_ref()).await?,
+        &state.admin.allocation_settings().await?,
     ))
 }
 
 async fn put_allocation(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    authorize(&state, &headers, Right::ServiceConfig).await?;
+    let actor = authorize(&state, &caller, Right::ServiceConfig).await?;
     let view: AllocationSettingsView = parse(json_body(&state, &headers, body).await?)?;
-    admin::set_allocation_settings(state.store.as_ref(), view).await?;
-    state.provisioner.invalidate();
+    state.admin.set_allocation_settings(&actor, view).await?;
     Ok(json_response(
         StatusCode::OK,
-        &admin::allocation_settings(state.store.as_ref()).await?,
+        &state.admin.allocation_settings().await?,
     ))
 }
 
@@ -157,8 +156,8 @@ fn policy_json(state: &AppState, policy: &AccessPolicy, with_keys: bool) -> Valu
     value
 }
 
-async fn list_policies(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
-    authorize(&state, &headers, Right::ServiceConfig).await?;
+async fn list_policies(State(state): State<AppState>, caller: Caller) -> Result<Response> {
+    authorize(&state, &caller, Right::ServiceConfig).await?;
     let policies: Vec<Value> = state
         .store
         .list_policies()
@@ -172,9 +171,9 @@ async fn list_policies(State(state): State<AppState>, headers: HeaderMap) -> Res
 async fn get_policy(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response> {
-    authorize(&state, &headers, Right::ServiceConfig).await?;
+    authorize(&state, &caller, Right::ServiceConfig).await?;
     let policy = state
         .store
         .get_policy(&name)
@@ -195,13 +194,14 @@ struct PolicyBody {
 async fn put_policy(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    authorize(&state, &headers, Right::ServiceConfig).await?;
+    let actor = authorize(&state, &caller, Right::ServiceConfig).await?;
     let body: PolicyBody = parse(json_body(&state, &headers, body).await?)?;
     let rights = admin::parse_rights(&body.rights)?;
-    let policy = admin::put_policy(state.store.as_ref(), &name, rights).await?;
+    let policy = state.admin.put_policy(&actor, &name, rights).await?;
     Ok(json_response(
         StatusCode::OK,
         &policy_json(&state, &policy, true),
@@ -217,12 +217,13 @@ struct RegenerateBody {
 async fn regenerate_key(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    authorize(&state, &headers, Right::ServiceConfig).await?;
+    let actor = authorize(&state, &caller, Right::ServiceConfig).await?;
     let body: RegenerateBody = parse(json_body(&state, &headers, body).await?)?;
-    let policy = admin::rekey_policy(state.store.as_ref(), &name, body.key).await?;
+    let policy = state.admin.rekey_policy(&actor, &name, body.key).await?;
     Ok(json_response(
         StatusCode::OK,
         &policy_json(&state, &policy, true),
@@ -232,15 +233,15 @@ async fn regenerate_key(
 async fn delete_policy(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response> {
-    authorize(&state, &headers, Right::ServiceConfig).await?;
-    admin::delete_policy(state.store.as_ref(), &name).await?;
+    let actor = authorize(&state, &caller, Right::ServiceConfig).await?;
+    state.admin.delete_policy(&actor, &name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list_cas(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
-    authorize(&state, &headers, Right::ServiceConfig).await?;
+async fn list_cas(State(state): State<AppState>, caller: Caller) -> Result<Response> {
+    authorize(&state, &caller, Right::ServiceConfig).await?;
     let cas = state.store.list_ca_certificates().await?;
     let views: Vec<Value> = cas.iter().map(ca::view).collect();
     Ok(json_response(StatusCode::OK, &json!({ "value": views })))
@@ -249,9 +250,9 @@ async fn list_cas(State(state): State<AppState>, headers: HeaderMap) -> Result<R
 async fn get_ca(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response> {
-    authorize(&state, &headers, Right::ServiceConfig).await?;
+    authorize(&state, &caller, Right::ServiceConfig).await?;
     let found = ca::get(state.store.as_ref(), &name).await?;
     Ok(json_response(StatusCode::OK, &ca::view(&found)))
 }
@@ -278,56 +279,49 @@ fn certificate_body(value: Value) -> Result<CertificateBody> {
 async fn put_ca(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    authorize(&state, &headers, Right::ServiceConfig).await?;
+    let actor = authorize(&state, &caller, Right::ServiceConfig).await?;
     let body = certificate_body(json_body(&state, &headers, body).await?)?;
-    let stored = ca::put_ca(
-        state.store.as_ref(),
-        &name,
-        &body.certificate,
-        body.is_verified,
-    )
-    .await?;
-    Ok(ca_changed(&state, &stored))
-}
-
-/// A CA change reaches registrations at once (the Provisioner caches the trusted CAs).
-fn ca_changed(state: &AppState, stored: &CaCertificate) -> Response {
-    state.provisioner.invalidate();
-    json_response(StatusCode::OK, &ca::view(stored))
+    let (pem, verified) = (&body.certificate, body.is_verified);
+    let stored = state.admin.put_ca(&actor, &name, pem, verified).await?;
+    Ok(json_response(StatusCode::OK, &ca::view(&stored)))
 }
 
 async fn generate_verification_code(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response> {
-    authorize(&state, &headers, Right::ServiceConfig).await?;
-    let stored = ca::generate_verification_code(state.store.as_ref(), &name).await?;
+    let actor = authorize(&state, &caller, Right::ServiceConfig).await?;
+    let stored = state.admin.generate_ca_code(&actor, &name).await?;
     Ok(json_response(StatusCode::OK, &ca::view(&stored)))
 }
 
 async fn verify_ca(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    authorize(&state, &headers, Right::ServiceConfig).await?;
+    let actor = authorize(&state, &caller, Right::ServiceConfig).await?;
     let body = certificate_body(json_body(&state, &headers, body).await?)?;
-    let stored = ca::verify(state.store.as_ref(), &name, &body.certificate).await?;
-    Ok(ca_changed(&state, &stored))
+    let stored = state
+        .admin
+        .verify_ca(&actor, &name, &body.certificate)
+        .await?;
+    Ok(json_response(StatusCode::OK, &ca::view(&stored)))
 }
 
 async fn delete_ca(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response> {
-    authorize(&state, &headers, Right::ServiceConfig).await?;
-    ca::delete(state.store.as_ref(), &name).await?;
-    state.provisioner.invalidate();
+    let actor = authorize(&state, &caller, Right::ServiceConfig).await?;
+    state.admin.delete_ca(&actor, &name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -10,7 +10,7 @@ use crate::diagnostics::Protocol;
 use crate::domain::provisioner::{
     Credential, OperationReply, ProvisionError, RegisterRequest, StatusRequest,
 };
-use crate::service::AppState;
+use crate::state::AppState;
 use axum::Extension;
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, Request, State};

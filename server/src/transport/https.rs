@@ -10,7 +10,7 @@ use tower::ServiceExt;
 use tower_http::trace::TraceLayer;
 
 use super::mqtt::websocket::{self, WebSocketSessions};
-use crate::service::AppState;
+use crate::state::AppState;
 
 pub fn router(state: AppState, mqtt_sessions: WebSocketSessions) -> Router {
     let routes = Router::new()

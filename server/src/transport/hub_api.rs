@@ -17,11 +17,12 @@ use serde_json::{Map, Value, json};
 use super::http_util::json_response;
 use super::service_api::{Result, ServiceError, if_match, json_body};
 use crate::domain::access;
+use crate::domain::device_hub::IdentitySettings;
 use crate::domain::device_hub::{DeviceHub, TwinError};
 use crate::model::*;
 use crate::proto::error::code;
 use crate::proto::twin;
-use crate::service::AppState;
+use crate::state::AppState;
 use crate::store::StoreError;
 
 pub fn router(state: AppState) -> Router {
@@ -122,32 +123,16 @@ async fn put_device(
         .pointer("/capabilities/iotEdge")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let cond = if_match(&headers);
-    let existing = state.store.get_hub_device(&hub, &id).await?;
-    let now = chrono::Utc::now();
-    let device = match existing {
-        Some(existing) => HubDevice {
-            enabled,
-            auth,
-            iot_edge,
-            ..existing
-        },
-        None => HubDevice {
-            hub: hub.clone(),
-            device_id: id.clone(),
-            enabled,
-            auth,
-            iot_edge,
-            generation_id: now.timestamp_micros().to_string(),
-            tags: Map::new(),
-            desired: Default::default(),
-            reported: Default::default(),
-            etag: Etag::new(),
-            created: now,
-            updated: now,
-        },
+    let settings = IdentitySettings {
+        enabled,
+        auth,
+        iot_edge,
     };
-    let saved = state.store.put_hub_device(device, cond).await?;
+    let cond = if_match(&headers);
+    let saved = state
+        .device_hub
+        .put_identity(&hub, &id, settings, cond)
+        .await?;
     let connected = state.device_hub.is_connected(&hub, &id);
     Ok(json_response(
         StatusCode::OK,
@@ -194,10 +179,9 @@ async fn delete_device(
 ) -> Result<Response> {
     let hub = hub_for(&state, &headers, Right::RegistrationStatusWrite).await?;
     let cond = if_match(&headers);
-    match state.store.delete_hub_device(&hub, &id, cond).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
-        Err(StoreError::NotFound) => Err(not_found(&id)),
-        Err(e) => Err(e.into()),
+    match state.device_hub.delete_identity(&hub, &id, cond).await? {
+        true => Ok(StatusCode::NO_CONTENT.into_response()),
+        false => Err(not_found(&id)),
     }
 }
 

@@ -3,11 +3,7 @@
 
 pub mod admin_api;
 pub mod console;
-pub mod console_auth;
-mod console_backend;
-pub mod console_live;
 pub mod device_api;
-pub mod enrollment_writes;
 pub mod http_util;
 pub mod https;
 pub mod hub_api;

@@ -6,7 +6,8 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,14 +15,13 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 
-use super::enrollment_writes::{self, Resource, WriteError};
 use super::http_util::{TooLarge, azure_error, json_response, read_body};
 use crate::domain::access::{self, AccessError};
-use crate::domain::admin::AdminError;
+use crate::domain::admin::{AdminError, Resource};
 use crate::domain::provisioner::registration_result;
 use crate::model::*;
 use crate::proto::error::code;
-use crate::service::AppState;
+use crate::state::AppState;
 use crate::store::StoreError;
 
 /// Page size when the client sends no `x-ms-max-item-count`.
@@ -136,15 +136,6 @@ impl From<AdminError> for ServiceError {
     }
 }
 
-impl From<WriteError> for ServiceError {
-    fn from(e: WriteError) -> Self {
-        match e {
-            WriteError::Invalid(m) => ServiceError::BadRequest(m),
-            WriteError::Store(e) => ServiceError::Store(e),
-        }
-    }
-}
-
 impl From<AccessError> for ServiceError {
     fn from(e: AccessError) -> Self {
         ServiceError::Access(e)
@@ -192,12 +183,41 @@ fn internal(detail: String) -> (i64, String) {
 
 pub(super) type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
-pub(super) async fn authorize(state: &AppState, headers: &HeaderMap, right: Right) -> Result<()> {
-    let header = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    access::authorize(state.store.as_ref(), header, &state.config.hostname, right).await?;
-    Ok(())
+/// Who calls the service API: the `Authorization` it sent and the address it came from.
+pub struct Caller {
+    authorization: Option<String>,
+    address: Option<std::net::IpAddr>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Caller {
+            authorization: parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from),
+            address: parts
+                .extensions
+                .get::<ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        })
+    }
+}
+
+/// Checks the caller's right; the policy it signed with is the actor of any change it makes.
+pub(super) async fn authorize(state: &AppState, caller: &Caller, right: Right) -> Result<Actor> {
+    let authorization = caller.authorization.as_deref();
+    let policy = access::authorize(
+        state.store.as_ref(),
+        authorization,
+        &state.config.hostname,
+        right,
+    )
+    .await?;
+    Ok(Actor::service_api(&policy.name, caller.address))
 }
 
 pub(super) async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value> {
@@ -225,9 +245,9 @@ fn not_found<R: Resource>(id: &str) -> ServiceError {
 async fn get_one<R: Resource>(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response> {
-    authorize(&state, &headers, Right::EnrollmentRead).await?;
+    authorize(&state, &caller, Right::EnrollmentRead).await?;
     let item = R::fetch(state.store.as_ref(), &id)
         .await?
         .ok_or_else(|| not_found::<R>(&id))?;
@@ -239,9 +259,9 @@ async fn get_one<R: Resource>(
 async fn attestation<R: Resource>(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response> {
-    authorize(&state, &headers, Right::EnrollmentRead).await?;
+    authorize(&state, &caller, Right::EnrollmentRead).await?;
     let item = R::fetch(state.store.as_ref(), &id)
         .await?
         .ok_or_else(|| not_found::<R>(&id))?;
@@ -254,32 +274,31 @@ async fn attestation<R: Resource>(
 async fn put_one<R: Resource>(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    authorize(&state, &headers, Right::EnrollmentWrite).await?;
+    let actor = authorize(&state, &caller, Right::EnrollmentWrite).await?;
     let value = json_body(&state, &headers, body).await?;
-    let stored = upsert::<R>(&state, &value, Some(&id), if_match(&headers)).await?;
+    let stored: R = state
+        .admin
+        .put_enrollment(&actor, &value, Some(&id), if_match(&headers))
+        .await?;
     Ok(json_response(StatusCode::OK, &stored.to_json(true)))
-}
-
-/// The shared write, with the path's ID checked against the body's.
-async fn upsert<R: Resource>(
-    state: &AppState,
-    value: &Value,
-    path_id: Option<&str>,
-    cond: IfMatch,
-) -> Result<R> {
-    Ok(enrollment_writes::upsert::<R>(state, value, path_id, cond).await?)
 }
 
 async fn delete_one<R: Resource>(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    caller: Caller,
     headers: HeaderMap,
 ) -> Result<Response> {
-    authorize(&state, &headers, Right::EnrollmentWrite).await?;
-    if enrollment_writes::remove::<R>(&state, &id, if_match(&headers)).await? {
+    let actor = authorize(&state, &caller, Right::EnrollmentWrite).await?;
+    let admin = &state.admin;
+    if admin
+        .delete_enrollment::<R>(&actor, &id, if_match(&headers))
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(not_found::<R>(&id))
@@ -337,10 +356,11 @@ fn page_response(
 /// Every query string the SDKs send (`*`, `SELECT *`, `SELECT * FROM enrollments`) selects all.
 async fn query<R: Resource>(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    authorize(&state, &headers, Right::EnrollmentRead).await?;
+    authorize(&state, &caller, Right::EnrollmentRead).await?;
     json_body(&state, &headers, body).await?;
     let request = page_request(&headers)?;
     let page = R::page(state.store.as_ref(), &request).await?;
@@ -350,10 +370,11 @@ async fn query<R: Resource>(
 
 async fn bulk<R: Resource>(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    authorize(&state, &headers, Right::EnrollmentWrite).await?;
+    let actor = authorize(&state, &caller, Right::EnrollmentWrite).await?;
     let value = json_body(&state, &headers, body).await?;
     let mode = value
         .get("mode")
@@ -386,17 +407,19 @@ async fn bulk<R: Resource>(
                 item.get("etag").and_then(Value::as_str).unwrap_or_default(),
             ))
         };
+        let put = |cond| state.admin.put_enrollment::<R>(&actor, item, None, cond);
         let outcome = match mode.as_str() {
-            "create" => upsert::<R>(&state, item, None, IfMatch::Absent)
+            "create" => put(IfMatch::Absent).await.map(drop).map_err(Into::into),
+            "update" => put(IfMatch::Any).await.map(drop).map_err(Into::into),
+            "updateifmatchetag" => put(etag()).await.map(drop).map_err(Into::into),
+            _ => match state
+                .admin
+                .delete_enrollment::<R>(&actor, &id, IfMatch::Any)
                 .await
-                .map(drop),
-            "update" => upsert::<R>(&state, item, None, IfMatch::Any)
-                .await
-                .map(drop),
-            "updateifmatchetag" => upsert::<R>(&state, item, None, etag()).await.map(drop),
-            _ => match R::remove(state.store.as_ref(), &id, IfMatch::Any).await {
-                Err(StoreError::NotFound) => Err(not_found::<R>(&id)),
-                other => other.map_err(ServiceError::from),
+            {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(not_found::<R>(&id)),
+                Err(e) => Err(ServiceError::from(e)),
             },
         };
         if let Err(e) = outcome {
@@ -414,7 +437,6 @@ async fn bulk<R: Resource>(
             errors.push(Value::Object(error));
         }
     }
-    state.provisioner.invalidate();
     Ok(json_response(
         StatusCode::OK,
         &json!({ "isSuccessful": errors.is_empty(), "errors": errors }),
@@ -450,9 +472,9 @@ fn registration_not_found(id: &str) -> ServiceError {
 async fn get_registration(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response> {
-    authorize(&state, &headers, Right::RegistrationStatusRead).await?;
+    authorize(&state, &caller, Right::RegistrationStatusRead).await?;
     let record = state
         .store
         .get_registration(&id)
@@ -464,27 +486,25 @@ async fn get_registration(
 async fn delete_registration(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    caller: Caller,
     headers: HeaderMap,
 ) -> Result<Response> {
-    authorize(&state, &headers, Right::RegistrationStatusWrite).await?;
-    match state
-        .store
-        .delete_registration(&id, registration_if_match(&headers))
-        .await
-    {
-        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
-        Err(StoreError::NotFound) => Err(registration_not_found(&id)),
-        Err(e) => Err(e.into()),
+    let actor = authorize(&state, &caller, Right::RegistrationStatusWrite).await?;
+    let cond = registration_if_match(&headers);
+    match state.admin.delete_registration(&actor, &id, cond).await? {
+        true => Ok(StatusCode::NO_CONTENT.into_response()),
+        false => Err(registration_not_found(&id)),
     }
 }
 
 async fn query_registrations(
     State(state): State<AppState>,
     Path(group_id): Path<String>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    authorize(&state, &headers, Right::RegistrationStatusRead).await?;
+    authorize(&state, &caller, Right::RegistrationStatusRead).await?;
     json_body(&state, &headers, body).await?;
     let request = ListQuery {
         group_id: Some(group_id),

@@ -8,6 +8,11 @@ use serde_json::{Value, json};
 use crate::support::HUB;
 use crate::support::instance::{Instance, random_key};
 
+/// Imports here are made as an operator at the command line would make them.
+fn operator() -> Actor {
+    Actor::cli("tester")
+}
+
 crate::backend_suite!(
     csv_import_reports_bad_rows_and_resumes,
     jsonl_round_trip,
@@ -33,7 +38,7 @@ async fn csv_import_reports_bad_rows_and_resumes(i: &Instance) {
     std::fs::write(&path, &text).unwrap();
 
     let mut calls = 0;
-    let report = bulk::import(i.store().as_ref(), &path, true, |_, total| {
+    let report = bulk::import(&i.state.admin, &operator(), &path, true, |_, total| {
         calls += 1;
         assert_eq!(total, 2_505);
     })
@@ -109,7 +114,7 @@ async fn csv_import_reports_bad_rows_and_resumes(i: &Instance) {
         json!({"file_len": len, "done": 2_000}).to_string(),
     )
     .unwrap();
-    let report = bulk::import(i.store().as_ref(), &path, true, |_, _| {})
+    let report = bulk::import(&i.state.admin, &operator(), &path, true, |_, _| {})
         .await
         .unwrap();
     assert_eq!(
@@ -137,7 +142,7 @@ async fn csv_import_reports_bad_rows_and_resumes(i: &Instance) {
         json!({"file_len": len, "done": 2_000}).to_string(),
     )
     .unwrap();
-    let report = bulk::import(i.store().as_ref(), &path, false, |_, _| {})
+    let report = bulk::import(&i.state.admin, &operator(), &path, false, |_, _| {})
         .await
         .unwrap();
     assert_eq!((report.resumed_from, report.imported), (0, 2_501));
@@ -158,7 +163,7 @@ async fn csv_import_reports_bad_rows_and_resumes(i: &Instance) {
 
     let unknown = dir.path().join("bad.csv");
     std::fs::write(&unknown, "registrationId,colour\nx,red\n").unwrap();
-    let err = bulk::import(i.store().as_ref(), &unknown, true, |_, _| {})
+    let err = bulk::import(&i.state.admin, &operator(), &unknown, true, |_, _| {})
         .await
         .unwrap_err()
         .to_string();
@@ -181,7 +186,7 @@ async fn jsonl_round_trip(i: &Instance) {
         .chain(["{not json".to_string(), String::new()])
         .collect();
     std::fs::write(&path, lines.join("\n")).unwrap();
-    let report = bulk::import(i.store().as_ref(), &path, true, |_, _| {})
+    let report = bulk::import(&i.state.admin, &operator(), &path, true, |_, _| {})
         .await
         .unwrap();
     assert_eq!((report.imported, report.failed), (300, 1), "{report:?}");
@@ -204,7 +209,7 @@ async fn jsonl_round_trip(i: &Instance) {
             .await
             .unwrap();
     }
-    let report = bulk::import(i.store().as_ref(), &back, true, |_, _| {})
+    let report = bulk::import(&i.state.admin, &operator(), &back, true, |_, _| {})
         .await
         .unwrap();
     assert_eq!(
@@ -226,9 +231,13 @@ async fn jsonl_round_trip(i: &Instance) {
 async fn seeding_fills_a_store_for_the_console(i: &Instance) {
     let store = i.store();
     let mut batches = Vec::new();
-    let seeded = bulk::seed(store.as_ref(), 12_000, "seed-", |done, total| {
-        batches.push((done, total))
-    })
+    let seeded = bulk::seed(
+        &i.state.admin,
+        &operator(),
+        12_000,
+        "seed-",
+        |done, total| batches.push((done, total)),
+    )
     .await
     .unwrap();
     assert_eq!(seeded, 12_000);

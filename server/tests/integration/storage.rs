@@ -687,7 +687,10 @@ async fn users_sessions_and_audit(store: Arc<dyn Store>) {
     for i in 0..3 {
         store
             .append_audit(NewAuditEntry {
-                actor: "alice".into(),
+                actor: match i {
+                    1 => Actor::service_api("ops", Some([10, 0, 0, 7].into())),
+                    _ => Actor::console("alice"),
+                },
                 action: "enrollment.update".into(),
                 target: format!("dev-{i}"),
                 before: Some(json!({"status": "enabled"})),
@@ -702,6 +705,19 @@ async fn users_sessions_and_audit(store: Arc<dyn Store>) {
     assert_eq!(recent[1].after, None);
     assert_eq!(recent[1].before, Some(json!({"status": "enabled"})));
     assert!(recent[0].id > recent[1].id);
+    assert_eq!(
+        (
+            recent[0].actor.as_str(),
+            recent[0].front_end,
+            &recent[0].address
+        ),
+        ("alice", FrontEnd::Console, &None)
+    );
+    assert_eq!(
+        (recent[1].actor.as_str(), recent[1].front_end),
+        ("ops", FrontEnd::ServiceApi)
+    );
+    assert_eq!(recent[1].address.as_deref(), Some("10.0.0.7"));
 }
 
 /// Read-modify-write with etags from many tasks at once: every increment survives.

@@ -1,5 +1,5 @@
-//! An Onramp instance inside the test process: the real service state and HTTPS router behind a real
-//! TLS listener on a free port, so tests speak HTTPS to it and still reach its store and event bus.
+//! An Onramp instance inside the test process: `onramp serve`'s own `service::run` on free ports,
+//! so tests speak HTTPS and MQTT to the real composition and still reach its store and event bus.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,9 +9,9 @@ use base64::Engine;
 use chrono::Utc;
 use onramp::config::Config;
 use onramp::model::*;
-use onramp::service::{AppState, prepare};
+use onramp::service::{Listeners, prepare, run};
+use onramp::state::AppState;
 use onramp::store::Store;
-use onramp::transport::{https, listener};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +36,7 @@ pub struct Instance {
     pub hub_url: String,
     pub database_url: String,
     shutdown: CancellationToken,
+    running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: Arc<tempfile::TempDir>,
     schema: Option<String>,
 }
@@ -80,55 +81,29 @@ impl Instance {
             limits: onramp::config::Limits {
                 webhook_timeout_secs: 2,
                 inline_assignment_ms: 500,
+                max_connections: 64,
+                handshake_timeout_secs: 5,
+                shutdown_grace_secs: 5,
+                mqtt_connect_timeout_secs: 1,
+                mqtt_idle_timeout_secs: 2,
                 ..Default::default()
             },
             ..Config::default()
         };
         let prepared = prepare(config).await.expect("prepare instance");
-        let tls = onramp::tls::server_config(&prepared.tls, &[b"http/1.1"]).unwrap();
+        let state = prepared.state.clone();
         let ca = std::fs::read(prepared.tls.ca_path.clone().unwrap()).unwrap();
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let limits = listener::ListenerLimits {
-            max_connections: 64,
-            handshake_timeout: Duration::from_secs(5),
-            shutdown_grace: Duration::from_secs(5),
-        };
-        let mqtt_limits = onramp::transport::mqtt::MqttLimits {
-            connect_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(2),
-            ..Default::default()
-        };
-        let mqtt_services = onramp::transport::mqtt::MqttServices {
-            provisioner: prepared.state.provisioner.clone(),
-            hub: prepared.state.device_hub.clone(),
-        };
-        let mqtt_sessions = onramp::transport::mqtt::websocket::WebSocketSessions::new(
-            mqtt_services.clone(),
-            mqtt_limits.clone(),
-            64,
-            shutdown.clone(),
-        );
-        let router = https::router(prepared.state.clone(), mqtt_sessions);
-        tokio::spawn(listener::serve_https(
-            tcp,
-            tls,
-            router,
-            limits.clone(),
-            shutdown.clone(),
-        ));
         let mqtt_tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mqtt_addr = mqtt_tcp.local_addr().unwrap();
-        let mqtt_tls = onramp::tls::server_config(&prepared.tls, &[]).unwrap();
-        tokio::spawn(onramp::transport::mqtt::serve_mqtt(
-            mqtt_tcp,
-            mqtt_tls,
-            mqtt_services,
-            limits,
-            mqtt_limits,
-            shutdown.clone(),
-        ));
+        let shutdown = CancellationToken::new();
+        let listeners = Listeners {
+            https: tcp,
+            mqtt: mqtt_tcp,
+        };
+        // The binary's own composition, as `onramp serve` runs it.
+        let running = tokio::spawn(run(prepared, listeners, shutdown.clone()));
         let client = reqwest::Client::builder()
             .tls_built_in_root_certs(false)
             .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
@@ -139,7 +114,8 @@ impl Instance {
         Instance {
             url: format!("https://localhost:{}", addr.port()),
             hub_url: format!("https://{}:{}", super::HUB, addr.port()),
-            state: prepared.state,
+            state,
+            running: Some(running),
             addr,
             mqtt_addr,
             ca_pem: ca.clone(),
@@ -159,8 +135,15 @@ impl Instance {
         &self.state.instance.id_scope
     }
 
-    pub async fn finish(self) {
+    pub async fn finish(mut self) {
         self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            let stopped = tokio::time::timeout(Duration::from_secs(10), running).await;
+            assert!(
+                matches!(stopped, Ok(Ok(Ok(())))),
+                "the instance did not stop cleanly: {stopped:?}"
+            );
+        }
         self.state.store.close().await;
         if let Some(schema) = &self.schema {
             db::drop_schema(&db::postgres_url(), schema).await;

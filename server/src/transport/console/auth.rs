@@ -5,134 +5,24 @@
 //! as the `csrf` form field (forms and server functions) or the `X-CSRF-Token` header, and must not
 //! come from another origin. Reads are GET, so they need no token.
 
-use std::sync::Arc;
-
 use app::model::{SessionInfo, SignedIn};
-use async_trait::async_trait;
 use axum::Form;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use serde::Deserialize;
 use subtle::ConstantTimeEq;
-use tower_sessions::cookie::SameSite;
-use tower_sessions::session::{Id, Record};
-use tower_sessions::session_store::{self, SessionStore};
-use tower_sessions::{Expiry, Session, SessionManagerLayer};
+use tower_sessions::{Expiry, Session};
 
-use super::console_backend::view_role;
-use crate::domain::console_users;
-use crate::model::{NewAuditEntry, StoredSession};
-use crate::service::AppState;
-use crate::store::Store;
+use super::sessions::{ANONYMOUS_EXPIRY, IDLE_EXPIRY, SessionUser};
+use super::views::view_role;
+use crate::state::AppState;
 
-pub const COOKIE: &str = "onramp_session";
-/// A session ends after this long without a request.
-const IDLE_EXPIRY: time::Duration = time::Duration::hours(8);
-/// A visitor who never signs in is forgotten sooner.
-const ANONYMOUS_EXPIRY: time::Duration = time::Duration::minutes(15);
 const CSRF_KEY: &str = "csrf";
 const USER_KEY: &str = "user";
 const CSRF_HEADER: &str = "x-csrf-token";
-
-/// Sessions in Onramp's store. Rows are keyed by the SHA-256 of the session ID, so a copy of the
-/// database holds no usable cookie.
-#[derive(Clone)]
-pub struct StoreSessions(pub Arc<dyn Store>);
-
-impl std::fmt::Debug for StoreSessions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StoreSessions")
-    }
-}
-
-fn row_key(id: &Id) -> String {
-    hex::encode(Sha256::digest(id.to_string().as_bytes()))
-}
-
-fn backend_error(e: impl std::fmt::Display) -> session_store::Error {
-    session_store::Error::Backend(e.to_string())
-}
-
-#[async_trait]
-impl SessionStore for StoreSessions {
-    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        // 128 random bits rarely collide; when they do, draw again rather than take over a session.
-        while self
-            .0
-            .load_session(&row_key(&record.id))
-            .await
-            .map_err(backend_error)?
-            .is_some()
-        {
-            record.id = Id::default();
-        }
-        self.save(record).await
-    }
-
-    async fn save(&self, record: &Record) -> session_store::Result<()> {
-        let data = serde_json::to_vec(&record.data)
-            .map_err(|e| session_store::Error::Encode(e.to_string()))?;
-        let expires = DateTime::<Utc>::from_timestamp(record.expiry_date.unix_timestamp(), 0)
-            .unwrap_or_else(Utc::now);
-        let session = StoredSession {
-            id: row_key(&record.id),
-            data,
-            expires,
-        };
-        self.0.save_session(&session).await.map_err(backend_error)
-    }
-
-    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        let Some(stored) = self
-            .0
-            .load_session(&row_key(id))
-            .await
-            .map_err(backend_error)?
-        else {
-            return Ok(None);
-        };
-        if stored.expires < Utc::now() {
-            return Ok(None);
-        }
-        let data = serde_json::from_slice(&stored.data)
-            .map_err(|e| session_store::Error::Decode(e.to_string()))?;
-        let expiry_date = time::OffsetDateTime::from_unix_timestamp(stored.expires.timestamp())
-            .map_err(|e| session_store::Error::Decode(e.to_string()))?;
-        Ok(Some(Record {
-            id: *id,
-            data,
-            expiry_date,
-        }))
-    }
-
-    async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        self.0
-            .delete_session(&row_key(id))
-            .await
-            .map_err(backend_error)
-    }
-}
-
-/// HttpOnly, Secure, SameSite=Strict session cookies that expire after 8 idle hours.
-pub fn session_layer(store: Arc<dyn Store>) -> SessionManagerLayer<StoreSessions> {
-    SessionManagerLayer::new(StoreSessions(store))
-        .with_name(COOKIE)
-        .with_secure(true)
-        .with_http_only(true)
-        .with_same_site(SameSite::Strict)
-        .with_expiry(Expiry::OnInactivity(IDLE_EXPIRY))
-}
-
-/// What the session remembers of its user; the role is read afresh from the store each request.
-#[derive(Serialize, Deserialize)]
-struct SessionUser {
-    username: String,
-}
 
 /// Paths anyone may use: the login page, its form, its session lookup, and signing out.
 fn is_public(path: &str) -> bool {
@@ -313,24 +203,13 @@ pub async fn login(
     session: Session,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let user =
-        match console_users::authenticate(state.store.as_ref(), &form.username, &form.password)
-            .await
-        {
-            Ok(user) => user,
-            Err(e) => return session_failed(e),
-        };
+    let user = match state.admin.sign_in(&form.username, &form.password).await {
+        Ok(user) => user,
+        Err(e) => return session_failed(e),
+    };
     let next = safe_next(&form.next);
     let Some(user) = user else {
-        // The name is whatever was typed: keep a bounded, printable prefix of it.
-        let typed: String = form
-            .username
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(64)
-            .collect();
-        tracing::info!(username = %typed, "console sign-in refused");
-        audit(&state, &typed, "login.failed", "console").await;
+        tracing::info!("console sign-in refused");
         return Redirect::to(&format!("/login?error=1&next={}", encode(next))).into_response();
     };
     let established = async {
@@ -349,44 +228,18 @@ pub async fn login(
     if let Err(e) = established.await {
         return session_failed(e);
     }
-    audit(&state, &user.username, "login", "console").await;
     Redirect::to(next).into_response()
 }
 
 /// POST /logout: forgets the session everywhere.
 pub async fn logout(State(state): State<AppState>, session: Session) -> Response {
     if let Ok(Some(user)) = session.get::<SessionUser>(USER_KEY).await {
-        audit(&state, &user.username, "logout", "console").await;
+        state.admin.signed_out(&user.username).await;
     }
     if let Err(e) = session.flush().await {
         return session_failed(e);
     }
     Redirect::to("/login").into_response()
-}
-
-/// Appends to the audit trail; a failure is logged, not shown to the user.
-pub async fn audit(state: &AppState, actor: &str, action: &str, target: &str) {
-    record(state.store.as_ref(), actor, action, target, None, None).await;
-}
-
-pub async fn record(
-    store: &dyn Store,
-    actor: &str,
-    action: &str,
-    target: &str,
-    before: Option<serde_json::Value>,
-    after: Option<serde_json::Value>,
-) {
-    let entry = NewAuditEntry {
-        actor: actor.into(),
-        action: action.into(),
-        target: target.into(),
-        before,
-        after,
-    };
-    if let Err(e) = store.append_audit(entry).await {
-        tracing::warn!(error = %e, action, target, "audit entry not written");
-    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,14 @@
 //! Serves the Leptos console: server-rendered pages, server functions, the built assets under
-//! `/pkg`, and sign-in and sign-out, all behind the session guard (console_auth).
+//! `/pkg`, the live log, and sign-in and sign-out, all behind the session guard (`auth`).
+//! `backend` answers the pages' server functions through the domain; `forms` reads what they
+//! send and `views` shapes what they show.
+
+mod auth;
+mod backend;
+mod forms;
+mod live;
+mod sessions;
+mod views;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,8 +26,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use super::{console_auth, console_live};
-use crate::service::AppState;
+use crate::state::AppState;
 
 /// The name the console's wasm, JS and CSS are built under (scripts/build-site.sh).
 pub const OUTPUT_NAME: &str = "onramp";
@@ -51,17 +59,17 @@ pub fn router(state: AppState) -> Router {
         .with_state(options)
         .merge(
             Router::new()
-                .route("/login", post(console_auth::login))
-                .route("/logout", post(console_auth::logout))
-                .route("/console/events", get(console_live::events))
+                .route("/login", post(auth::login))
+                .route("/logout", post(auth::logout))
+                .route("/console/events", get(live::events))
                 .with_state(state.clone()),
         )
         // Route layers: a path no route matches is a plain 404, with no session work.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            console_auth::guard,
+            auth::guard,
         ))
-        .route_layer(console_auth::session_layer(state.store.clone()))
+        .route_layer(sessions::session_layer(state.store.clone()))
         .layer(RequestBodyLimitLayer::new(max_body))
         // Pages and server function answers change with every visit: revalidate them.
         .layer(SetResponseHeaderLayer::if_not_present(

@@ -18,7 +18,7 @@ use tokio::sync::broadcast;
 
 use crate::diagnostics::{HubActivity, HubEvent, RegistrationEvent};
 use crate::proto::timestamp;
-use crate::service::AppState;
+use crate::state::AppState;
 
 /// GET /console/events (behind the console's sign-in guard). The subscription ends when the
 /// browser goes away: the response body, and with it the receiver, is dropped.

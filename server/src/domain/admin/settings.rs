@@ -1,30 +1,18 @@
-//! Instance administration shared by the service API, the command line and the console: access
-//! policies, linked hubs and allocation settings. Validation lives here, once.
+//! The rules of the instance's settings (access policies, linked hubs, allocation defaults): each
+//! function validates and writes one change. `Admin` (mod.rs) calls them and adds the audit entry
+//! and the cache invalidation.
 
 use chrono::Utc;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::provisioner;
+use super::{AdminError, invalid};
+use crate::domain::provisioner;
 use crate::model::*;
 use crate::store::{Store, StoreError};
 
-#[derive(Debug, thiserror::Error)]
-pub enum AdminError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0} not found")]
-    NotFound(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-fn invalid<T>(message: impl Into<String>) -> Result<T, AdminError> {
-    Err(AdminError::Invalid(message.into()))
-}
-
 /// Policy names: 1-64 letters, digits, `-`, `_` or `.`.
-pub(super) fn check_name(kind: &str, name: &str) -> Result<(), AdminError> {
+pub(in crate::domain) fn check_name(kind: &str, name: &str) -> Result<(), AdminError> {
     if name.is_empty()
         || name.len() > 64
         || !name
@@ -59,7 +47,7 @@ pub fn parse_rights(rights: &[String]) -> Result<Vec<Right>, AdminError> {
 }
 
 /// Creates a policy with fresh keys, or changes the rights of an existing one (keys kept).
-pub async fn put_policy(
+pub(super) async fn put_policy(
     store: &dyn Store,
     name: &str,
     rights: Vec<Right>,
@@ -88,7 +76,7 @@ pub enum KeySlot {
     Secondary,
 }
 
-pub async fn rekey_policy(
+pub(super) async fn rekey_policy(
     store: &dyn Store,
     name: &str,
     slot: KeySlot,
@@ -106,7 +94,7 @@ pub async fn rekey_policy(
 }
 
 /// Deletes a policy, unless it is the last one that can administer the instance.
-pub async fn delete_policy(store: &dyn Store, name: &str) -> Result<(), AdminError> {
+pub(super) async fn delete_policy(store: &dyn Store, name: &str) -> Result<(), AdminError> {
     let policies = store.list_policies().await?;
     let target = policies
         .iter()
@@ -172,7 +160,7 @@ fn check_host(host: &str) -> Result<(), AdminError> {
 }
 
 /// Links a hub or changes its settings (its host name is its identity).
-pub async fn put_hub(
+pub(super) async fn put_hub(
     store: &dyn Store,
     host: &str,
     settings: HubSettings,
@@ -207,7 +195,7 @@ pub async fn put_hub(
     Ok(store.put_hub(hub, IfMatch::Any).await?)
 }
 
-pub async fn delete_hub(store: &dyn Store, host: &str) -> Result<(), AdminError> {
+pub(super) async fn delete_hub(store: &dyn Store, host: &str) -> Result<(), AdminError> {
     match store.delete_hub(host, IfMatch::Any).await {
         Err(StoreError::NotFound) => Err(AdminError::NotFound(format!("linked hub {host:?}"))),
         other => Ok(other?),
@@ -242,7 +230,7 @@ pub async fn allocation_settings(store: &dyn Store) -> Result<AllocationSettings
     })
 }
 
-pub async fn set_allocation_settings(
+pub(super) async fn set_allocation_settings(
     store: &dyn Store,
     view: AllocationSettingsView,
 ) -> Result<(), AdminError> {

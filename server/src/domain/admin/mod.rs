@@ -1,0 +1,107 @@
+//! Every change an operator makes, whichever front end it comes through (console, service API,
+//! command line): enrollments and groups, linked hubs, allocation settings, access policies, CA
+//! certificates, console users and registration records. Each change follows one sequence:
+//! validate, write, invalidate what depends on it, append an audit entry naming the actor
+//! (docs/ARCHITECTURE.md, "Who writes the audit trail"). Front ends only decode and encode.
+
+mod cas;
+mod enrollments;
+mod hubs;
+mod policies;
+mod registrations;
+pub(in crate::domain) mod settings;
+mod users;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+pub use enrollments::{Resource, build};
+pub use settings::{AllocationSettingsView, HubSettings, KeySlot, RegionRule, parse_rights};
+
+use crate::domain::provisioner::Provisioner;
+use crate::model::{Actor, NewAuditEntry};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The change is malformed or breaks a rule; the message names the field or the rule.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub(in crate::domain) fn invalid<T>(message: impl Into<String>) -> Result<T, AdminError> {
+    Err(AdminError::Invalid(message.into()))
+}
+
+pub type Result<T, E = AdminError> = std::result::Result<T, E>;
+
+/// The one way to change the instance's configuration.
+pub struct Admin {
+    store: Arc<dyn Store>,
+    /// Its caches (enrollments, groups, hubs, CAs, allocation settings) are dropped after a change.
+    provisioner: Arc<Provisioner>,
+}
+
+/// What an audit entry says changed; keys, secrets and password hashes are never in it.
+struct Change {
+    action: String,
+    target: String,
+    before: Option<Value>,
+    after: Option<Value>,
+}
+
+impl Change {
+    fn new(action: impl Into<String>, target: impl Into<String>) -> Self {
+        Change {
+            action: action.into(),
+            target: target.into(),
+            before: None,
+            after: None,
+        }
+    }
+
+    fn before(mut self, value: Option<Value>) -> Self {
+        self.before = value;
+        self
+    }
+
+    fn after(mut self, value: Option<Value>) -> Self {
+        self.after = value;
+        self
+    }
+}
+
+impl Admin {
+    pub fn new(store: Arc<dyn Store>, provisioner: Arc<Provisioner>) -> Arc<Admin> {
+        Arc::new(Admin { store, provisioner })
+    }
+
+    pub(crate) fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// The change is already made when this runs, so a failed append is logged, not returned.
+    async fn audit(&self, actor: &Actor, change: Change) {
+        let action = change.action.clone();
+        let entry = NewAuditEntry {
+            actor: actor.clone(),
+            action: change.action,
+            target: change.target,
+            before: change.before,
+            after: change.after,
+        };
+        if let Err(e) = self.store.append_audit(entry).await {
+            tracing::warn!(error = %e, action, "audit entry not written");
+        }
+    }
+
+    /// Registrations see a change at once: the provisioner forgets what it cached.
+    fn invalidate(&self) {
+        self.provisioner.invalidate();
+    }
+}

@@ -1,0 +1,29 @@
+//! Registration records: deleting one lets its device register afresh.
+
+use super::{Admin, Change, Result};
+use crate::model::{Actor, IfMatch};
+use crate::store::StoreError;
+
+impl Admin {
+    /// Deletes the record; `Ok(false)` when there was none.
+    pub async fn delete_registration(
+        &self,
+        actor: &Actor,
+        registration_id: &str,
+        cond: IfMatch,
+    ) -> Result<bool> {
+        let before = self.store.get_registration(registration_id).await?;
+        match self.store.delete_registration(registration_id, cond).await {
+            Ok(()) => {}
+            Err(StoreError::NotFound) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        let change = Change::new(
+            "registration.delete",
+            format!("registration/{registration_id}"),
+        )
+        .before(before.and_then(|b| serde_json::to_value(b).ok()));
+        self.audit(actor, change).await;
+        Ok(true)
+    }
+}

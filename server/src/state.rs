@@ -1,0 +1,43 @@
+//! The services the front ends draw on, built once by `service::prepare`. Each front end takes a
+//! narrow state with only what it uses (axum's `FromRef`), so what a transport can reach is
+//! written in its signature.
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+
+use crate::bootstrap::Instance;
+use crate::config::Config;
+use crate::diagnostics::DiagnosticsBus;
+use crate::domain::admin::Admin;
+use crate::domain::device_hub::DeviceHub;
+use crate::domain::provisioner::Provisioner;
+use crate::store::Store;
+
+/// Everything, for the composition root; front ends extract their part of it.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    /// Reads only, outside the domain: every write goes through `admin`, `provisioner` or
+    /// `device_hub` (tests/architecture.rs holds transports to that).
+    pub store: Arc<dyn Store>,
+    pub instance: Arc<Instance>,
+    pub bus: DiagnosticsBus,
+    pub provisioner: Arc<Provisioner>,
+    /// The built-in hubs' device side: sessions, twins, pushes, identities.
+    pub device_hub: Arc<DeviceHub>,
+    /// Every operator change, audited.
+    pub admin: Arc<Admin>,
+}
+
+impl FromRef<AppState> for Arc<Config> {
+    fn from_ref(state: &AppState) -> Self {
+        state.config.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Provisioner> {
+    fn from_ref(state: &AppState) -> Self {
+        state.provisioner.clone()
+    }
+}
