@@ -14,6 +14,7 @@ const dataDir = process.env.E2E_DATA_DIR ?? fs.mkdtempSync(path.join(os.tmpdir()
 // Tests find the generated CA and the ports here (workers inherit the environment).
 process.env.E2E_DATA_DIR = dataDir;
 process.env.E2E_PORT = String(port);
+process.env.E2E_BIN = bin;
 const cli = `${bin} --data-dir ${dataDir} --https-port ${port} --mqtt-port ${port + 1} --amqp-port ${port + 2}`;
 // One console user per role, created with the real command line before the server starts.
 const createUsers = Object.values(users)

@@ -4,6 +4,7 @@
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::FromRef;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -12,13 +13,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::http_util::json_response;
-use super::service_api::{Caller, Result, ServiceError, authorize, json_body};
+use super::service_api::{Caller, Result, ServiceApiState, ServiceError, authorize, json_body};
 use crate::domain::admin::{self, AllocationSettingsView, HubSettings, KeySlot};
 use crate::domain::ca;
 use crate::model::{AccessPolicy, LinkedHub, Right};
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
+    let state = ServiceApiState::from_ref(&state);
     Router::new()
         .route("/linkedHubs", get(list_hubs))
         .route(
@@ -53,7 +55,7 @@ fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T> {
         .map_err(|e| ServiceError::BadRequest(format!("invalid body: {e}")))
 }
 
-async fn hub_json(state: &AppState, hub: &LinkedHub) -> Result<Value> {
+async fn hub_json(state: &ServiceApiState, hub: &LinkedHub) -> Result<Value> {
     Ok(json!({
         "hostName": hub.host_name,
         "connector": hub.connector.as_str(),
@@ -64,7 +66,7 @@ async fn hub_json(state: &AppState, hub: &LinkedHub) -> Result<Value> {
     }))
 }
 
-async fn list_hubs(State(state): State<AppState>, caller: Caller) -> Result<Response> {
+async fn list_hubs(State(state): State<ServiceApiState>, caller: Caller) -> Result<Response> {
     authorize(&state, &caller, Right::ServiceConfig).await?;
     let mut hubs = Vec::new();
     for hub in state.store.list_hubs().await? {
@@ -74,7 +76,7 @@ async fn list_hubs(State(state): State<AppState>, caller: Caller) -> Result<Resp
 }
 
 async fn get_hub(
-    State(state): State<AppState>,
+    State(state): State<ServiceApiState>,
     Path(host): Path<String>,
     caller: Caller,
 ) -> Result<Response> {
@@ -91,14 +93,14 @@ async fn get_hub(
 }
 
 async fn put_hub(
-    State(state): State<AppState>,
+    State(state): State<ServiceApiState>,
     Path(host): Path<String>,
     caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
     let actor = authorize(&state, &caller, Right::ServiceConfig).await?;
-    let settings: HubSettings = match json_body(&state, &headers, body).await? {
+    let settings: HubSettings = match json_body(&state.config, &headers, body).await? {
         Value::Null => HubSettings::default(),
         value => parse(value)?,
     };
@@ -110,7 +112,7 @@ async fn put_hub(
 }
 
 async fn delete_hub(
-    State(state): State<AppState>,
+    State(state): State<ServiceApiState>,
     Path(host): Path<String>,
     caller: Caller,
 ) -> Result<Response> {
@@ -119,7 +121,7 @@ async fn delete_hub(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn get_allocation(State(state): State<AppState>, caller: Caller) -> Result<Response> {
+async fn get_allocation(State(state): State<ServiceApiState>, caller: Caller) -> Result<Response> {
     authorize(&state, &caller, Right::ServiceConfig).await?;
     Ok(json_response(
         StatusCode::OK,
@@ -128,13 +130,13 @@ async fn get_allocation(State(state): State<AppState>, caller: Caller) -> Result
 }
 
 async fn put_allocation(
-    State(state): State<AppState>,
+    State(state): State<ServiceApiState>,
     caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
     let actor = authorize(&state, &caller, Right::ServiceConfig).await?;
-    let view: AllocationSettingsView = parse(json_body(&state, &headers, body).await?)?;
+    let view: AllocationSettingsView = parse(json_body(&state.config, &headers, body).await?)?;
     state.admin.set_allocation_settings(&actor, view).await?;
     Ok(json_response(
         StatusCode::OK,
@@ -142,7 +144,7 @@ async fn put_allocation(
     ))
 }
 
-fn policy_json(state: &AppState, policy: &AccessPolicy, with_keys: bool) -> Value {
+fn policy_json(state: &ServiceApiState, policy: &AccessPolicy, with_keys: bool) -> Value {
     let rights: Vec<&str> = policy.rights.iter().map(|r| r.as_str()).collect();
     let mut value = json!({ "name": policy.name, "rights": rights });
     if with_keys {
@@ -156,7 +158,7 @@ fn policy_json(state: &AppState, policy: &AccessPolicy, with_keys: bool) -> Valu
     value
 }
 
-async fn list_policies(State(state): State<AppState>, caller: Caller) -> Result<Response> {
+async fn list_policies(State(state): State<ServiceApiState>, caller: Caller) -> Result<Response> {
     authorize(&state, &caller, Right::ServiceConfig).await?;
     let policies: Vec<Value> = state
         .store
@@ -169,7 +171,7 @@ async fn list_policies(State(state): State<AppState>, caller: Caller) -> Result<
 }
 
 async fn get_policy(
-    State(state): State<AppState>,
+    State(state): State<ServiceApiState>,
     Path(name): Path<String>,
     caller: Caller,
 ) -> Result<Response> {
@@ -192,14 +194,14 @@ struct PolicyBody {
 }
 
 async fn put_policy(
-    State(state): State<AppState>,
+    State(state): State<ServiceApiState>,
     Path(name): Path<String>,
     caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
     let actor = authorize(&state, &caller, Right::ServiceConfig).await?;
-    let body: PolicyBody = parse(json_body(&state, &headers, body).await?)?;
+    let body: PolicyBody = parse(json_body(&state.config, &headers, body).await?)?;
     let rights = admin::parse_rights(&body.rights)?;
     let policy = state.admin.put_policy(&actor, &name, rights).await?;
     Ok(json_response(
@@ -215,14 +217,14 @@ struct RegenerateBody {
 }
 
 async fn regenerate_key(
-    State(state): State<AppState>,
+    State(state): State<ServiceApiState>,
     Path(name): Path<String>,
     caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
     let actor = authorize(&state, &caller, Right::ServiceConfig).await?;
-    let body: RegenerateBody = parse(json_body(&state, &headers, body).await?)?;
+    let body: RegenerateBody = parse(json_body(&state.config, &headers, body).await?)?;
     let policy = state.admin.rekey_policy(&actor, &name, body.key).await?;
     Ok(json_response(
         StatusCode::OK,
@@ -231,7 +233,7 @@ async fn regenerate_key(
 }
 
 async fn delete_policy(
-    State(state): State<AppState>,
+    State(state): State<ServiceApiState>,
     Path(name): Path<String>,
     caller: Caller,
 ) -> Result<Response> {
@@ -240,7 +242,7 @@ async fn delete_policy(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list_cas(State(state): State<AppState>, caller: Caller) -> Result<Response> {
+async fn list_cas(State(state): State<ServiceApiState>, caller: Caller) -> Result<Response> {
     authorize(&state, &caller, Right::ServiceConfig).await?;
     let cas = state.store.list_ca_certificates().await?;
     let views: Vec<Value> = cas.iter().map(ca::view).collect();
@@ -248,7 +250,7 @@ async fn list_cas(State(state): State<AppState>, caller: Caller) -> Result<Respo
 }
 
 async fn get_ca(
-    State(state): State<AppState>,
+    State(state): State<ServiceApiState>,
     Path(name): Path<String>,
     caller: Caller,
 ) -> Result<Response> {
@@ -277,21 +279,21 @@ fn certificate_body(value: Value) -> Result<CertificateBody> {
 }
 
 async fn put_ca(
-    State(state): State<AppState>,
+    State(state): State<ServiceApiState>,
     Path(name): Path<String>,
     caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
     let actor = authorize(&state, &caller, Right::ServiceConfig).await?;
-    let body = certificate_body(json_body(&state, &headers, body).await?)?;
+    let body = certificate_body(json_body(&state.config, &headers, body).await?)?;
     let (pem, verified) = (&body.certificate, body.is_verified);
     let stored = state.admin.put_ca(&actor, &name, pem, verified).await?;
     Ok(json_response(StatusCode::OK, &ca::view(&stored)))
 }
 
 async fn generate_verification_code(
-    State(state): State<AppState>,
+    State(state): State<ServiceApiState>,
     Path(name): Path<String>,
     caller: Caller,
 ) -> Result<Response> {
@@ -301,14 +303,14 @@ async fn generate_verification_code(
 }
 
 async fn verify_ca(
-    State(state): State<AppState>,
+    State(state): State<ServiceApiState>,
     Path(name): Path<String>,
     caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
     let actor = authorize(&state, &caller, Right::ServiceConfig).await?;
-    let body = certificate_body(json_body(&state, &headers, body).await?)?;
+    let body = certificate_body(json_body(&state.config, &headers, body).await?)?;
     let stored = state
         .admin
         .verify_ca(&actor, &name, &body.certificate)
@@ -317,7 +319,7 @@ async fn verify_ca(
 }
 
 async fn delete_ca(
-    State(state): State<AppState>,
+    State(state): State<ServiceApiState>,
     Path(name): Path<String>,
     caller: Caller,
 ) -> Result<Response> {

@@ -6,19 +6,40 @@ use std::net::SocketAddr;
 
 use super::http_util::{TooLarge, azure_error, json_response, read_body};
 use crate::attestation::x509::PresentedChain;
+use crate::config::Config;
 use crate::diagnostics::Protocol;
+use crate::domain::provisioner::Provisioner;
 use crate::domain::provisioner::{
     Credential, OperationReply, ProvisionError, RegisterRequest, StatusRequest,
 };
 use crate::state::AppState;
 use axum::Extension;
 use axum::Router;
+use axum::extract::FromRef;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post, put};
+use std::sync::Arc;
+
+/// What the device API uses: the registration path and the request limits.
+#[derive(Clone)]
+pub struct DeviceApiState {
+    pub provisioner: Arc<Provisioner>,
+    pub config: Arc<Config>,
+}
+
+impl FromRef<AppState> for DeviceApiState {
+    fn from_ref(state: &AppState) -> Self {
+        DeviceApiState {
+            provisioner: state.provisioner.clone(),
+            config: state.config.clone(),
+        }
+    }
+}
 
 pub fn router(state: AppState) -> Router {
+    let state = DeviceApiState::from_ref(&state);
     Router::new()
         .route(
             "/{scope}/registrations/{registration_id}/register",
@@ -36,7 +57,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn register(
-    State(state): State<AppState>,
+    State(state): State<DeviceApiState>,
     Path((scope, registration_id)): Path<(String, String)>,
     request: Request,
 ) -> Response {
@@ -83,7 +104,7 @@ async fn register(
 }
 
 async fn operation_status(
-    State(state): State<AppState>,
+    State(state): State<DeviceApiState>,
     Path((scope, registration_id, operation_id)): Path<(String, String, String)>,
     headers: HeaderMap,
     chain: Option<Extension<PresentedChain>>,
@@ -103,7 +124,7 @@ async fn operation_status(
 }
 
 async fn registration_status(
-    State(state): State<AppState>,
+    State(state): State<DeviceApiState>,
     Path((scope, registration_id)): Path<(String, String)>,
     headers: HeaderMap,
     chain: Option<Extension<PresentedChain>>,

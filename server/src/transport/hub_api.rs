@@ -7,6 +7,7 @@
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::FromRef;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -16,16 +17,39 @@ use serde_json::{Map, Value, json};
 
 use super::http_util::json_response;
 use super::service_api::{Result, ServiceError, if_match, json_body};
+use crate::config::Config;
 use crate::domain::access;
+use crate::domain::device_hub::DeviceHub;
 use crate::domain::device_hub::IdentitySettings;
-use crate::domain::device_hub::{DeviceHub, TwinError};
+use crate::domain::device_hub::TwinError;
 use crate::model::*;
 use crate::proto::error::code;
 use crate::proto::twin;
 use crate::state::AppState;
+use crate::store::Store;
 use crate::store::StoreError;
+use std::sync::Arc;
+
+/// What the built-in hubs' REST subset uses: reads (hubs, policies) and the hubs' device side.
+#[derive(Clone)]
+pub struct HubApiState {
+    pub store: Arc<dyn Store>,
+    pub device_hub: Arc<DeviceHub>,
+    pub config: Arc<Config>,
+}
+
+impl FromRef<AppState> for HubApiState {
+    fn from_ref(state: &AppState) -> Self {
+        HubApiState {
+            store: state.store.clone(),
+            device_hub: state.device_hub.clone(),
+            config: state.config.clone(),
+        }
+    }
+}
 
 pub fn router(state: AppState) -> Router {
+    let state = HubApiState::from_ref(&state);
     Router::new()
         .route(
             "/devices/{id}",
@@ -37,7 +61,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The built-in hub the request is for, once its token checks out.
-async fn hub_for(state: &AppState, headers: &HeaderMap, right: Right) -> Result<String> {
+async fn hub_for(state: &HubApiState, headers: &HeaderMap, right: Right) -> Result<String> {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -61,7 +85,7 @@ async fn hub_for(state: &AppState, headers: &HeaderMap, right: Right) -> Result<
     Ok(hub.host_name.clone())
 }
 
-async fn device(state: &AppState, hub: &str, id: &str) -> Result<HubDevice> {
+async fn device(state: &HubApiState, hub: &str, id: &str) -> Result<HubDevice> {
     state
         .store
         .get_hub_device(hub, id)
@@ -77,7 +101,7 @@ fn not_found(id: &str) -> ServiceError {
 }
 
 async fn get_device(
-    State(state): State<AppState>,
+    State(state): State<HubApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response> {
@@ -93,13 +117,13 @@ async fn get_device(
 /// Creates or updates an identity: status, symmetric keys (generated when left out) and the
 /// IoT Edge capability. A new identity starts with an empty twin; an update keeps the twin.
 async fn put_device(
-    State(state): State<AppState>,
+    State(state): State<HubApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response> {
     let hub = hub_for(&state, &headers, Right::RegistrationStatusWrite).await?;
-    let body = json_body(&state, &headers, body).await?;
+    let body = json_body(&state.config, &headers, body).await?;
     if body
         .get("deviceId")
         .and_then(Value::as_str)
@@ -173,7 +197,7 @@ fn device_auth(authentication: Option<&Value>) -> Result<DeviceAuth> {
 }
 
 async fn delete_device(
-    State(state): State<AppState>,
+    State(state): State<HubApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response> {
@@ -187,7 +211,7 @@ async fn delete_device(
 
 /// Onramp's own: the device's most recent telemetry (kept in memory by the instance it sent to).
 async fn recent_messages(
-    State(state): State<AppState>,
+    State(state): State<HubApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response> {
@@ -198,7 +222,7 @@ async fn recent_messages(
 }
 
 async fn get_twin(
-    State(state): State<AppState>,
+    State(state): State<HubApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response> {
@@ -210,13 +234,13 @@ async fn get_twin(
 /// `{"tags": {...}, "properties": {"desired": {...}}}`, merged as IoT Hub does; a desired change
 /// reaches the device at once if it is connected.
 async fn patch_twin(
-    State(state): State<AppState>,
+    State(state): State<HubApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response> {
     let hub = hub_for(&state, &headers, Right::RegistrationStatusWrite).await?;
-    let patch = json_body(&state, &headers, body).await?;
+    let patch = json_body(&state.config, &headers, body).await?;
     let object = |value: Option<&Value>, what: &str| match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(map)) => Ok(Some(map.clone())),

@@ -6,6 +6,7 @@
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::FromRef;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -16,13 +17,36 @@ use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 
 use super::http_util::{TooLarge, azure_error, json_response, read_body};
+use crate::config::Config;
 use crate::domain::access::{self, AccessError};
+use crate::domain::admin::Admin;
 use crate::domain::admin::{AdminError, Resource};
 use crate::domain::provisioner::registration_result;
 use crate::model::*;
 use crate::proto::error::code;
 use crate::state::AppState;
+use crate::store::Store;
 use crate::store::StoreError;
+use std::sync::Arc;
+
+/// What the service API (and Onramp's admin resources beside it) use: reads, the admin service
+/// for every change, and the configuration (host name, limits).
+#[derive(Clone)]
+pub struct ServiceApiState {
+    pub store: Arc<dyn Store>,
+    pub admin: Arc<Admin>,
+    pub config: Arc<Config>,
+}
+
+impl FromRef<AppState> for ServiceApiState {
+    fn from_ref(state: &AppState) -> Self {
+        ServiceApiState {
+            store: state.store.clone(),
+            admin: state.admin.clone(),
+            config: state.config.clone(),
+        }
+    }
+}
 
 /// Page size when the client sends no `x-ms-max-item-count`.
 const DEFAULT_PAGE: u32 = 100;
@@ -30,6 +54,7 @@ const DEFAULT_PAGE: u32 = 100;
 const MAX_BULK: usize = 10;
 
 pub fn router(state: AppState) -> Router {
+    let state = ServiceApiState::from_ref(&state);
     Router::new()
         .route("/enrollments", post(bulk::<Enrollment>))
         .route("/enrollments/query", post(query::<Enrollment>))
@@ -208,7 +233,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 }
 
 /// Checks the caller's right; the policy it signed with is the actor of any change it makes.
-pub(super) async fn authorize(state: &AppState, caller: &Caller, right: Right) -> Result<Actor> {
+pub(super) async fn authorize(
+    state: &ServiceApiState,
+    caller: &Caller,
+    right: Right,
+) -> Result<Actor> {
     let authorization = caller.authorization.as_deref();
     let policy = access::authorize(
         state.store.as_ref(),
@@ -220,8 +249,8 @@ pub(super) async fn authorize(state: &AppState, caller: &Caller, right: Right) -
     Ok(Actor::service_api(&policy.name, caller.address))
 }
 
-pub(super) async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value> {
-    let bytes = read_body(body, headers, state.config.limits.max_body_bytes)
+pub(super) async fn json_body(config: &Config, headers: &HeaderMap, body: Body) -> Result<Value> {
+    let bytes = read_body(body, headers, config.limits.max_body_bytes)
         .await
         .map_err(|TooLarge(limit)| ServiceError::TooLarge(limit))?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -243,7 +272,7 @@ fn not_found<R: Resource>(id: &str) -> ServiceError {
 }
 
 async fn get_one<R: Resource>(
-    State(state): State<AppState>,
+    State(state): State<ServiceApiState>,
     Path(id): Path<String>,
     caller: Caller,
 ) -> Result<Response> {
@@ -257,7 +286,7 @@ async fn get_one<R: Resource>(
 }
 
 async fn attestation<R: Resource>(
-    State(state): State<AppState>,
+    State(state): State<ServiceApiState>,
     Path(id): Path<String>,
     caller: Caller,
 ) -> Result<Response> {
@@ -272,14 +301,14 @@ async fn attestation<R: Resource>(
 }
 
 async fn put_one<R: Resource>(
-    State(state): State<AppState>,
+    State(state): State<ServiceApiState>,
     Path(id): Path<String>,
     caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
     let actor = authorize(&state, &caller, Right::EnrollmentWrite).await?;
-    let value = json_body(&state, &headers, body).await?;
+    let value = json_body(&state.config, &headers, body).await?;
     let stored: R = state
         .admin
         .put_enrollment(&actor, &value, Some(&id), if_match(&headers))
@@ -288,7 +317,7 @@ async fn put_one<R: Resource>(
 }
 
 async fn delete_one<R: Resource>(
-    State(state): State<AppState>,
+    State(state): State<ServiceApiState>,
     Path(id): Path<String>,
     caller: Caller,
     headers: HeaderMap,
@@ -355,13 +384,13 @@ fn page_response(
 
 /// Every query string the SDKs send (`*`, `SELECT *`, `SELECT * FROM enrollments`) selects all.
 async fn query<R: Resource>(
-    State(state): State<AppState>,
+    State(state): State<ServiceApiState>,
     caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
     authorize(&state, &caller, Right::EnrollmentRead).await?;
-    json_body(&state, &headers, body).await?;
+    json_body(&state.config, &headers, body).await?;
     let request = page_request(&headers)?;
     let page = R::page(state.store.as_ref(), &request).await?;
     let items = page.items.iter().map(|item| item.to_json(false)).collect();
@@ -369,13 +398,13 @@ async fn query<R: Resource>(
 }
 
 async fn bulk<R: Resource>(
-    State(state): State<AppState>,
+    State(state): State<ServiceApiState>,
     caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
     let actor = authorize(&state, &caller, Right::EnrollmentWrite).await?;
-    let value = json_body(&state, &headers, body).await?;
+    let value = json_body(&state.config, &headers, body).await?;
     let mode = value
         .get("mode")
         .and_then(Value::as_str)
@@ -470,7 +499,7 @@ fn registration_not_found(id: &str) -> ServiceError {
 }
 
 async fn get_registration(
-    State(state): State<AppState>,
+    State(state): State<ServiceApiState>,
     Path(id): Path<String>,
     caller: Caller,
 ) -> Result<Response> {
@@ -484,7 +513,7 @@ async fn get_registration(
 }
 
 async fn delete_registration(
-    State(state): State<AppState>,
+    State(state): State<ServiceApiState>,
     Path(id): Path<String>,
     caller: Caller,
     headers: HeaderMap,
@@ -498,14 +527,14 @@ async fn delete_registration(
 }
 
 async fn query_registrations(
-    State(state): State<AppState>,
+    State(state): State<ServiceApiState>,
     Path(group_id): Path<String>,
     caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
     authorize(&state, &caller, Right::RegistrationStatusRead).await?;
-    json_body(&state, &headers, body).await?;
+    json_body(&state.config, &headers, body).await?;
     let request = ListQuery {
         group_id: Some(group_id),
         ..page_request(&headers)?

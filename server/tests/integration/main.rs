@@ -3,6 +3,7 @@
 
 mod support;
 
+mod audit;
 mod bulk;
 mod cli;
 mod mqtt;

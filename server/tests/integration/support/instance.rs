@@ -127,6 +127,11 @@ impl Instance {
         }
     }
 
+    /// The data directory `onramp` commands must be given to act on this instance.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.state.store
     }
