@@ -57,7 +57,7 @@ test('the audit page shows changes from the console, the service API and the com
   const service = row('enrollment.create', 'enrollment/e2e-audited');
   await expect(service).toContainText(policy.name);
   await expect(service.locator('td.via')).toHaveText('service-api');
-  await expect(service).toContainText('127.0.0.1');
+  await expect(service).toContainText(/127\.0\.0\.1|::1/);
   const cli = row('user.create', `user/${users.viewer.username}`);
   await expect(cli.locator('td.via')).toHaveText('cli');
   await expect(table).not.toContainText(key);

@@ -1,10 +1,9 @@
 //! The services the front ends draw on, built once by `service::prepare`. Each front end takes a
-//! narrow state with only what it uses (axum's `FromRef`), so what a transport can reach is
-//! written in its signature.
+//! narrow state with only what it uses (its own struct with `FromRef<AppState>`, e.g.
+//! `transport::service_api::ServiceApiState`), so what a transport can reach is written in its
+//! signature; the console uses all of them.
 
 use std::sync::Arc;
-
-use axum::extract::FromRef;
 
 use crate::bootstrap::Instance;
 use crate::config::Config;
@@ -28,16 +27,4 @@ pub struct AppState {
     pub device_hub: Arc<DeviceHub>,
     /// Every operator change, audited.
     pub admin: Arc<Admin>,
-}
-
-impl FromRef<AppState> for Arc<Config> {
-    fn from_ref(state: &AppState) -> Self {
-        state.config.clone()
-    }
-}
-
-impl FromRef<AppState> for Arc<Provisioner> {
-    fn from_ref(state: &AppState) -> Self {
-        state.provisioner.clone()
-    }
 }

@@ -395,18 +395,9 @@ impl DeviceHub {
                 ..existing
             },
             None => HubDevice {
-                hub: hub.to_string(),
-                device_id: device_id.to_string(),
                 enabled,
-                auth,
                 iot_edge,
-                generation_id: now.timestamp_micros().to_string(),
-                tags: Map::new(),
-                desired: Default::default(),
-                reported: Default::default(),
-                etag: crate::model::Etag::new(),
-                created: now,
-                updated: now,
+                ..HubDevice::new(hub, device_id, auth, now)
             },
         };
         self.store.put_hub_device(device, cond).await

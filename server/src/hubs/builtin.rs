@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 
 use super::{HubConnector, HubError, Identity, Provisioned, TwinState, TwinWrite};
-use crate::model::{Etag, HubDevice, IfMatch, LinkedHub, TwinProperties};
+use crate::model::{HubDevice, IfMatch, LinkedHub, TwinProperties};
 use crate::store::{Store, StoreError};
 
 pub struct BuiltInHub {
@@ -29,18 +29,16 @@ impl BuiltInHub {
     ) -> Result<(HubDevice, IfMatch), HubError> {
         let now = Utc::now();
         let fresh = |tags, desired, reported| HubDevice {
-            hub: hub.host_name.clone(),
-            device_id: identity.device_id.clone(),
-            enabled: true,
-            auth: identity.auth.clone(),
             iot_edge: identity.iot_edge,
-            generation_id: generation_id(),
             tags,
             desired,
             reported,
-            etag: Etag::new(),
-            created: now,
-            updated: now,
+            ..HubDevice::new(
+                &hub.host_name,
+                &identity.device_id,
+                identity.auth.clone(),
+                now,
+            )
         };
         Ok(match twin {
             TwinWrite::Initial(initial) => {
@@ -86,10 +84,6 @@ impl BuiltInHub {
 }
 
 /// Like IoT Hub, a generation ID tells a re-created identity from the one before it.
-fn generation_id() -> String {
-    format!("{}", Utc::now().timestamp_micros())
-}
-
 #[async_trait]
 impl HubConnector for BuiltInHub {
     async fn provision(

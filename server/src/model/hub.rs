@@ -85,3 +85,24 @@ pub struct HubDevice {
     pub created: DateTime<Utc>,
     pub updated: DateTime<Utc>,
 }
+
+impl HubDevice {
+    /// A new identity: enabled, with an empty twin and a generation from its creation time (a
+    /// device deleted and created again gets a new one, as on IoT Hub).
+    pub fn new(hub: &str, device_id: &str, auth: DeviceAuth, now: DateTime<Utc>) -> HubDevice {
+        HubDevice {
+            hub: hub.to_string(),
+            device_id: device_id.to_string(),
+            enabled: true,
+            auth,
+            iot_edge: false,
+            generation_id: now.timestamp_micros().to_string(),
+            tags: Map::new(),
+            desired: TwinProperties::default(),
+            reported: TwinProperties::default(),
+            etag: Etag::new(),
+            created: now,
+            updated: now,
+        }
+    }
+}

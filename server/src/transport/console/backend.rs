@@ -18,7 +18,7 @@ use crate::domain::provisioner::validate_registration_id;
 use crate::model::{
     Actor, Attestation, DeviceAuth, Enrollment, EnrollmentGroup, IfMatch, ListQuery,
 };
-use crate::proto::timestamp;
+use crate::proto::{timestamp, twin};
 use crate::state::AppState;
 use crate::store::StoreError;
 
@@ -83,13 +83,8 @@ impl AppState {
             DeviceAuth::SelfSigned { .. } => "X.509 (thumbprint)",
             DeviceAuth::CertificateAuthority => "X.509 (CA-signed)",
         };
-        let twin = json!({
-            "tags": device.tags,
-            "properties": {
-                "desired": {"$version": device.desired.version, "properties": device.desired.properties},
-                "reported": {"$version": device.reported.version, "properties": device.reported.properties},
-            },
-        });
+        // The twin as the hub's REST API and the device see it.
+        let twin = json!({"tags": device.tags, "properties": twin::document(&device)});
         let mut telemetry: Vec<TelemetryRow> = self
             .device_hub
             .recent_telemetry(hub, device_id)
