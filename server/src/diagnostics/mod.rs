@@ -1,5 +1,6 @@
 //! Registration events: every attempt, over any protocol, becomes one `RegistrationEvent` on one bus.
-//! The live log, the metrics and the audit trail all subscribe to it (ARCHITECTURE.md invariant 5).
+//! The console's live log and the recorder (the dashboard's store) subscribe to it
+//! (docs/ARCHITECTURE.md, I6).
 //! The built-in hubs' device activity (connections, refusals, twin changes) travels beside them as
 //! `HubEvent`s, with protocol `hub-mqtt`. The recorder keeps registration events in the store for
 //! the dashboard.

@@ -1,4 +1,4 @@
-//! The built-in hub as its devices see it (flow steps 7 and 8): a device proves it holds an
+//! The built-in hub as its devices see it: a device proves it holds an
 //! identity's key, reads its twin, and reports properties; operators' desired changes are pushed to
 //! the device's connection. One connection per device: a new one replaces the old. Transport-free:
 //! the MQTT hub session only translates packets into these calls.
@@ -371,7 +371,6 @@ impl DeviceHub {
         Ok(())
     }
 
-    /// The device whose twin a device GETs (`proto::twin::document` is its wire shape).
     /// Creates a device identity on a built-in hub, or changes its status, credentials and
     /// capabilities (its twin and generation are kept).
     pub async fn put_identity(
@@ -417,6 +416,7 @@ impl DeviceHub {
         }
     }
 
+    /// The device whose twin a device GETs (`proto::twin::document` is its wire shape).
     pub async fn twin(&self, hub: &str, device_id: &str) -> Result<HubDevice, TwinError> {
         self.device(hub, device_id)
             .await

@@ -1,5 +1,5 @@
 //! Wire types of the Azure DPS APIs (serde), kept apart from the domain: what the official SDKs put
-//! on the wire and what they need back. See ../shared/spec/dps-wire-protocol.md.
+//! on the wire and what they need back (docs/ARCHITECTURE.md, "The one registration path").
 
 pub mod device;
 pub mod error;

@@ -43,7 +43,7 @@ pub type Result<T, E = AdminError> = std::result::Result<T, E>;
 /// The one way to change the instance's configuration.
 pub struct Admin {
     store: Arc<dyn Store>,
-    /// Its caches (enrollments, groups, hubs, CAs, allocation settings) are dropped after a change.
+    /// Its caches (groups, hubs, CAs, allocation settings) are dropped after a change.
     provisioner: Arc<Provisioner>,
 }
 
