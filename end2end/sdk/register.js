@@ -1,13 +1,14 @@
 // Registers one device with the official Azure IoT Node SDK and prints the outcome as one JSON
 // line. Used by server/tests/integration/sdk_node.rs.
 //
-//   node register.js <http|mqtt|mqtt-ws> <host> <idScope> <registrationId> <key> [payloadJson] [--group-key]
-//   node register.js <http|mqtt|mqtt-ws> <host> <idScope> <registrationId> <certPrefix> --x509
+//   node register.js <http|mqtt|mqtt-ws|amqp|amqp-ws> <host> <idScope> <registrationId> <key> [payloadJson] [--group-key]
+//   node register.js <http|mqtt|mqtt-ws|amqp|amqp-ws> <host> <idScope> <registrationId> <certPrefix> --x509
 //
 // With --x509 the device authenticates with the certificate <certPrefix>.pem (leaf first, then any
 // intermediates) and its key <certPrefix>-key.pem, through azure-iot-security-x509.
 //
-// HTTP and MQTT over WebSocket always go to port 443 (the SDK hard-codes it); MQTT takes `host:port`.
+// HTTP and both WebSocket transports always go to port 443, AMQP to 5671 (the SDK hard-codes them);
+// MQTT takes `host:port`.
 //
 // With --group-key, <key> is the enrollment group's key and the device key is derived here
 // exactly as the Azure docs show, with Node's own crypto.
@@ -16,6 +17,7 @@ const crypto = require('node:crypto');
 const { ProvisioningDeviceClient } = require('azure-iot-provisioning-device');
 const { Http } = require('azure-iot-provisioning-device-http');
 const { Mqtt, MqttWs } = require('azure-iot-provisioning-device-mqtt');
+const { Amqp, AmqpWs } = require('azure-iot-provisioning-device-amqp');
 const { SymmetricKeySecurityClient } = require('azure-iot-security-symmetric-key');
 const { X509Security } = require('azure-iot-security-x509');
 const fs = require('node:fs');
@@ -23,7 +25,9 @@ const fs = require('node:fs');
 const args = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 const groupKey = process.argv.includes('--group-key');
 const [transportName, host, idScope, registrationId, key, payload] = args;
-const transports = { http: () => new Http(), mqtt: () => new Mqtt(), 'mqtt-ws': () => new MqttWs() };
+const transports = {
+  http: () => new Http(), mqtt: () => new Mqtt(), 'mqtt-ws': () => new MqttWs(), amqp: () => new Amqp(), 'amqp-ws': () => new AmqpWs(),
+};
 
 function deriveKey(groupKeyB64, id) {
   return crypto.createHmac('sha256', Buffer.from(groupKeyB64, 'base64')).update(id, 'utf8').digest('base64');
@@ -53,6 +57,9 @@ client.register((err, result) => {
       statusCode: err.response?.statusCode ?? null,
       body,
       result: err.result ?? null,
+      // AMQP: a Rejected outcome reaches the caller as rhea's error, condition and description.
+      condition: err.condition ?? null,
+      description: err.description ?? null,
       ms,
     }));
   } else {

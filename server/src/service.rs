@@ -23,8 +23,9 @@ use crate::model::ConnectorKind;
 use crate::state::AppState;
 use crate::store::{self, Store};
 use crate::tls;
-use crate::transport::mqtt::websocket::WebSocketSessions;
+use crate::transport::amqp::{self, AmqpLimits};
 use crate::transport::mqtt::{self, MqttLimits, MqttServices};
+use crate::transport::websocket::WebSocketSessions;
 use crate::transport::{https, listener};
 
 /// An instance ready to serve: store open, bootstrap done, TLS material at hand.
@@ -81,6 +82,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listeners = Listeners {
         https: bind(config.listen_address, config.https_port, "https_port").await?,
         mqtt: bind(config.listen_address, config.mqtt_port, "mqtt_port").await?,
+        amqp: bind(config.listen_address, config.amqp_port, "amqp_port").await?,
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
@@ -92,6 +94,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 pub struct Listeners {
     pub https: TcpListener,
     pub mqtt: TcpListener,
+    pub amqp: TcpListener,
 }
 
 /// Serves a prepared instance until `shutdown` is cancelled, then drains its connections and
@@ -106,10 +109,12 @@ pub async fn run(
     let config = state.config.clone();
     let https_tls = tls::server_config(&tls, &[b"h2", b"http/1.1"])?;
     let mqtt_tls = tls::server_config(&tls, &[])?;
+    let amqp_tls = tls::server_config(&tls, &[])?;
     let ca = tls.ca_path.as_ref().map(|path| path.display().to_string());
     tracing::info!(
         url = %config.https_url(),
         mqtt = %config.mqtt_url(),
+        amqp = %config.amqp_url(),
         id_scope = %state.instance.id_scope,
         database = ?state.store.kind(),
         ca = %ca.as_deref().unwrap_or("(operator's certificate)"),
@@ -139,16 +144,17 @@ pub async fn run(
         provisioner: state.provisioner.clone(),
         hub: state.device_hub.clone(),
     };
-    let mqtt_sessions = WebSocketSessions::new(
+    let websocket_sessions = WebSocketSessions::new(
         mqtt_services.clone(),
         mqtt_limits.clone(),
+        amqp_limits(&config),
         config.limits.max_connections,
         shutdown.clone(),
     );
     let https = listener::serve_https(
         listeners.https,
         https_tls,
-        https::router(state.clone(), mqtt_sessions.clone()),
+        https::router(state.clone(), websocket_sessions.clone()),
         limits.clone(),
         shutdown.clone(),
     );
@@ -156,25 +162,43 @@ pub async fn run(
         listeners.mqtt,
         mqtt_tls,
         mqtt_services,
-        limits,
+        limits.clone(),
         mqtt_limits,
+        shutdown.clone(),
+    );
+    let amqp_listener_limits = listener::ListenerLimits {
+        max_connections: config.limits.max_amqp_connections,
+        ..limits.clone()
+    };
+    let amqp = amqp::serve_amqp(
+        listeners.amqp,
+        amqp_tls,
+        state.provisioner.clone(),
+        amqp_listener_limits,
+        amqp_limits(&config),
         shutdown,
     );
-    tokio::join!(https, mqtt);
+    tokio::join!(https, mqtt, amqp);
     // Upgraded WebSocket sessions outlive their HTTP connection: give them the same grace.
     let grace = Duration::from_secs(config.limits.shutdown_grace_secs);
-    if tokio::time::timeout(grace, mqtt_sessions.drained())
+    if tokio::time::timeout(grace, websocket_sessions.drained())
         .await
         .is_err()
     {
-        tracing::warn!(
-            ?grace,
-            "MQTT-over-WebSocket sessions did not finish in time"
-        );
+        tracing::warn!(?grace, "WebSocket sessions did not finish in time");
     }
     state.store.close().await;
     tracing::info!("Onramp stopped");
     Ok(())
+}
+
+fn amqp_limits(config: &Config) -> AmqpLimits {
+    AmqpLimits {
+        setup_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
+        idle_timeout: Duration::from_secs(config.limits.amqp_idle_timeout_secs),
+        // The DPS body limit, plus room for the message's properties.
+        max_message_bytes: config.limits.max_body_bytes + 4096,
+    }
 }
 
 /// The janitor (expired operations and sessions) and the recorder (registration events for the

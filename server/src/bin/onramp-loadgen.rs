@@ -5,7 +5,7 @@
 //! the ratio. `--idle-connections N` instead holds N connected MQTT sessions open and prints the
 //! server's resident memory (`--server-pid`) before and with them.
 //!
-//!   onramp-loadgen --data-dir D [--database-url U] [--protocol https|mqtt] [--devices 20000]
+//!   onramp-loadgen --data-dir D [--database-url U] [--protocol https|mqtt|amqp] [--devices 20000]
 //!                  [--concurrency 64] [--idle-connections N --server-pid P]
 //!
 //! It seeds its enrollment group straight into the instance's store (same data dir / database URL
@@ -44,6 +44,8 @@ struct Args {
     port: u16,
     #[arg(long, default_value_t = 8883)]
     mqtt_port: u16,
+    #[arg(long, default_value_t = 5671)]
+    amqp_port: u16,
     #[arg(long, default_value_t = 20_000)]
     devices: usize,
     #[arg(long, default_value_t = 64)]
@@ -70,6 +72,7 @@ struct Args {
 enum Protocol {
     Https,
     Mqtt,
+    Amqp,
 }
 
 struct Target {
@@ -118,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
     let port = match args.protocol {
         Protocol::Https => args.port,
         Protocol::Mqtt => args.mqtt_port,
+        Protocol::Amqp => args.amqp_port,
     };
     let target = Arc::new(Target {
         connector: connector(&args.data_dir.join("ca.pem"))?,
@@ -175,6 +179,7 @@ async fn main() -> anyhow::Result<()> {
                 match protocol {
                     Protocol::Https => register(&target, &scope, &key, &id).await,
                     Protocol::Mqtt => register_mqtt(&target, &scope, &key, &id).await,
+                    Protocol::Amqp => register_amqp(&target, &scope, &key, &id).await,
                 }
             }
         }
@@ -183,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
     registrations.print(match protocol {
         Protocol::Https => "registrations (HTTPS)",
         Protocol::Mqtt => "registrations (MQTT)",
+        Protocol::Amqp => "registrations (AMQP)",
     });
     let ratio = registrations.rate() / baseline.rate();
     println!(
@@ -311,6 +317,68 @@ async fn register_mqtt(
     }
     session.send(Packet::Disconnect).await?;
     session.tls.shutdown().await.ok();
+    Ok(())
+}
+
+/// One device over AMQP: SASL PLAIN with its SAS token, a session, the two links, the register
+/// request, and the final `assigned` state in the reply.
+async fn register_amqp(
+    target: &Target,
+    scope: &str,
+    group_key: &str,
+    id: &str,
+) -> anyhow::Result<()> {
+    use fe2o3_amqp::types::messaging::{ApplicationProperties, Body, Message, Outcome, Properties};
+    use fe2o3_amqp::types::primitives::{SimpleValue, Value};
+    let key = sas::derive_device_key(group_key, id)?;
+    let address = format!("{scope}/registrations/{id}");
+    let tls = target.connect().await?;
+    let mut connection = fe2o3_amqp::Connection::builder()
+        .container_id(id)
+        .hostname("localhost")
+        .sasl_profile(fe2o3_amqp::sasl_profile::SaslProfile::Plain {
+            username: address.clone(),
+            password: device_token(&key, scope, id)?,
+        })
+        .open_with_stream(tls)
+        .await?;
+    let mut session = fe2o3_amqp::Session::begin(&mut connection).await?;
+    let mut replies =
+        fe2o3_amqp::Receiver::attach(&mut session, "replies", address.clone()).await?;
+    let mut requests = fe2o3_amqp::Sender::attach(&mut session, "requests", address).await?;
+    let operation = SimpleValue::String("iotdps-register".into());
+    let request = Message::builder()
+        .properties(
+            Properties::builder()
+                .correlation_id("1".to_string())
+                .build(),
+        )
+        .application_properties(
+            ApplicationProperties::builder()
+                .insert("iotdps-operation-type".to_string(), operation)
+                .build(),
+        )
+        .data(format!(r#"{{"registrationId":"{id}"}}"#).into_bytes())
+        .build();
+    if !matches!(requests.send(request).await?, Outcome::Accepted(_)) {
+        bail!("the register request of {id} was not accepted");
+    }
+    let reply = replies.recv::<Body<Value>>().await?;
+    replies.accept(&reply).await?;
+    let data: Vec<u8> = match reply.message().body.try_as_data() {
+        Ok(sections) => sections.flat_map(|d| d.iter().copied()).collect(),
+        Err(_) => bail!("the reply of {id} has no data section"),
+    };
+    if !String::from_utf8_lossy(&data).contains(r#""status":"assigned""#) {
+        bail!(
+            "unexpected reply for {id}: {}",
+            String::from_utf8_lossy(&data)
+        );
+    }
+    let _ = requests.close().await;
+    let _ = replies.close().await;
+    let _ = session.end().await;
+    let _ = connection.close().await;
     Ok(())
 }
 

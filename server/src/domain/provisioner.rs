@@ -477,6 +477,30 @@ impl Provisioner {
         Ok(registration_result(&record))
     }
 
+    /// A connection-level login (AMQP SASL): the device's scope, ID and credential are checked as
+    /// a request's would be, before any request is read. A refusal is an attempt like any other:
+    /// it is reported on the bus.
+    pub async fn check_login(
+        &self,
+        id_scope: &str,
+        registration_id: &str,
+        credential: &Credential,
+        protocol: Protocol,
+    ) -> Result<(), ProvisionError> {
+        let checked = async {
+            self.check_scope(id_scope)?;
+            validate_registration_id(registration_id)?;
+            self.authenticate(registration_id, credential)
+                .await
+                .map(drop)
+        };
+        let result = checked.await;
+        if let Err(refusal) = &result {
+            self.report_refusal(registration_id, protocol, refusal);
+        }
+        result
+    }
+
     /// Emits the event of an attempt a transport refused before it could be decoded (e.g. an
     /// oversized body), so that it is observable like any other.
     pub fn report_refusal(

@@ -1,6 +1,5 @@
 //! The HTTPS front end: health endpoints, the device, service and admin APIs, the built-in hubs'
-//! REST subset, the console, and
-//! MQTT over WebSocket (an upgrade on any path).
+//! REST subset, the console, and MQTT and AMQP over WebSocket (an upgrade on any path).
 
 use axum::Router;
 use axum::extract::State;
@@ -9,7 +8,7 @@ use axum::routing::get;
 use tower::ServiceExt;
 use tower_http::trace::TraceLayer;
 
-use super::mqtt::websocket::{self, WebSocketSessions};
+use super::websocket::{self, WebSocketSessions};
 use crate::state::AppState;
 
 pub fn router(state: AppState, mqtt_sessions: WebSocketSessions) -> Router {

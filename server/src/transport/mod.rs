@@ -2,6 +2,7 @@
 //! encodes the answer; none holds a business rule.
 
 pub mod admin_api;
+pub mod amqp;
 pub mod console;
 pub mod device_api;
 pub mod http_util;
@@ -11,3 +12,4 @@ pub mod listener;
 pub mod mqtt;
 pub mod openapi;
 pub mod service_api;
+pub mod websocket;

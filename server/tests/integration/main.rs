@@ -3,6 +3,7 @@
 
 mod support;
 
+mod amqp;
 mod audit;
 mod bulk;
 mod cli;

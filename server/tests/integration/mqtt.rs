@@ -41,7 +41,7 @@ struct Client {
     buffer: BytesMut,
 }
 
-async fn tls_to(i: &Instance, addr: std::net::SocketAddr) -> TlsStream<TcpStream> {
+pub(crate) async fn tls_to(i: &Instance, addr: std::net::SocketAddr) -> TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut i.ca_pem.as_slice()) {
         roots.add(cert.unwrap()).unwrap();

@@ -1,9 +1,9 @@
 //! Conformance with the official Azure IoT SDKs: Node (azure-iot-provisioning-device with its
-//! -http and -mqtt transports, Mqtt and MqttWs, with azure-iot-security-symmetric-key and
+//! -http, -mqtt and -amqp transports, Mqtt, MqttWs, Amqp and AmqpWs, with azure-iot-security-symmetric-key and
 //! azure-iot-security-x509; azure-iot-device and azure-iothub on the built-in hub; from npm) and
 //! Python (azure-iot-device's ProvisioningDeviceClient and IoTHubDeviceClient over MQTT and
 //! MQTT/WebSocket, from PyPI).
-//! The real `onramp` binary listens on 443 and 8883, the ports those SDKs hard-code; the generated
+//! The real `onramp` binary listens on 443, 8883 and 5671, the ports those SDKs hard-code; the generated
 //! CA is trusted the way each SDK documents; every byte on the wire is the SDK's own. The same
 //! scenarios run for every transport, once on SQLite and once on PostgreSQL.
 
@@ -22,7 +22,7 @@ use crate::support::instance::{enroll, enroll_group, random_key, symmetric_spec}
 use crate::support::process::{Server, run};
 use crate::support::webhook::webhook;
 
-/// Ports 443 and 8883 are one per machine: the two backends take turns.
+/// Ports 443, 8883 and 5671 are one per machine: the two backends take turns.
 static SDK_PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn end2end() -> PathBuf {
@@ -167,7 +167,8 @@ async fn conformance(dir: &Path, database_url: &str) {
     for hub in ["hub-a.localhost", "hub-b.localhost"] {
         link(&store, hub).await;
     }
-    let mut server = Server::start_on_ports(&data, 443, 8883, &["--database-url", database_url]);
+    let ports = [443, 8883, 5671];
+    let mut server = Server::start_on_device_ports(&data, ports, &["--database-url", database_url]);
     server.wait_healthy().await;
     let console = Console::open(&server, data_arg, database_url).await;
     let base = Ctx {
@@ -180,7 +181,9 @@ async fn conformance(dir: &Path, database_url: &str) {
         hub_service: default_hub_connection_string(&info),
     };
 
-    for transport in ["http", "mqtt", "mqtt-ws", "py-mqtt", "py-ws"] {
+    for transport in [
+        "http", "mqtt", "mqtt-ws", "amqp", "amqp-ws", "py-mqtt", "py-ws",
+    ] {
         let ctx = base.over(transport, server.mqtt_port);
         individual_enrollment(&ctx).await;
         group_enrollment(&ctx).await;
@@ -490,8 +493,21 @@ pub(crate) fn assert_unauthorized(ctx: &Ctx, out: &Value) {
     assert_eq!(out["ok"], false, "{out}");
     // HTTP: the 401 response and its body. MQTT: the res/401 reply, which Node turns into an
     // UnauthorizedError carrying the body, and Python into an error naming the status code.
+    // AMQP: the SASL outcome `auth`.
     if ctx.is_python() {
         assert!(message(out).contains("status code 401"), "{out}");
+        return;
+    }
+    if ctx.transport.starts_with("amqp") {
+        // A key is refused at the SASL login (outcome `auth`, connection closed), which rhea
+        // reports as a connection that never opened (amqp.rs checks the outcome and the event).
+        // A certificate is refused per request: a Rejected outcome carrying the Azure error.
+        if out["name"] == "NotConnectedError" {
+            return;
+        }
+        assert_eq!(out["condition"], "amqp:unauthorized-access", "{out}");
+        let error: Value = serde_json::from_str(out["description"].as_str().unwrap()).unwrap();
+        assert_eq!(error["errorCode"], 401002, "{out}");
         return;
     }
     let error = match ctx.transport {

@@ -7,7 +7,8 @@
 pub mod hub_topics;
 mod session;
 pub mod topics;
-pub mod websocket;
+
+pub use session::{Client, run as run_session};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -29,6 +29,8 @@ pub struct Instance {
     pub addr: SocketAddr,
     /// The MQTT listener (TLS), with short limits: CONNECT within 1 s, idle 2 s.
     pub mqtt_addr: SocketAddr,
+    /// The AMQP listener (TLS).
+    pub amqp_addr: SocketAddr,
     pub ca_pem: Vec<u8>,
     pub client: reqwest::Client,
     pub url: String,
@@ -97,10 +99,13 @@ impl Instance {
         let addr = tcp.local_addr().unwrap();
         let mqtt_tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mqtt_addr = mqtt_tcp.local_addr().unwrap();
+        let amqp_tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let amqp_addr = amqp_tcp.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let listeners = Listeners {
             https: tcp,
             mqtt: mqtt_tcp,
+            amqp: amqp_tcp,
         };
         // The binary's own composition, as `onramp serve` runs it.
         let running = tokio::spawn(run(prepared, listeners, shutdown.clone()));
@@ -118,6 +123,7 @@ impl Instance {
             running: Some(running),
             addr,
             mqtt_addr,
+            amqp_addr,
             ca_pem: ca.clone(),
             client,
             database_url,

@@ -55,6 +55,12 @@ impl Server {
         mqtt_port: u16,
         extra: &[&str],
     ) -> Server {
+        Server::start_on_device_ports(data_dir, [https_port, mqtt_port, free_port()], extra)
+    }
+
+    /// Starts `onramp serve` with its HTTPS, MQTT and AMQP listeners on the given ports.
+    pub fn start_on_device_ports(data_dir: &Path, ports: [u16; 3], extra: &[&str]) -> Server {
+        let [https_port, mqtt_port, amqp_port] = ports;
         let mut args: Vec<String> = vec![
             "--data-dir".into(),
             data_dir.display().to_string(),
@@ -63,7 +69,7 @@ impl Server {
             "--mqtt-port".into(),
             mqtt_port.to_string(),
             "--amqp-port".into(),
-            free_port().to_string(),
+            amqp_port.to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut server = Server {

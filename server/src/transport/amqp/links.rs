@@ -1,0 +1,313 @@
+//! The DPS link protocol over AMQP: the device attaches a receiver link (source) and a sender link
+//! (target), both on `{idScope}/registrations/{registrationId}`; each request message it sends
+//! (`iotdps-operation-type` = `iotdps-register` or `iotdps-get-operationstatus`) is settled, then
+//! answered on the other link with the same `correlation-id` and the JSON in a data section. A
+//! refused request is a Rejected outcome carrying the Azure error JSON. Only decoding and
+//! encoding happen here: registration, polling and diagnostics are the Provisioner's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fe2o3_amqp::acceptor::{LinkAcceptor, LinkEndpoint, ListenerSessionHandle};
+use fe2o3_amqp::link::delivery::Delivery;
+use fe2o3_amqp::link::{Receiver, Sender};
+use fe2o3_amqp::types::definitions::{self, AmqpError, ErrorCondition, Fields};
+use fe2o3_amqp::types::messaging::{
+    ApplicationProperties, Body, Message, MessageId, Properties, Source, Target, TargetArchetype,
+};
+use fe2o3_amqp::types::performatives::Attach;
+use fe2o3_amqp::types::primitives::{SimpleValue, Symbol, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::sasl::{Login, parse_device_name};
+use crate::attestation::x509::PresentedChain;
+use crate::diagnostics::Protocol;
+use crate::domain::provisioner::{
+    Credential, OperationReply, ProvisionError, Provisioner, RETRY_AFTER_SECS, RegisterRequest,
+    StatusRequest,
+};
+use crate::proto::error::ErrorBody;
+
+pub const OPERATION_TYPE: &str = "iotdps-operation-type";
+pub const OPERATION_ID: &str = "iotdps-operation-id";
+pub const REGISTER: &str = "iotdps-register";
+pub const GET_OPERATION_STATUS: &str = "iotdps-get-operationstatus";
+/// Azure's condition for "slow down"; the device retries after `retry-after`.
+pub const THROTTLED: &str = "com.microsoft:device-container-throttled";
+
+/// The device's two links and who it is.
+pub struct LinkPair {
+    /// The device's sender link: its requests arrive here.
+    requests: Receiver,
+    /// The device's receiver link: replies go here.
+    replies: Sender,
+    id_scope: String,
+    registration_id: String,
+    credential: Credential,
+}
+
+/// What a request needs besides the links.
+pub struct Context {
+    pub provisioner: Arc<Provisioner>,
+    pub protocol: Protocol,
+    pub client: Option<std::net::IpAddr>,
+    pub idle_timeout: Duration,
+}
+
+/// The address part after an optional `amqps://host/` (the C SDK sends the full URL).
+fn device_address(address: &str) -> &str {
+    match address.split_once("://") {
+        Some((_, rest)) => rest.split_once('/').map_or("", |(_, path)| path),
+        None => address,
+    }
+}
+
+fn attach_address(attach: &Attach) -> Option<String> {
+    let address = match attach.role {
+        // The device receives replies from its source...
+        definitions::Role::Receiver => attach.source.as_ref()?.address.clone(),
+        // ...and sends requests to its target.
+        definitions::Role::Sender => match attach.target.as_deref()? {
+            TargetArchetype::Target(target) => target.address.clone(),
+        },
+    }?;
+    Some(device_address(&address).to_string())
+}
+
+/// Accepts the two links; both must name the device the connection logged in as (or, with a
+/// certificate, the same device).
+pub async fn attach<FS, FT>(
+    session: &mut ListenerSessionHandle,
+    acceptor: &LinkAcceptor<FS, FT>,
+    login: &Login,
+    chain: Option<&PresentedChain>,
+) -> anyhow::Result<LinkPair>
+where
+    FS: Fn(Source) -> Option<Source>,
+    FT: Fn(Target) -> Option<Target>,
+{
+    let (mut requests, mut replies, mut named) = (None, None, None::<String>);
+    while requests.is_none() || replies.is_none() {
+        let attach = session
+            .next_incoming_attach()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the session ended before both links attached"))?;
+        let address = attach_address(&attach).unwrap_or_default();
+        let (scope, id) = parse_device_name(&address)
+            .ok_or_else(|| anyhow::anyhow!("link address {address:?} is not a device's"))?;
+        if let Login::Device {
+            id_scope,
+            registration_id,
+            ..
+        } = login
+            && !(scope.eq_ignore_ascii_case(id_scope) && id.eq_ignore_ascii_case(registration_id))
+        {
+            anyhow::bail!("link address {address:?} is not the device that logged in");
+        }
+        if named
+            .as_ref()
+            .is_some_and(|n| !n.eq_ignore_ascii_case(&address))
+        {
+            anyhow::bail!("the two links name different devices");
+        }
+        named = Some(address.clone());
+        match acceptor.accept_incoming_attach(attach, session).await? {
+            LinkEndpoint::Receiver(r) => requests = Some(r),
+            LinkEndpoint::Sender(s) => replies = Some(s),
+        }
+    }
+    let (id_scope, registration_id) = match parse_device_name(named.as_deref().unwrap_or("")) {
+        Some((scope, id)) => (scope.to_string(), id.to_string()),
+        None => anyhow::bail!("no device address"),
+    };
+    let credential = match login {
+        Login::Device { credential, .. } => credential.clone(),
+        Login::Certificate => Credential::from_parts(None, chain),
+    };
+    Ok(LinkPair {
+        requests: requests.expect("attached"),
+        replies: replies.expect("attached"),
+        id_scope,
+        registration_id,
+        credential,
+    })
+}
+
+/// A request as the device sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub correlation_id: Option<MessageId>,
+    pub operation: Operation,
+    pub body: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operation {
+    Register,
+    Status { operation_id: String },
+    Unknown(String),
+}
+
+fn text_property<'a>(properties: Option<&'a ApplicationProperties>, name: &str) -> Option<&'a str> {
+    match properties?.get(name)? {
+        SimpleValue::String(s) => Some(s.as_str()),
+        SimpleValue::Symbol(s) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+/// Decodes a request message: its operation from the application properties, and its body (the
+/// data sections joined; a value body, as a poll's, counts as empty).
+pub fn decode(message: &Message<Body<Value>>) -> Request {
+    let properties = message.application_properties.as_ref();
+    let operation = match text_property(properties, OPERATION_TYPE) {
+        Some(REGISTER) => Operation::Register,
+        Some(GET_OPERATION_STATUS) => Operation::Status {
+            operation_id: text_property(properties, OPERATION_ID)
+                .unwrap_or_default()
+                .to_string(),
+        },
+        other => Operation::Unknown(other.unwrap_or_default().to_string()),
+    };
+    let body = match message.body.try_as_data() {
+        Ok(sections) => sections
+            .flat_map(|d| d.iter().copied())
+            .collect::<Vec<u8>>(),
+        Err(_) => Vec::new(),
+    };
+    Request {
+        correlation_id: message
+            .properties
+            .as_ref()
+            .and_then(|p| p.correlation_id.clone()),
+        operation,
+        body: Bytes::from(body),
+    }
+}
+
+/// The reply to a request that succeeded: its JSON, `retry-after` while it is not final (both
+/// spellings: C and Node read `retry-after`, C# `Retry-After`).
+pub fn reply(correlation_id: Option<MessageId>, outcome: &OperationReply) -> Message<Body<Value>> {
+    let json = serde_json::to_vec(&outcome.operation).unwrap_or_default();
+    let mut properties = ApplicationProperties::builder();
+    if !outcome.is_final() {
+        let retry = outcome.retry_after_secs.to_string();
+        properties = properties
+            .insert(
+                "retry-after".to_string(),
+                SimpleValue::String(retry.clone()),
+            )
+            .insert("Retry-After".to_string(), SimpleValue::String(retry));
+    }
+    let mut message_properties = Properties::builder();
+    if let Some(id) = correlation_id {
+        message_properties = message_properties.correlation_id(id);
+    }
+    Message::builder()
+        .properties(message_properties.build())
+        .application_properties(properties.build())
+        .data(json)
+        .build()
+        .map_body(|data| Body::Data(vec![data].into()))
+}
+
+/// A refusal as AMQP carries it: a condition, the Azure error JSON as description, and
+/// `retry-after` in the info map when the device should come back.
+pub fn rejection(error: &ProvisionError) -> definitions::Error {
+    let status = error.status();
+    let condition = match status {
+        401 | 403 => ErrorCondition::AmqpError(AmqpError::UnauthorizedAccess),
+        404 => ErrorCondition::AmqpError(AmqpError::NotFound),
+        429 => ErrorCondition::Custom(Symbol::from(THROTTLED)),
+        400..=499 => ErrorCondition::AmqpError(AmqpError::InvalidField),
+        _ => ErrorCondition::AmqpError(AmqpError::InternalError),
+    };
+    let body = ErrorBody::new(error.code(), error.client_message());
+    let description = serde_json::to_string(&body).unwrap_or_default();
+    let info = (status == 429 || status >= 500).then(|| {
+        let mut info = Fields::new();
+        info.insert(
+            Symbol::from("retry-after"),
+            Value::Int(RETRY_AFTER_SECS as i32),
+        );
+        info
+    });
+    definitions::Error::new(condition, Some(description), info)
+}
+
+/// The request loop: one request at a time, so replies leave in the order requests came (a
+/// client that sends no correlation-id matches them by order).
+pub async fn serve(
+    mut pair: LinkPair,
+    context: &Context,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        let delivery: Delivery<Body<Value>> = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            received = tokio::time::timeout(context.idle_timeout, pair.requests.recv()) => match received {
+                Err(_) => anyhow::bail!("idle for {:?}", context.idle_timeout),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "AMQP request link ended");
+                    break;
+                }
+                Ok(Ok(delivery)) => delivery,
+            },
+        };
+        let request = decode(delivery.message());
+        match answer(&pair, context, &request).await {
+            Ok(outcome) => {
+                pair.requests.accept(&delivery).await?;
+                pair.replies
+                    .send(reply(request.correlation_id, &outcome))
+                    .await?;
+            }
+            Err(refusal) => pair.requests.reject(&delivery, rejection(&refusal)).await?,
+        }
+    }
+    let _ = pair.requests.close().await;
+    let _ = pair.replies.close().await;
+    Ok(())
+}
+
+async fn answer(
+    pair: &LinkPair,
+    context: &Context,
+    request: &Request,
+) -> Result<OperationReply, ProvisionError> {
+    match &request.operation {
+        Operation::Register => {
+            let register = RegisterRequest {
+                id_scope: pair.id_scope.clone(),
+                registration_id: pair.registration_id.clone(),
+                body: request.body.clone(),
+                credential: pair.credential.clone(),
+                protocol: context.protocol,
+                client: context.client,
+            };
+            context.provisioner.register(register).await
+        }
+        Operation::Status { operation_id } => {
+            let status = StatusRequest {
+                id_scope: pair.id_scope.clone(),
+                registration_id: pair.registration_id.clone(),
+                credential: pair.credential.clone(),
+                protocol: context.protocol,
+            };
+            context
+                .provisioner
+                .operation_status(status, operation_id)
+                .await
+        }
+        Operation::Unknown(kind) => {
+            let refusal = ProvisionError::BadRequest(format!(
+                "unknown {OPERATION_TYPE} {kind:?}: expected {REGISTER} or {GET_OPERATION_STATUS}"
+            ));
+            context
+                .provisioner
+                .report_refusal(&pair.registration_id, context.protocol, &refusal);
+            Err(refusal)
+        }
+    }
+}

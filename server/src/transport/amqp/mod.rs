@@ -1,0 +1,158 @@
+//! The AMQP 1.0 device endpoint over TLS (5671): the SASL front (`sasl`), then fe2o3-amqp's
+//! connection, session and link acceptors, then the DPS link protocol (`links`): one receiver and
+//! one sender link on `{idScope}/registrations/{registrationId}`, request messages answered on
+//! the other link. Every registration rule stays in the Provisioner.
+
+pub mod links;
+mod rewind;
+pub mod sasl;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fe2o3_amqp::acceptor::{ConnectionAcceptor, LinkAcceptor, SessionAcceptor};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::listener::{ListenerLimits, accept_tls};
+use crate::attestation::x509::PresentedChain;
+use crate::diagnostics::Protocol;
+use crate::domain::provisioner::Provisioner;
+use rewind::Rewind;
+use sasl::{AMQP_HEADER, Login, SASL_HEADER};
+
+/// Bounds of one AMQP connection.
+#[derive(Debug, Clone)]
+pub struct AmqpLimits {
+    /// From the TLS handshake to both links attached (SASL, open, begin, attach).
+    pub setup_timeout: Duration,
+    /// A connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    /// Largest message accepted (the DPS body limit plus room for properties).
+    pub max_message_bytes: usize,
+}
+
+/// Largest frame either side sends; bigger messages span several transfers.
+const MAX_FRAME: u32 = 64 * 1024;
+
+pub async fn serve_amqp(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    provisioner: Arc<Provisioner>,
+    limits: ListenerLimits,
+    amqp: AmqpLimits,
+    shutdown: CancellationToken,
+) {
+    accept_tls(
+        listener,
+        tls,
+        limits,
+        shutdown,
+        move |stream, peer, shutdown| {
+            let (provisioner, amqp) = (provisioner.clone(), amqp.clone());
+            let device = Device {
+                ip: Some(peer.ip()),
+                chain: crate::tls::presented_chain(stream.get_ref().1),
+            };
+            async move {
+                let served = serve(
+                    stream,
+                    device,
+                    &provisioner,
+                    &amqp,
+                    Protocol::Amqp,
+                    shutdown,
+                );
+                if let Err(e) = Box::pin(served).await {
+                    tracing::debug!(%peer, error = %e, "AMQP connection ended");
+                }
+            }
+        },
+    )
+    .await
+}
+
+/// What the transport knows of the device before AMQP starts.
+pub struct Device {
+    pub ip: Option<std::net::IpAddr>,
+    pub chain: Option<PresentedChain>,
+}
+
+/// One connection, from its first byte to its close. A refused login closes the connection
+/// after the SASL outcome; nothing half-open is left.
+pub async fn serve<S>(
+    mut stream: S,
+    device: Device,
+    provisioner: &Arc<Provisioner>,
+    limits: &AmqpLimits,
+    protocol: Protocol,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let setup = async {
+        let mut header = [0u8; 8];
+        stream.read_exact(&mut header).await?;
+        let login = match sasl::classify_header(&header) {
+            Ok(true) => {
+                let has_certificate = device.chain.is_some();
+                let negotiated =
+                    sasl::negotiate(&mut stream, provisioner, protocol, has_certificate).await;
+                match negotiated {
+                    Ok(login) => login,
+                    Err(e) => {
+                        let _ = stream.shutdown().await;
+                        return Err(anyhow::Error::from(e));
+                    }
+                }
+            }
+            Ok(false) => Login::Certificate,
+            Err(e) => {
+                // Tell a confused client which protocol this is, then hang up (AMQP §2.2).
+                let _ = stream.write_all(&SASL_HEADER).await;
+                return Err(e.into());
+            }
+        };
+        // After SASL the client sends a fresh AMQP header; without SASL, replay the one read.
+        let replay = match login {
+            Login::Certificate if header == AMQP_HEADER => header.to_vec(),
+            _ => Vec::new(),
+        };
+        let acceptor = ConnectionAcceptor::builder()
+            .container_id("onramp")
+            .max_frame_size(MAX_FRAME)
+            .idle_time_out(limits.idle_timeout.as_millis() as u32)
+            .build();
+        let mut connection = acceptor.accept(Rewind::new(replay, stream)).await?;
+        let incoming = connection
+            .next_incoming_session()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the connection closed before a session began"))?;
+        let mut session = SessionAcceptor::new()
+            .accept_incoming_session(incoming, &mut connection)
+            .await?;
+        let link_acceptor = LinkAcceptor::builder()
+            .max_message_size(limits.max_message_bytes as u64)
+            .build();
+        let pair =
+            links::attach(&mut session, &link_acceptor, &login, device.chain.as_ref()).await?;
+        anyhow::Ok((connection, session, pair))
+    };
+    let (mut connection, mut session, pair) =
+        match tokio::time::timeout(limits.setup_timeout, Box::pin(setup)).await {
+            Ok(result) => result?,
+            Err(_) => anyhow::bail!("AMQP setup took longer than {:?}", limits.setup_timeout),
+        };
+    let context = links::Context {
+        provisioner: provisioner.clone(),
+        protocol,
+        client: device.ip,
+        idle_timeout: limits.idle_timeout,
+    };
+    let served = links::serve(pair, &context, shutdown).await;
+    let _ = session.end().await;
+    let _ = connection.close().await;
+    served
+}

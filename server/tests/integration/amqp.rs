@@ -1,0 +1,356 @@
+//! The AMQP endpoint at the message level (the official Node SDK is in sdk.rs), with fe2o3-amqp's
+//! client: a device registers and polls, each refusal has its documented outcome and a
+//! diagnostics event, and garbage on the port leaves the server serving. SQLite and PostgreSQL.
+
+use std::time::Duration;
+
+use fe2o3_amqp::connection::ConnectionHandle;
+use fe2o3_amqp::link::{Receiver, Sender};
+use fe2o3_amqp::sasl_profile::SaslProfile;
+use fe2o3_amqp::session::SessionHandle;
+use fe2o3_amqp::types::definitions::{AmqpError, ErrorCondition};
+use fe2o3_amqp::types::messaging::{ApplicationProperties, Body, Message, Outcome, Properties};
+use fe2o3_amqp::types::primitives::{SimpleValue, Value};
+use fe2o3_amqp::{Connection, Session};
+use onramp::diagnostics::Protocol;
+use onramp::model::*;
+use serde_json::{Value as Json, json};
+use tokio::io::AsyncWriteExt;
+
+use crate::mqtt::tls_to;
+use crate::support::instance::{Instance, enroll, random_key, symmetric_spec};
+
+crate::backend_suite!(
+    a_device_registers_and_polls_over_amqp,
+    refused_logins_get_the_sasl_auth_outcome,
+    refused_requests_are_rejected_with_the_azure_error,
+    garbage_on_the_port_leaves_the_server_serving,
+);
+
+struct Device {
+    connection: ConnectionHandle<()>,
+    session: SessionHandle<()>,
+    requests: Sender,
+    replies: Receiver,
+}
+
+fn address(i: &Instance, id: &str) -> String {
+    format!("{}/registrations/{id}", i.scope())
+}
+
+/// Logs in with SASL PLAIN (the SAS token as password) and attaches both links.
+async fn open(i: &Instance, id: &str, token: &str) -> anyhow::Result<Device> {
+    let tls = tls_to(i, i.amqp_addr).await;
+    let mut connection = Connection::builder()
+        .container_id("test-device")
+        .hostname("localhost")
+        .sasl_profile(SaslProfile::Plain {
+            username: address(i, id),
+            password: token.to_string(),
+        })
+        .open_with_stream(tls)
+        .await?;
+    let mut session = Session::begin(&mut connection).await?;
+    let replies = Receiver::attach(&mut session, "replies", address(i, id)).await?;
+    let requests = Sender::attach(&mut session, "requests", address(i, id)).await?;
+    Ok(Device {
+        connection,
+        session,
+        requests,
+        replies,
+    })
+}
+
+fn request(
+    operation: &str,
+    operation_id: Option<&str>,
+    correlation: &str,
+    body: &[u8],
+) -> Message<Body<Value>> {
+    let mut properties = ApplicationProperties::builder().insert(
+        "iotdps-operation-type".to_string(),
+        SimpleValue::String(operation.into()),
+    );
+    if let Some(id) = operation_id {
+        properties = properties.insert(
+            "iotdps-operation-id".to_string(),
+            SimpleValue::String(id.into()),
+        );
+    }
+    Message::builder()
+        .properties(
+            Properties::builder()
+                .correlation_id(correlation.to_string())
+                .build(),
+        )
+        .application_properties(properties.build())
+        .data(body.to_vec())
+        .build()
+        .map_body(|data| Body::Data(vec![data].into()))
+}
+
+impl Device {
+    /// Sends a request; on acceptance returns the reply's correlation-id, retry-after and JSON.
+    async fn call(
+        &mut self,
+        message: Message<Body<Value>>,
+    ) -> Result<(String, Option<String>, Json), Outcome> {
+        match self.requests.send(message).await.unwrap() {
+            Outcome::Accepted(_) => {}
+            other => return Err(other),
+        }
+        let delivery =
+            tokio::time::timeout(Duration::from_secs(10), self.replies.recv::<Body<Value>>())
+                .await
+                .expect("a reply")
+                .unwrap();
+        self.replies.accept(&delivery).await.unwrap();
+        let message = delivery.message();
+        let correlation = match message
+            .properties
+            .as_ref()
+            .and_then(|p| p.correlation_id.clone())
+        {
+            Some(fe2o3_amqp::types::messaging::MessageId::String(s)) => s,
+            other => panic!("correlation-id {other:?}"),
+        };
+        let retry = message
+            .application_properties
+            .as_ref()
+            .and_then(|p| p.get("retry-after"))
+            .map(|v| format!("{v:?}"));
+        let data: Vec<u8> = message
+            .body
+            .try_as_data()
+            .unwrap()
+            .flat_map(|d| d.iter().copied())
+            .collect();
+        Ok((correlation, retry, serde_json::from_slice(&data).unwrap()))
+    }
+
+    async fn close(mut self) {
+        let _ = self.requests.close().await;
+        let _ = self.replies.close().await;
+        let _ = self.session.end().await;
+        let _ = self.connection.close().await;
+    }
+}
+
+/// The Azure error a Rejected outcome carries: its condition and the JSON description.
+fn rejected(outcome: Outcome) -> (ErrorCondition, Json) {
+    let Outcome::Rejected(rejected) = outcome else {
+        panic!("not rejected: {outcome:?}");
+    };
+    let error = rejected.error.expect("an error");
+    let body = serde_json::from_str(error.description.as_deref().unwrap_or("null")).unwrap();
+    (error.condition, body)
+}
+
+async fn a_device_registers_and_polls_over_amqp(i: &Instance) {
+    let key = random_key();
+    enroll(
+        i.store(),
+        "amqp-dev",
+        None,
+        symmetric_spec(&key, &random_key()),
+    )
+    .await;
+    let mut events = i.state.bus.subscribe();
+    let mut device = open(i, "amqp-dev", &i.token("amqp-dev", &key))
+        .await
+        .unwrap();
+    let body = json!({"registrationId": "amqp-dev"}).to_string();
+    let (correlation, _, mut operation) = device
+        .call(request("iotdps-register", None, "c-1", body.as_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(correlation, "c-1");
+    let mut polls = 0;
+    while operation["status"] == "assigning" {
+        polls += 1;
+        assert!(polls < 20, "still assigning: {operation}");
+        let id = operation["operationId"].as_str().unwrap().to_string();
+        let (correlation, retry, next) = device
+            .call(request(
+                "iotdps-get-operationstatus",
+                Some(&id),
+                &format!("p-{polls}"),
+                b"",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(correlation, format!("p-{polls}"));
+        if next["status"] == "assigning" {
+            assert!(retry.is_some(), "retry-after while assigning");
+        }
+        operation = next;
+    }
+    assert_eq!(operation["status"], "assigned", "{operation}");
+    assert_eq!(operation["registrationState"]["deviceId"], "amqp-dev");
+    let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (event.protocol, event.registration_id.as_str()),
+        (Protocol::Amqp, "amqp-dev")
+    );
+    device.close().await;
+    let record = i
+        .store()
+        .get_registration("amqp-dev")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, RegistrationStatus::Assigned);
+}
+
+async fn refused_logins_get_the_sasl_auth_outcome(i: &Instance) {
+    let key = random_key();
+    enroll(
+        i.store(),
+        "amqp-login",
+        None,
+        symmetric_spec(&key, &random_key()),
+    )
+    .await;
+    let mut events = i.state.bus.subscribe();
+    // A wrong key, a token for another device, and another ID scope are all refused at login.
+    let wrong_key = open(i, "amqp-login", &i.token("amqp-login", &random_key())).await;
+    assert!(wrong_key.is_err(), "a wrong key logs in");
+    let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.registration_id, "amqp-login");
+    assert_eq!(event.error_code, Some(401002), "{event:?}");
+    let other = open(i, "amqp-login", &i.token("someone-else", &key)).await;
+    assert!(other.is_err(), "a token for another device logs in");
+    let tls = tls_to(i, i.amqp_addr).await;
+    let wrong_scope = Connection::builder()
+        .container_id("test-device")
+        .sasl_profile(SaslProfile::Plain {
+            username: "0ne-other/registrations/amqp-login".into(),
+            password: i.token("amqp-login", &key),
+        })
+        .open_with_stream(tls)
+        .await;
+    assert!(wrong_scope.is_err(), "another scope logs in");
+    // The right key still works afterwards.
+    let device = open(i, "amqp-login", &i.token("amqp-login", &key))
+        .await
+        .unwrap();
+    device.close().await;
+}
+
+async fn refused_requests_are_rejected_with_the_azure_error(i: &Instance) {
+    let key = random_key();
+    enroll(
+        i.store(),
+        "amqp-bad",
+        None,
+        symmetric_spec(&key, &random_key()),
+    )
+    .await;
+    let mut device = open(i, "amqp-bad", &i.token("amqp-bad", &key))
+        .await
+        .unwrap();
+    let (condition, error) = rejected(
+        device
+            .call(request("iotdps-register", None, "m-1", b"{not json"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        condition,
+        ErrorCondition::AmqpError(AmqpError::InvalidField)
+    );
+    assert_eq!(error["errorCode"], 400004, "{error}");
+    let (condition, error) = rejected(
+        device
+            .call(request("iotdps-delete-everything", None, "m-2", b""))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        condition,
+        ErrorCondition::AmqpError(AmqpError::InvalidField)
+    );
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("iotdps-register"),
+        "{error}"
+    );
+    let (condition, _) = rejected(
+        device
+            .call(request(
+                "iotdps-get-operationstatus",
+                Some("no-such-op"),
+                "m-3",
+                b"",
+            ))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(condition, ErrorCondition::AmqpError(AmqpError::NotFound));
+    // The session is still good for a proper request.
+    let body = json!({"registrationId": "amqp-bad"}).to_string();
+    let (_, _, operation) = device
+        .call(request("iotdps-register", None, "m-4", body.as_bytes()))
+        .await
+        .unwrap();
+    assert!(["assigned", "assigning"].contains(&operation["status"].as_str().unwrap()));
+    // A body over the limit ends the link: nothing of it reaches the Provisioner.
+    let huge = vec![b' '; 200 * 1024];
+    let sent = device
+        .requests
+        .send(request("iotdps-register", None, "m-5", &huge))
+        .await;
+    assert!(
+        !matches!(sent, Ok(Outcome::Accepted(_))),
+        "an oversized body was accepted"
+    );
+    device.close().await;
+}
+
+async fn garbage_on_the_port_leaves_the_server_serving(i: &Instance) {
+    // Plain garbage, a truncated SASL frame, and a frame claiming to be huge.
+    let attempts: [&[u8]; 3] = [
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"AMQP\x03\x01\x00\x00\x00\x00\x00\x20\x02\x01\x00\x00\x00\x53",
+        b"AMQP\x03\x01\x00\x00\xff\xff\xff\xff",
+    ];
+    for bytes in attempts {
+        let mut tls = tls_to(i, i.amqp_addr).await;
+        let _ = tls.write_all(bytes).await;
+        let _ = tls.flush().await;
+        let mut sink = Vec::new();
+        let read = tokio::time::timeout(
+            Duration::from_secs(15),
+            tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut sink),
+        )
+        .await;
+        assert!(read.is_ok(), "the server left {bytes:?} hanging");
+    }
+    let key = random_key();
+    enroll(
+        i.store(),
+        "amqp-after",
+        None,
+        symmetric_spec(&key, &random_key()),
+    )
+    .await;
+    let mut device = open(i, "amqp-after", &i.token("amqp-after", &key))
+        .await
+        .unwrap();
+    let body = json!({"registrationId": "amqp-after"}).to_string();
+    assert!(
+        device
+            .call(request("iotdps-register", None, "g-1", body.as_bytes()))
+            .await
+            .is_ok()
+    );
+    device.close().await;
+}
