@@ -4,9 +4,11 @@
 #     median of 20 (target < 100 ms);
 #  2. the load generator: N devices, C concurrent clients, fresh TLS per device, registrations/s and
 #     p50/p99, against a bare TLS-handshake baseline measured in the same run; over HTTPS (target
-#     >= 2,000/s and >= 50% of the baseline) and over MQTT (target >= 2,000/s);
+#     >= 2,000/s and >= 50% of the baseline), over MQTT (target >= 2,000/s) and over AMQP (target
+#     >= 50% of the baseline);
 #  3. the server's resident memory with 10,000 idle MQTT provisioning connections (target < 200 MB),
-#     and with 10,000 connected built-in hub devices (target < 250 MB).
+#     and with 10,000 connected built-in hub devices (target < 250 MB); with 2,000 AMQP connections
+#     logged in and linked, no reply yet (target <= 100 KB each).
 # Starts its own release build of Onramp on port 443 (the Node SDK's HTTP port) in a fresh data dir.
 # Usage: scripts/bench.sh [devices=20000] [concurrency=64] [sqlite|postgres]
 set -euo pipefail
@@ -64,6 +66,9 @@ target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --devices "$dev
 echo "== load generator, MQTT ($backend)"
 target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --protocol mqtt --devices "$devices" --concurrency "$concurrency"
 
+echo "== load generator, AMQP ($backend)"
+target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --protocol amqp --devices "$devices" --concurrency "$concurrency"
+
 echo "== idle MQTT connections (fresh server)"
 start_server
 target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --protocol mqtt --idle-connections 10000 --concurrency 64 --server-pid "$server"
@@ -71,3 +76,7 @@ target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --protocol mqtt
 echo "== idle built-in hub connections (fresh server, provisioning listener idle)"
 start_server
 target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --protocol mqtt --idle-connections 10000 --hub-sessions --concurrency 64 --server-pid "$server"
+
+echo "== AMQP connections in flight (fresh server)"
+start_server
+target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --protocol amqp --idle-connections 2000 --concurrency 64 --server-pid "$server"

@@ -132,6 +132,10 @@ async fn main() -> anyhow::Result<()> {
         let pid = args
             .server_pid
             .context("--idle-connections needs --server-pid")?;
+        if args.protocol == Protocol::Amqp {
+            let concurrency = args.concurrency;
+            return hold_amqp(&target, &scope, &group_key, count, concurrency, pid).await;
+        }
         let host = args.host.clone();
         return hold_idle(
             &target,
@@ -320,6 +324,83 @@ async fn register_mqtt(
     Ok(())
 }
 
+/// A device's AMQP connection as the SDKs open it: SASL PLAIN with its SAS token (derived from
+/// the group key), one session, a receiver and a sender link on its address.
+struct AmqpDevice {
+    connection: fe2o3_amqp::connection::ConnectionHandle<()>,
+    session: fe2o3_amqp::session::SessionHandle<()>,
+    requests: fe2o3_amqp::Sender,
+    replies: fe2o3_amqp::Receiver,
+}
+
+impl AmqpDevice {
+    async fn open(target: &Target, scope: &str, group_key: &str, id: &str) -> anyhow::Result<Self> {
+        let key = sas::derive_device_key(group_key, id)?;
+        let address = format!("{scope}/registrations/{id}");
+        let tls = target.connect().await?;
+        let mut connection = fe2o3_amqp::Connection::builder()
+            .container_id(id)
+            .hostname("localhost")
+            .sasl_profile(fe2o3_amqp::sasl_profile::SaslProfile::Plain {
+                username: address.clone(),
+                password: device_token(&key, scope, id)?,
+            })
+            .open_with_stream(tls)
+            .await?;
+        let mut session = fe2o3_amqp::Session::begin(&mut connection).await?;
+        let replies =
+            fe2o3_amqp::Receiver::attach(&mut session, "replies", address.clone()).await?;
+        let requests = fe2o3_amqp::Sender::attach(&mut session, "requests", address).await?;
+        Ok(AmqpDevice {
+            connection,
+            session,
+            requests,
+            replies,
+        })
+    }
+}
+
+/// The server's memory with `count` AMQP connections logged in and linked, none with a request
+/// yet (a registration in flight between attach and reply).
+async fn hold_amqp(
+    target: &Arc<Target>,
+    scope: &str,
+    group_key: &str,
+    count: usize,
+    concurrency: usize,
+    pid: u32,
+) -> anyhow::Result<()> {
+    let before = resident_kib(pid)?;
+    let devices = Arc::new(tokio::sync::Mutex::new(Vec::with_capacity(count)));
+    let (scope, key) = (scope.to_string(), group_key.to_string());
+    let opened = run(count, concurrency, {
+        let (target, devices) = (target.clone(), devices.clone());
+        move |i| {
+            let (target, devices) = (target.clone(), devices.clone());
+            let (scope, key) = (scope.clone(), key.clone());
+            async move {
+                let id = format!("idle-amqp-{i}");
+                let device = AmqpDevice::open(&target, &scope, &key, &id).await?;
+                devices.lock().await.push(device);
+                Ok(())
+            }
+        }
+    })
+    .await?;
+    opened.print("AMQP connections opened (SASL, session, two links)");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let with = resident_kib(pid)?;
+    let open = devices.lock().await.len();
+    let each = (with.saturating_sub(before)) as f64 / open.max(1) as f64;
+    println!(
+        "server RSS: {:.1} MB before, {:.1} MB with {open} AMQP connections ({each:.1} KB each; target <= 100 KB {})",
+        before as f64 / 1024.0,
+        with as f64 / 1024.0,
+        if each <= 100.0 { "met" } else { "NOT met" }
+    );
+    Ok(())
+}
+
 /// One device over AMQP: SASL PLAIN with its SAS token, a session, the two links, the register
 /// request, and the final `assigned` state in the reply.
 async fn register_amqp(
@@ -330,22 +411,12 @@ async fn register_amqp(
 ) -> anyhow::Result<()> {
     use fe2o3_amqp::types::messaging::{ApplicationProperties, Body, Message, Outcome, Properties};
     use fe2o3_amqp::types::primitives::{SimpleValue, Value};
-    let key = sas::derive_device_key(group_key, id)?;
-    let address = format!("{scope}/registrations/{id}");
-    let tls = target.connect().await?;
-    let mut connection = fe2o3_amqp::Connection::builder()
-        .container_id(id)
-        .hostname("localhost")
-        .sasl_profile(fe2o3_amqp::sasl_profile::SaslProfile::Plain {
-            username: address.clone(),
-            password: device_token(&key, scope, id)?,
-        })
-        .open_with_stream(tls)
-        .await?;
-    let mut session = fe2o3_amqp::Session::begin(&mut connection).await?;
-    let mut replies =
-        fe2o3_amqp::Receiver::attach(&mut session, "replies", address.clone()).await?;
-    let mut requests = fe2o3_amqp::Sender::attach(&mut session, "requests", address).await?;
+    let AmqpDevice {
+        mut connection,
+        mut session,
+        mut requests,
+        mut replies,
+    } = AmqpDevice::open(target, scope, group_key, id).await?;
     let operation = SimpleValue::String("iotdps-register".into());
     let request = Message::builder()
         .properties(
