@@ -129,7 +129,10 @@ pub async fn run(
             "no console user existed: created `admin`; its password is in the file"
         );
     }
-    spawn_background_tasks(&state, &shutdown);
+    // The recorder outlives the listeners, so the events of requests that finish during the grace
+    // period are stored before the store closes.
+    let recording = CancellationToken::new();
+    let recorder = spawn_background_tasks(&state, &shutdown, &recording);
     let limits = listener::ListenerLimits {
         max_connections: config.limits.max_connections,
         handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
@@ -187,6 +190,10 @@ pub async fn run(
     {
         tracing::warn!(?grace, "WebSocket sessions did not finish in time");
     }
+    recording.cancel();
+    if recorder.await.is_err() {
+        tracing::warn!("the diagnostics recorder failed while stopping");
+    }
     state.store.close().await;
     tracing::info!("Onramp stopped");
     Ok(())
@@ -201,9 +208,13 @@ fn amqp_limits(config: &Config) -> AmqpLimits {
     }
 }
 
-/// The janitor (expired operations and sessions) and the recorder (registration events for the
-/// dashboard); both stop with `shutdown`.
-fn spawn_background_tasks(state: &AppState, shutdown: &CancellationToken) {
+/// The janitor (expired operations and sessions), stopped by `shutdown`, and the recorder
+/// (registration events for the dashboard), stopped by `recording`.
+fn spawn_background_tasks(
+    state: &AppState,
+    shutdown: &CancellationToken,
+    recording: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     let retention = Duration::from_secs(state.config.limits.operation_retention_secs);
     tokio::spawn(crate::janitor::run(
         state.store.clone(),
@@ -213,8 +224,8 @@ fn spawn_background_tasks(state: &AppState, shutdown: &CancellationToken) {
     tokio::spawn(crate::diagnostics::recorder::run(
         state.store.clone(),
         state.bus.clone(),
-        shutdown.clone(),
-    ));
+        recording.clone(),
+    ))
 }
 
 /// Devices reach a built-in hub by its name: say so at start when this machine cannot resolve one

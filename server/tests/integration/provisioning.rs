@@ -776,3 +776,41 @@ async fn old_operations_are_swept(i: &Instance) {
         "the record stays"
     );
 }
+
+/// A registration still in flight when the server is told to stop finishes in the grace period,
+/// and its diagnostics event is stored before the store closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_keeps_the_event_of_a_registration_in_flight() {
+    use crate::support::instance::Backend;
+    let mut i = Instance::start(Backend::Sqlite).await.unwrap();
+    let (url, _) = slow_webhook(
+        200,
+        json!({"iotHubHostName": HUB}),
+        Duration::from_millis(300),
+    )
+    .await;
+    let key = random_key();
+    enroll(i.store(), "late-1", None, custom_spec(&key, &url)).await;
+    let (registered, ()) = tokio::join!(i.register("late-1", &key, json!({})), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        i.begin_shutdown();
+    });
+    assert_eq!(
+        (registered.0, registered.2["status"].as_str()),
+        (202, Some("assigned"))
+    );
+    let database_url = i.database_url.clone();
+    i.stop().await;
+    let store = onramp::store::open(&database_url, 1).await.unwrap();
+    let minutes = store
+        .registration_minutes(chrono::Utc::now() - chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    let recorded: u64 = minutes.iter().map(|m| m.count).sum();
+    assert_eq!(
+        recorded, 1,
+        "the event of the registration in flight was stored"
+    );
+    store.close().await;
+    i.finish().await;
+}

@@ -146,7 +146,8 @@ impl Instance {
         &self.state.instance.id_scope
     }
 
-    pub async fn finish(mut self) {
+    /// Stops the instance as SIGTERM stops `onramp serve` (its data directory stays).
+    pub async fn stop(&mut self) {
         self.shutdown.cancel();
         if let Some(running) = self.running.take() {
             let stopped = tokio::time::timeout(Duration::from_secs(10), running).await;
@@ -155,6 +156,15 @@ impl Instance {
                 "the instance did not stop cleanly: {stopped:?}"
             );
         }
+    }
+
+    /// Starts stopping without waiting (requests in flight get the grace period).
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    pub async fn finish(mut self) {
+        self.stop().await;
         self.state.store.close().await;
         if let Some(schema) = &self.schema {
             db::drop_schema(&db::postgres_url(), schema).await;
