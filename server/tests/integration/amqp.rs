@@ -236,6 +236,19 @@ async fn refused_logins_get_the_sasl_auth_outcome(i: &Instance) {
         .open_with_stream(tls)
         .await;
     assert!(wrong_scope.is_err(), "another scope logs in");
+    // Neither SASL nor a client certificate: refused before any AMQP frame is read.
+    let tls = tls_to(i, i.amqp_addr).await;
+    match Connection::builder()
+        .container_id("anonymous")
+        .open_with_stream(tls)
+        .await
+    {
+        Err(_) => {}
+        Ok(mut connection) => assert!(
+            Session::begin(&mut connection).await.is_err(),
+            "an anonymous connection began a session"
+        ),
+    }
     // The right key still works afterwards.
     let device = open(i, "amqp-login", &i.token("amqp-login", &key))
         .await

@@ -96,13 +96,15 @@ where
         let address = attach_address(&attach).unwrap_or_default();
         let (scope, id) = parse_device_name(&address)
             .ok_or_else(|| anyhow::anyhow!("link address {address:?} is not a device's"))?;
-        if let Login::Device {
-            id_scope,
-            registration_id,
-            ..
-        } = login
-            && !(scope.eq_ignore_ascii_case(id_scope) && id.eq_ignore_ascii_case(registration_id))
-        {
+        let logged_in = match login {
+            Login::Device {
+                id_scope,
+                registration_id,
+                ..
+            } => scope.eq_ignore_ascii_case(id_scope) && id.eq_ignore_ascii_case(registration_id),
+            Login::Certificate => true,
+        };
+        if !logged_in {
             anyhow::bail!("link address {address:?} is not the device that logged in");
         }
         if named

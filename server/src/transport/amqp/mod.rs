@@ -18,9 +18,10 @@ use tokio_util::sync::CancellationToken;
 use super::listener::{ListenerLimits, accept_tls};
 use crate::attestation::x509::PresentedChain;
 use crate::diagnostics::Protocol;
-use crate::domain::provisioner::Provisioner;
+use crate::domain::provisioner::{ProvisionError, Provisioner};
+use crate::proto::error::ErrorBody;
 use rewind::Rewind;
-use sasl::{AMQP_HEADER, Login, SASL_HEADER};
+use sasl::{AMQP_HEADER, SASL_HEADER};
 
 /// Bounds of one AMQP connection.
 #[derive(Debug, Clone)]
@@ -73,6 +74,47 @@ pub async fn serve_amqp(
     .await
 }
 
+/// Refuses a connection before it opens, as an AMQP peer must (§2.4.1): our header, an `open`,
+/// then a `close` carrying `amqp:unauthorized-access` and the Azure error JSON. A bare hang-up
+/// would make rhea (the Node SDK) reconnect until it times out.
+async fn refuse_connection<S: AsyncWrite + Unpin>(stream: &mut S, why: &str) -> anyhow::Result<()> {
+    use fe2o3_amqp::types::definitions::{AmqpError, Error};
+    use fe2o3_amqp::types::performatives::{Close, Open};
+    let open = Open {
+        container_id: "onramp".into(),
+        hostname: None,
+        max_frame_size: MAX_FRAME.into(),
+        channel_max: Default::default(),
+        idle_time_out: None,
+        outgoing_locales: None,
+        incoming_locales: None,
+        offered_capabilities: None,
+        desired_capabilities: None,
+        properties: None,
+    };
+    let refusal = ProvisionError::Unauthorized(why.to_string());
+    let body = ErrorBody::new(refusal.code(), refusal.client_message());
+    let description = serde_json::to_string(&body)?;
+    let close = Close {
+        error: Some(Error::new(
+            AmqpError::UnauthorizedAccess,
+            Some(description),
+            None,
+        )),
+    };
+    let mut bytes = AMQP_HEADER.to_vec();
+    for body in [serde_amqp::to_vec(&open)?, serde_amqp::to_vec(&close)?] {
+        let size = u32::try_from(body.len() + 8)?;
+        bytes.extend_from_slice(&size.to_be_bytes());
+        bytes.extend_from_slice(&[2, 0, 0, 0]); // doff 2, AMQP frame, channel 0
+        bytes.extend_from_slice(&body);
+    }
+    stream.write_all(&bytes).await?;
+    stream.flush().await?;
+    stream.shutdown().await?;
+    Ok(())
+}
+
 /// What the transport knows of the device before AMQP starts.
 pub struct Device {
     pub ip: Option<std::net::IpAddr>,
@@ -97,9 +139,8 @@ where
         stream.read_exact(&mut header).await?;
         let login = match sasl::classify_header(&header) {
             Ok(true) => {
-                let has_certificate = device.chain.is_some();
-                let negotiated =
-                    sasl::negotiate(&mut stream, provisioner, protocol, has_certificate).await;
+                let chain = device.chain.as_ref();
+                let negotiated = sasl::negotiate(&mut stream, provisioner, protocol, chain).await;
                 match negotiated {
                     Ok(login) => login,
                     Err(e) => {
@@ -108,7 +149,16 @@ where
                     }
                 }
             }
-            Ok(false) => Login::Certificate,
+            Ok(false) => {
+                let chain = device.chain.as_ref();
+                match sasl::certificate_login(chain) {
+                    Ok(login) => login,
+                    Err(refusal) => {
+                        let _ = refuse_connection(&mut stream, &refusal).await;
+                        anyhow::bail!("certificate login refused: {refusal}");
+                    }
+                }
+            }
             Err(e) => {
                 // Tell a confused client which protocol this is, then hang up (AMQP §2.2).
                 let _ = stream.write_all(&SASL_HEADER).await;
@@ -116,9 +166,9 @@ where
             }
         };
         // After SASL the client sends a fresh AMQP header; without SASL, replay the one read.
-        let replay = match login {
-            Login::Certificate if header == AMQP_HEADER => header.to_vec(),
-            _ => Vec::new(),
+        let replay = match header == AMQP_HEADER {
+            true => header.to_vec(),
+            false => Vec::new(),
         };
         let acceptor = ConnectionAcceptor::builder()
             .container_id("onramp")

@@ -9,8 +9,9 @@ use fe2o3_amqp::frames::sasl::{Frame, FrameCodec};
 use fe2o3_amqp::types::primitives::{Array, Binary, Symbol};
 use fe2o3_amqp::types::sasl::{SaslCode, SaslMechanisms, SaslOutcome};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Encoder;
 
+use crate::attestation::x509::PresentedChain;
 use crate::domain::provisioner::{Credential, ProvisionError, Provisioner};
 use crate::model::event::Protocol;
 
@@ -32,7 +33,7 @@ pub enum Login {
         credential: Credential,
     },
     /// No SASL layer, or EXTERNAL: the TLS client certificate speaks for the device, which names
-    /// itself by its link address.
+    /// itself by its link address; each request checks it.
     Certificate,
 }
 
@@ -57,18 +58,137 @@ pub fn classify_header(header: &[u8; 8]) -> Result<bool, SaslError> {
     }
 }
 
-/// One SASL frame from its bytes after the 4-byte size (doff, type, channel, body). Never panics
-/// on any input (fuzz/fuzz_targets/amqp_sasl.rs).
-pub fn decode_frame(bytes: &[u8]) -> Result<Frame, SaslError> {
-    if bytes.len() < 4 {
-        return Err(SaslError::Malformed("shorter than a frame header".into()));
+/// What a client sends during SASL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    Init {
+        mechanism: String,
+        initial_response: Vec<u8>,
+    },
+    Response(Vec<u8>),
+}
+
+/// One SASL frame from its bytes after the 4-byte size (doff, type, channel, body). Parsed here
+/// rather than with serde_amqp, whose reader sizes its buffer from a declared length before
+/// reading: a 38-byte frame declaring a 3 GB string made it allocate that (found by
+/// fuzz/fuzz_targets/amqp_sasl.rs). Every length is checked against the bytes at hand.
+pub fn decode_frame(bytes: &[u8]) -> Result<ClientFrame, SaslError> {
+    let malformed = |why: &str| SaslError::Malformed(why.to_string());
+    let [doff, kind, _, _, body @ ..] = bytes else {
+        return Err(malformed("shorter than a frame header"));
+    };
+    if (*doff, *kind) != (2, 1) {
+        return Err(malformed("not a SASL frame"));
     }
-    let mut buffer = BytesMut::from(bytes);
-    let mut codec = FrameCodec {};
-    match codec.decode(&mut buffer) {
-        Ok(Some(frame)) => Ok(frame),
-        Ok(None) => Err(SaslError::Malformed("incomplete frame".into())),
-        Err(e) => Err(SaslError::Malformed(e.to_string())),
+    let mut cursor = Cursor(body);
+    let code = cursor.descriptor()?;
+    let mut fields = cursor.list()?;
+    match code {
+        0x41 => Ok(ClientFrame::Init {
+            mechanism: fields
+                .symbol()?
+                .ok_or_else(|| malformed("sasl-init without a mechanism"))?,
+            initial_response: fields.binary()?.unwrap_or_default(),
+        }),
+        0x43 => Ok(ClientFrame::Response(fields.binary()?.unwrap_or_default())),
+        _ => Err(malformed("expected sasl-init or sasl-response")),
+    }
+}
+
+/// Reads AMQP's encoding off a slice, bounds-checked, without allocating for declared sizes.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], SaslError> {
+        if self.0.len() < n {
+            return Err(SaslError::Malformed("truncated".into()));
+        }
+        let (taken, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(taken)
+    }
+
+    fn byte(&mut self) -> Result<u8, SaslError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn size(&mut self, wide: bool) -> Result<usize, SaslError> {
+        Ok(match wide {
+            true => u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize,
+            false => self.byte()? as usize,
+        })
+    }
+
+    /// `0x00`, then the descriptor: a small ulong or a ulong code.
+    fn descriptor(&mut self) -> Result<u64, SaslError> {
+        if self.byte()? != 0x00 {
+            return Err(SaslError::Malformed("not a described type".into()));
+        }
+        match self.byte()? {
+            0x53 => Ok(u64::from(self.byte()?)),
+            0x80 => Ok(u64::from_be_bytes(
+                self.take(8)?.try_into().expect("8 bytes"),
+            )),
+            _ => Err(SaslError::Malformed("unsupported descriptor".into())),
+        }
+    }
+
+    /// A list's fields: a cursor over them that yields `None` past the last one.
+    fn list(&mut self) -> Result<Fields<'a>, SaslError> {
+        let wide = match self.byte()? {
+            0x45 => {
+                return Ok(Fields {
+                    cursor: Cursor(&[]),
+                    left: 0,
+                });
+            }
+            0xc0 => false,
+            0xd0 => true,
+            _ => return Err(SaslError::Malformed("expected a list".into())),
+        };
+        let size = self.size(wide)?;
+        let mut content = Cursor(self.take(size)?);
+        let left = content.size(wide)?;
+        Ok(Fields {
+            cursor: content,
+            left,
+        })
+    }
+}
+
+struct Fields<'a> {
+    cursor: Cursor<'a>,
+    left: usize,
+}
+
+impl<'a> Fields<'a> {
+    /// The next field's bytes if it is of type `short` or `long`; a null or missing field is `None`.
+    fn variable(&mut self, short: u8, long: u8) -> Result<Option<&'a [u8]>, SaslError> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        self.left -= 1;
+        let wide = match self.cursor.byte()? {
+            0x40 => return Ok(None),
+            code if code == short => false,
+            code if code == long => true,
+            _ => return Err(SaslError::Malformed("unexpected field type".into())),
+        };
+        let n = self.cursor.size(wide)?;
+        self.cursor.take(n).map(Some)
+    }
+
+    fn symbol(&mut self) -> Result<Option<String>, SaslError> {
+        let bytes = self.variable(0xa3, 0xb3)?;
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| "not ASCII");
+        bytes
+            .map(text)
+            .transpose()
+            .map_err(|why| SaslError::Malformed(why.into()))
+    }
+
+    fn binary(&mut self) -> Result<Option<Vec<u8>>, SaslError> {
+        Ok(self.variable(0xa0, 0xb0)?.map(<[u8]>::to_vec))
     }
 }
 
@@ -83,7 +203,7 @@ fn encode_frame(frame: Frame) -> Result<Vec<u8>, SaslError> {
     Ok(out)
 }
 
-async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Frame, SaslError> {
+async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S) -> Result<ClientFrame, SaslError> {
     let mut size = [0u8; 4];
     stream.read_exact(&mut size).await?;
     let size = u32::from_be_bytes(size) as usize;
@@ -131,12 +251,22 @@ enum Step {
     Done(Result<Login, String>),
 }
 
+/// A login by TLS client certificate (no SASL layer, or EXTERNAL): a certificate must be there;
+/// whether it is a device's is checked per request, as over HTTPS and MQTT, so a refused device
+/// gets the documented Rejected outcome with Azure's error.
+pub fn certificate_login(chain: Option<&PresentedChain>) -> Result<Login, String> {
+    match chain {
+        Some(_) => Ok(Login::Certificate),
+        None => Err("no SAS token (SASL PLAIN) and no client certificate".into()),
+    }
+}
+
 /// The mechanisms offered: PLAIN (SAS token) and EXTERNAL (the TLS client certificate). Each
 /// round may await the domain; a mechanism that needs more rounds answers with a challenge.
 struct Mechanisms<'a> {
     provisioner: &'a Provisioner,
     protocol: Protocol,
-    has_certificate: bool,
+    chain: Option<&'a PresentedChain>,
 }
 
 impl Mechanisms<'_> {
@@ -167,10 +297,7 @@ impl Mechanisms<'_> {
                     }
                 })))
             }
-            "EXTERNAL" if self.has_certificate => Ok(Step::Done(Ok(Login::Certificate))),
-            "EXTERNAL" => Ok(Step::Done(
-                Err("EXTERNAL needs a client certificate".into()),
-            )),
+            "EXTERNAL" => Ok(Step::Done(certificate_login(self.chain))),
             other => Ok(Step::Done(Err(format!(
                 "mechanism {other:?} is not offered"
             )))),
@@ -190,7 +317,7 @@ pub async fn negotiate<S>(
     stream: &mut S,
     provisioner: &Provisioner,
     protocol: Protocol,
-    has_certificate: bool,
+    chain: Option<&PresentedChain>,
 ) -> Result<Login, SaslError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -207,17 +334,14 @@ where
     let handler = Mechanisms {
         provisioner,
         protocol,
-        has_certificate,
+        chain,
     };
     let mut step = match read_frame(stream).await? {
-        Frame::Init(init) => {
-            let response = init
-                .initial_response
-                .map(|b| b.into_vec())
-                .unwrap_or_default();
-            handler.init(init.mechanism.as_str(), &response).await?
-        }
-        _ => return Err(SaslError::Malformed("expected sasl-init".into())),
+        ClientFrame::Init {
+            mechanism,
+            initial_response,
+        } => handler.init(&mechanism, &initial_response).await?,
+        ClientFrame::Response(_) => return Err(SaslError::Malformed("expected sasl-init".into())),
     };
     for _ in 0..MAX_ROUNDS {
         match step {
@@ -227,8 +351,10 @@ where
                 };
                 write_frame(stream, Frame::Challenge(challenge)).await?;
                 step = match read_frame(stream).await? {
-                    Frame::Response(r) => handler.respond(&r.response.into_vec()).await?,
-                    _ => return Err(SaslError::Malformed("expected sasl-response".into())),
+                    ClientFrame::Response(response) => handler.respond(&response).await?,
+                    ClientFrame::Init { .. } => {
+                        return Err(SaslError::Malformed("expected sasl-response".into()));
+                    }
                 };
             }
             Step::Done(result) => return outcome(stream, result).await,
@@ -275,22 +401,44 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_garbage_is_an_error() {
-        let bytes = encode_frame(Frame::Outcome(SaslOutcome {
-            code: SaslCode::Auth,
-            additional_data: None,
-        }))
-        .unwrap();
+        // What fe2o3-amqp's own client sends, read by our parser.
+        let init = fe2o3_amqp::types::sasl::SaslInit {
+            mechanism: Symbol::from("PLAIN"),
+            initial_response: Some(Binary::from(b"\0scope/registrations/d\0token".to_vec())),
+            hostname: Some("localhost".into()),
+        };
+        let bytes = encode_frame(Frame::Init(init)).unwrap();
         assert_eq!(
             u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize,
             bytes.len()
         );
-        assert!(matches!(
-            decode_frame(&bytes[4..]),
-            Ok(Frame::Outcome(SaslOutcome {
-                code: SaslCode::Auth,
-                ..
-            }))
-        ));
+        assert_eq!(
+            decode_frame(&bytes[4..]).unwrap(),
+            ClientFrame::Init {
+                mechanism: "PLAIN".into(),
+                initial_response: b"\0scope/registrations/d\0token".to_vec(),
+            }
+        );
+        let response = fe2o3_amqp::types::sasl::SaslResponse {
+            response: Binary::from(vec![0, 1, 2]),
+        };
+        let bytes = encode_frame(Frame::Response(response)).unwrap();
+        assert_eq!(
+            decode_frame(&bytes[4..]).unwrap(),
+            ClientFrame::Response(vec![0, 1, 2])
+        );
+        // A server's frame is not a client's; sizes beyond the bytes at hand are refused.
+        let outcome = encode_frame(Frame::Outcome(SaslOutcome {
+            code: SaslCode::Auth,
+            additional_data: None,
+        }))
+        .unwrap();
+        assert!(decode_frame(&outcome[4..]).is_err());
+        let huge =
+            b"\x02\x01\x00\x00\x00\x53\x41\xd0\xb1\xb1\xb1\xb1\x00\x00\x00\x01\xb3\xff\xff\xff\xff";
+        assert!(decode_frame(huge).is_err());
+        let fuzzed = b"\x02\x01\xb1\xb1\xb1\xb1\xb1\xb1\xb1\xb1\x00\x00\x00\x53\x41\x25\xa3\x05";
+        assert!(decode_frame(fuzzed).is_err());
         for garbage in [
             &b""[..],
             b"\x02",
