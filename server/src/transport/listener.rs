@@ -22,6 +22,25 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::attestation::x509::PresentedChain;
+
+/// Who is on the other end of a device connection: the address, and the certificate chain of the
+/// TLS handshake. MQTT, AMQP and their WebSocket forms all start from it.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    pub ip: Option<std::net::IpAddr>,
+    pub chain: Option<PresentedChain>,
+}
+
+impl Peer {
+    pub fn of(tls: &TlsStream<TcpStream>, addr: SocketAddr) -> Peer {
+        Peer {
+            ip: Some(addr.ip()),
+            chain: crate::tls::presented_chain(tls.get_ref().1),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ListenerLimits {
     pub max_connections: usize,

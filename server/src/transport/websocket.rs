@@ -117,14 +117,10 @@ impl WebSocketSessions {
                     .await
                 }
                 Kind::Amqp => {
-                    let device = amqp::Device {
-                        ip: peer.ip,
-                        chain: peer.chain,
-                    };
                     let provisioner = &self.services.provisioner;
                     let served = amqp::serve(
                         session_end,
-                        device,
+                        peer,
                         provisioner,
                         &self.amqp,
                         Protocol::AmqpWs,

@@ -15,8 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::listener::{ListenerLimits, accept_tls};
-use crate::attestation::x509::PresentedChain;
+use super::listener::{ListenerLimits, Peer, accept_tls};
 use crate::diagnostics::Protocol;
 use crate::domain::provisioner::{ProvisionError, Provisioner};
 use crate::proto::error::ErrorBody;
@@ -52,10 +51,7 @@ pub async fn serve_amqp(
         shutdown,
         move |stream, peer, shutdown| {
             let (provisioner, amqp) = (provisioner.clone(), amqp.clone());
-            let device = Device {
-                ip: Some(peer.ip()),
-                chain: crate::tls::presented_chain(stream.get_ref().1),
-            };
+            let device = Peer::of(&stream, peer);
             async move {
                 let served = serve(
                     stream,
@@ -115,17 +111,11 @@ async fn refuse_connection<S: AsyncWrite + Unpin>(stream: &mut S, why: &str) -> 
     Ok(())
 }
 
-/// What the transport knows of the device before AMQP starts.
-pub struct Device {
-    pub ip: Option<std::net::IpAddr>,
-    pub chain: Option<PresentedChain>,
-}
-
 /// One connection, from its first byte to its close. A refused login closes the connection
 /// after the SASL outcome; nothing half-open is left.
 pub async fn serve<S>(
     mut stream: S,
-    device: Device,
+    device: Peer,
     provisioner: &Arc<Provisioner>,
     limits: &AmqpLimits,
     protocol: Protocol,

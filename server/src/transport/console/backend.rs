@@ -179,6 +179,29 @@ impl AppState {
         Ok(())
     }
 
+    async fn set_status<R: Resource>(
+        &self,
+        actor: &Actor,
+        id: &str,
+        enabled: bool,
+    ) -> Result<(), BackendError> {
+        let changed = self
+            .admin
+            .set_enrollment_status::<R>(actor, id, enabled)
+            .await;
+        changed.map(drop).map_err(admin_failed)
+    }
+
+    async fn roll<R: Resource>(
+        &self,
+        actor: &Actor,
+        id: &str,
+        slot: KeySlot,
+    ) -> Result<(), BackendError> {
+        let rolled = self.admin.roll_enrollment_key::<R>(actor, id, slot).await;
+        rolled.map(drop).map_err(admin_failed)
+    }
+
     async fn remove<R: Resource>(&self, actor: &Actor, id: &str) -> Result<(), BackendError> {
         let before = self.stored::<R>(id).await?;
         let cond = IfMatch::Etag(before.etag().clone());
@@ -269,20 +292,7 @@ impl ConsoleBackend for AppState {
         enabled: bool,
     ) -> BackendFuture<'a, ()> {
         let actor = Actor::console(actor);
-        Box::pin(async move {
-            let admin = &self.admin;
-            let done = match group {
-                true => admin
-                    .set_enrollment_status::<EnrollmentGroup>(&actor, id, enabled)
-                    .await
-                    .map(drop),
-                false => admin
-                    .set_enrollment_status::<Enrollment>(&actor, id, enabled)
-                    .await
-                    .map(drop),
-            };
-            done.map_err(admin_failed)
-        })
+        Box::pin(async move { by_kind!(group, self.set_status(&actor, id, enabled)) })
     }
 
     fn delete_enrollment<'a>(
@@ -304,20 +314,7 @@ impl ConsoleBackend for AppState {
     ) -> BackendFuture<'a, ()> {
         let actor = Actor::console(actor);
         let slot = key_slot(secondary);
-        Box::pin(async move {
-            let admin = &self.admin;
-            let done = match group {
-                true => admin
-                    .roll_enrollment_key::<EnrollmentGroup>(&actor, id, slot)
-                    .await
-                    .map(drop),
-                false => admin
-                    .roll_enrollment_key::<Enrollment>(&actor, id, slot)
-                    .await
-                    .map(drop),
-            };
-            done.map_err(admin_failed)
-        })
+        Box::pin(async move { by_kind!(group, self.roll(&actor, id, slot)) })
     }
 
     fn derive_device_key<'a>(

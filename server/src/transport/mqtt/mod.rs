@@ -77,10 +77,7 @@ pub async fn serve_mqtt(
         shutdown,
         move |stream, peer, shutdown| {
             let (services, mqtt) = (services.clone(), mqtt.clone());
-            let client = session::Client {
-                ip: Some(peer.ip()),
-                chain: crate::tls::presented_chain(stream.get_ref().1),
-            };
+            let client = session::Client::of(&stream, peer);
             async move {
                 if let Err(e) =
                     session::run(stream, client, services, &mqtt, Protocol::Mqtt, shutdown).await

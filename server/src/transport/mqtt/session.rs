@@ -24,7 +24,6 @@ use tokio_util::sync::CancellationToken;
 use super::hub_topics::{self, HubRequest, HubUsername};
 use super::topics::{self, DpsUsername, Request};
 use super::{MqttLimits, MqttServices};
-use crate::attestation::x509::PresentedChain;
 use crate::diagnostics::Protocol;
 use crate::domain::device_hub::{Attachment, DeviceHub, Push};
 use crate::domain::provisioner::{
@@ -33,12 +32,7 @@ use crate::domain::provisioner::{
 use crate::proto::error::ErrorBody;
 use crate::proto::twin;
 
-/// Who is on the other end: the address, and the certificate chain of the TLS handshake.
-#[derive(Debug, Clone, Default)]
-pub struct Client {
-    pub ip: Option<IpAddr>,
-    pub chain: Option<PresentedChain>,
-}
+pub use crate::transport::listener::Peer as Client;
 
 pub async fn run<S>(
     stream: S,
