@@ -39,6 +39,12 @@ pub async fn run(store: Arc<dyn Store>, bus: DiagnosticsBus, shutdown: Cancellat
                 },
             }
         };
+        if stop {
+            // Events already on the bus when the stop came are kept too.
+            while let Ok(event) = events.try_recv() {
+                batch.push(event);
+            }
+        }
         flush(store.as_ref(), &mut batch).await;
         if stop {
             return;
