@@ -25,6 +25,7 @@ crate::backend_suite!(
     refused_logins_get_the_sasl_auth_outcome,
     refused_requests_are_rejected_with_the_azure_error,
     garbage_on_the_port_leaves_the_server_serving,
+    frames_the_guard_refuses_never_reach_the_decoder,
 );
 
 struct Device {
@@ -296,6 +297,23 @@ async fn refused_requests_are_rejected_with_the_azure_error(i: &Instance) {
             .contains("iotdps-register"),
         "{error}"
     );
+    // forceRegistration is read: a value that is not a boolean is refused, not ignored.
+    let mut forced = request("iotdps-register", None, "m-2b", b"{}");
+    if let Some(properties) = forced.application_properties.as_mut() {
+        properties.insert("iotdps-forceRegistration".into(), SimpleValue::Int(1));
+    }
+    let (condition, error) = rejected(device.call(forced).await.unwrap_err());
+    assert_eq!(
+        condition,
+        ErrorCondition::AmqpError(AmqpError::InvalidField)
+    );
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("forceRegistration"),
+        "{error}"
+    );
     let (condition, _) = rejected(
         device
             .call(request(
@@ -365,5 +383,116 @@ async fn garbage_on_the_port_leaves_the_server_serving(i: &Instance) {
             .await
             .is_ok()
     );
+    device.close().await;
+}
+
+async fn frames_the_guard_refuses_never_reach_the_decoder(i: &Instance) {
+    use fe2o3_amqp::types::definitions::{Fields, Role};
+    use fe2o3_amqp::types::messaging::{Source, Target, TargetArchetype};
+    use fe2o3_amqp::types::performatives::{Attach, Begin, Open};
+    use fe2o3_amqp::types::primitives::{Binary, Symbol};
+    use fe2o3_amqp::types::sasl::SaslInit;
+    use onramp::transport::amqp::encoding::{AMQP_FRAME, SASL_FRAME, write_frame};
+    let key = random_key();
+    enroll(
+        i.store(),
+        "amqp-guard",
+        None,
+        symmetric_spec(&key, &random_key()),
+    )
+    .await;
+    let token = i.token("amqp-guard", &key);
+    // A proper login, open and begin, then the device's attach: well formed, but its properties
+    // nest a value deeper than the guard allows (serde_amqp recurses once per level).
+    let nested = (0..20).fold(Value::Null, |inner, _| Value::List(vec![inner]));
+    let mut properties = Fields::new();
+    properties.insert(Symbol::from("x"), nested);
+    let attach = |properties: Option<Fields>| Attach {
+        name: "requests".into(),
+        handle: 0.into(),
+        role: Role::Sender,
+        snd_settle_mode: Default::default(),
+        rcv_settle_mode: Default::default(),
+        source: Some(Box::new(Source::builder().build())),
+        target: Some(Box::new(TargetArchetype::Target(
+            Target::builder().address(address(i, "amqp-guard")).build(),
+        ))),
+        unsettled: None,
+        incomplete_unsettled: false,
+        initial_delivery_count: Some(0),
+        max_message_size: None,
+        offered_capabilities: None,
+        desired_capabilities: None,
+        properties,
+    };
+    let attached = |answer: &[u8]| answer.windows(3).any(|w| w == [0x00, 0x53, 0x12]);
+    let send = |attach: Attach| {
+        let mut out = b"AMQP\x03\x01\x00\x00".to_vec();
+        let response = format!("\0{}\0{token}", address(i, "amqp-guard"));
+        let init = SaslInit {
+            mechanism: "PLAIN".into(),
+            initial_response: Some(Binary::from(response.into_bytes())),
+            hostname: None,
+        };
+        write_frame(&mut out, SASL_FRAME, 0, &init, &[]).unwrap();
+        out.extend_from_slice(b"AMQP\x00\x01\x00\x00");
+        let open = Open {
+            container_id: "raw".into(),
+            hostname: None,
+            max_frame_size: 65536.into(),
+            channel_max: Default::default(),
+            idle_time_out: None,
+            outgoing_locales: None,
+            incoming_locales: None,
+            offered_capabilities: None,
+            desired_capabilities: None,
+            properties: None,
+        };
+        let begin = Begin {
+            remote_channel: None,
+            next_outgoing_id: 0,
+            incoming_window: 64,
+            outgoing_window: 64,
+            handle_max: Default::default(),
+            offered_capabilities: None,
+            desired_capabilities: None,
+            properties: None,
+        };
+        write_frame(&mut out, AMQP_FRAME, 0, &open, &[]).unwrap();
+        write_frame(&mut out, AMQP_FRAME, 0, &begin, &[]).unwrap();
+        write_frame(&mut out, AMQP_FRAME, 0, &attach, &[]).unwrap();
+        async move {
+            let mut tls = tls_to(i, i.amqp_addr).await;
+            tls.write_all(&out).await.unwrap();
+            tls.flush().await.unwrap();
+            // Read until the server hangs up or has answered with an attach.
+            let (mut answer, mut chunk) = (Vec::new(), [0u8; 1024]);
+            loop {
+                let read = tokio::io::AsyncReadExt::read(&mut tls, &mut chunk);
+                match tokio::time::timeout(Duration::from_secs(5), read).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => break (true, answer),
+                    Ok(Ok(n)) => answer.extend_from_slice(&chunk[..n]),
+                    Err(_) => break (false, answer),
+                }
+                if attached(&answer) {
+                    break (false, answer);
+                }
+            }
+        }
+    };
+    // Without the nesting, the same bytes get the server's attach back: the test can tell.
+    let (_, answer) = send(attach(None)).await;
+    assert!(attached(&answer), "a proper attach got no attach back");
+    let (closed, answer) = send(attach(Some(properties))).await;
+    assert!(
+        closed,
+        "the server kept a connection with a refused frame open"
+    );
+    assert!(
+        !attached(&answer),
+        "the nested attach reached fe2o3 and was answered"
+    );
+    // The server still serves.
+    let device = open(i, "amqp-guard", &token).await.unwrap();
     device.close().await;
 }

@@ -33,6 +33,13 @@ pub const OPERATION_TYPE: &str = "iotdps-operation-type";
 pub const OPERATION_ID: &str = "iotdps-operation-id";
 pub const REGISTER: &str = "iotdps-register";
 pub const GET_OPERATION_STATUS: &str = "iotdps-get-operationstatus";
+/// Node sends the `forceRegistration` of its register call. Onramp runs the assignment on every
+/// register request under the enrollment's reprovisioning policy, so `true` asks for nothing more;
+/// the property is read so that a value that is not a boolean is refused, not ignored.
+pub const FORCE_REGISTRATION: &str = "iotdps-forceRegistration";
+/// Attach properties naming the DPS API version the SDK speaks and the SDK itself.
+pub const API_VERSION: &str = "com.microsoft:api-version";
+pub const CLIENT_VERSION: &str = "com.microsoft:client-version";
 /// Azure's condition for "slow down"; the device retries after `retry-after`.
 pub const THROTTLED: &str = "com.microsoft:device-container-throttled";
 
@@ -45,6 +52,27 @@ pub struct LinkPair {
     id_scope: String,
     registration_id: String,
     credential: Credential,
+}
+
+/// What a device's attach properties say about its SDK. Any API version is accepted, as over
+/// HTTPS and MQTT; both are logged with the connection so an operator can tell SDKs apart.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub api_version: Option<String>,
+    pub client_version: Option<String>,
+}
+
+impl ClientInfo {
+    /// Reads the properties of one attach; a link without them leaves what the other link said.
+    pub fn read(&mut self, attach: &Attach) {
+        let text = |name: &str| match attach.properties.as_ref()?.get(&Symbol::from(name))? {
+            Value::String(s) => Some(s.clone()),
+            Value::Symbol(s) => Some(s.as_str().to_string()),
+            _ => None,
+        };
+        self.api_version = text(API_VERSION).or(self.api_version.take());
+        self.client_version = text(CLIENT_VERSION).or(self.client_version.take());
+    }
 }
 
 /// What a request needs besides the links.
@@ -88,6 +116,7 @@ where
     FT: Fn(Target) -> Option<Target>,
 {
     let (mut requests, mut replies, mut named) = (None, None, None::<String>);
+    let mut client = ClientInfo::default();
     while requests.is_none() || replies.is_none() {
         let attach = session
             .next_incoming_attach()
@@ -114,6 +143,7 @@ where
             anyhow::bail!("the two links name different devices");
         }
         named = Some(address.clone());
+        client.read(&attach);
         match acceptor.accept_incoming_attach(attach, session).await? {
             LinkEndpoint::Receiver(r) => requests = Some(r),
             LinkEndpoint::Sender(s) => replies = Some(s),
@@ -127,6 +157,12 @@ where
         Login::Device { credential, .. } => credential.clone(),
         Login::Certificate => Credential::from_parts(None, chain),
     };
+    tracing::debug!(
+        %registration_id,
+        api_version = client.api_version.as_deref().unwrap_or("-"),
+        client_version = client.client_version.as_deref().unwrap_or("-"),
+        "AMQP device linked"
+    );
     Ok(LinkPair {
         requests: requests.expect("attached"),
         replies: replies.expect("attached"),
@@ -147,8 +183,11 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Operation {
     Register,
-    Status { operation_id: String },
-    Unknown(String),
+    Status {
+        operation_id: String,
+    },
+    /// Refused with 400 and this reason: an unknown operation type, a malformed property.
+    Invalid(String),
 }
 
 fn text_property<'a>(properties: Option<&'a ApplicationProperties>, name: &str) -> Option<&'a str> {
@@ -159,18 +198,37 @@ fn text_property<'a>(properties: Option<&'a ApplicationProperties>, name: &str) 
     }
 }
 
+/// `iotdps-forceRegistration`: absent, a boolean, or the text `true` / `false`.
+fn force_registration(properties: Option<&ApplicationProperties>) -> Result<bool, String> {
+    match properties.and_then(|p| p.get(FORCE_REGISTRATION)) {
+        None | Some(SimpleValue::Null) => Ok(false),
+        Some(SimpleValue::Bool(force)) => Ok(*force),
+        Some(SimpleValue::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Some(SimpleValue::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
+        Some(other) => Err(format!(
+            "{FORCE_REGISTRATION} must be a boolean, not {other:?}"
+        )),
+    }
+}
+
 /// Decodes a request message: its operation from the application properties, and its body (the
 /// data sections joined; a value body, as a poll's, counts as empty).
 pub fn decode(message: &Message<Body<Value>>) -> Request {
     let properties = message.application_properties.as_ref();
     let operation = match text_property(properties, OPERATION_TYPE) {
-        Some(REGISTER) => Operation::Register,
+        Some(REGISTER) => match force_registration(properties) {
+            Ok(_) => Operation::Register,
+            Err(why) => Operation::Invalid(why),
+        },
         Some(GET_OPERATION_STATUS) => Operation::Status {
             operation_id: text_property(properties, OPERATION_ID)
                 .unwrap_or_default()
                 .to_string(),
         },
-        other => Operation::Unknown(other.unwrap_or_default().to_string()),
+        other => Operation::Invalid(format!(
+            "unknown {OPERATION_TYPE} {:?}: expected {REGISTER} or {GET_OPERATION_STATUS}",
+            other.unwrap_or_default()
+        )),
     };
     let body = match message.body.try_as_data() {
         Ok(sections) => sections
@@ -302,14 +360,99 @@ async fn answer(
                 .operation_status(status, operation_id)
                 .await
         }
-        Operation::Unknown(kind) => {
-            let refusal = ProvisionError::BadRequest(format!(
-                "unknown {OPERATION_TYPE} {kind:?}: expected {REGISTER} or {GET_OPERATION_STATUS}"
-            ));
+        Operation::Invalid(why) => {
+            let refusal = ProvisionError::BadRequest(why.clone());
             context
                 .provisioner
                 .report_refusal(&pair.registration_id, context.protocol, &refusal);
             Err(refusal)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(properties: ApplicationProperties) -> Message<Body<Value>> {
+        Message::builder()
+            .application_properties(properties)
+            .data(b"{}".to_vec())
+            .build()
+            .map_body(|data| Body::Data(vec![data].into()))
+    }
+
+    #[test]
+    fn force_registration_must_be_a_boolean() {
+        let register = |force: Option<SimpleValue>| {
+            let mut properties = ApplicationProperties::builder().insert(
+                OPERATION_TYPE.to_string(),
+                SimpleValue::String(REGISTER.into()),
+            );
+            if let Some(force) = force {
+                properties = properties.insert(FORCE_REGISTRATION.to_string(), force);
+            }
+            decode(&request(properties.build())).operation
+        };
+        assert_eq!(register(None), Operation::Register);
+        assert_eq!(register(Some(SimpleValue::Bool(true))), Operation::Register);
+        assert_eq!(
+            register(Some(SimpleValue::String("False".into()))),
+            Operation::Register
+        );
+        assert!(matches!(
+            register(Some(SimpleValue::Int(1))),
+            Operation::Invalid(why) if why.contains(FORCE_REGISTRATION)
+        ));
+        let unknown = ApplicationProperties::builder()
+            .insert(
+                OPERATION_TYPE.to_string(),
+                SimpleValue::String("iotdps-delete".into()),
+            )
+            .build();
+        assert!(matches!(
+            decode(&request(unknown)).operation,
+            Operation::Invalid(why) if why.contains("iotdps-delete")
+        ));
+    }
+
+    #[test]
+    fn attach_properties_name_the_sdk() {
+        let attach = |properties: Option<Fields>| Attach {
+            name: "link".into(),
+            handle: 0.into(),
+            role: definitions::Role::Sender,
+            snd_settle_mode: Default::default(),
+            rcv_settle_mode: Default::default(),
+            source: None,
+            target: None,
+            unsettled: None,
+            incomplete_unsettled: false,
+            initial_delivery_count: None,
+            max_message_size: None,
+            offered_capabilities: None,
+            desired_capabilities: None,
+            properties,
+        };
+        let mut properties = Fields::new();
+        properties.insert(
+            Symbol::from(API_VERSION),
+            Value::String("2019-03-31".into()),
+        );
+        properties.insert(
+            Symbol::from(CLIENT_VERSION),
+            Value::Symbol(Symbol::from("azure-iot-provisioning-device/1.9.1")),
+        );
+        let mut client = ClientInfo::default();
+        client.read(&attach(Some(properties)));
+        // The second link says nothing: what the first said stays.
+        client.read(&attach(None));
+        assert_eq!(
+            client,
+            ClientInfo {
+                api_version: Some("2019-03-31".into()),
+                client_version: Some("azure-iot-provisioning-device/1.9.1".into()),
+            }
+        );
     }
 }

@@ -3,6 +3,8 @@
 //! one sender link on `{idScope}/registrations/{registrationId}`, request messages answered on
 //! the other link. Every registration rule stays in the Provisioner.
 
+pub mod encoding;
+pub mod guard;
 pub mod links;
 mod rewind;
 pub mod sasl;
@@ -19,6 +21,8 @@ use super::listener::{ListenerLimits, Peer, accept_tls};
 use crate::diagnostics::Protocol;
 use crate::domain::provisioner::{ProvisionError, Provisioner};
 use crate::proto::error::ErrorBody;
+use encoding::{AMQP_FRAME, write_frame};
+use guard::{FrameGuard, FrameLimits};
 use rewind::Rewind;
 use sasl::{AMQP_HEADER, SASL_HEADER};
 
@@ -35,6 +39,15 @@ pub struct AmqpLimits {
 
 /// Largest frame either side sends; bigger messages span several transfers.
 const MAX_FRAME: u32 = 64 * 1024;
+
+impl AmqpLimits {
+    fn frames(&self) -> FrameLimits {
+        FrameLimits {
+            max_frame: MAX_FRAME as usize,
+            max_message: self.max_message_bytes,
+        }
+    }
+}
 
 pub async fn serve_amqp(
     listener: TcpListener,
@@ -99,12 +112,8 @@ async fn refuse_connection<S: AsyncWrite + Unpin>(stream: &mut S, why: &str) -> 
         )),
     };
     let mut bytes = AMQP_HEADER.to_vec();
-    for body in [serde_amqp::to_vec(&open)?, serde_amqp::to_vec(&close)?] {
-        let size = u32::try_from(body.len() + 8)?;
-        bytes.extend_from_slice(&size.to_be_bytes());
-        bytes.extend_from_slice(&[2, 0, 0, 0]); // doff 2, AMQP frame, channel 0
-        bytes.extend_from_slice(&body);
-    }
+    write_frame(&mut bytes, AMQP_FRAME, 0, &open, &[])?;
+    write_frame(&mut bytes, AMQP_FRAME, 0, &close, &[])?;
     stream.write_all(&bytes).await?;
     stream.flush().await?;
     stream.shutdown().await?;
@@ -165,7 +174,8 @@ where
             .max_frame_size(MAX_FRAME)
             .idle_time_out(limits.idle_timeout.as_millis() as u32)
             .build();
-        let mut connection = acceptor.accept(Rewind::new(replay, stream)).await?;
+        let guarded = FrameGuard::new(Rewind::new(replay, stream), limits.frames());
+        let mut connection = acceptor.accept(guarded).await?;
         let incoming = connection
             .next_incoming_session()
             .await

@@ -4,13 +4,12 @@
 //! the domain (PLAIN checks the SAS token through the Provisioner). The library's own
 //! `SaslAcceptor` is synchronous and forgets who logged in, so it cannot do this.
 
-use bytes::BytesMut;
-use fe2o3_amqp::frames::sasl::{Frame, FrameCodec};
+use fe2o3_amqp::frames::sasl::Frame;
 use fe2o3_amqp::types::primitives::{Array, Binary, Symbol};
 use fe2o3_amqp::types::sasl::{SaslCode, SaslMechanisms, SaslOutcome};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_util::codec::Encoder;
 
+use super::encoding::{self, Cursor, Malformed};
 use crate::attestation::x509::PresentedChain;
 use crate::domain::provisioner::{Credential, ProvisionError, Provisioner};
 use crate::model::event::Protocol;
@@ -47,6 +46,12 @@ pub enum SaslError {
     Refused(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+impl From<Malformed> for SaslError {
+    fn from(e: Malformed) -> Self {
+        SaslError::Malformed(e.0.to_string())
+    }
 }
 
 /// What the 8 bytes a client sends first ask for.
@@ -95,111 +100,10 @@ pub fn decode_frame(bytes: &[u8]) -> Result<ClientFrame, SaslError> {
     }
 }
 
-/// Reads AMQP's encoding off a slice, bounds-checked, without allocating for declared sizes.
-struct Cursor<'a>(&'a [u8]);
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], SaslError> {
-        if self.0.len() < n {
-            return Err(SaslError::Malformed("truncated".into()));
-        }
-        let (taken, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(taken)
-    }
-
-    fn byte(&mut self) -> Result<u8, SaslError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn size(&mut self, wide: bool) -> Result<usize, SaslError> {
-        Ok(match wide {
-            true => u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize,
-            false => self.byte()? as usize,
-        })
-    }
-
-    /// `0x00`, then the descriptor: a small ulong or a ulong code.
-    fn descriptor(&mut self) -> Result<u64, SaslError> {
-        if self.byte()? != 0x00 {
-            return Err(SaslError::Malformed("not a described type".into()));
-        }
-        match self.byte()? {
-            0x53 => Ok(u64::from(self.byte()?)),
-            0x80 => Ok(u64::from_be_bytes(
-                self.take(8)?.try_into().expect("8 bytes"),
-            )),
-            _ => Err(SaslError::Malformed("unsupported descriptor".into())),
-        }
-    }
-
-    /// A list's fields: a cursor over them that yields `None` past the last one.
-    fn list(&mut self) -> Result<Fields<'a>, SaslError> {
-        let wide = match self.byte()? {
-            0x45 => {
-                return Ok(Fields {
-                    cursor: Cursor(&[]),
-                    left: 0,
-                });
-            }
-            0xc0 => false,
-            0xd0 => true,
-            _ => return Err(SaslError::Malformed("expected a list".into())),
-        };
-        let size = self.size(wide)?;
-        let mut content = Cursor(self.take(size)?);
-        let left = content.size(wide)?;
-        Ok(Fields {
-            cursor: content,
-            left,
-        })
-    }
-}
-
-struct Fields<'a> {
-    cursor: Cursor<'a>,
-    left: usize,
-}
-
-impl<'a> Fields<'a> {
-    /// The next field's bytes if it is of type `short` or `long`; a null or missing field is `None`.
-    fn variable(&mut self, short: u8, long: u8) -> Result<Option<&'a [u8]>, SaslError> {
-        if self.left == 0 {
-            return Ok(None);
-        }
-        self.left -= 1;
-        let wide = match self.cursor.byte()? {
-            0x40 => return Ok(None),
-            code if code == short => false,
-            code if code == long => true,
-            _ => return Err(SaslError::Malformed("unexpected field type".into())),
-        };
-        let n = self.cursor.size(wide)?;
-        self.cursor.take(n).map(Some)
-    }
-
-    fn symbol(&mut self) -> Result<Option<String>, SaslError> {
-        let bytes = self.variable(0xa3, 0xb3)?;
-        let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| "not ASCII");
-        bytes
-            .map(text)
-            .transpose()
-            .map_err(|why| SaslError::Malformed(why.into()))
-    }
-
-    fn binary(&mut self) -> Result<Option<Vec<u8>>, SaslError> {
-        Ok(self.variable(0xa0, 0xb0)?.map(<[u8]>::to_vec))
-    }
-}
-
 fn encode_frame(frame: Frame) -> Result<Vec<u8>, SaslError> {
-    let mut body = BytesMut::new();
-    FrameCodec {}
-        .encode(frame, &mut body)
+    let mut out = Vec::new();
+    encoding::write_frame(&mut out, encoding::SASL_FRAME, 0, &frame, &[])
         .map_err(|e| SaslError::Malformed(e.to_string()))?;
-    let size = u32::try_from(body.len() + 4).map_err(|_| SaslError::Malformed("too big".into()))?;
-    let mut out = size.to_be_bytes().to_vec();
-    out.extend_from_slice(&body);
     Ok(out)
 }
 
