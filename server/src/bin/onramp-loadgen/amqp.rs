@@ -7,7 +7,7 @@
 
 use anyhow::{Context, bail};
 use bytes::{Bytes, BytesMut};
-use fe2o3_amqp::frames::amqp::{Frame, FrameBody, FrameCodec};
+use fe2o3_amqp::frames::amqp::{FrameBody, FrameDecoder};
 use fe2o3_amqp::frames::sasl;
 use fe2o3_amqp::types::definitions::{Handle, Role};
 use fe2o3_amqp::types::messaging::{
@@ -16,10 +16,11 @@ use fe2o3_amqp::types::messaging::{
 use fe2o3_amqp::types::performatives::{Attach, Begin, Close, Flow, Open, Transfer};
 use fe2o3_amqp::types::primitives::{Binary, SimpleValue};
 use fe2o3_amqp::types::sasl::{SaslCode, SaslInit};
+use onramp::transport::amqp::encoding::{AMQP_FRAME, SASL_FRAME, write_frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
 
 use super::{Target, device_token};
 
@@ -36,7 +37,12 @@ pub struct Device {
 }
 
 impl Device {
-    pub async fn open(target: &Target, scope: &str, group_key: &str, id: &str) -> anyhow::Result<Device> {
+    pub async fn open(
+        target: &Target,
+        scope: &str,
+        group_key: &str,
+        id: &str,
+    ) -> anyhow::Result<Device> {
         let key = onramp::attestation::sas::derive_device_key(group_key, id)?;
         let address = format!("{scope}/registrations/{id}");
         let token = device_token(&key, scope, id)?;
@@ -50,20 +56,19 @@ impl Device {
             hostname: Some("localhost".into()),
         };
         let mut out = SASL_HEADER.to_vec();
-        encode(&mut out, sasl::FrameCodec {}, sasl::Frame::Init(init))?;
+        write_frame(&mut out, SASL_FRAME, 0, &init, &[])?;
         device.tls.write_all(&out).await?;
         device.header(SASL_HEADER).await?;
         loop {
-            match sasl::FrameCodec {}.decode(&mut device.frame().await?)? {
+            let mut frame = device.frame().await?;
+            match (sasl::FrameCodec {}).decode(&mut frame)? {
                 Some(sasl::Frame::Mechanisms(_)) => continue,
                 Some(sasl::Frame::Outcome(outcome)) if outcome.code == SaslCode::Ok => break,
                 other => bail!("login of {id} refused: {other:?}"),
             }
         }
         let mut out = AMQP_HEADER.to_vec();
-        for body in opening(id, &address) {
-            encode(&mut out, FrameCodec {}, Frame::new(0u16, body))?;
-        }
+        opening(&mut out, id, &address)?;
         device.tls.write_all(&out).await?;
         device.header(AMQP_HEADER).await?;
         // Open, begin, two attaches and the server's flows: go on once the request link has credit.
@@ -90,20 +95,26 @@ impl Device {
         };
         let payload = request_message(id)?;
         let mut out = Vec::new();
-        encode(&mut out, FrameCodec {}, Frame::new(0u16, FrameBody::Transfer { performative: transfer, payload }))?;
+        write_frame(&mut out, AMQP_FRAME, 0, &transfer, &payload)?;
         self.tls.write_all(&out).await?;
         let reply = loop {
-            if let FrameBody::Transfer { performative, payload } = self.next().await? {
-                if performative.handle == REPLIES {
-                    break payload;
-                }
+            if let FrameBody::Transfer {
+                performative,
+                payload,
+            } = self.next().await?
+                && performative.handle == REPLIES
+            {
+                break payload;
             }
         };
         if !String::from_utf8_lossy(&reply).contains(r#""status":"assigned""#) {
-            bail!("unexpected reply for {id}: {}", String::from_utf8_lossy(&reply));
+            bail!(
+                "unexpected reply for {id}: {}",
+                String::from_utf8_lossy(&reply)
+            );
         }
         let mut out = Vec::new();
-        encode(&mut out, FrameCodec {}, Frame::new(0u16, FrameBody::Close(Close { error: None })))?;
+        write_frame(&mut out, AMQP_FRAME, 0, &Close { error: None }, &[])?;
         self.tls.write_all(&out).await?;
         self.tls.shutdown().await.ok();
         Ok(())
@@ -133,7 +144,9 @@ impl Device {
 
     async fn next(&mut self) -> anyhow::Result<FrameBody> {
         let mut bytes = self.frame().await?;
-        let frame = FrameCodec {}.decode(&mut bytes)?.context("an empty frame")?;
+        let frame = FrameDecoder {}
+            .decode(&mut bytes)?
+            .context("an empty frame")?;
         if let FrameBody::Close(close) = &frame.body {
             bail!("the server closed the connection: {:?}", close.error);
         }
@@ -150,12 +163,13 @@ impl Device {
     }
 }
 
-/// The frames after the AMQP header: open, begin, the receiver link (with credit) and the sender link.
-fn opening(id: &str, address: &str) -> Vec<FrameBody> {
+/// The frames after the AMQP header: open, begin, the receiver link (with credit) and the sender
+/// link.
+fn opening(out: &mut Vec<u8>, id: &str, address: &str) -> Result<(), serde_amqp::Error> {
     let attach = |name: &str, handle: Handle, role: Role| Attach {
         name: name.into(),
         handle,
-        role,
+        role: role.clone(),
         snd_settle_mode: Default::default(),
         rcv_settle_mode: Default::default(),
         source: Some(Box::new(match role {
@@ -174,69 +188,77 @@ fn opening(id: &str, address: &str) -> Vec<FrameBody> {
         desired_capabilities: None,
         properties: None,
     };
-    vec![
-        FrameBody::Open(Open {
-            container_id: id.into(),
-            hostname: Some("localhost".into()),
-            max_frame_size: 65536.into(),
-            channel_max: Default::default(),
-            idle_time_out: None,
-            outgoing_locales: None,
-            incoming_locales: None,
-            offered_capabilities: None,
-            desired_capabilities: None,
-            properties: None,
-        }),
-        FrameBody::Begin(Begin {
-            remote_channel: None,
-            next_outgoing_id: 0,
-            incoming_window: 64,
-            outgoing_window: 64,
-            handle_max: Default::default(),
-            offered_capabilities: None,
-            desired_capabilities: None,
-            properties: None,
-        }),
-        FrameBody::Attach(attach("replies", REPLIES, Role::Receiver)),
-        FrameBody::Flow(Flow {
-            next_incoming_id: Some(0),
-            incoming_window: 64,
-            next_outgoing_id: 0,
-            outgoing_window: 64,
-            handle: Some(REPLIES),
-            delivery_count: Some(0),
-            link_credit: Some(8),
-            available: None,
-            drain: false,
-            echo: false,
-            properties: None,
-        }),
-        FrameBody::Attach(attach("requests", REQUESTS, Role::Sender)),
-    ]
+    let open = Open {
+        container_id: id.into(),
+        hostname: Some("localhost".into()),
+        max_frame_size: 65536.into(),
+        channel_max: Default::default(),
+        idle_time_out: None,
+        outgoing_locales: None,
+        incoming_locales: None,
+        offered_capabilities: None,
+        desired_capabilities: None,
+        properties: None,
+    };
+    let begin = Begin {
+        remote_channel: None,
+        next_outgoing_id: 0,
+        incoming_window: 64,
+        outgoing_window: 64,
+        handle_max: Default::default(),
+        offered_capabilities: None,
+        desired_capabilities: None,
+        properties: None,
+    };
+    let credit = Flow {
+        next_incoming_id: Some(0),
+        incoming_window: 64,
+        next_outgoing_id: 0,
+        outgoing_window: 64,
+        handle: Some(REPLIES),
+        delivery_count: Some(0),
+        link_credit: Some(8),
+        available: None,
+        drain: false,
+        echo: false,
+        properties: None,
+    };
+    write_frame(out, AMQP_FRAME, 0, &open, &[])?;
+    write_frame(out, AMQP_FRAME, 0, &begin, &[])?;
+    write_frame(
+        out,
+        AMQP_FRAME,
+        0,
+        &attach("replies", REPLIES, Role::Receiver),
+        &[],
+    )?;
+    write_frame(out, AMQP_FRAME, 0, &credit, &[])?;
+    write_frame(
+        out,
+        AMQP_FRAME,
+        0,
+        &attach("requests", REQUESTS, Role::Sender),
+        &[],
+    )
 }
 
 /// The register request's sections: properties (correlation-id), application properties
 /// (the operation) and the DeviceRegistration JSON as data.
 fn request_message(id: &str) -> anyhow::Result<Bytes> {
-    let properties = Properties::builder().correlation_id("1".to_string()).build();
-    let operation = ApplicationProperties::builder()
-        .insert("iotdps-operation-type".to_string(), SimpleValue::String("iotdps-register".into()))
+    let properties = Properties::builder()
+        .correlation_id("1".to_string())
         .build();
-    let body = Data(Binary::from(format!(r#"{{"registrationId":"{id}"}}"#).into_bytes()));
+    let operation = ApplicationProperties::builder()
+        .insert(
+            "iotdps-operation-type".to_string(),
+            SimpleValue::String("iotdps-register".into()),
+        )
+        .build();
+    let body = Data(Binary::from(
+        format!(r#"{{"registrationId":"{id}"}}"#).into_bytes(),
+    ));
     let mut bytes = serde_amqp::to_vec(&properties)?;
     bytes.extend(serde_amqp::to_vec(&operation)?);
     bytes.extend(serde_amqp::to_vec(&body)?);
     Ok(Bytes::from(bytes))
-}
-
-/// Appends one frame: its size, then what the codec writes (data offset, type, channel, body).
-fn encode<C: Encoder<F>, F>(out: &mut Vec<u8>, mut codec: C, frame: F) -> anyhow::Result<()>
-where
-    C::Error: std::error::Error + Send + Sync + 'static,
-{
-    let mut body = BytesMut::new();
-    codec.encode(frame, &mut body)?;
-    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-    out.extend_from_slice(&body);
-    Ok(())
 }
