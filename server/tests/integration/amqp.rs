@@ -8,17 +8,24 @@ use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::link::{Receiver, Sender};
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::session::SessionHandle;
-use fe2o3_amqp::types::definitions::{AmqpError, ErrorCondition};
-use fe2o3_amqp::types::messaging::{ApplicationProperties, Body, Message, Outcome, Properties};
-use fe2o3_amqp::types::primitives::{SimpleValue, Value};
+use fe2o3_amqp::types::definitions::{AmqpError, ErrorCondition, Fields, Role};
+use fe2o3_amqp::types::messaging::{
+    ApplicationProperties, Body, Message, Outcome, Properties, Source, Target, TargetArchetype,
+};
+use fe2o3_amqp::types::performatives::{Attach, Begin, Close, Open};
+use fe2o3_amqp::types::primitives::{Binary, SimpleValue, Symbol, Value};
+use fe2o3_amqp::types::sasl::SaslInit;
 use fe2o3_amqp::{Connection, Session};
 use onramp::diagnostics::Protocol;
 use onramp::model::*;
+use onramp::transport::amqp::encoding::{AMQP_FRAME, SASL_FRAME, write_frame};
 use serde_json::{Value as Json, json};
 use tokio::io::AsyncWriteExt;
 
 use crate::mqtt::tls_to;
-use crate::support::instance::{Instance, enroll, random_key, symmetric_spec};
+use crate::support::instance::{
+    Instance, MAX_AMQP_CONNECTIONS, enroll, random_key, symmetric_spec,
+};
 
 crate::backend_suite!(
     a_device_registers_and_polls_over_amqp,
@@ -26,6 +33,7 @@ crate::backend_suite!(
     refused_requests_are_rejected_with_the_azure_error,
     garbage_on_the_port_leaves_the_server_serving,
     frames_the_guard_refuses_never_reach_the_decoder,
+    devices_that_leave_free_their_slots,
 );
 
 struct Device {
@@ -386,13 +394,111 @@ async fn garbage_on_the_port_leaves_the_server_serving(i: &Instance) {
     device.close().await;
 }
 
+/// A hand-written device's first bytes: SASL PLAIN with its token, the AMQP header, open, begin
+/// and `attaches`, all in one write.
+fn raw_opening(i: &Instance, id: &str, token: &str, attaches: &[Attach]) -> Vec<u8> {
+    let mut out = b"AMQP\x03\x01\x00\x00".to_vec();
+    let response = format!("\0{}\0{token}", address(i, id));
+    let init = SaslInit {
+        mechanism: "PLAIN".into(),
+        initial_response: Some(Binary::from(response.into_bytes())),
+        hostname: None,
+    };
+    write_frame(&mut out, SASL_FRAME, 0, &init, &[]).unwrap();
+    out.extend_from_slice(b"AMQP\x00\x01\x00\x00");
+    let open = Open {
+        container_id: "raw".into(),
+        hostname: None,
+        max_frame_size: 65536.into(),
+        channel_max: Default::default(),
+        idle_time_out: None,
+        outgoing_locales: None,
+        incoming_locales: None,
+        offered_capabilities: None,
+        desired_capabilities: None,
+        properties: None,
+    };
+    let begin = Begin {
+        remote_channel: None,
+        next_outgoing_id: 0,
+        incoming_window: 64,
+        outgoing_window: 64,
+        handle_max: Default::default(),
+        offered_capabilities: None,
+        desired_capabilities: None,
+        properties: None,
+    };
+    write_frame(&mut out, AMQP_FRAME, 0, &open, &[]).unwrap();
+    write_frame(&mut out, AMQP_FRAME, 0, &begin, &[]).unwrap();
+    for attach in attaches {
+        write_frame(&mut out, AMQP_FRAME, 0, attach, &[]).unwrap();
+    }
+    out
+}
+
+/// The device's link `name`: as a sender it targets the device's address, as a receiver it
+/// reads from it.
+fn link(i: &Instance, id: &str, handle: u32, role: Role, properties: Option<Fields>) -> Attach {
+    let (source, target) = match role {
+        Role::Sender => (None, Some(address(i, id))),
+        Role::Receiver => (Some(address(i, id)), None),
+    };
+    Attach {
+        name: format!("{role:?}"),
+        handle: handle.into(),
+        initial_delivery_count: (role == Role::Sender).then_some(0),
+        role,
+        snd_settle_mode: Default::default(),
+        rcv_settle_mode: Default::default(),
+        source: Some(Box::new(Source {
+            address: source,
+            ..Source::builder().build()
+        })),
+        target: Some(Box::new(TargetArchetype::Target(Target {
+            address: target,
+            ..Target::builder().build()
+        }))),
+        unsettled: None,
+        incomplete_unsettled: false,
+        max_message_size: None,
+        offered_capabilities: None,
+        desired_capabilities: None,
+        properties,
+    }
+}
+
+/// How many attaches the server has sent in `answer`.
+fn attaches(answer: &[u8]) -> usize {
+    answer
+        .windows(3)
+        .filter(|w| *w == [0x00, 0x53, 0x12])
+        .count()
+}
+
+/// Writes `bytes`, then reads until the server hangs up (`true`), `enough` holds of what it sent,
+/// or 5 s pass.
+async fn exchange(
+    tls: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
+    bytes: &[u8],
+    enough: impl Fn(&[u8]) -> bool,
+) -> (bool, Vec<u8>) {
+    tls.write_all(bytes).await.unwrap();
+    tls.flush().await.unwrap();
+    let (mut answer, mut chunk) = (Vec::new(), [0u8; 1024]);
+    loop {
+        let read = tokio::io::AsyncReadExt::read(tls, &mut chunk);
+        match tokio::time::timeout(Duration::from_secs(5), read).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (true, answer),
+            Ok(Ok(n)) => answer.extend_from_slice(&chunk[..n]),
+            Err(_) => return (false, answer),
+        }
+        if enough(&answer) {
+            return (false, answer);
+        }
+    }
+}
+
 async fn frames_the_guard_refuses_never_reach_the_decoder(i: &Instance) {
-    use fe2o3_amqp::types::definitions::{Fields, Role};
-    use fe2o3_amqp::types::messaging::{Source, Target, TargetArchetype};
-    use fe2o3_amqp::types::performatives::{Attach, Begin, Open};
-    use fe2o3_amqp::types::primitives::{Binary, Symbol};
-    use fe2o3_amqp::types::sasl::SaslInit;
-    use onramp::transport::amqp::encoding::{AMQP_FRAME, SASL_FRAME, write_frame};
     let key = random_key();
     enroll(
         i.store(),
@@ -407,92 +513,92 @@ async fn frames_the_guard_refuses_never_reach_the_decoder(i: &Instance) {
     let nested = (0..20).fold(Value::Null, |inner, _| Value::List(vec![inner]));
     let mut properties = Fields::new();
     properties.insert(Symbol::from("x"), nested);
-    let attach = |properties: Option<Fields>| Attach {
-        name: "requests".into(),
-        handle: 0.into(),
-        role: Role::Sender,
-        snd_settle_mode: Default::default(),
-        rcv_settle_mode: Default::default(),
-        source: Some(Box::new(Source::builder().build())),
-        target: Some(Box::new(TargetArchetype::Target(
-            Target::builder().address(address(i, "amqp-guard")).build(),
-        ))),
-        unsettled: None,
-        incomplete_unsettled: false,
-        initial_delivery_count: Some(0),
-        max_message_size: None,
-        offered_capabilities: None,
-        desired_capabilities: None,
-        properties,
-    };
-    let attached = |answer: &[u8]| answer.windows(3).any(|w| w == [0x00, 0x53, 0x12]);
-    let send = |attach: Attach| {
-        let mut out = b"AMQP\x03\x01\x00\x00".to_vec();
-        let response = format!("\0{}\0{token}", address(i, "amqp-guard"));
-        let init = SaslInit {
-            mechanism: "PLAIN".into(),
-            initial_response: Some(Binary::from(response.into_bytes())),
-            hostname: None,
-        };
-        write_frame(&mut out, SASL_FRAME, 0, &init, &[]).unwrap();
-        out.extend_from_slice(b"AMQP\x00\x01\x00\x00");
-        let open = Open {
-            container_id: "raw".into(),
-            hostname: None,
-            max_frame_size: 65536.into(),
-            channel_max: Default::default(),
-            idle_time_out: None,
-            outgoing_locales: None,
-            incoming_locales: None,
-            offered_capabilities: None,
-            desired_capabilities: None,
-            properties: None,
-        };
-        let begin = Begin {
-            remote_channel: None,
-            next_outgoing_id: 0,
-            incoming_window: 64,
-            outgoing_window: 64,
-            handle_max: Default::default(),
-            offered_capabilities: None,
-            desired_capabilities: None,
-            properties: None,
-        };
-        write_frame(&mut out, AMQP_FRAME, 0, &open, &[]).unwrap();
-        write_frame(&mut out, AMQP_FRAME, 0, &begin, &[]).unwrap();
-        write_frame(&mut out, AMQP_FRAME, 0, &attach, &[]).unwrap();
-        async move {
-            let mut tls = tls_to(i, i.amqp_addr).await;
-            tls.write_all(&out).await.unwrap();
-            tls.flush().await.unwrap();
-            // Read until the server hangs up or has answered with an attach.
-            let (mut answer, mut chunk) = (Vec::new(), [0u8; 1024]);
-            loop {
-                let read = tokio::io::AsyncReadExt::read(&mut tls, &mut chunk);
-                match tokio::time::timeout(Duration::from_secs(5), read).await {
-                    Ok(Ok(0)) | Ok(Err(_)) => break (true, answer),
-                    Ok(Ok(n)) => answer.extend_from_slice(&chunk[..n]),
-                    Err(_) => break (false, answer),
-                }
-                if attached(&answer) {
-                    break (false, answer);
-                }
-            }
-        }
+    let send = |properties: Option<Fields>| async {
+        let attach = link(i, "amqp-guard", 0, Role::Sender, properties);
+        let mut tls = tls_to(i, i.amqp_addr).await;
+        let opening = raw_opening(i, "amqp-guard", &token, &[attach]);
+        exchange(&mut tls, &opening, |answer| attaches(answer) > 0).await
     };
     // Without the nesting, the same bytes get the server's attach back: the test can tell.
-    let (_, answer) = send(attach(None)).await;
-    assert!(attached(&answer), "a proper attach got no attach back");
-    let (closed, answer) = send(attach(Some(properties))).await;
+    let (_, answer) = send(None).await;
+    assert_eq!(attaches(&answer), 1, "a proper attach got no attach back");
+    let (closed, answer) = send(Some(properties)).await;
     assert!(
         closed,
         "the server kept a connection with a refused frame open"
     );
-    assert!(
-        !attached(&answer),
+    assert_eq!(
+        attaches(&answer),
+        0,
         "the nested attach reached fe2o3 and was answered"
     );
     // The server still serves.
     let device = open(i, "amqp-guard", &token).await.unwrap();
+    device.close().await;
+}
+
+async fn devices_that_leave_free_their_slots(i: &Instance) {
+    let key = random_key();
+    enroll(
+        i.store(),
+        "amqp-leave",
+        None,
+        symmetric_spec(&key, &random_key()),
+    )
+    .await;
+    let token = i.token("amqp-leave", &key);
+    // Twice as many devices as the endpoint admits at once attach both links, then close their
+    // connection without detaching them and hang up (as a device that lost its state might):
+    // each slot must come free at once, not at the idle timeout, or the later ones would wait.
+    let links = [
+        link(i, "amqp-leave", 0, Role::Receiver, None),
+        link(i, "amqp-leave", 1, Role::Sender, None),
+    ];
+    let leaving = async {
+        for _ in 0..2 * MAX_AMQP_CONNECTIONS {
+            let mut tls = tls_to(i, i.amqp_addr).await;
+            let opening = raw_opening(i, "amqp-leave", &token, &links);
+            let (_, answer) = exchange(&mut tls, &opening, |a| attaches(a) == 2).await;
+            assert_eq!(attaches(&answer), 2, "the links were not attached");
+            let mut close = Vec::new();
+            write_frame(&mut close, AMQP_FRAME, 0, &Close { error: None }, &[]).unwrap();
+            tls.write_all(&close).await.unwrap();
+            let _ = tls.shutdown().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), leaving)
+        .await
+        .expect("connections that closed with attached links kept their slots");
+    // Devices that send their request and never settle the reply (nor say anything more) are
+    // closed at the idle timeout like any silent device; their slots come free.
+    let body = json!({"registrationId": "amqp-leave"}).to_string();
+    let silent = async {
+        let mut held = Vec::new();
+        for n in 0..2 * MAX_AMQP_CONNECTIONS {
+            let mut device = open(i, "amqp-leave", &token).await.unwrap();
+            let sent = device
+                .requests
+                .send(request(
+                    "iotdps-register",
+                    None,
+                    &format!("s-{n}"),
+                    body.as_bytes(),
+                ))
+                .await;
+            assert!(matches!(sent, Ok(Outcome::Accepted(_))), "{sent:?}");
+            held.push(device);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), silent)
+        .await
+        .expect("devices that never settled their reply kept their slots");
+    let mut device = open(i, "amqp-leave", &token).await.unwrap();
+    let body = json!({"registrationId": "amqp-leave"}).to_string();
+    assert!(
+        device
+            .call(request("iotdps-register", None, "l-1", body.as_bytes()))
+            .await
+            .is_ok()
+    );
     device.close().await;
 }

@@ -26,7 +26,7 @@ use super::{Target, device_token};
 
 const SASL_HEADER: &[u8; 8] = b"AMQP\x03\x01\x00\x00";
 const AMQP_HEADER: &[u8; 8] = b"AMQP\x00\x01\x00\x00";
-/// The device's receiver link (replies) and sender link (requests).
+/// The device's handles of its receiver link (replies) and sender link (requests).
 const REPLIES: Handle = Handle(0);
 const REQUESTS: Handle = Handle(1);
 
@@ -34,6 +34,8 @@ const REQUESTS: Handle = Handle(1);
 pub struct Device {
     tls: TlsStream<TcpStream>,
     read: BytesMut,
+    /// The server's handle of the replies link, which its transfers name.
+    replies: Option<Handle>,
 }
 
 impl Device {
@@ -49,6 +51,7 @@ impl Device {
         let mut device = Device {
             tls: target.connect().await?,
             read: BytesMut::new(),
+            replies: None,
         };
         let init = SaslInit {
             mechanism: "PLAIN".into(),
@@ -71,10 +74,27 @@ impl Device {
         opening(&mut out, id, &address)?;
         device.tls.write_all(&out).await?;
         device.header(AMQP_HEADER).await?;
-        // Open, begin, two attaches and the server's flows: go on once the request link has credit.
-        while !matches!(device.next().await?, FrameBody::Flow(flow)
-            if flow.handle == Some(REQUESTS) && flow.link_credit.unwrap_or(0) > 0)
-        {}
+        // Open, begin, the server's two attaches (its own handles for the links) and its flows:
+        // go on once the request link has credit.
+        let mut requests = None;
+        loop {
+            match device.next().await? {
+                FrameBody::Attach(attach) if attach.name == "requests" => {
+                    requests = Some(attach.handle)
+                }
+                FrameBody::Attach(attach) if attach.name == "replies" => {
+                    device.replies = Some(attach.handle)
+                }
+                FrameBody::Flow(flow)
+                    if flow.handle.is_some()
+                        && flow.handle == requests
+                        && flow.link_credit.unwrap_or(0) > 0 =>
+                {
+                    break;
+                }
+                _ => {}
+            }
+        }
         Ok(device)
     }
 
@@ -102,7 +122,7 @@ impl Device {
                 performative,
                 payload,
             } = self.next().await?
-                && performative.handle == REPLIES
+                && Some(&performative.handle) == self.replies.as_ref()
             {
                 break payload;
             }

@@ -299,7 +299,7 @@ pub fn rejection(error: &ProvisionError) -> definitions::Error {
 /// The request loop: one request at a time, so replies leave in the order requests came (a
 /// client that sends no correlation-id matches them by order).
 pub async fn serve(
-    mut pair: LinkPair,
+    pair: &mut LinkPair,
     context: &Context,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -316,19 +316,32 @@ pub async fn serve(
             },
         };
         let request = decode(delivery.message());
-        match answer(&pair, context, &request).await {
+        match answer(pair, context, &request).await {
             Ok(outcome) => {
                 pair.requests.accept(&delivery).await?;
-                pair.replies
-                    .send(reply(request.correlation_id, &outcome))
-                    .await?;
+                // The reply goes out when the device gives credit, bounded like its silence; its
+                // disposition is not awaited: nothing depends on it, and a device that never
+                // settles would otherwise hold this loop, and its connection slot, for good.
+                let reply = reply(request.correlation_id, &outcome);
+                match tokio::time::timeout(context.idle_timeout, pair.replies.send_batchable(reply))
+                    .await
+                {
+                    Ok(sent) => drop(sent?),
+                    Err(_) => anyhow::bail!("no credit for a reply in {:?}", context.idle_timeout),
+                }
             }
             Err(refusal) => pair.requests.reject(&delivery, rejection(&refusal)).await?,
         }
     }
-    let _ = pair.requests.close().await;
-    let _ = pair.replies.close().await;
     Ok(())
+}
+
+impl LinkPair {
+    /// Detaches both links (the device answers with its detaches, if it is still there).
+    pub async fn close(self) {
+        let _ = self.requests.close().await;
+        let _ = self.replies.close().await;
+    }
 }
 
 async fn answer(

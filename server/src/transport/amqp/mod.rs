@@ -3,6 +3,7 @@
 //! one sender link on `{idScope}/registrations/{registrationId}`, request messages answered on
 //! the other link. Every registration rule stays in the Provisioner.
 
+mod coalesce;
 pub mod encoding;
 pub mod guard;
 pub mod links;
@@ -21,6 +22,7 @@ use super::listener::{ListenerLimits, Peer, accept_tls};
 use crate::diagnostics::Protocol;
 use crate::domain::provisioner::{ProvisionError, Provisioner};
 use crate::proto::error::ErrorBody;
+use coalesce::Coalesced;
 use encoding::{AMQP_FRAME, write_frame};
 use guard::{FrameGuard, FrameLimits};
 use rewind::Rewind;
@@ -36,6 +38,9 @@ pub struct AmqpLimits {
     /// Largest message accepted (the DPS body limit plus room for properties).
     pub max_message_bytes: usize,
 }
+
+/// How long a closing connection waits for the device's detach, end and close.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Largest frame either side sends; bigger messages span several transfers.
 const MAX_FRAME: u32 = 64 * 1024;
@@ -123,7 +128,7 @@ async fn refuse_connection<S: AsyncWrite + Unpin>(stream: &mut S, why: &str) -> 
 /// One connection, from its first byte to its close. A refused login closes the connection
 /// after the SASL outcome; nothing half-open is left.
 pub async fn serve<S>(
-    mut stream: S,
+    stream: S,
     device: Peer,
     provisioner: &Arc<Provisioner>,
     limits: &AmqpLimits,
@@ -133,6 +138,8 @@ pub async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    // Writes leave together when the connection waits for the device (see `coalesce`).
+    let mut stream = Coalesced::new(stream);
     let setup = async {
         let mut header = [0u8; 8];
         stream.read_exact(&mut header).await?;
@@ -161,6 +168,7 @@ where
             Err(e) => {
                 // Tell a confused client which protocol this is, then hang up (AMQP §2.2).
                 let _ = stream.write_all(&SASL_HEADER).await;
+                let _ = stream.shutdown().await;
                 return Err(e.into());
             }
         };
@@ -190,7 +198,7 @@ where
             links::attach(&mut session, &link_acceptor, &login, device.chain.as_ref()).await?;
         anyhow::Ok((connection, session, pair))
     };
-    let (mut connection, mut session, pair) =
+    let (mut connection, mut session, mut pair) =
         match tokio::time::timeout(limits.setup_timeout, Box::pin(setup)).await {
             Ok(result) => result?,
             Err(_) => anyhow::bail!("AMQP setup took longer than {:?}", limits.setup_timeout),
@@ -201,8 +209,19 @@ where
         client: device.ip,
         idle_timeout: limits.idle_timeout,
     };
-    let served = links::serve(pair, &context, shutdown).await;
-    let _ = session.end().await;
-    let _ = connection.close().await;
+    let served = links::serve(&mut pair, &context, shutdown).await;
+    // Detach, end and close as AMQP asks; a device that is gone answers none of them (each waits
+    // for the peer's reply), and its connection must not hold a slot until then.
+    let goodbye = async {
+        pair.close().await;
+        let _ = session.end().await;
+        let _ = connection.close().await;
+    };
+    if tokio::time::timeout(GOODBYE_TIMEOUT, goodbye)
+        .await
+        .is_err()
+    {
+        tracing::debug!(peer = ?device.ip, "the AMQP device left without a goodbye");
+    }
     served
 }

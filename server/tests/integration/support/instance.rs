@@ -43,6 +43,9 @@ pub struct Instance {
     schema: Option<String>,
 }
 
+/// Few, so that a test can tell a connection slot that is not given back.
+pub const MAX_AMQP_CONNECTIONS: usize = 8;
+
 impl Instance {
     /// A fresh instance on `backend`, or None when PostgreSQL was deliberately skipped.
     pub async fn start(backend: Backend) -> Option<Instance> {
@@ -88,6 +91,8 @@ impl Instance {
                 shutdown_grace_secs: 5,
                 mqtt_connect_timeout_secs: 1,
                 mqtt_idle_timeout_secs: 2,
+                max_amqp_connections: MAX_AMQP_CONNECTIONS,
+                amqp_idle_timeout_secs: 2,
                 ..Default::default()
             },
             ..Config::default()
