@@ -4,11 +4,11 @@
 #![no_main]
 use bytes::{Buf, BytesMut};
 use fe2o3_amqp::frames::amqp::{Frame, FrameBody, FrameDecoder};
-use fe2o3_amqp::types::messaging::message::DecodeIntoMessage;
 use fe2o3_amqp::types::messaging::Body;
+use fe2o3_amqp::types::messaging::message::DecodeIntoMessage;
 use fe2o3_amqp::types::primitives::Value;
 use libfuzzer_sys::fuzz_target;
-use onramp::transport::amqp::guard::{check_frame, Deliveries, FrameLimits};
+use onramp::transport::amqp::guard::{Deliveries, FrameLimits, check_frame};
 use tokio_util::codec::Decoder;
 
 const LIMITS: FrameLimits = FrameLimits {
@@ -25,13 +25,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let mut bytes = BytesMut::from(data);
+    let decoded = FrameDecoder {}.decode(&mut bytes);
     if let Ok(Some(Frame {
         body: FrameBody::Transfer {
             performative,
             payload,
         },
         ..
-    })) = FrameDecoder {}.decode(&mut bytes)
+    })) = decoded
     {
         if !performative.more {
             let reader = serde_amqp::read::IoReader::new(payload.reader());
