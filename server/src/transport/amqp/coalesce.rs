@@ -1,9 +1,10 @@
 //! Write coalescing under fe2o3-amqp: its engine writes and flushes every frame on its own (an
 //! open, a begin, two attaches and two flows answering one burst from the client), and each
 //! flush through TLS is a record, a syscall and a TCP segment. Here writes are kept and go out
-//! together when the connection would wait for the client: when a read finds nothing, on
-//! shutdown, or once 16 KiB are pending. Nothing waits for output longer than the engine's own
-//! next read, which it always returns to.
+//! together when the connection would wait for the client: when a read finds nothing and the
+//! engine had nothing more to write since it last found nothing, on shutdown, or once 16 KiB
+//! are pending. The engine's answer to one burst comes from several tasks (connection, session,
+//! links), so a first empty read yields once to let them write before the output leaves.
 
 use std::io;
 use std::pin::Pin;
@@ -17,6 +18,8 @@ const HIGH_WATER: usize = 16 * 1024;
 pub struct Coalesced<S> {
     inner: S,
     pending: Vec<u8>,
+    /// Something was written since a read last found nothing.
+    written: bool,
 }
 
 impl<S> Coalesced<S> {
@@ -24,6 +27,7 @@ impl<S> Coalesced<S> {
         Coalesced {
             inner,
             pending: Vec::new(),
+            written: false,
         }
     }
 }
@@ -36,9 +40,8 @@ impl<S: AsyncWrite + Unpin> Coalesced<S> {
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.pending.drain(..n);
+            super::consume(&mut self.pending, n);
         }
-        self.pending = Vec::new(); // an idle connection holds no buffer
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 }
@@ -52,9 +55,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesced<S> {
         let this = self.get_mut();
         let read = Pin::new(&mut this.inner).poll_read(cx, buf);
         if read.is_pending() && !this.pending.is_empty() {
-            // About to wait for the client: what it should hear first goes now. A write that
-            // cannot finish wakes this same reader when the socket drains.
-            if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+            if std::mem::take(&mut this.written) {
+                // Other tasks of the connection may still be answering: come back after them.
+                cx.waker().wake_by_ref();
+            } else if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+                // About to wait for the client: what it should hear goes now. A write that
+                // cannot finish wakes this same reader when the socket drains.
                 return Poll::Ready(Err(e));
             }
         }
@@ -73,6 +79,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
             ready!(this.poll_drain(cx))?;
         }
         this.pending.extend_from_slice(buf);
+        this.written = true;
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -125,5 +132,41 @@ mod tests {
         let mut rest = Vec::new();
         client_read.read_to_end(&mut rest).await.unwrap();
         assert_eq!(rest, b"close");
+    }
+
+    /// What another task writes after a first empty read still joins the output: it leaves
+    /// only when a read finds nothing twice with no write between.
+    #[test]
+    fn a_first_empty_read_yields_to_the_other_tasks_writes() {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (mut client, mut server) =
+            (Box::pin(client), Pin::new(Box::new(Coalesced::new(server))));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut read = |server: &mut Pin<Box<Coalesced<_>>>| {
+            let mut buf = ReadBuf::new(&mut byte);
+            server.as_mut().poll_read(&mut cx, &mut buf).is_pending()
+        };
+        let mut received = || {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let mut chunk = [0u8; 64];
+            let mut buf = ReadBuf::new(&mut chunk);
+            match client.as_mut().poll_read(&mut cx, &mut buf) {
+                Poll::Ready(Ok(())) => buf.filled().to_vec(),
+                _ => Vec::new(),
+            }
+        };
+        let write = |server: &mut Pin<Box<Coalesced<_>>>, frame: &[u8]| {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            assert!(server.as_mut().poll_write(&mut cx, frame).is_ready());
+        };
+        write(&mut server, b"open");
+        assert!(read(&mut server));
+        assert_eq!(received(), b"", "left at the first empty read");
+        write(&mut server, b"begin");
+        assert!(read(&mut server));
+        assert_eq!(received(), b"", "left although a write came between");
+        assert!(read(&mut server));
+        assert_eq!(received(), b"openbegin");
     }
 }
