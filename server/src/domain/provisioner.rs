@@ -49,6 +49,8 @@ pub enum Credential {
     Sas(String),
     /// The certificate chain of the TLS handshake.
     X509(PresentedChain),
+    /// A SAS login the connection checked (AMQP SASL PLAIN).
+    Login(DeviceLogin),
 }
 
 impl Credential {
@@ -62,6 +64,51 @@ impl Credential {
         }
     }
 }
+
+/// A device's SAS login, checked once for its connection by [`Provisioner::check_login`]. The
+/// connection's requests present it instead of the token: within `SNAPSHOT_TTL` of the check,
+/// and while the token lasts, the check stands (sparing the enrollment read a register would
+/// repeat right after the login); later requests check the token afresh. Only the Provisioner
+/// makes one.
+#[derive(Clone)]
+pub struct DeviceLogin(Arc<CheckedLogin>);
+
+struct CheckedLogin {
+    registration_id: String,
+    token: String,
+    /// The token's `se`, in Unix seconds.
+    expires: u64,
+    checked: Instant,
+    authenticated: Authenticated,
+}
+
+impl DeviceLogin {
+    /// The standing check, for a request of the device that logged in.
+    fn standing_for(&self, registration_id: &str) -> Option<&Authenticated> {
+        let login = &self.0;
+        let now = Utc::now().timestamp().max(0) as u64;
+        let fresh = login.checked.elapsed() < SNAPSHOT_TTL && now < login.expires;
+        let same_device = login.registration_id.eq_ignore_ascii_case(registration_id);
+        (fresh && same_device).then_some(&login.authenticated)
+    }
+}
+
+/// Names the device only: the token is a secret.
+impl std::fmt::Debug for DeviceLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("DeviceLogin")
+            .field(&self.0.registration_id)
+            .finish()
+    }
+}
+
+impl PartialEq for DeviceLogin {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for DeviceLogin {}
 
 #[derive(Debug, Clone)]
 pub struct RegisterRequest {
@@ -225,6 +272,7 @@ impl Source {
     }
 }
 
+#[derive(Clone)]
 struct Authenticated {
     source: Source,
     /// How the device's hub identity authenticates: its own keys (derived ones for a group), or
@@ -234,6 +282,7 @@ struct Authenticated {
     details: AttestationDetails,
 }
 
+#[derive(Clone)]
 enum AttestationDetails {
     None,
     SymmetricKey(Value),
@@ -477,22 +526,28 @@ impl Provisioner {
         Ok(registration_result(&record))
     }
 
-    /// A connection-level login (AMQP SASL): the device's scope, ID and credential are checked as
-    /// a request's would be, before any request is read. A refusal is an attempt like any other:
-    /// it is reported on the bus.
+    /// A connection-level login (AMQP SASL PLAIN): the device's scope, ID and SAS token are
+    /// checked as a request's would be, before any request is read. A refusal is an attempt like
+    /// any other: it is reported on the bus.
     pub async fn check_login(
         &self,
         id_scope: &str,
         registration_id: &str,
-        credential: &Credential,
+        token: &str,
         protocol: Protocol,
-    ) -> Result<(), ProvisionError> {
+    ) -> Result<DeviceLogin, ProvisionError> {
         let checked = async {
             self.check_scope(id_scope)?;
             validate_registration_id(registration_id)?;
-            self.authenticate(registration_id, credential)
-                .await
-                .map(drop)
+            let authenticated = self.authenticate_sas(registration_id, token).await?;
+            let expires = sas::parse(token).map(|t| t.se).unwrap_or(0);
+            Ok(DeviceLogin(Arc::new(CheckedLogin {
+                registration_id: registration_id.to_string(),
+                token: token.to_string(),
+                expires,
+                checked: Instant::now(),
+                authenticated,
+            })))
         };
         let result = checked.await;
         if let Err(refusal) = &result {
@@ -542,6 +597,10 @@ impl Provisioner {
         match credential {
             Credential::Sas(token) => self.authenticate_sas(registration_id, token).await,
             Credential::X509(chain) => self.authenticate_x509(registration_id, chain).await,
+            Credential::Login(login) => match login.standing_for(registration_id) {
+                Some(authenticated) => Ok(authenticated.clone()),
+                None => self.authenticate_sas(registration_id, &login.0.token).await,
+            },
             Credential::None => Err(ProvisionError::Unauthorized(
                 "no SAS token or client certificate was presented".into(),
             )),

@@ -12,13 +12,14 @@ use fe2o3_amqp::types::definitions::{AmqpError, ErrorCondition, Fields, Role};
 use fe2o3_amqp::types::messaging::{
     ApplicationProperties, Body, Message, Outcome, Properties, Source, Target, TargetArchetype,
 };
-use fe2o3_amqp::types::performatives::{Attach, Begin, Close, Open};
+use fe2o3_amqp::types::performatives::{Attach, Close};
 use fe2o3_amqp::types::primitives::{Binary, SimpleValue, Symbol, Value};
 use fe2o3_amqp::types::sasl::SaslInit;
 use fe2o3_amqp::{Connection, Session};
 use onramp::diagnostics::Protocol;
+use onramp::domain::provisioner::{Credential, ProvisionError, RegisterRequest};
 use onramp::model::*;
-use onramp::transport::amqp::encoding::{AMQP_FRAME, SASL_FRAME, write_frame};
+use onramp::transport::amqp::encoding::{self, AMQP_FRAME, SASL_FRAME, write_frame};
 use serde_json::{Value as Json, json};
 use tokio::io::AsyncWriteExt;
 
@@ -34,6 +35,7 @@ crate::backend_suite!(
     garbage_on_the_port_leaves_the_server_serving,
     frames_the_guard_refuses_never_reach_the_decoder,
     devices_that_leave_free_their_slots,
+    a_login_stands_for_a_moment_then_the_token_is_checked_again,
 );
 
 struct Device {
@@ -137,22 +139,29 @@ impl Device {
         Ok((correlation, retry, serde_json::from_slice(&data).unwrap()))
     }
 
+    /// Sends a request that must be rejected with `condition`; returns the Azure error JSON the
+    /// outcome carries as its description.
+    async fn refused(&mut self, message: Message<Body<Value>>, condition: AmqpError) -> Json {
+        let outcome = self.call(message).await.unwrap_err();
+        let Outcome::Rejected(rejected) = outcome else {
+            panic!("not rejected: {outcome:?}");
+        };
+        let error = rejected.error.expect("an error");
+        let body = serde_json::from_str(error.description.as_deref().unwrap_or("null")).unwrap();
+        assert_eq!(
+            error.condition,
+            ErrorCondition::AmqpError(condition),
+            "{body}"
+        );
+        body
+    }
+
     async fn close(mut self) {
         let _ = self.requests.close().await;
         let _ = self.replies.close().await;
         let _ = self.session.end().await;
         let _ = self.connection.close().await;
     }
-}
-
-/// The Azure error a Rejected outcome carries: its condition and the JSON description.
-fn rejected(outcome: Outcome) -> (ErrorCondition, Json) {
-    let Outcome::Rejected(rejected) = outcome else {
-        panic!("not rejected: {outcome:?}");
-    };
-    let error = rejected.error.expect("an error");
-    let body = serde_json::from_str(error.description.as_deref().unwrap_or("null")).unwrap();
-    (error.condition, body)
 }
 
 async fn a_device_registers_and_polls_over_amqp(i: &Instance) {
@@ -277,63 +286,27 @@ async fn refused_requests_are_rejected_with_the_azure_error(i: &Instance) {
     let mut device = open(i, "amqp-bad", &i.token("amqp-bad", &key))
         .await
         .unwrap();
-    let (condition, error) = rejected(
-        device
-            .call(request("iotdps-register", None, "m-1", b"{not json"))
-            .await
-            .unwrap_err(),
-    );
-    assert_eq!(
-        condition,
-        ErrorCondition::AmqpError(AmqpError::InvalidField)
-    );
+    let invalid = || AmqpError::InvalidField;
+    let error = device
+        .refused(
+            request("iotdps-register", None, "m-1", b"{not json"),
+            invalid(),
+        )
+        .await;
     assert_eq!(error["errorCode"], 400004, "{error}");
-    let (condition, error) = rejected(
-        device
-            .call(request("iotdps-delete-everything", None, "m-2", b""))
-            .await
-            .unwrap_err(),
-    );
-    assert_eq!(
-        condition,
-        ErrorCondition::AmqpError(AmqpError::InvalidField)
-    );
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("iotdps-register"),
-        "{error}"
-    );
+    let unknown = request("iotdps-delete-everything", None, "m-2", b"");
+    let error = device.refused(unknown, invalid()).await;
+    let message = |error: &Json| error["message"].as_str().unwrap().to_string();
+    assert!(message(&error).contains("iotdps-register"), "{error}");
     // forceRegistration is read: a value that is not a boolean is refused, not ignored.
     let mut forced = request("iotdps-register", None, "m-2b", b"{}");
     if let Some(properties) = forced.application_properties.as_mut() {
         properties.insert("iotdps-forceRegistration".into(), SimpleValue::Int(1));
     }
-    let (condition, error) = rejected(device.call(forced).await.unwrap_err());
-    assert_eq!(
-        condition,
-        ErrorCondition::AmqpError(AmqpError::InvalidField)
-    );
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("forceRegistration"),
-        "{error}"
-    );
-    let (condition, _) = rejected(
-        device
-            .call(request(
-                "iotdps-get-operationstatus",
-                Some("no-such-op"),
-                "m-3",
-                b"",
-            ))
-            .await
-            .unwrap_err(),
-    );
-    assert_eq!(condition, ErrorCondition::AmqpError(AmqpError::NotFound));
+    let error = device.refused(forced, invalid()).await;
+    assert!(message(&error).contains("forceRegistration"), "{error}");
+    let poll = request("iotdps-get-operationstatus", Some("no-such-op"), "m-3", b"");
+    device.refused(poll, AmqpError::NotFound).await;
     // The session is still good for a proper request.
     let body = json!({"registrationId": "amqp-bad"}).to_string();
     let (_, _, operation) = device
@@ -406,28 +379,8 @@ fn raw_opening(i: &Instance, id: &str, token: &str, attaches: &[Attach]) -> Vec<
     };
     write_frame(&mut out, SASL_FRAME, 0, &init, &[]).unwrap();
     out.extend_from_slice(b"AMQP\x00\x01\x00\x00");
-    let open = Open {
-        container_id: "raw".into(),
-        hostname: None,
-        max_frame_size: 65536.into(),
-        channel_max: Default::default(),
-        idle_time_out: None,
-        outgoing_locales: None,
-        incoming_locales: None,
-        offered_capabilities: None,
-        desired_capabilities: None,
-        properties: None,
-    };
-    let begin = Begin {
-        remote_channel: None,
-        next_outgoing_id: 0,
-        incoming_window: 64,
-        outgoing_window: 64,
-        handle_max: Default::default(),
-        offered_capabilities: None,
-        desired_capabilities: None,
-        properties: None,
-    };
+    let open = encoding::open("raw", None, 65536);
+    let begin = encoding::begin(64);
     write_frame(&mut out, AMQP_FRAME, 0, &open, &[]).unwrap();
     write_frame(&mut out, AMQP_FRAME, 0, &begin, &[]).unwrap();
     for attach in attaches {
@@ -601,4 +554,49 @@ async fn devices_that_leave_free_their_slots(i: &Instance) {
             .is_ok()
     );
     device.close().await;
+}
+
+/// The SASL login's check stands for the connection's requests right after it (the register
+/// the SDK sends at once does not read the enrollment again), for that device only, and for a
+/// moment only: a key rotated after the login refuses the requests that come later.
+async fn a_login_stands_for_a_moment_then_the_token_is_checked_again(i: &Instance) {
+    let (old_key, new_key) = (random_key(), random_key());
+    for id in ["amqp-rotated", "amqp-neighbour"] {
+        enroll(i.store(), id, None, symmetric_spec(&old_key, &old_key)).await;
+    }
+    let provisioner = &i.state.provisioner;
+    let token = i.token("amqp-rotated", &old_key);
+    let login = provisioner
+        .check_login(i.scope(), "amqp-rotated", &token, Protocol::Amqp)
+        .await
+        .unwrap();
+    enroll(
+        i.store(),
+        "amqp-rotated",
+        None,
+        symmetric_spec(&new_key, &new_key),
+    )
+    .await;
+    let register = |id: &str| RegisterRequest {
+        id_scope: i.scope().to_string(),
+        registration_id: id.to_string(),
+        body: bytes::Bytes::new(),
+        credential: Credential::Login(login.clone()),
+        protocol: Protocol::Amqp,
+        client: None,
+    };
+    let at_once = provisioner.register(register("amqp-rotated")).await;
+    assert!(at_once.is_ok(), "the login stands: {at_once:?}");
+    let borrowed = provisioner.register(register("amqp-neighbour")).await;
+    assert!(
+        matches!(borrowed, Err(ProvisionError::Unauthorized(_))),
+        "another device's login: {borrowed:?}"
+    );
+    // Past the Provisioner's cache lifetime (2 s) the token is checked against the new keys.
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let later = provisioner.register(register("amqp-rotated")).await;
+    assert!(
+        matches!(later, Err(ProvisionError::Unauthorized(_))),
+        "a later request with the rotated key: {later:?}"
+    );
 }

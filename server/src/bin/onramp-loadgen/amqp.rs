@@ -13,10 +13,10 @@ use fe2o3_amqp::types::definitions::{Handle, Role};
 use fe2o3_amqp::types::messaging::{
     ApplicationProperties, Data, Properties, Source, Target as LinkTarget, TargetArchetype,
 };
-use fe2o3_amqp::types::performatives::{Attach, Begin, Close, Flow, Open, Transfer};
+use fe2o3_amqp::types::performatives::{Attach, Close, Flow, Transfer};
 use fe2o3_amqp::types::primitives::{Binary, SimpleValue};
 use fe2o3_amqp::types::sasl::{SaslCode, SaslInit};
-use onramp::transport::amqp::encoding::{AMQP_FRAME, SASL_FRAME, write_frame};
+use onramp::transport::amqp::encoding::{self, AMQP_FRAME, SASL_FRAME, write_frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -208,28 +208,8 @@ fn opening(out: &mut Vec<u8>, id: &str, address: &str) -> Result<(), serde_amqp:
         desired_capabilities: None,
         properties: None,
     };
-    let open = Open {
-        container_id: id.into(),
-        hostname: Some("localhost".into()),
-        max_frame_size: 65536.into(),
-        channel_max: Default::default(),
-        idle_time_out: None,
-        outgoing_locales: None,
-        incoming_locales: None,
-        offered_capabilities: None,
-        desired_capabilities: None,
-        properties: None,
-    };
-    let begin = Begin {
-        remote_channel: None,
-        next_outgoing_id: 0,
-        incoming_window: 64,
-        outgoing_window: 64,
-        handle_max: Default::default(),
-        offered_capabilities: None,
-        desired_capabilities: None,
-        properties: None,
-    };
+    let open = encoding::open(id, Some("localhost"), 65536);
+    let begin = encoding::begin(64);
     let credit = Flow {
         next_incoming_id: Some(0),
         incoming_window: 64,

@@ -5,6 +5,8 @@
 //! every length and count here is checked against the bytes at hand, and nesting is bounded.
 //! Writing: one frame from a performative fe2o3-amqp's types encode.
 
+use fe2o3_amqp::types::performatives::{Begin, Open};
+
 /// Frame types (§2.3.1, §5.3.1).
 pub const AMQP_FRAME: u8 = 0;
 pub const SASL_FRAME: u8 = 1;
@@ -27,6 +29,37 @@ pub fn write_frame<T: serde::Serialize>(
     out.extend_from_slice(&body);
     out.extend_from_slice(payload);
     Ok(())
+}
+
+/// An `open` with nothing but the container, the host and the frame size set: what the server
+/// sends before a refusal, and what the load generator and the tests open with as clients.
+pub fn open(container_id: &str, hostname: Option<&str>, max_frame: u32) -> Open {
+    Open {
+        container_id: container_id.into(),
+        hostname: hostname.map(Into::into),
+        max_frame_size: max_frame.into(),
+        channel_max: Default::default(),
+        idle_time_out: None,
+        outgoing_locales: None,
+        incoming_locales: None,
+        offered_capabilities: None,
+        desired_capabilities: None,
+        properties: None,
+    }
+}
+
+/// A client's `begin`: a new session whose windows hold `window` transfers each way.
+pub fn begin(window: u32) -> Begin {
+    Begin {
+        remote_channel: None,
+        next_outgoing_id: 0,
+        incoming_window: window,
+        outgoing_window: window,
+        handle_max: Default::default(),
+        offered_capabilities: None,
+        desired_capabilities: None,
+        properties: None,
+    }
 }
 
 /// Deeper nesting than any performative or DPS message has; serde_amqp would recurse on it.

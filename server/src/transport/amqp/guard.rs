@@ -213,11 +213,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for FrameGuard<S> {
             if this.checked > 0 {
                 let n = this.checked.min(buf.remaining());
                 buf.put_slice(&this.buffer[..n]);
-                this.buffer.drain(..n);
+                super::consume(&mut this.buffer, n);
                 this.checked -= n;
-                if this.buffer.is_empty() {
-                    this.buffer = Vec::new(); // an idle connection holds no buffer
-                }
                 return Poll::Ready(Ok(()));
             }
             if let Some(e) = &this.failed {

@@ -154,7 +154,7 @@ where
         None => anyhow::bail!("no device address"),
     };
     let credential = match login {
-        Login::Device { credential, .. } => credential.clone(),
+        Login::Device { login, .. } => Credential::Login(login.clone()),
         Login::Certificate => Credential::from_parts(None, chain),
     };
     tracing::debug!(

@@ -88,24 +88,22 @@ pub async fn serve_amqp(
     .await
 }
 
+/// Drops the first `n` bytes of a connection's buffer; an emptied one is freed, so that an idle
+/// connection holds none.
+fn consume(buffer: &mut Vec<u8>, n: usize) {
+    buffer.drain(..n);
+    if buffer.is_empty() {
+        *buffer = Vec::new();
+    }
+}
+
 /// Refuses a connection before it opens, as an AMQP peer must (§2.4.1): our header, an `open`,
 /// then a `close` carrying `amqp:unauthorized-access` and the Azure error JSON. A bare hang-up
 /// would make rhea (the Node SDK) reconnect until it times out.
 async fn refuse_connection<S: AsyncWrite + Unpin>(stream: &mut S, why: &str) -> anyhow::Result<()> {
     use fe2o3_amqp::types::definitions::{AmqpError, Error};
-    use fe2o3_amqp::types::performatives::{Close, Open};
-    let open = Open {
-        container_id: "onramp".into(),
-        hostname: None,
-        max_frame_size: MAX_FRAME.into(),
-        channel_max: Default::default(),
-        idle_time_out: None,
-        outgoing_locales: None,
-        incoming_locales: None,
-        offered_capabilities: None,
-        desired_capabilities: None,
-        properties: None,
-    };
+    use fe2o3_amqp::types::performatives::Close;
+    let open = encoding::open("onramp", None, MAX_FRAME);
     let refusal = ProvisionError::Unauthorized(why.to_string());
     let body = ErrorBody::new(refusal.code(), refusal.client_message());
     let description = serde_json::to_string(&body)?;

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::encoding::{self, Cursor, Malformed};
 use crate::attestation::x509::PresentedChain;
-use crate::domain::provisioner::{Credential, ProvisionError, Provisioner};
+use crate::domain::provisioner::{DeviceLogin, ProvisionError, Provisioner};
 use crate::model::event::Protocol;
 
 pub const SASL_HEADER: [u8; 8] = *b"AMQP\x03\x01\x00\x00";
@@ -29,7 +29,7 @@ pub enum Login {
     Device {
         id_scope: String,
         registration_id: String,
-        credential: Credential,
+        login: DeviceLogin,
     },
     /// No SASL layer, or EXTERNAL: the TLS client certificate speaks for the device, which names
     /// itself by its link address; each request checks it.
@@ -188,18 +188,17 @@ impl Mechanisms<'_> {
                         .report_refusal(user, self.protocol, &refusal);
                     return Ok(Step::Done(Err(why)));
                 };
-                let credential = Credential::Sas(token.to_string());
                 let checked = self
                     .provisioner
-                    .check_login(scope, id, &credential, self.protocol)
+                    .check_login(scope, id, token, self.protocol)
                     .await;
-                Ok(Step::Done(checked.map_err(|e| e.to_string()).map(|()| {
-                    Login::Device {
+                Ok(Step::Done(checked.map_err(|e| e.to_string()).map(
+                    |login| Login::Device {
                         id_scope: scope.to_string(),
                         registration_id: id.to_string(),
-                        credential,
-                    }
-                })))
+                        login,
+                    },
+                )))
             }
             "EXTERNAL" => Ok(Step::Done(certificate_login(self.chain))),
             other => Ok(Step::Done(Err(format!(
