@@ -1,5 +1,6 @@
 //! How devices prove who they are. One module per mechanism, shared by every transport: `sas`
-//! (symmetric keys) and `x509` (TLS client certificate chains); TPM joins them.
+//! (symmetric keys), `x509` (TLS client certificate chains) and `tpm` (endorsement keys).
 
 pub mod sas;
+pub mod tpm;
 pub mod x509;

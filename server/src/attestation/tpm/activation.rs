@@ -1,0 +1,434 @@
+//! The activation blob ("authenticationKey"): a software TPM2_Duplicate of an HMAC key under the
+//! device's SRK (inner wrapper keyed by `inner_key`, outer wrapper seeded to the SRK), and a
+//! software TPM2_MakeCredential to the EK that delivers `inner_key`, bound to the SRK's name.
+//! Only the TPM holding both keys recovers `inner_key` (ActivateCredential) and can then import
+//! the HMAC key. Field order and every step: tpm-activation.md §2-§3.
+
+use aes::{Aes128, Aes256};
+use cfb_mode::Encryptor;
+use cfb_mode::cipher::{AsyncStreamCipher, KeyIvInit};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use rsa::{BigUint, Oaep, RsaPublicKey};
+use sha2::{Digest, Sha256};
+
+use super::TpmError;
+use super::public::{ALG_HMAC, ALG_KEYEDHASH, ALG_SHA256, TpmPublic, name_of};
+
+/// The imported key's attributes: sign, noDA, userWithAuth (the SDK signs with a password
+/// session); fixedTPM and fixedParent clear, or Import fails.
+const IDENTITY_KEY_ATTRIBUTES: u32 = 0x0004_0440;
+/// TPM_CC_PolicyCommandCode and TPM_CC_Duplicate: the identity key's policy allows duplication
+/// only, as Microsoft's DRS emulation sets it.
+const CC_POLICY_COMMAND_CODE: u32 = 0x16c;
+const CC_DUPLICATE: u32 = 0x14b;
+
+/// The random inputs of one blob, fresh for each (fixed only by the test vector).
+#[derive(Clone)]
+pub struct Randomness {
+    /// The identity key's obfuscation value.
+    pub seed_value: [u8; 32],
+    /// The inner wrapper's AES-128 key: the credential. 16 bytes, as the C SDK expects.
+    pub inner_key: [u8; 16],
+    /// MakeCredential's seed, encrypted to the EK.
+    pub credential_seed: [u8; 32],
+    /// The outer wrapper's seed, encrypted to the SRK.
+    pub duplication_seed: [u8; 32],
+}
+
+impl Randomness {
+    pub fn fresh() -> Randomness {
+        let mut rng = rand::rngs::OsRng;
+        let mut random = Randomness {
+            seed_value: [0; 32],
+            inner_key: [0; 16],
+            credential_seed: [0; 32],
+            duplication_seed: [0; 32],
+        };
+        rng.fill_bytes(&mut random.seed_value);
+        rng.fill_bytes(&mut random.inner_key);
+        rng.fill_bytes(&mut random.credential_seed);
+        rng.fill_bytes(&mut random.duplication_seed);
+        random
+    }
+}
+
+/// RSA-OAEP with SHA-256 to a TPM key, the label including its NUL.
+pub type Encrypt<'a> = &'a dyn Fn(&RsaPublicKey, &str, &[u8]) -> Result<Vec<u8>, TpmError>;
+
+/// The blob that hands `key` (16 to 64 bytes: the HMAC key the device will sign with) to the
+/// TPM holding `ek` and `srk`.
+pub fn activation_blob(
+    ek: &TpmPublic,
+    srk: &TpmPublic,
+    key: &[u8],
+    random: &Randomness,
+) -> Result<Vec<u8>, TpmError> {
+    build(ek, srk, key, random, &oaep)
+}
+
+fn oaep(key: &RsaPublicKey, label: &str, message: &[u8]) -> Result<Vec<u8>, TpmError> {
+    let padding = Oaep::new_with_label::<Sha256, _>(label);
+    key.encrypt(&mut rand::rngs::OsRng, padding, message)
+        .map_err(|e| TpmError::Crypto(e.to_string()))
+}
+
+pub(crate) fn build(
+    ek: &TpmPublic,
+    srk: &TpmPublic,
+    key: &[u8],
+    random: &Randomness,
+    encrypt: Encrypt<'_>,
+) -> Result<Vec<u8>, TpmError> {
+    if !(16..=64).contains(&key.len()) {
+        return Err(TpmError::Crypto(
+            "an HMAC key of other than 16 to 64 bytes".into(),
+        ));
+    }
+    let identity = identity_public(key, &random.seed_value);
+    let identity_name = name_of(&identity);
+    let srk_name = srk.name();
+
+    // The duplicate: the sensitive area under the inner wrapper, then the outer one.
+    let sensitive = sized(&sensitive_area(key, &random.seed_value));
+    let inner_integrity = Sha256::new()
+        .chain_update(&sensitive)
+        .chain_update(identity_name)
+        .finalize();
+    let mut inner = sized(&inner_integrity);
+    inner.extend_from_slice(&sensitive);
+    cfb(&random.inner_key, &mut inner)?;
+    let seed = &random.duplication_seed;
+    let mut duplicate = inner;
+    cfb(
+        &kdfa(seed, "STORAGE", &identity_name, srk.symmetric_bits),
+        &mut duplicate,
+    )?;
+    let outer_hmac = hmac(
+        &kdfa(seed, "INTEGRITY", &[], 256),
+        &[&duplicate, &identity_name],
+    );
+    let duplicate = [sized(&outer_hmac), duplicate].concat();
+    let sym_seed = encrypt(&rsa_key(srk)?, "DUPLICATE\0", seed)?;
+
+    // The credential: `inner_key`, for the TPM that has the EK and an object named `srk_name`.
+    let seed = &random.credential_seed;
+    let mut identity_secret = sized(&random.inner_key);
+    cfb(
+        &kdfa(seed, "STORAGE", &srk_name, ek.symmetric_bits),
+        &mut identity_secret,
+    )?;
+    let integrity = hmac(
+        &kdfa(seed, "INTEGRITY", &[], 256),
+        &[&identity_secret, &srk_name],
+    );
+    let id_object = [sized(&integrity), identity_secret].concat();
+    let secret = encrypt(&rsa_key(ek)?, "IDENTITY\0", seed)?;
+
+    let empty_uri_data: &[u8] = &[];
+    let fields: [&[u8]; 6] = [
+        &id_object,
+        &secret,
+        &duplicate,
+        &sym_seed,
+        &identity,
+        empty_uri_data,
+    ];
+    Ok(fields.iter().flat_map(|f| sized(f)).collect())
+}
+
+/// The identity key's TPMT_PUBLIC: a keyed-hash HMAC-SHA256 signing key.
+fn identity_public(key: &[u8], seed_value: &[u8; 32]) -> Vec<u8> {
+    let policy = Sha256::new()
+        .chain_update([0u8; 32])
+        .chain_update(CC_POLICY_COMMAND_CODE.to_be_bytes())
+        .chain_update(CC_DUPLICATE.to_be_bytes())
+        .finalize();
+    let unique = Sha256::new()
+        .chain_update(seed_value)
+        .chain_update(key)
+        .finalize();
+    let mut area = Vec::with_capacity(80);
+    area.extend_from_slice(&ALG_KEYEDHASH.to_be_bytes());
+    area.extend_from_slice(&ALG_SHA256.to_be_bytes());
+    area.extend_from_slice(&IDENTITY_KEY_ATTRIBUTES.to_be_bytes());
+    area.extend_from_slice(&sized(&policy));
+    area.extend_from_slice(&ALG_HMAC.to_be_bytes());
+    area.extend_from_slice(&ALG_SHA256.to_be_bytes());
+    area.extend_from_slice(&sized(&unique));
+    area
+}
+
+/// TPMT_SENSITIVE: keyed-hash, no auth value (the SDK uses an empty password), the seed, the key.
+fn sensitive_area(key: &[u8], seed_value: &[u8; 32]) -> Vec<u8> {
+    let mut area = ALG_KEYEDHASH.to_be_bytes().to_vec();
+    area.extend_from_slice(&sized(&[]));
+    area.extend_from_slice(&sized(seed_value));
+    area.extend_from_slice(&sized(key));
+    area
+}
+
+/// A TPM2B: the bytes after their u16 size. Every field here is far below 64 KiB.
+fn sized(bytes: &[u8]) -> Vec<u8> {
+    let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(bytes);
+    out
+}
+
+fn rsa_key(public: &TpmPublic) -> Result<RsaPublicKey, TpmError> {
+    let n = BigUint::from_bytes_be(&public.modulus);
+    RsaPublicKey::new(n, BigUint::from(public.exponent))
+        .map_err(|e| TpmError::Crypto(e.to_string()))
+}
+
+/// KDFa (Part 1 §11.4.10.2): SP 800-108 counter mode with HMAC-SHA256; the label gets its NUL.
+pub(crate) fn kdfa(key: &[u8], label: &str, context_u: &[u8], bits: u16) -> Vec<u8> {
+    let wanted = usize::from(bits / 8);
+    let mut out = Vec::with_capacity(wanted + 32);
+    let mut counter = 1u32;
+    while out.len() < wanted {
+        let block = hmac(
+            key,
+            &[
+                &counter.to_be_bytes(),
+                label.as_bytes(),
+                &[0],
+                context_u,
+                &u32::from(bits).to_be_bytes(),
+            ],
+        );
+        out.extend_from_slice(&block);
+        counter += 1;
+    }
+    out.truncate(wanted);
+    out
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// AES-CFB (full 128-bit feedback) with a zero IV, in place; the key size picks AES-128 or -256.
+fn cfb(key: &[u8], data: &mut [u8]) -> Result<(), TpmError> {
+    let iv = [0u8; 16];
+    let wrong = |e: cfb_mode::cipher::InvalidLength| TpmError::Crypto(e.to_string());
+    match key.len() {
+        16 => Encryptor::<Aes128>::new_from_slices(key, &iv)
+            .map_err(wrong)?
+            .encrypt(data),
+        32 => Encryptor::<Aes256>::new_from_slices(key, &iv)
+            .map_err(wrong)?
+            .encrypt(data),
+        n => return Err(TpmError::Crypto(format!("an AES key of {n} bytes"))),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rsa::traits::PublicKeyParts;
+    use serde_json::Value;
+
+    fn vector() -> Value {
+        serde_json::from_str(include_str!("testvector.json")).unwrap()
+    }
+
+    fn bytes(v: &Value) -> Vec<u8> {
+        hex::decode(v.as_str().unwrap()).unwrap()
+    }
+
+    fn randomness(params: &Value) -> Randomness {
+        let fixed = |name: &str| bytes(&params[name]);
+        Randomness {
+            seed_value: fixed("seedValue").try_into().unwrap(),
+            inner_key: fixed("innerKey").try_into().unwrap(),
+            credential_seed: fixed("credSeed").try_into().unwrap(),
+            duplication_seed: fixed("dupSeed").try_into().unwrap(),
+        }
+    }
+
+    /// MGF1 with SHA-256 (RFC 8017 B.2.1).
+    fn mgf1(seed: &[u8], len: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for counter in 0u32.. {
+            if out.len() >= len {
+                break;
+            }
+            out.extend(
+                Sha256::new()
+                    .chain_update(seed)
+                    .chain_update(counter.to_be_bytes())
+                    .finalize(),
+            );
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// RSAES-OAEP (RFC 8017 §7.1.1) with the padding seed given, so that the vector's
+    /// ciphertexts come out byte for byte; a library draws that seed itself.
+    fn oaep_with_seed(key: &RsaPublicKey, label: &str, message: &[u8], seed: &[u8]) -> Vec<u8> {
+        let k = key.size();
+        let mut db = Sha256::digest(label.as_bytes()).to_vec();
+        db.resize(k - message.len() - 32 - 2, 0); // lHash ‖ PS
+        db.push(1);
+        db.extend_from_slice(message);
+        let masked_db: Vec<u8> = db
+            .iter()
+            .zip(mgf1(seed, db.len()))
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let masked_seed: Vec<u8> = seed
+            .iter()
+            .zip(mgf1(&masked_db, 32))
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let encoded = [&[0u8][..], &masked_seed, &masked_db].concat();
+        let c = BigUint::from_bytes_be(&encoded)
+            .modpow(key.e(), key.n())
+            .to_bytes_be();
+        [vec![0; k - c.len()], c].concat()
+    }
+
+    fn blob_of(input: &Value, params: &Value, key: &[u8]) -> Vec<u8> {
+        let ek = TpmPublic::parse(&bytes(&input["endorsementKeyHex"])).unwrap();
+        let srk = TpmPublic::parse(&bytes(&input["storageRootKeyHex"])).unwrap();
+        let seeded = |key: &RsaPublicKey, label: &str, message: &[u8]| {
+            let seed = match label {
+                "IDENTITY\0" => bytes(&params["credOaepSeed"]),
+                "DUPLICATE\0" => bytes(&params["dupOaepSeed"]),
+                other => panic!("label {other:?}"),
+            };
+            Ok(oaep_with_seed(key, label, message, &seed))
+        };
+        build(&ek, &srk, key, &randomness(params), &seeded).unwrap()
+    }
+
+    #[test]
+    fn both_blobs_of_the_vector_come_out_byte_for_byte() {
+        let vector = vector();
+        let outer = &vector["vectors"][0];
+        assert_eq!(outer["name"], "outer-wrapper");
+        let (input, output) = (&outer["input"], &outer["output"]);
+        for (params, blob) in [("params1", "blob1Hex"), ("params2", "blob2Hex")] {
+            let params = &input[params];
+            let key = bytes(&params["hmacKey"]);
+            assert_eq!(
+                hex::encode(blob_of(input, params, &key)),
+                output[blob].as_str().unwrap(),
+                "{blob}"
+            );
+        }
+    }
+
+    /// The vector's hand-padded OAEP (which the TPM accepted) and the library's production OAEP
+    /// are the same scheme: each opens with the library's decryption under the same label.
+    #[test]
+    fn the_library_oaep_is_the_vectors_scheme() {
+        let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+        let public = private.to_public_key();
+        let seed = [9u8; 32];
+        let label = "IDENTITY\0";
+        let open = |sealed: &[u8]| {
+            let padding = Oaep::new_with_label::<Sha256, _>(label);
+            private.decrypt(padding, sealed).unwrap()
+        };
+        assert_eq!(open(&oaep(&public, label, &seed).unwrap()), seed);
+        assert_eq!(
+            open(&oaep_with_seed(&public, label, &seed, &[3u8; 32])),
+            seed
+        );
+        let other_label = Oaep::new_with_label::<Sha256, _>("IDENTITY");
+        assert!(
+            private
+                .decrypt(other_label, &oaep(&public, label, &seed).unwrap())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn names_and_the_default_registration_id_match_the_vector() {
+        let vector = vector();
+        let outer = &vector["vectors"][0];
+        let (input, intermediates) = (&outer["input"], &outer["output"]["intermediates1"]);
+        let ek_bytes = bytes(&input["endorsementKeyHex"]);
+        let ek = TpmPublic::parse(&ek_bytes).unwrap();
+        let srk = TpmPublic::parse(&bytes(&input["storageRootKeyHex"])).unwrap();
+        assert_eq!(
+            hex::encode(ek.name()),
+            intermediates["ekName"].as_str().unwrap()
+        );
+        assert_eq!(
+            hex::encode(srk.name()),
+            intermediates["srkName"].as_str().unwrap()
+        );
+        assert_eq!((ek.symmetric_bits, ek.exponent), (128, 65537));
+        assert_eq!(
+            super::super::default_registration_id(&ek_bytes),
+            input["registrationId"].as_str().unwrap()
+        );
+        let params = &input["params1"];
+        let dup_seed = bytes(&params["dupSeed"]);
+        let identity = identity_public(&bytes(&params["hmacKey"]), &randomness(params).seed_value);
+        let identity_name = name_of(&identity);
+        assert_eq!(
+            hex::encode(kdfa(&dup_seed, "STORAGE", &identity_name, 128)),
+            intermediates["dupSymKey"].as_str().unwrap()
+        );
+        assert_eq!(
+            hex::encode(kdfa(&dup_seed, "INTEGRITY", &[], 256)),
+            intermediates["dupHmacKey"].as_str().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_library_oaep_blob_has_the_same_shape_and_fresh_secrets() {
+        let vector = vector();
+        let input = &vector["vectors"][0]["input"];
+        let ek = TpmPublic::parse(&bytes(&input["endorsementKeyHex"])).unwrap();
+        let srk = TpmPublic::parse(&bytes(&input["storageRootKeyHex"])).unwrap();
+        let key = [7u8; 32];
+        let first = activation_blob(&ek, &srk, &key, &Randomness::fresh()).unwrap();
+        let second = activation_blob(&ek, &srk, &key, &Randomness::fresh()).unwrap();
+        assert_eq!(first.len(), 798);
+        assert_ne!(first, second);
+        // The identity key's public area sits at the same place, and differs only in `unique`.
+        assert_eq!(first[714..762], second[714..762]);
+        assert!(activation_blob(&ek, &srk, &[1u8; 65], &Randomness::fresh()).is_err());
+    }
+
+    #[test]
+    fn keys_the_activation_cannot_use_are_refused() {
+        let vector = vector();
+        let ek = bytes(&vector["vectors"][0]["input"]["endorsementKeyHex"]);
+        for cut in [0, 1, 2, 10, ek.len() - 1] {
+            assert!(TpmPublic::parse(&ek[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut trailing = ek.clone();
+        trailing.push(0);
+        assert!(TpmPublic::parse(&trailing).is_err());
+        let mut ecc = ek.clone();
+        ecc[2..4].copy_from_slice(&0x0023u16.to_be_bytes());
+        assert_eq!(
+            TpmPublic::parse(&ecc),
+            Err(TpmError::Unsupported("ECC keys".into()))
+        );
+        let mut sha1 = ek.clone();
+        sha1[4..6].copy_from_slice(&0x0004u16.to_be_bytes());
+        assert!(matches!(
+            TpmPublic::parse(&sha1),
+            Err(TpmError::Unsupported(_))
+        ));
+        let mut signing = ek;
+        signing[6..10].copy_from_slice(&0x0004_0072u32.to_be_bytes());
+        assert!(matches!(
+            TpmPublic::parse(&signing),
+            Err(TpmError::Unsupported(_))
+        ));
+    }
+}
