@@ -1,5 +1,5 @@
 //! Keeps the store bounded: finished registration operations are only needed while their device
-//! polls, and console sessions only until they expire. One sweep runs at start and then every few
+//! polls, console sessions and TPM challenges only until they expire. One sweep runs at start and then every few
 //! minutes; on a shared database any instance's sweep serves all. Registration events are kept a
 //! week.
 
@@ -17,13 +17,15 @@ const EVERY: Duration = Duration::from_secs(300);
 pub struct Swept {
     pub operations: u64,
     pub sessions: u64,
+    pub tpm_challenges: u64,
     pub events: u64,
 }
 
 /// Registration events (dashboard history) are kept this long.
 pub const EVENT_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(7);
 
-/// Forgets operations created more than `retention` before `now`, and expired sessions.
+/// Forgets operations created more than `retention` before `now`, expired sessions and TPM
+/// challenges, and week-old registration events.
 pub async fn sweep(
     store: &dyn Store,
     now: DateTime<Utc>,
@@ -33,6 +35,7 @@ pub async fn sweep(
     Ok(Swept {
         operations: store.delete_operations_before(cutoff).await?,
         sessions: store.delete_expired_sessions(now).await?,
+        tpm_challenges: store.delete_expired_tpm_challenges(now).await?,
         events: store
             .delete_registration_events_before(now - EVENT_RETENTION)
             .await?,

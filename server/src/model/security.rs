@@ -124,6 +124,25 @@ pub struct StoredSession {
     pub expires: DateTime<Utc>,
 }
 
+/// The key a TPM device was challenged with (the one its activation blob carries), kept until
+/// `expires` for the signed retry and the polls.
+#[derive(Clone, PartialEq)]
+pub struct TpmChallenge {
+    pub registration_id: String,
+    pub hmac_key: Vec<u8>,
+    pub expires: DateTime<Utc>,
+}
+
+/// The key is a secret: never printed.
+impl std::fmt::Debug for TpmChallenge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TpmChallenge")
+            .field("registration_id", &self.registration_id)
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The front end a change came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

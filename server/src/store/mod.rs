@@ -140,6 +140,16 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_session(&self, id: &str) -> Result<()>;
     async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> Result<u64>;
 
+    /// Stores a TPM challenge, replacing any older one for the registration ID.
+    async fn put_tpm_challenge(&self, challenge: &TpmChallenge) -> Result<()>;
+    /// The device's challenge, if it has not expired at `now`.
+    async fn get_tpm_challenge(
+        &self,
+        registration_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TpmChallenge>>;
+    async fn delete_expired_tpm_challenges(&self, now: DateTime<Utc>) -> Result<u64>;
+
     async fn append_registration_events(&self, events: &[&RegistrationEvent]) -> Result<()>;
     /// Attempts per minute and final status, from `since` on.
     async fn registration_minutes(&self, since: DateTime<Utc>) -> Result<Vec<MinuteCount>>;

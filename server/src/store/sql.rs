@@ -590,6 +590,51 @@ macro_rules! sql_store {
                 Ok(done.rows_affected())
             }
 
+            async fn put_tpm_challenge(&self, challenge: &TpmChallenge) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO tpm_challenges (registration_id, hmac_key, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (registration_id) DO UPDATE SET hmac_key = excluded.hmac_key, \
+                     expires_at = excluded.expires_at",
+                )
+                .bind(key_of(&challenge.registration_id))
+                .bind(&challenge.hmac_key)
+                .bind(challenge.expires)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_tpm_challenge(
+                &self,
+                registration_id: &str,
+                now: DateTime<Utc>,
+            ) -> Result<Option<TpmChallenge>> {
+                let row = sqlx::query(
+                    "SELECT registration_id, hmac_key, expires_at FROM tpm_challenges \
+                     WHERE registration_id = $1 AND expires_at >= $2",
+                )
+                .bind(key_of(registration_id))
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|row| {
+                    Ok(TpmChallenge {
+                        registration_id: row.try_get(0)?,
+                        hmac_key: row.try_get(1)?,
+                        expires: row.try_get(2)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn delete_expired_tpm_challenges(&self, now: DateTime<Utc>) -> Result<u64> {
+                let done = sqlx::query("DELETE FROM tpm_challenges WHERE expires_at < $1")
+                    .bind(now)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
             async fn append_registration_events(&self, events: &[&RegistrationEvent]) -> Result<()> {
                 for chunk in batches(events) {
                     let mut sql = String::from(

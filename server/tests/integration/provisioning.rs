@@ -761,10 +761,16 @@ async fn old_operations_are_swept(i: &Instance) {
     assert_eq!(swept.operations, 0, "a fresh operation stays");
     assert_eq!(i.request("GET", &path, Some(&token), None).await.0, 200);
     let later = now + chrono::Duration::hours(2);
+    let challenge = TpmChallenge {
+        registration_id: "sweepme-tpm".into(),
+        hmac_key: vec![1; 32],
+        expires: now + chrono::Duration::minutes(10),
+    };
+    i.store().put_tpm_challenge(&challenge).await.unwrap();
     let swept = onramp::janitor::sweep(i.store().as_ref(), later, retention)
         .await
         .unwrap();
-    assert_eq!(swept.operations, 1);
+    assert_eq!((swept.operations, swept.tpm_challenges), (1, 1));
     let (status, _, gone) = i.request("GET", &path, Some(&token), None).await;
     assert_eq!((status, &gone["errorCode"]), (404, &json!(404202)));
     assert!(

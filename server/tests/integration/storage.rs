@@ -55,6 +55,7 @@ storage_suite!(
     concurrent_inserts,
     registration_events_feed_the_dashboard,
     group_commit_gives_each_writer_its_outcome,
+    tpm_challenges_expire_and_the_newest_wins,
 );
 
 fn symmetric() -> Attestation {
@@ -995,5 +996,64 @@ async fn group_commit_gives_each_writer_its_outcome(store: Arc<dyn Store>) {
             .await
             .unwrap()
             .is_some()
+    );
+}
+
+async fn tpm_challenges_expire_and_the_newest_wins(store: Arc<dyn Store>) {
+    let now = Utc::now();
+    let challenge = |id: &str, key: u8, expires| TpmChallenge {
+        registration_id: id.to_string(),
+        hmac_key: vec![key; 32],
+        expires,
+    };
+    store
+        .put_tpm_challenge(&challenge("Tpm-Dev", 1, now + Duration::minutes(5)))
+        .await
+        .unwrap();
+    // Registration IDs are case-insensitive; a new challenge replaces the old key.
+    let found = store
+        .get_tpm_challenge("tpm-dev", now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.hmac_key, vec![1; 32]);
+    store
+        .put_tpm_challenge(&challenge("tpm-dev", 2, now + Duration::minutes(5)))
+        .await
+        .unwrap();
+    let found = store
+        .get_tpm_challenge("TPM-DEV", now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.hmac_key, vec![2; 32]);
+    // The stored expiry is the one given (to the second at least), and past it nothing is found.
+    assert!(
+        (found.expires - (now + Duration::minutes(5)))
+            .num_seconds()
+            .abs()
+            < 1
+    );
+    let later = now + Duration::minutes(6);
+    assert_eq!(
+        store.get_tpm_challenge("tpm-dev", later).await.unwrap(),
+        None
+    );
+    store
+        .put_tpm_challenge(&challenge("tpm-other", 3, now + Duration::minutes(30)))
+        .await
+        .unwrap();
+    assert_eq!(store.delete_expired_tpm_challenges(later).await.unwrap(), 1);
+    assert!(
+        store
+            .get_tpm_challenge("tpm-other", later)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(store.get_tpm_challenge("tpm-dev", now).await.unwrap(), None);
+    assert!(
+        !format!("{found:?}").contains("[2, 2"),
+        "the key is never printed"
     );
 }
