@@ -124,12 +124,13 @@ pub struct StoredSession {
     pub expires: DateTime<Utc>,
 }
 
-/// The key a TPM device was challenged with (the one its activation blob carries), kept until
-/// `expires` for the signed retry and the polls.
+/// The key a TPM device was challenged with (the one its activation blob carries) and the SRK
+/// (TPM2B_PUBLIC) it was wrapped to, kept until `expires` for the signed retry and the polls.
 #[derive(Clone, PartialEq)]
 pub struct TpmChallenge {
     pub registration_id: String,
     pub hmac_key: Vec<u8>,
+    pub storage_root_key: Vec<u8>,
     pub expires: DateTime<Utc>,
 }
 

@@ -592,12 +592,14 @@ macro_rules! sql_store {
 
             async fn put_tpm_challenge(&self, challenge: &TpmChallenge) -> Result<()> {
                 sqlx::query(
-                    "INSERT INTO tpm_challenges (registration_id, hmac_key, expires_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (registration_id) DO UPDATE SET hmac_key = excluded.hmac_key, \
+                    "INSERT INTO tpm_challenges (registration_id, hmac_key, storage_root_key, expires_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (registration_id) DO UPDATE SET \
+                     hmac_key = excluded.hmac_key, storage_root_key = excluded.storage_root_key, \
                      expires_at = excluded.expires_at",
                 )
                 .bind(key_of(&challenge.registration_id))
                 .bind(&challenge.hmac_key)
+                .bind(&challenge.storage_root_key)
                 .bind(challenge.expires)
                 .execute(&self.writer)
                 .await?;
@@ -610,7 +612,7 @@ macro_rules! sql_store {
                 now: DateTime<Utc>,
             ) -> Result<Option<TpmChallenge>> {
                 let row = sqlx::query(
-                    "SELECT registration_id, hmac_key, expires_at FROM tpm_challenges \
+                    "SELECT registration_id, hmac_key, storage_root_key, expires_at FROM tpm_challenges \
                      WHERE registration_id = $1 AND expires_at >= $2",
                 )
                 .bind(key_of(registration_id))
@@ -621,7 +623,8 @@ macro_rules! sql_store {
                     Ok(TpmChallenge {
                         registration_id: row.try_get(0)?,
                         hmac_key: row.try_get(1)?,
-                        expires: row.try_get(2)?,
+                        storage_root_key: row.try_get(2)?,
+                        expires: row.try_get(3)?,
                     })
                 })
                 .transpose()

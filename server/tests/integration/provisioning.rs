@@ -764,6 +764,7 @@ async fn old_operations_are_swept(i: &Instance) {
     let challenge = TpmChallenge {
         registration_id: "sweepme-tpm".into(),
         hmac_key: vec![1; 32],
+        storage_root_key: vec![9; 284],
         expires: now + chrono::Duration::minutes(10),
     };
     i.store().put_tpm_challenge(&challenge).await.unwrap();

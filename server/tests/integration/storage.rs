@@ -1004,6 +1004,7 @@ async fn tpm_challenges_expire_and_the_newest_wins(store: Arc<dyn Store>) {
     let challenge = |id: &str, key: u8, expires| TpmChallenge {
         registration_id: id.to_string(),
         hmac_key: vec![key; 32],
+        storage_root_key: vec![9; 284],
         expires,
     };
     store

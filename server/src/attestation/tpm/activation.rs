@@ -169,7 +169,7 @@ fn sensitive_area(key: &[u8], seed_value: &[u8; 32]) -> Vec<u8> {
 }
 
 /// A TPM2B: the bytes after their u16 size. Every field here is far below 64 KiB.
-fn sized(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn sized(bytes: &[u8]) -> Vec<u8> {
     let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
     out.extend_from_slice(bytes);
     out
@@ -204,7 +204,7 @@ pub(crate) fn kdfa(key: &[u8], label: &str, context_u: &[u8], bits: u16) -> Vec<
     out
 }
 
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     for part in parts {
         mac.update(part);

@@ -5,6 +5,7 @@
 //! (tpm-activation.md); `testvector.json` is its byte-exact vector.
 
 pub mod activation;
+pub mod device;
 pub mod public;
 
 use data_encoding::BASE32_NOPAD;
