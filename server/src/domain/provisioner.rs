@@ -18,9 +18,11 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::Utc;
 use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
 
 use crate::allocation::{self, custom::Webhook};
 use crate::attestation::sas::{self, SasError};
+use crate::attestation::tpm::{self, TpmPublic};
 use crate::attestation::x509::{self, PresentedChain, X509Error};
 use crate::diagnostics::{DiagnosticsBus, Protocol, RegistrationEvent};
 use crate::domain::ca::{self, DecodedCa};
@@ -41,6 +43,9 @@ pub const RETRY_AFTER_SECS: u32 = 1;
 /// How long linked hubs, allocation settings and symmetric-key groups are cached. Changes reach
 /// registrations this much later at most; a registration that matches nothing reloads at once.
 const SNAPSHOT_TTL: Duration = Duration::from_secs(2);
+
+/// How long a TPM device's challenge key signs its retry and polls.
+const TPM_CHALLENGE_TTL: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
@@ -158,6 +163,10 @@ pub enum ProvisionError {
     TooLarge(usize),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A TPM device's first request: it must import the key in this activation blob (base64)
+    /// and sign its retry with it.
+    #[error("a TPM challenge was issued")]
+    TpmChallenge(String),
 }
 
 impl ProvisionError {
@@ -169,6 +178,7 @@ impl ProvisionError {
             ProvisionError::NotFound(_) => code::NOT_FOUND,
             ProvisionError::TooLarge(_) => code::PAYLOAD_TOO_LARGE,
             ProvisionError::Internal(_) => code::INTERNAL,
+            ProvisionError::TpmChallenge(_) => code::UNAUTHORIZED,
         }
     }
 
@@ -184,6 +194,9 @@ impl ProvisionError {
             }
             ProvisionError::Unauthorized(_) => "Unauthorized".into(),
             ProvisionError::Internal(_) => "Internal server error".into(),
+            ProvisionError::TpmChallenge(_) => {
+                "Authorization required, resend request using supplied key".into()
+            }
             other => other.to_string(),
         }
     }
@@ -287,6 +300,8 @@ enum AttestationDetails {
     None,
     SymmetricKey(Value),
     X509(Value),
+    /// `authenticationKey`: the blob with the device's hub key.
+    Tpm(Value),
 }
 
 impl Authenticated {
@@ -295,6 +310,7 @@ impl Authenticated {
             AttestationDetails::None => {}
             AttestationDetails::SymmetricKey(v) => state.symmetric_key = Some(v.clone()),
             AttestationDetails::X509(v) => state.x509 = Some(v.clone()),
+            AttestationDetails::Tpm(v) => state.tpm = Some(v.clone()),
         }
     }
 }
@@ -415,6 +431,9 @@ impl Provisioner {
             return Err(ProvisionError::BadRequest(format!(
                 "the body's registrationId {body_id:?} differs from the one in the request path"
             )));
+        }
+        if let (Credential::None, Some(tpm)) = (&request.credential, body.tpm.as_ref()) {
+            return Err(self.challenge_tpm(&request.registration_id, tpm).await);
         }
         // The device's previous record is read while it authenticates (one wait instead of two:
         // each store call is a round trip to a database thread); a refused device wastes a read.
@@ -625,6 +644,11 @@ impl Provisioner {
             other => ProvisionError::Unauthorized(other.to_string()),
         };
         if let Some(enrollment) = self.store.get_enrollment(registration_id).await? {
+            if let Attestation::Tpm { .. } = &enrollment.spec.attestation {
+                return self
+                    .authenticate_tpm(enrollment, &token, &resource, now)
+                    .await;
+            }
             let Attestation::SymmetricKey {
                 primary_key,
                 secondary_key,
@@ -750,6 +774,97 @@ impl Provisioner {
         Err(unauthorized(
             "the certificate chain is valid but no enrollment group matches it",
         ))
+    }
+
+    /// A TPM device's first request (no token): when its EK is the one its enabled individual
+    /// enrollment holds, a fresh key is stored for it (any instance checks the retry) and sent
+    /// wrapped to its TPM; anything else is refused.
+    async fn challenge_tpm(&self, registration_id: &str, tpm: &Value) -> ProvisionError {
+        let issued = async {
+            let (ek_bytes, srk_bytes) = (
+                tpm_field(tpm, "endorsementKey")?,
+                tpm_field(tpm, "storageRootKey")?,
+            );
+            let unauthorized = |why: &str| ProvisionError::Unauthorized(why.to_string());
+            let enrollment = self
+                .store
+                .get_enrollment(registration_id)
+                .await?
+                .ok_or_else(|| unauthorized("no individual enrollment for this TPM device"))?;
+            let Attestation::Tpm {
+                endorsement_key, ..
+            } = &enrollment.spec.attestation
+            else {
+                return Err(unauthorized("the enrollment does not use TPM attestation"));
+            };
+            let enrolled = BASE64.decode(endorsement_key.trim()).unwrap_or_default();
+            if !bool::from(enrolled.ct_eq(&ek_bytes)) {
+                return Err(unauthorized("the endorsement key is not the enrolled one"));
+            }
+            if enrollment.spec.provisioning_status != ProvisioningStatus::Enabled {
+                return Err(unauthorized("the enrollment is disabled"));
+            }
+            let bad = |e: tpm::TpmError| ProvisionError::BadRequest(e.to_string());
+            let ek = TpmPublic::parse(&ek_bytes).map_err(bad)?;
+            let srk = TpmPublic::parse(&srk_bytes).map_err(bad)?;
+            let key = random_key();
+            let blob = tpm::activation_blob(&ek, &srk, &key, &tpm::Randomness::fresh())
+                .map_err(|e| ProvisionError::Internal(e.to_string()))?;
+            let challenge = TpmChallenge {
+                registration_id: registration_id.to_string(),
+                hmac_key: key.to_vec(),
+                storage_root_key: srk_bytes,
+                expires: Utc::now() + TPM_CHALLENGE_TTL,
+            };
+            self.store.put_tpm_challenge(&challenge).await?;
+            Ok(BASE64.encode(blob))
+        };
+        match issued.await {
+            Ok(blob) => ProvisionError::TpmChallenge(blob),
+            Err(refusal) => refusal,
+        }
+    }
+
+    /// A TPM device's signed request: the token must be signed with the key it was challenged
+    /// with. Its hub key is fresh each time, sent in a blob for the same TPM (the final result
+    /// carries it; the device signs its hub tokens with it).
+    async fn authenticate_tpm(
+        &self,
+        enrollment: Enrollment,
+        token: &sas::SasToken<'_>,
+        resource: &str,
+        now: u64,
+    ) -> Result<Authenticated, ProvisionError> {
+        let unauthorized = |why: &str| ProvisionError::Unauthorized(why.to_string());
+        let challenge = self
+            .store
+            .get_tpm_challenge(&enrollment.registration_id, Utc::now())
+            .await?
+            .ok_or_else(|| unauthorized("no TPM challenge is open for this device"))?;
+        token
+            .verify(resource, &[&challenge.hmac_key], now)
+            .map_err(|e| match e {
+                SasError::Expired => unauthorized(EXPIRED),
+                _ => unauthorized("the SAS is not signed with the key the TPM was sent"),
+            })?;
+        let Attestation::Tpm {
+            endorsement_key, ..
+        } = &enrollment.spec.attestation
+        else {
+            return Err(unauthorized("the enrollment does not use TPM attestation"));
+        };
+        let internal = |e: tpm::TpmError| ProvisionError::Internal(e.to_string());
+        let ek_bytes = BASE64.decode(endorsement_key.trim()).unwrap_or_default();
+        let ek = TpmPublic::parse(&ek_bytes).map_err(internal)?;
+        let srk = TpmPublic::parse(&challenge.storage_root_key).map_err(internal)?;
+        let hub_key = random_key();
+        let blob = tpm::activation_blob(&ek, &srk, &hub_key, &tpm::Randomness::fresh())
+            .map_err(internal)?;
+        Ok(Authenticated {
+            source: Source::Individual(enrollment),
+            hub_auth: sas_auth(BASE64.encode(hub_key), BASE64.encode(random_key())),
+            details: AttestationDetails::Tpm(json!({ "authenticationKey": BASE64.encode(blob) })),
+        })
     }
 
     async fn snapshot(&self, fresh: bool) -> Result<Arc<Snapshot>, ProvisionError> {
@@ -1253,6 +1368,21 @@ pub async fn allocation_settings(store: &dyn Store) -> Result<AllocationSettings
         default_policy,
         region_map,
     })
+}
+
+/// A base64 TPM2B field of the register body's `tpm` object.
+fn tpm_field(tpm: &Value, name: &str) -> Result<Vec<u8>, ProvisionError> {
+    let text = tpm[name]
+        .as_str()
+        .ok_or_else(|| ProvisionError::BadRequest(format!("tpm.{name} is missing")))?;
+    BASE64
+        .decode(text.trim())
+        .map_err(|_| ProvisionError::BadRequest(format!("tpm.{name} is not base64")))
+}
+
+/// 32 random bytes: a TPM device's challenge key or hub key.
+fn random_key() -> [u8; 32] {
+    rand::random()
 }
 
 fn sas_auth(primary_key: String, secondary_key: String) -> DeviceAuth {

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use super::http_util::{TooLarge, azure_error, json_response, read_body};
+use super::http_util::{TooLarge, azure_error, azure_error_with, json_response, read_body};
 use crate::attestation::x509::PresentedChain;
 use crate::config::Config;
 use crate::diagnostics::Protocol;
@@ -170,5 +170,14 @@ fn operation_response(status: StatusCode, reply: &OperationReply) -> Response {
 
 /// The Azure error body for a provisioning error.
 pub fn error_response(e: &ProvisionError) -> Response {
-    azure_error(e.code(), e.client_message())
+    match e {
+        // The SDKs read `authenticationKey` (Node) and `keyName` (C) beside the message.
+        ProvisionError::TpmChallenge(blob) => {
+            let mut challenge = serde_json::Map::new();
+            challenge.insert("authenticationKey".into(), blob.as_str().into());
+            challenge.insert("keyName".into(), "registration".into());
+            azure_error_with(e.code(), e.client_message(), challenge)
+        }
+        _ => azure_error(e.code(), e.client_message()),
+    }
 }

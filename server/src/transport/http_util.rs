@@ -21,7 +21,20 @@ pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
 
 /// The Azure error body; the HTTP status is the error code / 1000.
 pub fn azure_error(code: i64, message: String) -> Response {
-    let body = ErrorBody::new(code, message);
+    azure_error_with(code, message, serde_json::Map::new())
+}
+
+/// The Azure error body with fields of the error's own beside its four (a TPM challenge's key).
+pub fn azure_error_with(
+    code: i64,
+    message: String,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> Response {
+    let mut body = match serde_json::to_value(ErrorBody::new(code, message)) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        _ => serde_json::Map::new(),
+    };
+    body.extend(extra);
     let status =
         StatusCode::from_u16((code / 1000) as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = json_response(status, &body);

@@ -13,3 +13,4 @@ mod sdk;
 mod sdk_x509;
 mod service_api;
 mod storage;
+mod tpm;

@@ -1,0 +1,213 @@
+//! TPM attestation over HTTPS against the real server, with the device's TPM played in software
+//! (`attestation::tpm::device`: ActivateCredential and Import with the EK's and SRK's private
+//! keys): the challenge, the signed retry, the hub key in the final result; and every refusal.
+//! SQLite and PostgreSQL.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::Utc;
+use onramp::attestation::sas;
+use onramp::attestation::tpm::{TpmPublic, device};
+use onramp::model::*;
+use rsa::RsaPrivateKey;
+use serde_json::{Value, json};
+
+use crate::support::HUB;
+use crate::support::instance::{Instance, enroll, random_key, symmetric_spec};
+
+crate::backend_suite!(
+    a_tpm_device_is_challenged_then_assigned_with_its_hub_key,
+    tpm_requests_the_enrollment_does_not_back_are_refused,
+);
+
+/// A TPM in software: its EK and SRK.
+struct SoftTpm {
+    ek: (TpmPublic, RsaPrivateKey, Vec<u8>),
+    srk: (TpmPublic, RsaPrivateKey, Vec<u8>),
+}
+
+impl SoftTpm {
+    fn new() -> SoftTpm {
+        let key = |public: fn(&RsaPrivateKey) -> Vec<u8>| {
+            let private = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+            let bytes = public(&private);
+            (TpmPublic::parse(&bytes).unwrap(), private, bytes)
+        };
+        SoftTpm {
+            ek: key(device::endorsement_key),
+            srk: key(device::storage_root_key),
+        }
+    }
+
+    fn body(&self, registration_id: &str) -> Value {
+        json!({
+            "registrationId": registration_id,
+            "tpm": {
+                "endorsementKey": BASE64.encode(&self.ek.2),
+                "storageRootKey": BASE64.encode(&self.srk.2),
+            }
+        })
+    }
+
+    /// The key a blob (base64) carries, as the TPM would import it.
+    fn activate(&self, blob: &Value) -> Vec<u8> {
+        let blob = BASE64.decode(blob.as_str().expect("a blob")).unwrap();
+        device::activate(&blob, (&self.ek.0, &self.ek.1), (&self.srk.0, &self.srk.1)).unwrap()
+    }
+}
+
+fn tpm_spec(tpm: &SoftTpm, status: ProvisioningStatus) -> EnrollmentSpec {
+    EnrollmentSpec {
+        attestation: Attestation::Tpm {
+            endorsement_key: BASE64.encode(&tpm.ek.2),
+            storage_root_key: None,
+        },
+        provisioning_status: status,
+        ..symmetric_spec("", "")
+    }
+}
+
+/// What the SDK signs with the imported key: the URL-encoded resource, as sent, and the expiry.
+fn token(i: &Instance, registration_id: &str, key: &[u8]) -> String {
+    let resource = format!("{}/registrations/{registration_id}", i.scope());
+    let expiry = Utc::now().timestamp() as u64 + 3600;
+    sas::sign(&BASE64.encode(key), &resource, expiry, Some("registration")).unwrap()
+}
+
+async fn put(i: &Instance, id: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+    let path = format!("registrations/{id}/register");
+    let (status, _, body) = i.request("PUT", &path, token, Some(body)).await;
+    (status, body)
+}
+
+async fn a_tpm_device_is_challenged_then_assigned_with_its_hub_key(i: &Instance) {
+    let tpm = SoftTpm::new();
+    enroll(
+        i.store(),
+        "tpm-dev-1",
+        None,
+        tpm_spec(&tpm, ProvisioningStatus::Enabled),
+    )
+    .await;
+    let (status, challenge) = put(i, "tpm-dev-1", None, tpm.body("tpm-dev-1")).await;
+    assert_eq!(status, 401, "{challenge}");
+    assert_eq!(challenge["keyName"], "registration");
+    assert_eq!(challenge["errorCode"], 401002, "{challenge}");
+    let key = tpm.activate(&challenge["authenticationKey"]);
+
+    let signed = token(i, "tpm-dev-1", &key);
+    let (status, operation) = put(i, "tpm-dev-1", Some(&signed), tpm.body("tpm-dev-1")).await;
+    assert_eq!(status, 202, "{operation}");
+    let state = &operation["registrationState"];
+    assert_eq!(
+        (&state["status"], &state["assignedHub"]),
+        (&json!("assigned"), &json!(HUB))
+    );
+    // The hub identity authenticates with the key only this TPM can import from the result.
+    let hub_key = tpm.activate(&state["tpm"]["authenticationKey"]);
+    assert_ne!(hub_key, key);
+    let identity = i
+        .store()
+        .get_hub_device(HUB, "tpm-dev-1")
+        .await
+        .unwrap()
+        .unwrap();
+    let DeviceAuth::Sas { primary_key, .. } = identity.auth else {
+        panic!("{:?}", identity.auth);
+    };
+    assert_eq!(BASE64.decode(primary_key).unwrap(), hub_key);
+    // The poll is signed with the same key.
+    let path = format!(
+        "registrations/tpm-dev-1/operations/{}",
+        operation["operationId"].as_str().unwrap()
+    );
+    let (status, _, polled) = i.request("GET", &path, Some(&signed), None).await;
+    assert_eq!(
+        (status, &polled["status"]),
+        (200, &json!("assigned")),
+        "{polled}"
+    );
+    // Registering again imports a new blob over the TPM's key: the hub must take the new key.
+    let (_, challenge) = put(i, "tpm-dev-1", None, tpm.body("tpm-dev-1")).await;
+    let signed = token(
+        i,
+        "tpm-dev-1",
+        &tpm.activate(&challenge["authenticationKey"]),
+    );
+    let (status, operation) = put(i, "tpm-dev-1", Some(&signed), tpm.body("tpm-dev-1")).await;
+    assert_eq!(status, 202, "{operation}");
+    let hub_key = tpm.activate(&operation["registrationState"]["tpm"]["authenticationKey"]);
+    let identity = i
+        .store()
+        .get_hub_device(HUB, "tpm-dev-1")
+        .await
+        .unwrap()
+        .unwrap();
+    let DeviceAuth::Sas { primary_key, .. } = identity.auth else {
+        panic!("{:?}", identity.auth);
+    };
+    assert_eq!(
+        BASE64.decode(primary_key).unwrap(),
+        hub_key,
+        "the hub kept the old key"
+    );
+}
+
+async fn tpm_requests_the_enrollment_does_not_back_are_refused(i: &Instance) {
+    let (tpm, stranger) = (SoftTpm::new(), SoftTpm::new());
+    enroll(
+        i.store(),
+        "tpm-dev-2",
+        None,
+        tpm_spec(&tpm, ProvisioningStatus::Enabled),
+    )
+    .await;
+    enroll(
+        i.store(),
+        "tpm-off",
+        None,
+        tpm_spec(&tpm, ProvisioningStatus::Disabled),
+    )
+    .await;
+    enroll(
+        i.store(),
+        "tpm-sym",
+        None,
+        symmetric_spec(&random_key(), &random_key()),
+    )
+    .await;
+    let refused =
+        |body: &Value| body.get("authenticationKey").is_none() && body["errorCode"] == 401002;
+    // Another TPM's EK, a disabled enrollment, no enrollment, an enrollment of another kind.
+    for (id, device) in [
+        ("tpm-dev-2", &stranger),
+        ("tpm-off", &tpm),
+        ("tpm-nobody", &tpm),
+        ("tpm-sym", &tpm),
+    ] {
+        let (status, body) = put(i, id, None, device.body(id)).await;
+        assert!(status == 401 && refused(&body), "{id}: {status} {body}");
+    }
+    // Keys that are not TPM2B_PUBLIC RSA keys: a clear 400.
+    let mut garbage = tpm.body("tpm-dev-2");
+    garbage["tpm"]["storageRootKey"] = json!(BASE64.encode(b"not a key"));
+    let (status, body) = put(i, "tpm-dev-2", None, garbage).await;
+    assert_eq!(
+        (status, &body["errorCode"]),
+        (400, &json!(400004)),
+        "{body}"
+    );
+    // A retry signed with anything but the key the TPM was sent.
+    let (status, challenge) = put(i, "tpm-dev-2", None, tpm.body("tpm-dev-2")).await;
+    assert_eq!(status, 401);
+    let key = tpm.activate(&challenge["authenticationKey"]);
+    let wrong = token(i, "tpm-dev-2", &[7u8; 32]);
+    let (status, body) = put(i, "tpm-dev-2", Some(&wrong), tpm.body("tpm-dev-2")).await;
+    assert!(status == 401 && refused(&body), "{status} {body}");
+    // A newer challenge replaces the older key.
+    let (status, _) = put(i, "tpm-dev-2", None, tpm.body("tpm-dev-2")).await;
+    assert_eq!(status, 401);
+    let stale = token(i, "tpm-dev-2", &key);
+    let (status, body) = put(i, "tpm-dev-2", Some(&stale), tpm.body("tpm-dev-2")).await;
+    assert!(status == 401 && refused(&body), "{status} {body}");
+}
