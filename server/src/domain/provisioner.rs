@@ -165,7 +165,7 @@ pub enum ProvisionError {
     Internal(String),
     /// A TPM device's first request: it must import the key in this activation blob (base64)
     /// and sign its retry with it.
-    #[error("a TPM challenge was issued")]
+    #[error("tpm: challenge issued")]
     TpmChallenge(String),
 }
 
@@ -790,19 +790,27 @@ impl Provisioner {
                 .store
                 .get_enrollment(registration_id)
                 .await?
-                .ok_or_else(|| unauthorized("no individual enrollment for this TPM device"))?;
+                .ok_or_else(|| {
+                    unauthorized(
+                        "tpm: unknown endorsement key (no individual enrollment for the ID)",
+                    )
+                })?;
             let Attestation::Tpm {
                 endorsement_key, ..
             } = &enrollment.spec.attestation
             else {
-                return Err(unauthorized("the enrollment does not use TPM attestation"));
+                return Err(unauthorized(
+                    "tpm: the enrollment does not use TPM attestation",
+                ));
             };
             let enrolled = BASE64.decode(endorsement_key.trim()).unwrap_or_default();
             if !bool::from(enrolled.ct_eq(&ek_bytes)) {
-                return Err(unauthorized("the endorsement key is not the enrolled one"));
+                return Err(unauthorized(
+                    "tpm: unknown endorsement key (not the enrolled one)",
+                ));
             }
             if enrollment.spec.provisioning_status != ProvisioningStatus::Enabled {
-                return Err(unauthorized("the enrollment is disabled"));
+                return Err(unauthorized("tpm: the enrollment is disabled"));
             }
             let bad = |e: tpm::TpmError| ProvisionError::BadRequest(e.to_string());
             let ek = TpmPublic::parse(&ek_bytes).map_err(bad)?;
@@ -840,12 +848,12 @@ impl Provisioner {
             .store
             .get_tpm_challenge(&enrollment.registration_id, Utc::now())
             .await?
-            .ok_or_else(|| unauthorized("no TPM challenge is open for this device"))?;
+            .ok_or_else(|| unauthorized("tpm: no open challenge (expired, or never issued)"))?;
         token
             .verify(resource, &[&challenge.hmac_key], now)
             .map_err(|e| match e {
                 SasError::Expired => unauthorized(EXPIRED),
-                _ => unauthorized("the SAS is not signed with the key the TPM was sent"),
+                _ => unauthorized("tpm: signature mismatch"),
             })?;
         let Attestation::Tpm {
             endorsement_key, ..

@@ -153,61 +153,130 @@ async fn a_tpm_device_is_challenged_then_assigned_with_its_hub_key(i: &Instance)
     );
 }
 
+/// A device's requests and the diagnostics events they cause.
+struct Watched<'a> {
+    i: &'a Instance,
+    events: tokio::sync::broadcast::Receiver<std::sync::Arc<RegistrationEvent>>,
+}
+
+impl Watched<'_> {
+    async fn event(&mut self) -> std::sync::Arc<RegistrationEvent> {
+        tokio::time::timeout(std::time::Duration::from_secs(5), self.events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// The request is refused with `status` and its Azure code, no key, a diagnostics event
+    /// naming `reason`, and nothing assigned.
+    async fn refused(
+        &mut self,
+        id: &str,
+        token: Option<&str>,
+        body: Value,
+        status: u16,
+        reason: &str,
+    ) {
+        let (got, answer) = put(self.i, id, token, body).await;
+        let code = i64::from(status) * 1000 + if status == 401 { 2 } else { 4 };
+        assert_eq!(
+            (got, &answer["errorCode"]),
+            (status, &json!(code)),
+            "{id}: {answer}"
+        );
+        assert!(answer.get("authenticationKey").is_none(), "{id}: {answer}");
+        let message = self.event().await.error_message.clone().unwrap_or_default();
+        assert!(
+            message.contains(reason),
+            "{id}: {message:?} lacks {reason:?}"
+        );
+        let record = self.i.store().get_registration(id).await.unwrap();
+        assert!(record.is_none(), "{id} was assigned");
+    }
+
+    /// A fresh challenge for `tpm-dev-2`; the key its TPM imports.
+    async fn challenged(&mut self, tpm: &SoftTpm) -> Vec<u8> {
+        let (status, answer) = put(self.i, "tpm-dev-2", None, tpm.body("tpm-dev-2")).await;
+        assert_eq!(status, 401, "{answer}");
+        let event = self.event().await;
+        assert_eq!(
+            event.error_message.as_deref(),
+            Some("tpm: challenge issued")
+        );
+        tpm.activate(&answer["authenticationKey"])
+    }
+}
+
 async fn tpm_requests_the_enrollment_does_not_back_are_refused(i: &Instance) {
     let (tpm, stranger) = (SoftTpm::new(), SoftTpm::new());
-    enroll(
-        i.store(),
-        "tpm-dev-2",
-        None,
-        tpm_spec(&tpm, ProvisioningStatus::Enabled),
-    )
-    .await;
-    enroll(
-        i.store(),
-        "tpm-off",
-        None,
-        tpm_spec(&tpm, ProvisioningStatus::Disabled),
-    )
-    .await;
-    enroll(
-        i.store(),
+    let enabled = ProvisioningStatus::Enabled;
+    for (id, spec) in [
+        ("tpm-dev-2", tpm_spec(&tpm, enabled)),
+        ("tpm-twin", tpm_spec(&stranger, enabled)),
+        ("tpm-off", tpm_spec(&tpm, ProvisioningStatus::Disabled)),
+        ("tpm-sym", symmetric_spec(&random_key(), &random_key())),
+    ] {
+        enroll(i.store(), id, None, spec).await;
+    }
+    let mut watched = Watched {
+        i,
+        events: i.state.bus.subscribe(),
+    };
+    // Not this enrollment's EK (another TPM's, or one enrolled under another ID), disabled, none,
+    // an enrollment of another kind.
+    let unknown = "tpm: unknown endorsement key";
+    let w = &mut watched;
+    w.refused("tpm-dev-2", None, stranger.body("tpm-dev-2"), 401, unknown)
+        .await;
+    w.refused("tpm-twin", None, tpm.body("tpm-twin"), 401, unknown)
+        .await;
+    w.refused("tpm-off", None, tpm.body("tpm-off"), 401, "disabled")
+        .await;
+    w.refused("tpm-nobody", None, tpm.body("tpm-nobody"), 401, unknown)
+        .await;
+    w.refused(
         "tpm-sym",
         None,
-        symmetric_spec(&random_key(), &random_key()),
+        tpm.body("tpm-sym"),
+        401,
+        "does not use TPM",
     )
     .await;
-    let refused =
-        |body: &Value| body.get("authenticationKey").is_none() && body["errorCode"] == 401002;
-    // Another TPM's EK, a disabled enrollment, no enrollment, an enrollment of another kind.
-    for (id, device) in [
-        ("tpm-dev-2", &stranger),
-        ("tpm-off", &tpm),
-        ("tpm-nobody", &tpm),
-        ("tpm-sym", &tpm),
-    ] {
-        let (status, body) = put(i, id, None, device.body(id)).await;
-        assert!(status == 401 && refused(&body), "{id}: {status} {body}");
-    }
-    // Keys that are not TPM2B_PUBLIC RSA keys: a clear 400.
+    // An EK that is not the enrolled one is unknown; an SRK that is no TPM key is a clear 400.
+    let mut garbage = tpm.body("tpm-dev-2");
+    garbage["tpm"]["endorsementKey"] = json!(BASE64.encode(b"not a key"));
+    w.refused("tpm-dev-2", None, garbage, 401, unknown).await;
     let mut garbage = tpm.body("tpm-dev-2");
     garbage["tpm"]["storageRootKey"] = json!(BASE64.encode(b"not a key"));
-    let (status, body) = put(i, "tpm-dev-2", None, garbage).await;
-    assert_eq!(
-        (status, &body["errorCode"]),
-        (400, &json!(400004)),
-        "{body}"
-    );
-    // A retry signed with anything but the key the TPM was sent.
-    let (status, challenge) = put(i, "tpm-dev-2", None, tpm.body("tpm-dev-2")).await;
-    assert_eq!(status, 401);
-    let key = tpm.activate(&challenge["authenticationKey"]);
+    w.refused("tpm-dev-2", None, garbage, 400, "truncated")
+        .await;
+    // A retry signed with anything but the key the TPM was sent; a key a newer challenge
+    // replaced; a key past its expiry.
+    let body = || tpm.body("tpm-dev-2");
+    let key = w.challenged(&tpm).await;
     let wrong = token(i, "tpm-dev-2", &[7u8; 32]);
-    let (status, body) = put(i, "tpm-dev-2", Some(&wrong), tpm.body("tpm-dev-2")).await;
-    assert!(status == 401 && refused(&body), "{status} {body}");
-    // A newer challenge replaces the older key.
-    let (status, _) = put(i, "tpm-dev-2", None, tpm.body("tpm-dev-2")).await;
-    assert_eq!(status, 401);
+    w.refused("tpm-dev-2", Some(&wrong), body(), 401, "signature mismatch")
+        .await;
+    w.challenged(&tpm).await;
     let stale = token(i, "tpm-dev-2", &key);
-    let (status, body) = put(i, "tpm-dev-2", Some(&stale), tpm.body("tpm-dev-2")).await;
-    assert!(status == 401 && refused(&body), "{status} {body}");
+    w.refused("tpm-dev-2", Some(&stale), body(), 401, "signature mismatch")
+        .await;
+    let key = w.challenged(&tpm).await;
+    let mut stored = i
+        .store()
+        .get_tpm_challenge("tpm-dev-2", Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    stored.expires = Utc::now() - chrono::Duration::seconds(1);
+    i.store().put_tpm_challenge(&stored).await.unwrap();
+    let expired = token(i, "tpm-dev-2", &key);
+    w.refused(
+        "tpm-dev-2",
+        Some(&expired),
+        body(),
+        401,
+        "no open challenge",
+    )
+    .await;
 }
