@@ -64,7 +64,17 @@ pub fn activation_blob(
     key: &[u8],
     random: &Randomness,
 ) -> Result<Vec<u8>, TpmError> {
-    build(ek, srk, key, random, &oaep)
+    build(ek, srk, key, random, Wrapping::Outer, &oaep)
+}
+
+/// Whether the duplicate has the outer wrapper seeded to the SRK, as TPM2_Duplicate with a new
+/// parent makes it (what Onramp sends), or the inner one only (the note's second variant, which
+/// the SDK accepts too; kept for the test vector).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wrapping {
+    Outer,
+    #[cfg_attr(not(test), allow(dead_code))]
+    InnerOnly,
 }
 
 fn oaep(key: &RsaPublicKey, label: &str, message: &[u8]) -> Result<Vec<u8>, TpmError> {
@@ -78,6 +88,7 @@ pub(crate) fn build(
     srk: &TpmPublic,
     key: &[u8],
     random: &Randomness,
+    wrapping: Wrapping,
     encrypt: Encrypt<'_>,
 ) -> Result<Vec<u8>, TpmError> {
     if !(16..=64).contains(&key.len()) {
@@ -98,18 +109,23 @@ pub(crate) fn build(
     let mut inner = sized(&inner_integrity);
     inner.extend_from_slice(&sensitive);
     cfb(&random.inner_key, &mut inner)?;
-    let seed = &random.duplication_seed;
-    let mut duplicate = inner;
-    cfb(
-        &kdfa(seed, "STORAGE", &identity_name, srk.symmetric_bits),
-        &mut duplicate,
-    )?;
-    let outer_hmac = hmac(
-        &kdfa(seed, "INTEGRITY", &[], 256),
-        &[&duplicate, &identity_name],
-    );
-    let duplicate = [sized(&outer_hmac), duplicate].concat();
-    let sym_seed = encrypt(&rsa_key(srk)?, "DUPLICATE\0", seed)?;
+    let (duplicate, sym_seed) = match wrapping {
+        Wrapping::InnerOnly => (inner, Vec::new()),
+        Wrapping::Outer => {
+            let seed = &random.duplication_seed;
+            let mut outer = inner;
+            cfb(
+                &kdfa(seed, "STORAGE", &identity_name, srk.symmetric_bits),
+                &mut outer,
+            )?;
+            let outer_hmac = hmac(
+                &kdfa(seed, "INTEGRITY", &[], 256),
+                &[&outer, &identity_name],
+            );
+            let sym_seed = encrypt(&rsa_key(srk)?, "DUPLICATE\0", seed)?;
+            ([sized(&outer_hmac), outer].concat(), sym_seed)
+        }
+    };
 
     // The credential: `inner_key`, for the TPM that has the EK and an object named `srk_name`.
     let seed = &random.credential_seed;
@@ -306,23 +322,27 @@ mod tests {
             };
             Ok(oaep_with_seed(key, label, message, &seed))
         };
-        build(&ek, &srk, key, &randomness(params), &seeded).unwrap()
+        let wrapping = match params["outer"].as_bool() {
+            Some(false) => Wrapping::InnerOnly,
+            _ => Wrapping::Outer,
+        };
+        build(&ek, &srk, key, &randomness(params), wrapping, &seeded).unwrap()
     }
 
     #[test]
-    fn both_blobs_of_the_vector_come_out_byte_for_byte() {
+    fn both_blobs_of_both_vectors_come_out_byte_for_byte() {
         let vector = vector();
-        let outer = &vector["vectors"][0];
-        assert_eq!(outer["name"], "outer-wrapper");
-        let (input, output) = (&outer["input"], &outer["output"]);
-        for (params, blob) in [("params1", "blob1Hex"), ("params2", "blob2Hex")] {
-            let params = &input[params];
-            let key = bytes(&params["hmacKey"]);
-            assert_eq!(
-                hex::encode(blob_of(input, params, &key)),
-                output[blob].as_str().unwrap(),
-                "{blob}"
-            );
+        for (variant, name) in [(0, "outer-wrapper"), (1, "inner-only")] {
+            let case = &vector["vectors"][variant];
+            assert_eq!(case["name"], name);
+            let (input, output) = (&case["input"], &case["output"]);
+            for (params, blob) in [("params1", "blob1Hex"), ("params2", "blob2Hex")] {
+                let mut params = input[params].clone();
+                params["outer"] = case["outer"].clone();
+                let key = bytes(&params["hmacKey"]);
+                let built = hex::encode(blob_of(input, &params, &key));
+                assert_eq!(built, output[blob].as_str().unwrap(), "{name} {blob}");
+            }
         }
     }
 
@@ -373,17 +393,32 @@ mod tests {
             input["registrationId"].as_str().unwrap()
         );
         let params = &input["params1"];
-        let dup_seed = bytes(&params["dupSeed"]);
-        let identity = identity_public(&bytes(&params["hmacKey"]), &randomness(params).seed_value);
+        let (key, random) = (bytes(&params["hmacKey"]), randomness(params));
+        let (dup_seed, cred_seed) = (&random.duplication_seed, &random.credential_seed);
+        let identity = identity_public(&key, &random.seed_value);
         let identity_name = name_of(&identity);
-        assert_eq!(
-            hex::encode(kdfa(&dup_seed, "STORAGE", &identity_name, 128)),
-            intermediates["dupSymKey"].as_str().unwrap()
-        );
-        assert_eq!(
-            hex::encode(kdfa(&dup_seed, "INTEGRITY", &[], 256)),
-            intermediates["dupHmacKey"].as_str().unwrap()
-        );
+        let sensitive = sized(&sensitive_area(&key, &random.seed_value));
+        let inner_integrity = Sha256::new()
+            .chain_update(&sensitive)
+            .chain_update(identity_name)
+            .finalize();
+        let srk_name = srk.name();
+        for (name, ours) in [
+            ("idKeyTPMT_PUBLIC", identity.clone()),
+            ("idKeyName", identity_name.to_vec()),
+            ("TPM2B_SENSITIVE", sensitive),
+            ("innerIntegrity", inner_integrity.to_vec()),
+            ("dupSymKey", kdfa(dup_seed, "STORAGE", &identity_name, 128)),
+            ("dupHmacKey", kdfa(dup_seed, "INTEGRITY", &[], 256)),
+            ("credSymKey", kdfa(cred_seed, "STORAGE", &srk_name, 128)),
+            ("credHmacKey", kdfa(cred_seed, "INTEGRITY", &[], 256)),
+        ] {
+            assert_eq!(
+                hex::encode(ours),
+                intermediates[name].as_str().unwrap(),
+                "{name}"
+            );
+        }
     }
 
     #[test]
