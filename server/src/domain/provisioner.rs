@@ -781,56 +781,85 @@ impl Provisioner {
     /// wrapped to its TPM; anything else is refused.
     async fn challenge_tpm(&self, registration_id: &str, tpm: &Value) -> ProvisionError {
         let issued = async {
-            let (ek_bytes, srk_bytes) = (
-                tpm_field(tpm, "endorsementKey")?,
-                tpm_field(tpm, "storageRootKey")?,
-            );
-            let unauthorized = |why: &str| ProvisionError::Unauthorized(why.to_string());
-            let enrollment = self
-                .store
-                .get_enrollment(registration_id)
-                .await?
-                .ok_or_else(|| {
-                    unauthorized(
-                        "tpm: unknown endorsement key (no individual enrollment for the ID)",
-                    )
-                })?;
-            let Attestation::Tpm {
-                endorsement_key, ..
-            } = &enrollment.spec.attestation
-            else {
-                return Err(unauthorized(
-                    "tpm: the enrollment does not use TPM attestation",
-                ));
-            };
-            let enrolled = BASE64.decode(endorsement_key.trim()).unwrap_or_default();
-            if !bool::from(enrolled.ct_eq(&ek_bytes)) {
-                return Err(unauthorized(
-                    "tpm: unknown endorsement key (not the enrolled one)",
-                ));
-            }
-            if enrollment.spec.provisioning_status != ProvisioningStatus::Enabled {
-                return Err(unauthorized("tpm: the enrollment is disabled"));
-            }
-            let bad = |e: tpm::TpmError| ProvisionError::BadRequest(e.to_string());
-            let ek = TpmPublic::parse(&ek_bytes).map_err(bad)?;
-            let srk = TpmPublic::parse(&srk_bytes).map_err(bad)?;
-            let key = random_key();
-            let blob = tpm::activation_blob(&ek, &srk, &key, &tpm::Randomness::fresh())
-                .map_err(|e| ProvisionError::Internal(e.to_string()))?;
-            let challenge = TpmChallenge {
-                registration_id: registration_id.to_string(),
-                hmac_key: key.to_vec(),
-                storage_root_key: srk_bytes,
-                expires: Utc::now() + TPM_CHALLENGE_TTL,
-            };
-            self.store.put_tpm_challenge(&challenge).await?;
-            Ok(BASE64.encode(blob))
+            let ek = tpm_field(tpm, "endorsementKey")?;
+            let srk = tpm_field(tpm, "storageRootKey")?;
+            self.issue_tpm_challenge(registration_id, &ek, &srk).await
         };
         match issued.await {
-            Ok(blob) => ProvisionError::TpmChallenge(blob),
+            Ok(blob) => ProvisionError::TpmChallenge(BASE64.encode(blob)),
             Err(refusal) => refusal,
         }
+    }
+
+    /// AMQP's SASL `TPM` mechanism: the activation blob for a device that named its scope, ID,
+    /// EK and SRK, or the refusal (reported on the bus, as is the challenge).
+    pub async fn tpm_login_challenge(
+        &self,
+        id_scope: &str,
+        registration_id: &str,
+        (ek, srk): (&[u8], &[u8]),
+        protocol: Protocol,
+    ) -> Result<Vec<u8>, ProvisionError> {
+        let issued = async {
+            self.check_scope(id_scope)?;
+            validate_registration_id(registration_id)?;
+            self.issue_tpm_challenge(registration_id, ek, srk).await
+        };
+        let result = issued.await;
+        let reported = match &result {
+            Ok(blob) => ProvisionError::TpmChallenge(BASE64.encode(blob)),
+            Err(refusal) => refusal.clone(),
+        };
+        self.report_refusal(registration_id, protocol, &reported);
+        result
+    }
+
+    /// The blob, once the EK is the enabled individual enrollment's (compared in constant time).
+    async fn issue_tpm_challenge(
+        &self,
+        registration_id: &str,
+        ek_bytes: &[u8],
+        srk_bytes: &[u8],
+    ) -> Result<Vec<u8>, ProvisionError> {
+        let unauthorized = |why: &str| ProvisionError::Unauthorized(why.to_string());
+        let enrollment = self
+            .store
+            .get_enrollment(registration_id)
+            .await?
+            .ok_or_else(|| {
+                unauthorized("tpm: unknown endorsement key (no individual enrollment for the ID)")
+            })?;
+        let Attestation::Tpm {
+            endorsement_key, ..
+        } = &enrollment.spec.attestation
+        else {
+            return Err(unauthorized(
+                "tpm: the enrollment does not use TPM attestation",
+            ));
+        };
+        let enrolled = BASE64.decode(endorsement_key.trim()).unwrap_or_default();
+        if !bool::from(enrolled.as_slice().ct_eq(ek_bytes)) {
+            return Err(unauthorized(
+                "tpm: unknown endorsement key (not the enrolled one)",
+            ));
+        }
+        if enrollment.spec.provisioning_status != ProvisioningStatus::Enabled {
+            return Err(unauthorized("tpm: the enrollment is disabled"));
+        }
+        let bad = |e: tpm::TpmError| ProvisionError::BadRequest(e.to_string());
+        let ek = TpmPublic::parse(ek_bytes).map_err(bad)?;
+        let srk = TpmPublic::parse(srk_bytes).map_err(bad)?;
+        let key = random_key();
+        let blob = tpm::activation_blob(&ek, &srk, &key, &tpm::Randomness::fresh())
+            .map_err(|e| ProvisionError::Internal(e.to_string()))?;
+        let challenge = TpmChallenge {
+            registration_id: registration_id.to_string(),
+            hmac_key: key.to_vec(),
+            storage_root_key: srk_bytes.to_vec(),
+            expires: Utc::now() + TPM_CHALLENGE_TTL,
+        };
+        self.store.put_tpm_challenge(&challenge).await?;
+        Ok(blob)
     }
 
     /// A TPM device's signed request: the token must be signed with the key it was challenged

@@ -38,10 +38,10 @@ crate::backend_suite!(
     a_login_stands_for_a_moment_then_the_token_is_checked_again,
 );
 
-struct Device {
+pub(crate) struct Device {
     connection: ConnectionHandle<()>,
     session: SessionHandle<()>,
-    requests: Sender,
+    pub(crate) requests: Sender,
     replies: Receiver,
 }
 
@@ -52,7 +52,7 @@ fn address(i: &Instance, id: &str) -> String {
 /// Logs in with SASL PLAIN (the SAS token as password) and attaches both links.
 async fn open(i: &Instance, id: &str, token: &str) -> anyhow::Result<Device> {
     let tls = tls_to(i, i.amqp_addr).await;
-    let mut connection = Connection::builder()
+    let connection = Connection::builder()
         .container_id("test-device")
         .hostname("localhost")
         .sasl_profile(SaslProfile::Plain {
@@ -61,6 +61,15 @@ async fn open(i: &Instance, id: &str, token: &str) -> anyhow::Result<Device> {
         })
         .open_with_stream(tls)
         .await?;
+    linked(i, id, connection).await
+}
+
+/// The session and both links on a connection that has logged in.
+pub(crate) async fn linked(
+    i: &Instance,
+    id: &str,
+    mut connection: ConnectionHandle<()>,
+) -> anyhow::Result<Device> {
     let mut session = Session::begin(&mut connection).await?;
     let replies = Receiver::attach(&mut session, "replies", address(i, id)).await?;
     let requests = Sender::attach(&mut session, "requests", address(i, id)).await?;
@@ -72,7 +81,7 @@ async fn open(i: &Instance, id: &str, token: &str) -> anyhow::Result<Device> {
     })
 }
 
-fn request(
+pub(crate) fn request(
     operation: &str,
     operation_id: Option<&str>,
     correlation: &str,
@@ -102,7 +111,7 @@ fn request(
 
 impl Device {
     /// Sends a request; on acceptance returns the reply's correlation-id, retry-after and JSON.
-    async fn call(
+    pub(crate) async fn call(
         &mut self,
         message: Message<Body<Value>>,
     ) -> Result<(String, Option<String>, Json), Outcome> {
@@ -156,7 +165,7 @@ impl Device {
         body
     }
 
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.requests.close().await;
         let _ = self.replies.close().await;
         let _ = self.session.end().await;

@@ -7,7 +7,7 @@ mod coalesce;
 pub mod encoding;
 pub mod guard;
 pub mod links;
-mod rewind;
+pub mod rewind;
 pub mod sasl;
 
 use std::sync::Arc;

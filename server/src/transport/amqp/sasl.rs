@@ -25,7 +25,7 @@ const MAX_ROUNDS: usize = 8;
 /// Who the connection logged in as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Login {
-    /// SASL PLAIN: the device named itself and its token was checked.
+    /// SASL PLAIN or TPM: the device named itself and its token was checked.
     Device {
         id_scope: String,
         registration_id: String,
@@ -148,11 +148,61 @@ pub fn parse_device_name(name: &str) -> Option<(&str, &str)> {
 
 /// A mechanism's answer to one round.
 enum Step {
-    /// Another round: TPM's activation blob goes out in challenges (issue 16); the loop in
-    /// `negotiate` already serves them.
-    #[allow(dead_code)]
+    /// Another round: TPM asks for the SRK, then sends the activation blob in pieces.
     Challenge(Vec<u8>),
     Done(Result<Login, String>),
+}
+
+/// SASL `TPM`'s initial response: NUL, the ID scope, NUL, the registration ID, NUL, then the
+/// EK's TPM2B_PUBLIC (which may hold NULs of its own: only the first three split).
+pub fn parse_tpm_init(response: &[u8]) -> Result<(&str, &str, &[u8]), SaslError> {
+    let malformed = || SaslError::Malformed("TPM needs NUL scope NUL id NUL key".into());
+    let rest = response.strip_prefix(&[0]).ok_or_else(malformed)?;
+    let mut parts = rest.splitn(3, |b| *b == 0);
+    let (Some(scope), Some(id), Some(ek)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(malformed());
+    };
+    let text = |b| std::str::from_utf8(b).map_err(|_| SaslError::Malformed("not UTF-8".into()));
+    if scope.is_empty() || id.is_empty() || ek.is_empty() {
+        return Err(malformed());
+    }
+    Ok((text(scope)?, text(id)?, ek))
+}
+
+/// Blob bytes per challenge: with its control byte and the frame around it, a challenge fits the
+/// 512-byte SASL frames every client accepts (the C SDK uses the same limit).
+const TPM_SEGMENT: usize = 470;
+
+/// The activation blob as SASL challenges: each piece after a control byte, `0x80 | seq` while
+/// more follow, `0xC0 | seq` for the last (seq counts 0..3). Never a bare control byte: Node
+/// reads a one-byte challenge as the request for the SRK.
+pub fn tpm_segments(blob: &[u8]) -> Vec<Vec<u8>> {
+    let count = blob.len().div_ceil(TPM_SEGMENT);
+    blob.chunks(TPM_SEGMENT)
+        .enumerate()
+        .map(|(i, piece)| {
+            let last = if i + 1 == count { 0x40 } else { 0 };
+            let mut segment = vec![0x80 | last | (i % 4) as u8];
+            segment.extend_from_slice(piece);
+            segment
+        })
+        .collect()
+}
+
+/// Where a TPM login stands between rounds.
+enum TpmRound {
+    /// The one-byte challenge went out; the SRK comes next.
+    Srk {
+        scope: String,
+        id: String,
+        ek: Vec<u8>,
+    },
+    /// Blob pieces still to send; after the last, the device answers with its SAS token.
+    Blob {
+        scope: String,
+        id: String,
+        pending: std::collections::VecDeque<Vec<u8>>,
+    },
 }
 
 /// A login by TLS client certificate (no SASL layer, or EXTERNAL): a certificate must be there;
@@ -171,12 +221,13 @@ struct Mechanisms<'a> {
     provisioner: &'a Provisioner,
     protocol: Protocol,
     chain: Option<&'a PresentedChain>,
+    tpm: Option<TpmRound>,
 }
 
 impl Mechanisms<'_> {
-    const OFFERED: [&'static str; 2] = ["PLAIN", "EXTERNAL"];
+    const OFFERED: [&'static str; 3] = ["PLAIN", "EXTERNAL", "TPM"];
 
-    async fn init(&self, mechanism: &str, response: &[u8]) -> Result<Step, SaslError> {
+    async fn init(&mut self, mechanism: &str, response: &[u8]) -> Result<Step, SaslError> {
         match mechanism {
             "PLAIN" => {
                 let (user, token) = parse_plain(response)?;
@@ -188,28 +239,76 @@ impl Mechanisms<'_> {
                         .report_refusal(user, self.protocol, &refusal);
                     return Ok(Step::Done(Err(why)));
                 };
-                let checked = self
-                    .provisioner
-                    .check_login(scope, id, token, self.protocol)
-                    .await;
-                Ok(Step::Done(checked.map_err(|e| e.to_string()).map(
-                    |login| Login::Device {
-                        id_scope: scope.to_string(),
-                        registration_id: id.to_string(),
-                        login,
-                    },
-                )))
+                Ok(self.login(scope, id, token).await)
             }
             "EXTERNAL" => Ok(Step::Done(certificate_login(self.chain))),
+            "TPM" => {
+                let (scope, id, ek) = parse_tpm_init(response)?;
+                self.tpm = Some(TpmRound::Srk {
+                    scope: scope.into(),
+                    id: id.into(),
+                    ek: ek.to_vec(),
+                });
+                Ok(Step::Challenge(vec![0]))
+            }
             other => Ok(Step::Done(Err(format!(
                 "mechanism {other:?} is not offered"
             )))),
         }
     }
 
-    /// No mechanism offered today takes a second round (TPM will).
-    async fn respond(&self, _response: &[u8]) -> Result<Step, SaslError> {
-        Ok(Step::Done(Err("unexpected SASL response".into())))
+    /// A SAS token checked through the Provisioner (PLAIN's password, TPM's last response).
+    async fn login(&self, scope: &str, id: &str, token: &str) -> Step {
+        let checked = self
+            .provisioner
+            .check_login(scope, id, token, self.protocol)
+            .await;
+        Step::Done(
+            checked
+                .map_err(|e| e.to_string())
+                .map(|login| Login::Device {
+                    id_scope: scope.to_string(),
+                    registration_id: id.to_string(),
+                    login,
+                }),
+        )
+    }
+
+    /// TPM's later rounds: the SRK (answered with the blob's first piece), an empty answer to
+    /// each piece, and after the last piece the SAS token signed with the key the blob carried.
+    async fn respond(&mut self, response: &[u8]) -> Result<Step, SaslError> {
+        let body = response.strip_prefix(&[0]).unwrap_or(response);
+        match self.tpm.take() {
+            Some(TpmRound::Srk { scope, id, ek }) => {
+                let challenged = self
+                    .provisioner
+                    .tpm_login_challenge(&scope, &id, (&ek, body), self.protocol)
+                    .await;
+                let mut pending: std::collections::VecDeque<_> = match challenged {
+                    Ok(blob) => tpm_segments(&blob).into(),
+                    Err(refusal) => return Ok(Step::Done(Err(refusal.to_string()))),
+                };
+                let first = pending.pop_front().unwrap_or_default();
+                self.tpm = Some(TpmRound::Blob { scope, id, pending });
+                Ok(Step::Challenge(first))
+            }
+            Some(TpmRound::Blob {
+                scope,
+                id,
+                mut pending,
+            }) => match pending.pop_front() {
+                Some(next) => {
+                    self.tpm = Some(TpmRound::Blob { scope, id, pending });
+                    Ok(Step::Challenge(next))
+                }
+                None => {
+                    let token = std::str::from_utf8(body)
+                        .map_err(|_| SaslError::Malformed("the SAS token is not UTF-8".into()))?;
+                    Ok(self.login(&scope, &id, token).await)
+                }
+            },
+            None => Ok(Step::Done(Err("unexpected SASL response".into()))),
+        }
     }
 }
 
@@ -234,10 +333,11 @@ where
         sasl_server_mechanisms: Array::from(offered),
     };
     write_frame(stream, Frame::Mechanisms(mechanisms)).await?;
-    let handler = Mechanisms {
+    let mut handler = Mechanisms {
         provisioner,
         protocol,
         chain,
+        tpm: None,
     };
     let mut step = match read_frame(stream).await? {
         ClientFrame::Init {
@@ -285,6 +385,34 @@ async fn outcome<S: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tpm_init_splits_at_the_first_three_nuls_and_the_blob_goes_in_pieces() {
+        let mut init = b"\0scope\0dev-1\0".to_vec();
+        init.extend_from_slice(&[1, 0, 2, 0]);
+        let key: &[u8] = &[1, 0, 2, 0];
+        assert_eq!(parse_tpm_init(&init).unwrap(), ("scope", "dev-1", key));
+        for bad in [
+            &b"scope\0id\0k"[..],
+            b"\0scope\0id",
+            b"\0\0id\0k",
+            b"\0scope\0id\0",
+        ] {
+            assert!(parse_tpm_init(bad).is_err(), "{bad:?}");
+        }
+        let blob: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let segments = tpm_segments(&blob);
+        let controls: Vec<u8> = segments.iter().map(|s| s[0]).collect();
+        assert_eq!(controls, [0x80, 0x81, 0xC2]);
+        assert!(
+            segments
+                .iter()
+                .all(|s| s.len() > 1 && s.len() <= 1 + TPM_SEGMENT)
+        );
+        let joined: Vec<u8> = segments.iter().flat_map(|s| s[1..].to_vec()).collect();
+        assert_eq!(joined, blob);
+        assert_eq!(tpm_segments(&blob[..100])[0][0], 0xC0);
+    }
 
     #[test]
     fn plain_responses_split_into_user_and_token() {
