@@ -77,6 +77,20 @@ fn tpm_spec(tpm: &SoftTpm, status: ProvisioningStatus) -> EnrollmentSpec {
     }
 }
 
+/// The key the device's identity on the built-in hub authenticates with.
+async fn hub_identity_key(i: &Instance, device_id: &str) -> Vec<u8> {
+    let identity = i
+        .store()
+        .get_hub_device(HUB, device_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let DeviceAuth::Sas { primary_key, .. } = identity.auth else {
+        panic!("{:?}", identity.auth);
+    };
+    BASE64.decode(primary_key).unwrap()
+}
+
 /// What the SDK signs with the imported key: the URL-encoded resource, as sent, and the expiry.
 fn token(i: &Instance, registration_id: &str, key: &[u8]) -> String {
     let resource = format!("{}/registrations/{registration_id}", i.scope());
@@ -116,16 +130,7 @@ async fn a_tpm_device_is_challenged_then_assigned_with_its_hub_key(i: &Instance)
     // The hub identity authenticates with the key only this TPM can import from the result.
     let hub_key = tpm.activate(&state["tpm"]["authenticationKey"]);
     assert_ne!(hub_key, key);
-    let identity = i
-        .store()
-        .get_hub_device(HUB, "tpm-dev-1")
-        .await
-        .unwrap()
-        .unwrap();
-    let DeviceAuth::Sas { primary_key, .. } = identity.auth else {
-        panic!("{:?}", identity.auth);
-    };
-    assert_eq!(BASE64.decode(primary_key).unwrap(), hub_key);
+    assert_eq!(hub_identity_key(i, "tpm-dev-1").await, hub_key);
     // The poll is signed with the same key.
     let path = format!(
         "registrations/tpm-dev-1/operations/{}",
@@ -147,17 +152,8 @@ async fn a_tpm_device_is_challenged_then_assigned_with_its_hub_key(i: &Instance)
     let (status, operation) = put(i, "tpm-dev-1", Some(&signed), tpm.body("tpm-dev-1")).await;
     assert_eq!(status, 202, "{operation}");
     let hub_key = tpm.activate(&operation["registrationState"]["tpm"]["authenticationKey"]);
-    let identity = i
-        .store()
-        .get_hub_device(HUB, "tpm-dev-1")
-        .await
-        .unwrap()
-        .unwrap();
-    let DeviceAuth::Sas { primary_key, .. } = identity.auth else {
-        panic!("{:?}", identity.auth);
-    };
     assert_eq!(
-        BASE64.decode(primary_key).unwrap(),
+        hub_identity_key(i, "tpm-dev-1").await,
         hub_key,
         "the hub kept the old key"
     );
@@ -421,15 +417,6 @@ async fn a_tpm_device_logs_in_over_amqp_sasl_and_registers(i: &Instance) {
     let state = &operation["registrationState"];
     assert_eq!(state["status"], "assigned", "{operation}");
     let hub_key = tpm.activate(&state["tpm"]["authenticationKey"]);
-    let identity = i
-        .store()
-        .get_hub_device(HUB, "tpm-amqp")
-        .await
-        .unwrap()
-        .unwrap();
-    let DeviceAuth::Sas { primary_key, .. } = identity.auth else {
-        panic!("{:?}", identity.auth);
-    };
-    assert_eq!(BASE64.decode(primary_key).unwrap(), hub_key);
+    assert_eq!(hub_identity_key(i, "tpm-amqp").await, hub_key);
     device.close().await;
 }

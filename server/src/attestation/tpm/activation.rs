@@ -5,8 +5,8 @@
 //! the HMAC key. Field order and every step: tpm-activation.md §2-§3.
 
 use aes::{Aes128, Aes256};
-use cfb_mode::Encryptor;
-use cfb_mode::cipher::{AsyncStreamCipher, KeyIvInit};
+use cfb_mode::cipher::{AsyncStreamCipher, BlockCipher, BlockEncryptMut, KeyInit, KeyIvInit};
+use cfb_mode::{Decryptor, Encryptor};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use rsa::{BigUint, Oaep, RsaPublicKey};
@@ -221,27 +221,48 @@ pub(crate) fn kdfa(key: &[u8], label: &str, context_u: &[u8], bits: u16) -> Vec<
 }
 
 pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     for part in parts {
         mac.update(part);
     }
     mac.finalize().into_bytes().into()
 }
 
+/// Which way `cfb` runs: Onramp wraps, the device (in `device`) unwraps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cfb {
+    Encrypt,
+    Decrypt,
+}
+
 /// AES-CFB (full 128-bit feedback) with a zero IV, in place; the key size picks AES-128 or -256.
-fn cfb(key: &[u8], data: &mut [u8]) -> Result<(), TpmError> {
-    let iv = [0u8; 16];
-    let wrong = |e: cfb_mode::cipher::InvalidLength| TpmError::Crypto(e.to_string());
-    match key.len() {
-        16 => Encryptor::<Aes128>::new_from_slices(key, &iv)
-            .map_err(wrong)?
-            .encrypt(data),
-        32 => Encryptor::<Aes256>::new_from_slices(key, &iv)
-            .map_err(wrong)?
-            .encrypt(data),
-        n => return Err(TpmError::Crypto(format!("an AES key of {n} bytes"))),
+pub(crate) fn cfb_with(key: &[u8], data: &mut [u8], way: Cfb) -> Result<(), TpmError> {
+    fn run<C: BlockEncryptMut + BlockCipher + KeyInit>(
+        key: &[u8],
+        data: &mut [u8],
+        way: Cfb,
+    ) -> Result<(), TpmError> {
+        let iv = [0u8; 16];
+        let wrong = |e: cfb_mode::cipher::InvalidLength| TpmError::Crypto(e.to_string());
+        match way {
+            Cfb::Encrypt => Encryptor::<C>::new_from_slices(key, &iv)
+                .map_err(wrong)?
+                .encrypt(data),
+            Cfb::Decrypt => Decryptor::<C>::new_from_slices(key, &iv)
+                .map_err(wrong)?
+                .decrypt(data),
+        }
+        Ok(())
     }
-    Ok(())
+    match key.len() {
+        16 => run::<Aes128>(key, data, way),
+        32 => run::<Aes256>(key, data, way),
+        n => Err(TpmError::Crypto(format!("an AES key of {n} bytes"))),
+    }
+}
+
+fn cfb(key: &[u8], data: &mut [u8]) -> Result<(), TpmError> {
+    cfb_with(key, data, Cfb::Encrypt)
 }
 
 #[cfg(test)]

@@ -3,15 +3,12 @@
 //! for the tests and the load generator, which play devices without a TPM, and it checks every
 //! integrity value the TPM would.
 
-use aes::{Aes128, Aes256};
-use cfb_mode::Decryptor;
-use cfb_mode::cipher::{AsyncStreamCipher, KeyIvInit};
 use rsa::traits::PublicKeyParts;
 use rsa::{Oaep, RsaPrivateKey};
 use sha2::{Digest, Sha256};
 
 use super::TpmError;
-use super::activation::{hmac, kdfa, sized};
+use super::activation::{Cfb, cfb_with, hmac, kdfa, sized};
 use super::public::{ALG_AES, ALG_CFB, ALG_NULL, ALG_RSA, ALG_SHA256, Name, TpmPublic, name_of};
 
 /// The EK's attributes in the SDKs' template: fixedTPM, fixedParent, sensitiveDataOrigin,
@@ -143,18 +140,7 @@ fn oaep_open(key: &RsaPrivateKey, label: &str, sealed: &[u8]) -> Result<Vec<u8>,
 }
 
 fn cfb_open(key: &[u8], data: &mut [u8]) -> Result<(), TpmError> {
-    let iv = [0u8; 16];
-    let wrong = |e: cfb_mode::cipher::InvalidLength| TpmError::Crypto(e.to_string());
-    match key.len() {
-        16 => Decryptor::<Aes128>::new_from_slices(key, &iv)
-            .map_err(wrong)?
-            .decrypt(data),
-        32 => Decryptor::<Aes256>::new_from_slices(key, &iv)
-            .map_err(wrong)?
-            .decrypt(data),
-        n => return Err(TpmError::Crypto(format!("an AES key of {n} bytes"))),
-    }
-    Ok(())
+    cfb_with(key, data, Cfb::Decrypt)
 }
 
 /// Consecutive TPM2B fields.
