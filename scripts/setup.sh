@@ -30,10 +30,12 @@ if [ ! -x scripts/tools/node_modules/.bin/wasm-opt ] || [ scripts/tools/package-
 fi
 
 if $want_test; then
-  # Chromium for Playwright; openssl for the console tests' certificates.
+  # Chromium for Playwright; openssl for the console tests' certificates; swtpm, the software
+  # TPM the official SDK's TPM client provisions with.
   missing=""
   command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
   command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+  command -v swtpm >/dev/null 2>&1 || missing="$missing swtpm"
   if [ -n "$missing" ]; then
     log "installing Debian's$missing"
     apt-get update -qq

@@ -148,6 +148,18 @@ impl OperationReply {
     }
 }
 
+/// What a TPM login's SRK round over AMQP answers.
+#[derive(Debug)]
+pub enum TpmLoginChallenge {
+    /// The blob for the challenge key, which the store keeps for the signed answer.
+    Issued(Vec<u8>),
+    /// The enrollment does not back this TPM (reported already). The device still gets a blob,
+    /// for a key kept nowhere, and learns the refusal at the SASL outcome: the SDKs read the
+    /// outcome only after answering the blob's last piece (Node's never calls back on an earlier
+    /// one), and the answer to an EK does not tell whether it is enrolled.
+    Refused { decoy: Vec<u8>, reason: String },
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProvisionError {
     #[error("{0}")]
@@ -799,7 +811,7 @@ impl Provisioner {
         registration_id: &str,
         (ek, srk): (&[u8], &[u8]),
         protocol: Protocol,
-    ) -> Result<Vec<u8>, ProvisionError> {
+    ) -> Result<TpmLoginChallenge, ProvisionError> {
         let issued = async {
             self.check_scope(id_scope)?;
             validate_registration_id(registration_id)?;
@@ -811,7 +823,14 @@ impl Provisioner {
             Err(refusal) => refusal.clone(),
         };
         self.report_refusal(registration_id, protocol, &reported);
-        result
+        match result {
+            Ok(blob) => Ok(TpmLoginChallenge::Issued(blob)),
+            Err(ProvisionError::Unauthorized(reason)) => Ok(TpmLoginChallenge::Refused {
+                decoy: tpm_blob(ek, srk, &random_key())?,
+                reason,
+            }),
+            Err(refusal) => Err(refusal),
+        }
     }
 
     /// The blob, once the EK is the enabled individual enrollment's (compared in constant time).
@@ -846,12 +865,8 @@ impl Provisioner {
         if enrollment.spec.provisioning_status != ProvisioningStatus::Enabled {
             return Err(unauthorized("tpm: the enrollment is disabled"));
         }
-        let bad = |e: tpm::TpmError| ProvisionError::BadRequest(e.to_string());
-        let ek = TpmPublic::parse(ek_bytes).map_err(bad)?;
-        let srk = TpmPublic::parse(srk_bytes).map_err(bad)?;
         let key = random_key();
-        let blob = tpm::activation_blob(&ek, &srk, &key, &tpm::Randomness::fresh())
-            .map_err(|e| ProvisionError::Internal(e.to_string()))?;
+        let blob = tpm_blob(ek_bytes, srk_bytes, &key)?;
         let challenge = TpmChallenge {
             registration_id: registration_id.to_string(),
             hmac_key: key.to_vec(),
@@ -890,13 +905,9 @@ impl Provisioner {
         else {
             return Err(unauthorized("the enrollment does not use TPM attestation"));
         };
-        let internal = |e: tpm::TpmError| ProvisionError::Internal(e.to_string());
         let ek_bytes = BASE64.decode(endorsement_key.trim()).unwrap_or_default();
-        let ek = TpmPublic::parse(&ek_bytes).map_err(internal)?;
-        let srk = TpmPublic::parse(&challenge.storage_root_key).map_err(internal)?;
         let hub_key = random_key();
-        let blob = tpm::activation_blob(&ek, &srk, &hub_key, &tpm::Randomness::fresh())
-            .map_err(internal)?;
+        let blob = tpm_blob(&ek_bytes, &challenge.storage_root_key, &hub_key)?;
         Ok(Authenticated {
             source: Source::Individual(enrollment),
             hub_auth: sas_auth(BASE64.encode(hub_key), BASE64.encode(random_key())),
@@ -1415,6 +1426,17 @@ fn tpm_field(tpm: &Value, name: &str) -> Result<Vec<u8>, ProvisionError> {
     BASE64
         .decode(text.trim())
         .map_err(|_| ProvisionError::BadRequest(format!("tpm.{name} is not base64")))
+}
+
+/// An activation blob carrying `key` for the TPM with this EK and SRK (TPM2B_PUBLIC each).
+fn tpm_blob(ek: &[u8], srk: &[u8], key: &[u8]) -> Result<Vec<u8>, ProvisionError> {
+    let bad = |e: tpm::TpmError| ProvisionError::BadRequest(e.to_string());
+    let (ek, srk) = (
+        TpmPublic::parse(ek).map_err(bad)?,
+        TpmPublic::parse(srk).map_err(bad)?,
+    );
+    tpm::activation_blob(&ek, &srk, key, &tpm::Randomness::fresh())
+        .map_err(|e| ProvisionError::Internal(e.to_string()))
 }
 
 /// 32 random bytes: a TPM device's challenge key or hub key.

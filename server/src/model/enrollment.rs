@@ -162,6 +162,20 @@ pub struct EnrollmentSpec {
 }
 
 impl EnrollmentSpec {
+    /// An enabled enrollment with this attestation and every other setting at its default.
+    pub fn new(attestation: Attestation) -> EnrollmentSpec {
+        EnrollmentSpec {
+            attestation,
+            provisioning_status: ProvisioningStatus::Enabled,
+            iot_edge: false,
+            initial_twin: None,
+            reprovision_policy: ReprovisionPolicy::default(),
+            allocation_policy: None,
+            iot_hubs: vec![],
+            custom_allocation: None,
+        }
+    }
+
     /// True for symmetric-key attestation with a key left empty (to keep or generate).
     pub fn lacks_keys(&self) -> bool {
         matches!(&self.attestation, Attestation::SymmetricKey { primary_key, secondary_key }

@@ -10,6 +10,7 @@ mod cli;
 mod mqtt;
 mod provisioning;
 mod sdk;
+mod sdk_tpm;
 mod sdk_x509;
 mod service_api;
 mod storage;

@@ -1,6 +1,7 @@
 //! Conformance with the official Azure IoT SDKs: Node (azure-iot-provisioning-device with its
 //! -http, -mqtt and -amqp transports, Mqtt, MqttWs, Amqp and AmqpWs, with azure-iot-security-symmetric-key and
-//! azure-iot-security-x509; azure-iot-device and azure-iothub on the built-in hub; from npm) and
+//! azure-iot-security-x509, and azure-iot-security-tpm on a software TPM over -http and -amqp;
+//! azure-iot-device and azure-iothub on the built-in hub; from npm) and
 //! Python (azure-iot-device's ProvisioningDeviceClient and IoTHubDeviceClient over MQTT and
 //! MQTT/WebSocket, from PyPI).
 //! The real `onramp` binary listens on 443, 8883 and 5671, the ports those SDKs hard-code; the generated
@@ -197,6 +198,9 @@ async fn conformance(dir: &Path, database_url: &str) {
             _ => {}
         }
         crate::sdk_x509::x509_devices(&ctx, &dir.join("certs")).await;
+        if matches!(ctx.transport, "http" | "amqp" | "amqp-ws") {
+            crate::sdk_tpm::tpm_devices(&ctx).await;
+        }
     }
     service_sdk(&base, &base.service).await;
     hub_service_sdk(&base).await;

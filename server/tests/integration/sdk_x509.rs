@@ -100,7 +100,7 @@ impl Ctx {
     }
 
     /// The reason the diagnostics events give for the last refusal of `registration_id`.
-    async fn refusal_reason(&self, registration_id: &str) -> String {
+    pub(crate) async fn refusal_reason(&self, registration_id: &str) -> String {
         for _ in 0..40 {
             let failures = self.store.recent_failures(200).await.unwrap();
             if let Some(failure) = failures

@@ -5,15 +5,18 @@
 //! prints the ratio. `--idle-connections N` instead holds N connected MQTT sessions (or AMQP
 //! connections, logged in and linked) open and prints the server's resident memory
 //! (`--server-pid`) before and with them. Each client writes its protocol's frames itself, so
-//! that the generator's share of the cores it shares with the server stays small.
+//! that the generator's share of the cores it shares with the server stays small. `--protocol tpm`
+//! provisions the devices over HTTPS with symmetric keys and then as many TPM devices (individual
+//! enrollments, the challenge answered in software), and prints the TPM rate's share of the other.
 //!
-//!   onramp-loadgen --data-dir D [--database-url U] [--protocol https|mqtt|amqp] [--devices 20000]
+//!   onramp-loadgen --data-dir D [--database-url U] [--protocol https|mqtt|amqp|tpm] [--devices 20000]
 //!                  [--concurrency 64] [--idle-connections N --server-pid P]
 //!
 //! It seeds its enrollment group straight into the instance's store (same data dir / database URL
 //! as the server) and reads the ID scope and CA from there.
 
 mod amqp;
+mod tpm;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -77,6 +80,8 @@ enum Protocol {
     Https,
     Mqtt,
     Amqp,
+    /// TPM devices over HTTPS, measured beside symmetric-key ones over HTTPS in the same run.
+    Tpm,
 }
 
 struct Target {
@@ -116,6 +121,14 @@ async fn main() -> anyhow::Result<()> {
         },
         _ => IdleKind::Provisioning,
     };
+    let prefix = format!("load-{}", Utc::now().timestamp_millis());
+    let tpms = match args.protocol {
+        Protocol::Tpm => {
+            let ids = (0..args.devices).map(|i| format!("{prefix}-tpm-{i}"));
+            Some(tpm::seed(store.as_ref(), ids).await?)
+        }
+        _ => None,
+    };
     store.close().await;
     if args.seed_only {
         println!("{scope} {group_key}");
@@ -123,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let port = match args.protocol {
-        Protocol::Https => args.port,
+        Protocol::Https | Protocol::Tpm => args.port,
         Protocol::Mqtt => args.mqtt_port,
         Protocol::Amqp => args.amqp_port,
     };
@@ -172,10 +185,9 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     baseline.print("TLS handshake baseline");
 
-    let prefix = format!("load-{}", Utc::now().timestamp_millis());
     let protocol = args.protocol;
     let registrations = run(args.devices, args.concurrency, {
-        let target = target.clone();
+        let (target, scope, prefix) = (target.clone(), scope.clone(), prefix.clone());
         move |i| {
             let (target, scope, key, id) = (
                 target.clone(),
@@ -185,7 +197,7 @@ async fn main() -> anyhow::Result<()> {
             );
             async move {
                 match protocol {
-                    Protocol::Https => register(&target, &scope, &key, &id).await,
+                    Protocol::Https | Protocol::Tpm => register(&target, &scope, &key, &id).await,
                     Protocol::Mqtt => register_mqtt(&target, &scope, &key, &id).await,
                     Protocol::Amqp => {
                         let device = amqp::Device::open(&target, &scope, &key, &id).await?;
@@ -200,7 +212,11 @@ async fn main() -> anyhow::Result<()> {
         Protocol::Https => "registrations (HTTPS)",
         Protocol::Mqtt => "registrations (MQTT)",
         Protocol::Amqp => "registrations (AMQP)",
+        Protocol::Tpm => "registrations (HTTPS, symmetric key)",
     });
+    if let Some(tpms) = tpms {
+        return compare_tpm(&target, &scope, &prefix, tpms, &registrations, &args).await;
+    }
     let ratio = registrations.rate() / baseline.rate();
     println!(
         "ratio: registrations/s is {:.0}% of the TLS-handshake baseline",
@@ -215,24 +231,41 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// TPM registrations over HTTPS and their rate relative to the symmetric-key ones just measured.
+async fn compare_tpm(
+    target: &Arc<Target>,
+    scope: &str,
+    prefix: &str,
+    tpms: Arc<Vec<tpm::SoftTpm>>,
+    symmetric: &Figures,
+    args: &Args,
+) -> anyhow::Result<()> {
+    let (target, scope, prefix) = (target.clone(), scope.to_string(), prefix.to_string());
+    let figures = run(args.devices, args.concurrency, move |i| {
+        let (target, scope, tpms) = (target.clone(), scope.clone(), tpms.clone());
+        let id = format!("{prefix}-tpm-{i}");
+        async move { tpm::register(&target, &scope, tpm::of(&tpms, i), &id).await }
+    })
+    .await?;
+    figures.print("registrations (HTTPS, TPM: challenge, activation, signed register)");
+    let ratio = figures.rate() / symmetric.rate();
+    let verdict = if ratio >= 0.5 { "met" } else { "NOT met" };
+    println!(
+        "ratio: TPM registrations/s is {:.0}% of the symmetric-key rate (target >= 50%: {verdict})",
+        100.0 * ratio
+    );
+    Ok(())
+}
+
 async fn seed_group(store: &dyn onramp::store::Store) -> anyhow::Result<String> {
     let key = onramp::model::random_key(64);
     let now = Utc::now();
     let group = EnrollmentGroup {
         group_id: format!("loadgen-{}", now.timestamp_millis()),
-        spec: EnrollmentSpec {
-            attestation: Attestation::SymmetricKey {
-                primary_key: key.clone(),
-                secondary_key: onramp::model::random_key(64),
-            },
-            provisioning_status: ProvisioningStatus::Enabled,
-            iot_edge: false,
-            initial_twin: None,
-            reprovision_policy: ReprovisionPolicy::default(),
-            allocation_policy: None,
-            iot_hubs: vec![],
-            custom_allocation: None,
-        },
+        spec: EnrollmentSpec::new(Attestation::SymmetricKey {
+            primary_key: key.clone(),
+            secondary_key: onramp::model::random_key(64),
+        }),
         etag: Etag::new(),
         created: now,
         updated: now,

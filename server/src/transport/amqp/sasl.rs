@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::encoding::{self, Cursor, Malformed};
 use crate::attestation::x509::PresentedChain;
-use crate::domain::provisioner::{DeviceLogin, ProvisionError, Provisioner};
+use crate::domain::provisioner::{DeviceLogin, ProvisionError, Provisioner, TpmLoginChallenge};
 use crate::model::event::Protocol;
 
 pub const SASL_HEADER: [u8; 8] = *b"AMQP\x03\x01\x00\x00";
@@ -202,6 +202,8 @@ enum TpmRound {
         scope: String,
         id: String,
         pending: std::collections::VecDeque<Vec<u8>>,
+        /// Set when the blob is a decoy: the outcome is this refusal, whatever the token.
+        refused: Option<String>,
     },
 }
 
@@ -284,24 +286,40 @@ impl Mechanisms<'_> {
                     .provisioner
                     .tpm_login_challenge(&scope, &id, (&ek, body), self.protocol)
                     .await;
-                let mut pending: std::collections::VecDeque<_> = match challenged {
-                    Ok(blob) => tpm_segments(&blob).into(),
+                let (blob, refused) = match challenged {
+                    Ok(TpmLoginChallenge::Issued(blob)) => (blob, None),
+                    Ok(TpmLoginChallenge::Refused { decoy, reason }) => (decoy, Some(reason)),
                     Err(refusal) => return Ok(Step::Done(Err(refusal.to_string()))),
                 };
+                let mut pending: std::collections::VecDeque<_> = tpm_segments(&blob).into();
                 let first = pending.pop_front().unwrap_or_default();
-                self.tpm = Some(TpmRound::Blob { scope, id, pending });
+                self.tpm = Some(TpmRound::Blob {
+                    scope,
+                    id,
+                    pending,
+                    refused,
+                });
                 Ok(Step::Challenge(first))
             }
             Some(TpmRound::Blob {
                 scope,
                 id,
                 mut pending,
+                refused,
             }) => match pending.pop_front() {
                 Some(next) => {
-                    self.tpm = Some(TpmRound::Blob { scope, id, pending });
+                    self.tpm = Some(TpmRound::Blob {
+                        scope,
+                        id,
+                        pending,
+                        refused,
+                    });
                     Ok(Step::Challenge(next))
                 }
                 None => {
+                    if let Some(reason) = refused {
+                        return Ok(Step::Done(Err(reason)));
+                    }
                     let token = std::str::from_utf8(body)
                         .map_err(|_| SaslError::Malformed("the SAS token is not UTF-8".into()))?;
                     Ok(self.login(&scope, &id, token).await)

@@ -4,6 +4,7 @@
 pub mod db;
 pub mod instance;
 pub mod process;
+pub mod swtpm;
 pub mod webhook;
 
 /// The built-in hub a fresh instance on the default host name `localhost` links.
