@@ -11,6 +11,11 @@ use rcgen::{
 use rustls::pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 
+/// A real EK (TPM2B_PUBLIC, base64): the one swtpm made for the SDK's EK template. Its
+/// registration ID, as the SDKs derive it, is [`TPM_REGISTRATION_ID`].
+pub const TPM_ENDORSEMENT_KEY: &str = "AToAAQALAAMAsgAgg3GXZ0SEs/gakMyNRqXXJP1S124GUgtk8qHaGzMUaaoABgCAAEMAEAgAAAAAAAEA9H8/o+ksqsrqBBqtlHyjAYeot5Y0F0fzx45U9FXvVNMkDAIkMoEKJh+qJYB4lflHgw/3X0rICngUTbOatiL7cPiCCdGy17aZRrfcV2iVhspzKFIIe6nc26CcNtGhJCCdes59ZfOD82IktCKo8131VyCXsirOIU/eiejheJPhOu5aThbxvG/YrDMC5+d0oH83VIAGDylM50p+UFmUGzthaxoHO7vYJPXcjQdSi1NNXA/0/mc6rsY7JUnd66Q3JumKY0FYmu+Mzlzd0EAGmz9L4rMVqn/I8XMu9/n30HjhBPSZe9sjh9DjV9cPPDvIU3VwT5+z4X7HcwPwbapoKJJLKw==";
+pub const TPM_REGISTRATION_ID: &str = "xogahhqpanzatedqqaszk4c2x4qkkn5fjwg4ojh6vwprj2ut7lcq";
+
 pub struct TestCert {
     pub der: CertificateDer<'static>,
     pub cert: Certificate,

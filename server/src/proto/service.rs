@@ -153,7 +153,8 @@ pub fn parse_enrollment(body: &Value, id_field: &str) -> Result<EnrollmentInput,
             Some(_) => Err(format!("`{field}` must be a string")),
         }
     };
-    let id = text(id_field)?.ok_or(format!("`{id_field}` is required"))?;
+    // Absent: empty, for the domain to default (a TPM enrollment's ID derives from its EK).
+    let id = text(id_field)?.unwrap_or_default();
     let attestation = parse_attestation(
         object
             .get("attestation")

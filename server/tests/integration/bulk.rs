@@ -177,7 +177,7 @@ async fn jsonl_round_trip(i: &Instance) {
         .map(|n| {
             json!({
                 "registrationId": format!("tpm-{n}"),
-                "attestation": {"type": "tpm", "tpm": {"endorsementKey": "AToAAQALAAMAsgAg"}},
+                "attestation": {"type": "tpm", "tpm": {"endorsementKey": onramp::test_certs::TPM_ENDORSEMENT_KEY}},
                 "capabilities": {"iotEdge": n % 2 == 0},
                 "allocationPolicy": "geolatency",
             })

@@ -643,7 +643,7 @@ async fn enrollments_import_and_export_on_the_command_line() {
         .map(|n| {
             serde_json::json!({
                 "registrationId": format!("tpm-{n}"),
-                "attestation": {"type": "tpm", "tpm": {"endorsementKey": "AToAAQALAAMAsgAg"}},
+                "attestation": {"type": "tpm", "tpm": {"endorsementKey": onramp::test_certs::TPM_ENDORSEMENT_KEY}},
                 "capabilities": {"iotEdge": true},
                 "optionalDeviceInformation": {"n": n},
             })

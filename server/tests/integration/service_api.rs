@@ -23,6 +23,7 @@ crate::backend_suite!(
     registration_records_page_by_group_and_delete_needs_its_right,
     an_individual_enrollment_round_trips_every_field,
     x509_certificates_come_back_with_their_info,
+    tpm_endorsement_keys_are_checked_and_give_the_default_id,
 );
 
 const HOST: &str = "localhost";
@@ -1385,4 +1386,43 @@ async fn x509_certificates_come_back_with_their_info(i: &Instance) {
         .unwrap();
     let info = serial_as_number(signing_certs(signed)["primary"]["info"].clone());
     assert_eq!(info, root_info, "{signed}");
+}
+
+/// A TPM enrollment's EK must be one the device endpoint can challenge; an enrollment given
+/// without a registration ID gets the one the SDKs derive from the EK.
+async fn tpm_endorsement_keys_are_checked_and_give_the_default_id(i: &Instance) {
+    use onramp::test_certs::{TPM_ENDORSEMENT_KEY, TPM_REGISTRATION_ID};
+    let good = owner_token(i);
+    let tpm = |ek: &str| json!({"type": "tpm", "tpm": {"endorsementKey": ek}});
+    let truncated = &TPM_ENDORSEMENT_KEY[..60];
+    let refused = [
+        (tpm("%%%"), "not base64"),
+        (
+            tpm(truncated),
+            "endorsementKey` is not a TPM endorsement key",
+        ),
+    ];
+    for (attestation, reason) in refused {
+        let body = json!({"registrationId": "tpm-1", "attestation": attestation}).to_string();
+        let got = call(i, "PUT", "/enrollments/tpm-1", &good, Some(&body), None).await;
+        assert_error(&got, 400, 400004);
+        let message = got.2["message"].as_str().unwrap_or_default();
+        assert!(message.contains(reason), "{message}");
+    }
+    assert!(i.store().get_enrollment("tpm-1").await.unwrap().is_none());
+
+    let bulk =
+        json!({"mode": "create", "enrollments": [{"attestation": tpm(TPM_ENDORSEMENT_KEY)}]});
+    let got = call(
+        i,
+        "POST",
+        "/enrollments",
+        &good,
+        Some(&bulk.to_string()),
+        None,
+    )
+    .await;
+    assert_eq!(got.0, 200, "{}", got.2);
+    let stored = i.store().get_enrollment(TPM_REGISTRATION_ID).await.unwrap();
+    assert!(stored.is_some(), "{}", got.2);
 }

@@ -28,6 +28,7 @@ crate::backend_suite!(
     a_tpm_device_is_challenged_then_assigned_with_its_hub_key,
     tpm_requests_the_enrollment_does_not_back_are_refused,
     a_tpm_device_logs_in_over_amqp_sasl_and_registers,
+    registering_again_brings_a_hub_key_that_works_under_each_policy,
 );
 
 /// A TPM in software: its EK and SRK.
@@ -142,21 +143,51 @@ async fn a_tpm_device_is_challenged_then_assigned_with_its_hub_key(i: &Instance)
         (200, &json!("assigned")),
         "{polled}"
     );
-    // Registering again imports a new blob over the TPM's key: the hub must take the new key.
-    let (_, challenge) = put(i, "tpm-dev-1", None, tpm.body("tpm-dev-1")).await;
-    let signed = token(
-        i,
-        "tpm-dev-1",
-        &tpm.activate(&challenge["authenticationKey"]),
-    );
-    let (status, operation) = put(i, "tpm-dev-1", Some(&signed), tpm.body("tpm-dev-1")).await;
+}
+
+/// The challenge, then the signed register: the final state and the hub key its blob carries.
+async fn challenged_register(i: &Instance, tpm: &SoftTpm, id: &str) -> (Value, Vec<u8>) {
+    let (_, challenge) = put(i, id, None, tpm.body(id)).await;
+    let signed = token(i, id, &tpm.activate(&challenge["authenticationKey"]));
+    let (status, operation) = put(i, id, Some(&signed), tpm.body(id)).await;
     assert_eq!(status, 202, "{operation}");
-    let hub_key = tpm.activate(&operation["registrationState"]["tpm"]["authenticationKey"]);
-    assert_eq!(
-        hub_identity_key(i, "tpm-dev-1").await,
-        hub_key,
-        "the hub kept the old key"
-    );
+    let state = operation["registrationState"].clone();
+    let hub_key = tpm.activate(&state["tpm"]["authenticationKey"]);
+    (state, hub_key)
+}
+
+/// Registering again imports a new blob over the TPM's hub key, whatever the policy: the hub
+/// identity must take the new key, or the device is locked out of its hub.
+async fn registering_again_brings_a_hub_key_that_works_under_each_policy(i: &Instance) {
+    let policies = [
+        ("migrate", true, true),
+        ("reset", true, false),
+        ("never", false, false),
+    ];
+    for (name, update_hub_assignment, migrate_device_data) in policies {
+        let tpm = SoftTpm::new();
+        let id = format!("tpm-again-{name}");
+        let spec = EnrollmentSpec {
+            reprovision_policy: ReprovisionPolicy {
+                update_hub_assignment,
+                migrate_device_data,
+            },
+            ..tpm_spec(&tpm, ProvisioningStatus::Enabled)
+        };
+        enroll(i.store(), &id, None, spec).await;
+        for attempt in ["first", "again"] {
+            let (state, hub_key) = challenged_register(i, &tpm, &id).await;
+            assert_eq!(state["status"], "assigned", "{name} {attempt}: {state}");
+            assert_eq!(state["assignedHub"], HUB, "{name} {attempt}: {state}");
+            assert_eq!(
+                hub_identity_key(i, &id).await,
+                hub_key,
+                "{name} {attempt}: the hub kept an old key"
+            );
+        }
+        let record = i.store().get_registration(&id).await.unwrap().unwrap();
+        assert_eq!(record.attestation, AttestationKind::Tpm, "{name}");
+    }
 }
 
 /// A device's requests and the diagnostics events they cause.

@@ -6,7 +6,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
 use super::{Admin, AdminError, Change, KeySlot, Result, invalid};
+use crate::attestation::tpm::{self, TpmPublic};
 use crate::domain::provisioner::{registration_result, validate_registration_id};
 use crate::model::*;
 use crate::proto::service::{self as wire, EnrollmentInput};
@@ -160,7 +164,16 @@ impl Resource for EnrollmentGroup {
 /// The one build step: the wire document parsed and checked, its ID matched against the path's.
 /// Keys are not filled in yet (that needs the stored version).
 pub fn build<R: Resource>(value: &Value, path_id: Option<&str>) -> Result<R> {
-    let input = wire::parse_enrollment(value, R::ID_FIELD).map_err(AdminError::Invalid)?;
+    let mut input = wire::parse_enrollment(value, R::ID_FIELD).map_err(AdminError::Invalid)?;
+    let endorsement_key = endorsement_key(&input.spec.attestation)?;
+    if input.id.is_empty() {
+        input.id = match (R::ID_FIELD, endorsement_key, path_id) {
+            // The ID the SDKs derive from the EK when the device is given none.
+            ("registrationId", Some(ek), None) => tpm::default_registration_id(&ek),
+            (_, _, Some(path_id)) => path_id.to_string(),
+            _ => return invalid(format!("`{}` is required", R::ID_FIELD)),
+        };
+    }
     if let Some(path_id) = path_id.filter(|p| !p.eq_ignore_ascii_case(&input.id)) {
         return invalid(format!(
             "`{}` {:?} differs from the path's {path_id:?}",
@@ -170,6 +183,27 @@ pub fn build<R: Resource>(value: &Value, path_id: Option<&str>) -> Result<R> {
     }
     validate_registration_id(&input.id).map_err(|e| AdminError::Invalid(e.to_string()))?;
     Ok(R::build(input, Utc::now()))
+}
+
+/// A TPM enrollment's EK, which must be one the device endpoint can challenge: refused here
+/// rather than when the device first registers.
+fn endorsement_key(attestation: &Attestation) -> Result<Option<Vec<u8>>> {
+    let Attestation::Tpm {
+        endorsement_key, ..
+    } = attestation
+    else {
+        return Ok(None);
+    };
+    let field = "`attestation.tpm.endorsementKey`";
+    let Ok(bytes) = BASE64.decode(endorsement_key.trim()) else {
+        return invalid(format!("{field} is not base64"));
+    };
+    match TpmPublic::parse(&bytes) {
+        Ok(_) => Ok(Some(bytes)),
+        Err(e) => invalid(format!(
+            "{field} is not a TPM endorsement key Onramp can challenge: {e}"
+        )),
+    }
 }
 
 fn audit_target<R: Resource>(id: &str) -> String {
