@@ -31,11 +31,12 @@ fi
 
 if $want_test; then
   # Chromium for Playwright; openssl for the console tests' certificates; swtpm, the software
-  # TPM the official SDK's TPM client provisions with.
+  # TPM the official SDK's TPM client provisions with, and tpm2-tools to drive it directly.
   missing=""
   command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
   command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
   command -v swtpm >/dev/null 2>&1 || missing="$missing swtpm"
+  command -v tpm2_activatecredential >/dev/null 2>&1 || missing="$missing tpm2-tools"
   if [ -n "$missing" ]; then
     log "installing Debian's$missing"
     apt-get update -qq

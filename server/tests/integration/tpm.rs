@@ -26,6 +26,7 @@ use crate::support::instance::{Instance, enroll, random_key, symmetric_spec};
 
 crate::backend_suite!(
     a_tpm_device_is_challenged_then_assigned_with_its_hub_key,
+    a_tpm_with_an_ecc_endorsement_key_is_challenged_then_assigned,
     tpm_requests_the_enrollment_does_not_back_are_refused,
     a_tpm_device_logs_in_over_amqp_sasl_and_registers,
     registering_again_brings_a_hub_key_that_works_under_each_policy,
@@ -33,20 +34,33 @@ crate::backend_suite!(
 
 /// A TPM in software: its EK and SRK.
 struct SoftTpm {
-    ek: (TpmPublic, RsaPrivateKey, Vec<u8>),
+    ek: (TpmPublic, Box<dyn device::SeedKey + Send + Sync>, Vec<u8>),
     srk: (TpmPublic, RsaPrivateKey, Vec<u8>),
 }
 
+fn rsa_key(public: fn(&RsaPrivateKey) -> Vec<u8>) -> (TpmPublic, RsaPrivateKey, Vec<u8>) {
+    let private = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let bytes = public(&private);
+    (TpmPublic::parse(&bytes).unwrap(), private, bytes)
+}
+
 impl SoftTpm {
+    /// With an RSA-2048 EK, as the SDKs' template makes it.
     fn new() -> SoftTpm {
-        let key = |public: fn(&RsaPrivateKey) -> Vec<u8>| {
-            let private = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
-            let bytes = public(&private);
-            (TpmPublic::parse(&bytes).unwrap(), private, bytes)
-        };
+        let (ek, private, bytes) = rsa_key(device::endorsement_key);
         SoftTpm {
-            ek: key(device::endorsement_key),
-            srk: key(device::storage_root_key),
+            ek: (ek, Box::new(private), bytes),
+            srk: rsa_key(device::storage_root_key),
+        }
+    }
+
+    /// With a NIST P-256 EK (the TCG EK profile's ECC template).
+    fn ecc() -> SoftTpm {
+        let private = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let bytes = device::ecc_endorsement_key(&private);
+        SoftTpm {
+            ek: (TpmPublic::parse(&bytes).unwrap(), Box::new(private), bytes),
+            srk: rsa_key(device::storage_root_key),
         }
     }
 
@@ -63,7 +77,7 @@ impl SoftTpm {
     /// The key a blob (base64) carries, as the TPM would import it.
     fn activate(&self, blob: &Value) -> Vec<u8> {
         let blob = BASE64.decode(blob.as_str().expect("a blob")).unwrap();
-        device::activate(&blob, (&self.ek.0, &self.ek.1), (&self.srk.0, &self.srk.1)).unwrap()
+        device::activate(&blob, (&self.ek.0, &*self.ek.1), (&self.srk.0, &self.srk.1)).unwrap()
     }
 }
 
@@ -107,11 +121,19 @@ async fn put(i: &Instance, id: &str, token: Option<&str>, body: Value) -> (u16, 
 
 async fn a_tpm_device_is_challenged_then_assigned_with_its_hub_key(i: &Instance) {
     let tpm = SoftTpm::new();
+    challenged_then_assigned(i, &tpm).await;
+}
+
+async fn a_tpm_with_an_ecc_endorsement_key_is_challenged_then_assigned(i: &Instance) {
+    challenged_then_assigned(i, &SoftTpm::ecc()).await;
+}
+
+async fn challenged_then_assigned(i: &Instance, tpm: &SoftTpm) {
     enroll(
         i.store(),
         "tpm-dev-1",
         None,
-        tpm_spec(&tpm, ProvisioningStatus::Enabled),
+        tpm_spec(tpm, ProvisioningStatus::Enabled),
     )
     .await;
     let (status, challenge) = put(i, "tpm-dev-1", None, tpm.body("tpm-dev-1")).await;
@@ -456,4 +478,57 @@ async fn a_tpm_device_logs_in_over_amqp_sasl_and_registers(i: &Instance) {
     let hub_key = tpm.activate(&state["tpm"]["authenticationKey"]);
     assert_eq!(hub_identity_key(i, "tpm-amqp").await, hub_key);
     device.close().await;
+}
+
+/// An ECC (NIST P-256) EK made by a TPM, swtpm through tpm2-tools: the TPM's own
+/// ActivateCredential recovers the credential Onramp's blob carries for it (the ECDH secret and
+/// KDFe as the TPM computes them), bound to the SRK's name.
+#[test]
+fn a_tpm_activates_the_credential_onramp_made_for_its_ecc_endorsement_key() {
+    use onramp::attestation::tpm::{PublicKey, Randomness, activation_blob};
+    let tpm = crate::support::swtpm::SoftwareTpm::start();
+    tpm.tpm2(
+        "tpm2_createek",
+        &["-c", "ek.ctx", "-G", "ecc", "-u", "ek.pub"],
+    );
+    let srk_args = ["-C", "o", "-G", "rsa2048:aes128cfb", "-c", "srk.ctx", "-Q"];
+    tpm.tpm2("tpm2_createprimary", &srk_args);
+    tpm.tpm2("tpm2_readpublic", &["-c", "srk.ctx", "-o", "srk.pub", "-Q"]);
+    tpm.tpm2("tpm2_flushcontext", &["-t"]);
+    let public = |name| TpmPublic::parse(&std::fs::read(tpm.file(name)).unwrap()).unwrap();
+    let (ek, srk) = (public("ek.pub"), public("srk.pub"));
+    assert!(matches!(ek.key, PublicKey::Ecc { .. }), "{ek:?}");
+
+    let mut random = Randomness::fresh();
+    random.inner_key = rand::random();
+    let blob = activation_blob(&ek, &srk, &[7u8; 32], &random).unwrap();
+    // tpm2-tools' credential file: its magic and version, the TPM2B_ID_OBJECT, the secret.
+    let mut fields = blob.as_slice();
+    let mut credential = vec![0xBA, 0xDC, 0xC0, 0xDE, 0, 0, 0, 1];
+    for _ in 0..2 {
+        let size = 2 + usize::from(u16::from_be_bytes([fields[0], fields[1]]));
+        credential.extend_from_slice(&fields[..size]);
+        fields = &fields[size..];
+    }
+    std::fs::write(tpm.file("credential"), credential).unwrap();
+    // The EK's policy: PolicySecret with the endorsement hierarchy.
+    tpm.tpm2(
+        "tpm2_startauthsession",
+        &["--policy-session", "-S", "s.ctx"],
+    );
+    tpm.tpm2("tpm2_policysecret", &["-S", "s.ctx", "-c", "e", "-Q"]);
+    let activate = [
+        "-c",
+        "srk.ctx",
+        "-C",
+        "ek.ctx",
+        "-i",
+        "credential",
+        "-o",
+        "out",
+        "-P",
+        "session:s.ctx",
+    ];
+    tpm.tpm2("tpm2_activatecredential", &activate);
+    assert_eq!(std::fs::read(tpm.file("out")).unwrap(), random.inner_key);
 }

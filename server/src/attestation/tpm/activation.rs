@@ -13,7 +13,7 @@ use rsa::{BigUint, Oaep, RsaPublicKey};
 use sha2::{Digest, Sha256};
 
 use super::TpmError;
-use super::public::{ALG_HMAC, ALG_KEYEDHASH, ALG_SHA256, TpmPublic, name_of};
+use super::public::{ALG_HMAC, ALG_KEYEDHASH, ALG_SHA256, PublicKey, TpmPublic, name_of};
 
 /// The imported key's attributes: sign, noDA, userWithAuth (the SDK signs with a password
 /// session); fixedTPM and fixedParent clear, or Import fails.
@@ -30,9 +30,9 @@ pub struct Randomness {
     pub seed_value: [u8; 32],
     /// The inner wrapper's AES-128 key: the credential. 16 bytes, as the C SDK expects.
     pub inner_key: [u8; 16],
-    /// MakeCredential's seed, encrypted to the EK.
+    /// MakeCredential's seed, encrypted to an RSA EK (an ECC EK's comes from ECDH).
     pub credential_seed: [u8; 32],
-    /// The outer wrapper's seed, encrypted to the SRK.
+    /// The outer wrapper's seed, encrypted to an RSA SRK (an ECC SRK's comes from ECDH).
     pub duplication_seed: [u8; 32],
 }
 
@@ -112,7 +112,8 @@ pub(crate) fn build(
     let (duplicate, sym_seed) = match wrapping {
         Wrapping::InnerOnly => (inner, Vec::new()),
         Wrapping::Outer => {
-            let seed = &random.duplication_seed;
+            let (seed, sym_seed) = seeded(srk, "DUPLICATE\0", &random.duplication_seed, encrypt)?;
+            let seed = &seed;
             let mut outer = inner;
             cfb(
                 &kdfa(seed, "STORAGE", &identity_name, srk.symmetric_bits),
@@ -122,13 +123,13 @@ pub(crate) fn build(
                 &kdfa(seed, "INTEGRITY", &[], 256),
                 &[&outer, &identity_name],
             );
-            let sym_seed = encrypt(&rsa_key(srk)?, "DUPLICATE\0", seed)?;
             ([sized(&outer_hmac), outer].concat(), sym_seed)
         }
     };
 
     // The credential: `inner_key`, for the TPM that has the EK and an object named `srk_name`.
-    let seed = &random.credential_seed;
+    let (seed, secret) = seeded(ek, "IDENTITY\0", &random.credential_seed, encrypt)?;
+    let seed = &seed;
     let mut identity_secret = sized(&random.inner_key);
     cfb(
         &kdfa(seed, "STORAGE", &srk_name, ek.symmetric_bits),
@@ -139,7 +140,6 @@ pub(crate) fn build(
         &[&identity_secret, &srk_name],
     );
     let id_object = [sized(&integrity), identity_secret].concat();
-    let secret = encrypt(&rsa_key(ek)?, "IDENTITY\0", seed)?;
 
     let empty_uri_data: &[u8] = &[];
     let fields: [&[u8]; 6] = [
@@ -191,10 +191,50 @@ pub(crate) fn sized(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-fn rsa_key(public: &TpmPublic) -> Result<RsaPublicKey, TpmError> {
-    let n = BigUint::from_bytes_be(&public.modulus);
-    RsaPublicKey::new(n, BigUint::from(public.exponent))
-        .map_err(|e| TpmError::Crypto(e.to_string()))
+/// A wrapper's seed and the secret that hands it to `key` (Part 1 §24, "Secret Sharing"): for an
+/// RSA key `rsa_seed` itself, RSA-OAEP encrypted; for an ECC key the seed that ECDH with a fresh
+/// key gives (KDFe over the shared x, `label`, the fresh key's x and the key's x), and the fresh
+/// public point as the secret.
+fn seeded(
+    key: &TpmPublic,
+    label: &str,
+    rsa_seed: &[u8; 32],
+    encrypt: Encrypt<'_>,
+) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
+    match &key.key {
+        PublicKey::Rsa { modulus, exponent } => {
+            let n = BigUint::from_bytes_be(modulus);
+            let rsa = RsaPublicKey::new(n, BigUint::from(*exponent))
+                .map_err(|e| TpmError::Crypto(e.to_string()))?;
+            Ok((rsa_seed.to_vec(), encrypt(&rsa, label, rsa_seed)?))
+        }
+        PublicKey::Ecc { x, y } => {
+            let theirs = p256::PublicKey::from_sec1_bytes(&[&[4u8][..], x, y].concat())
+                .map_err(|e| TpmError::Crypto(e.to_string()))?;
+            let ephemeral = p256::ecdh::EphemeralSecret::random(&mut rand::rngs::OsRng);
+            let point = p256::EncodedPoint::from(ephemeral.public_key());
+            let (ours_x, ours_y) = (point.x(), point.y());
+            let (Some(ours_x), Some(ours_y)) = (ours_x, ours_y) else {
+                return Err(TpmError::Crypto("the fresh point is the identity".into()));
+            };
+            let shared = ephemeral.diffie_hellman(&theirs);
+            let seed = kdfe(shared.raw_secret_bytes(), label, ours_x, x);
+            Ok((seed.to_vec(), [sized(ours_x), sized(ours_y)].concat()))
+        }
+    }
+}
+
+/// KDFe (Part 1 §11.4.10.3): SP 800-56A's concatenation KDF with SHA-256, one block (256 bits);
+/// `label` as given, with its NUL.
+pub(crate) fn kdfe(z: &[u8], label: &str, party_u: &[u8], party_v: &[u8]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(1u32.to_be_bytes())
+        .chain_update(z)
+        .chain_update(label.as_bytes())
+        .chain_update(party_u)
+        .chain_update(party_v)
+        .finalize()
+        .into()
 }
 
 /// KDFa (Part 1 §11.4.10.2): SP 800-108 counter mode with HMAC-SHA256; the label gets its NUL.
@@ -408,7 +448,14 @@ mod tests {
             hex::encode(srk.name()),
             intermediates["srkName"].as_str().unwrap()
         );
-        assert_eq!((ek.symmetric_bits, ek.exponent), (128, 65537));
+        assert_eq!(ek.symmetric_bits, 128);
+        assert!(matches!(
+            ek.key,
+            PublicKey::Rsa {
+                exponent: 65537,
+                ..
+            }
+        ));
         assert_eq!(
             super::super::default_registration_id(&ek_bytes),
             input["registrationId"].as_str().unwrap()
@@ -468,11 +515,20 @@ mod tests {
         let mut trailing = ek.clone();
         trailing.push(0);
         assert!(TpmPublic::parse(&trailing).is_err());
+        // RSA parameters read as ECC ones: the key size is no curve Onramp knows.
         let mut ecc = ek.clone();
         ecc[2..4].copy_from_slice(&0x0023u16.to_be_bytes());
         assert_eq!(
             TpmPublic::parse(&ecc),
-            Err(TpmError::Unsupported("ECC keys".into()))
+            Err(TpmError::Unsupported(
+                "an ECC curve other than NIST P-256".into()
+            ))
+        );
+        let mut keyed_hash = ek.clone();
+        keyed_hash[2..4].copy_from_slice(&0x0008u16.to_be_bytes());
+        assert_eq!(
+            TpmPublic::parse(&keyed_hash),
+            Err(TpmError::Unsupported("key type 0x0008".into()))
         );
         let mut sha1 = ek.clone();
         sha1[4..6].copy_from_slice(&0x0004u16.to_be_bytes());

@@ -8,8 +8,11 @@ use rsa::{Oaep, RsaPrivateKey};
 use sha2::{Digest, Sha256};
 
 use super::TpmError;
-use super::activation::{Cfb, cfb_with, hmac, kdfa, sized};
-use super::public::{ALG_AES, ALG_CFB, ALG_NULL, ALG_RSA, ALG_SHA256, Name, TpmPublic, name_of};
+use super::activation::{Cfb, cfb_with, hmac, kdfa, kdfe, sized};
+use super::public::{
+    ALG_AES, ALG_CFB, ALG_ECC, ALG_NULL, ALG_RSA, ALG_SHA256, ECC_NIST_P256, Name, PublicKey,
+    TpmPublic, name_of,
+};
 
 /// The EK's attributes in the SDKs' template: fixedTPM, fixedParent, sensitiveDataOrigin,
 /// adminWithPolicy, restricted, decrypt; and its PolicySecret(endorsement) policy.
@@ -29,6 +32,24 @@ pub fn endorsement_key(key: &RsaPrivateKey) -> Vec<u8> {
 /// The TPM2B_PUBLIC an SDK sends for an SRK with this key.
 pub fn storage_root_key(key: &RsaPrivateKey) -> Vec<u8> {
     public_area(key, SRK_ATTRIBUTES, &[])
+}
+
+/// The TPM2B_PUBLIC of an ECC EK (the TCG EK profile's NIST P-256 template) with this key.
+pub fn ecc_endorsement_key(key: &p256::SecretKey) -> Vec<u8> {
+    let point = p256::EncodedPoint::from(key.public_key());
+    let mut area = Vec::new();
+    for part in [ALG_ECC, ALG_SHA256] {
+        area.extend_from_slice(&part.to_be_bytes());
+    }
+    area.extend_from_slice(&EK_ATTRIBUTES.to_be_bytes());
+    area.extend_from_slice(&sized(&EK_POLICY));
+    for part in [ALG_AES, 128, ALG_CFB, ALG_NULL, ECC_NIST_P256, ALG_NULL] {
+        area.extend_from_slice(&part.to_be_bytes());
+    }
+    for coordinate in [point.x(), point.y()] {
+        area.extend_from_slice(&sized(coordinate.map(|c| c.as_slice()).unwrap_or_default()));
+    }
+    sized(&area)
 }
 
 /// An RSA-2048 restricted decryption key with AES-128-CFB for its children, as TPM2B_PUBLIC.
@@ -51,8 +72,8 @@ fn public_area(key: &RsaPrivateKey, attributes: u32, policy: &[u8]) -> Vec<u8> {
 /// The HMAC key inside `blob`, recovered as the TPM holding `ek` and `srk` would.
 pub fn activate(
     blob: &[u8],
-    (ek, ek_private): (&TpmPublic, &RsaPrivateKey),
-    (srk, srk_private): (&TpmPublic, &RsaPrivateKey),
+    (ek, ek_private): (&TpmPublic, &dyn SeedKey),
+    (srk, srk_private): (&TpmPublic, &dyn SeedKey),
 ) -> Result<Vec<u8>, TpmError> {
     let mut fields = Fields(blob);
     let id_object = fields.next()?;
@@ -70,10 +91,10 @@ fn activate_credential(
     id_object: &[u8],
     secret: &[u8],
     ek: &TpmPublic,
-    ek_private: &RsaPrivateKey,
+    ek_private: &dyn SeedKey,
     srk_name: &Name,
 ) -> Result<Vec<u8>, TpmError> {
-    let seed = oaep_open(ek_private, "IDENTITY\0", secret)?;
+    let seed = ek_private.open_seed("IDENTITY\0", secret, ek)?;
     let mut object = Fields(id_object);
     let integrity = object.next()?;
     let mut identity = object.0.to_vec();
@@ -96,11 +117,11 @@ fn import(
     sym_seed: &[u8],
     identity: &[u8],
     srk: &TpmPublic,
-    srk_private: &RsaPrivateKey,
+    srk_private: &dyn SeedKey,
     inner_key: &[u8],
 ) -> Result<Vec<u8>, TpmError> {
     let name = name_of(identity);
-    let seed = oaep_open(srk_private, "DUPLICATE\0", sym_seed)?;
+    let seed = srk_private.open_seed("DUPLICATE\0", sym_seed, srk)?;
     let mut outer = Fields(duplicate);
     let outer_hmac = outer.next()?;
     let mut inner = outer.0.to_vec();
@@ -134,9 +155,42 @@ fn import(
     Ok(area.next()?.to_vec())
 }
 
-fn oaep_open(key: &RsaPrivateKey, label: &str, sealed: &[u8]) -> Result<Vec<u8>, TpmError> {
-    key.decrypt(Oaep::new_with_label::<Sha256, _>(label), sealed)
-        .map_err(|e| TpmError::Crypto(e.to_string()))
+/// A TPM key's private half, as far as recovering a seed from its secret goes.
+pub trait SeedKey {
+    fn open_seed(
+        &self,
+        label: &str,
+        secret: &[u8],
+        public: &TpmPublic,
+    ) -> Result<Vec<u8>, TpmError>;
+}
+
+/// RSA-OAEP decryption.
+impl SeedKey for RsaPrivateKey {
+    fn open_seed(&self, label: &str, secret: &[u8], _: &TpmPublic) -> Result<Vec<u8>, TpmError> {
+        self.decrypt(Oaep::new_with_label::<Sha256, _>(label), secret)
+            .map_err(|e| TpmError::Crypto(e.to_string()))
+    }
+}
+
+/// ECDH with the sender's point (the secret), then KDFe over both x coordinates.
+impl SeedKey for p256::SecretKey {
+    fn open_seed(
+        &self,
+        label: &str,
+        secret: &[u8],
+        public: &TpmPublic,
+    ) -> Result<Vec<u8>, TpmError> {
+        let PublicKey::Ecc { x: our_x, .. } = &public.key else {
+            return Err(TpmError::Crypto("an ECC secret for a non-ECC key".into()));
+        };
+        let mut point = Fields(secret);
+        let (x, y) = (point.next()?, point.next()?);
+        let sender = p256::PublicKey::from_sec1_bytes(&[&[4u8][..], x, y].concat())
+            .map_err(|e| TpmError::Crypto(e.to_string()))?;
+        let shared = p256::ecdh::diffie_hellman(self.to_nonzero_scalar(), sender.as_affine());
+        Ok(kdfe(shared.raw_secret_bytes(), label, x, our_x).to_vec())
+    }
 }
 
 fn cfb_open(key: &[u8], data: &mut [u8]) -> Result<(), TpmError> {
@@ -178,7 +232,7 @@ mod tests {
         let (ek, ek_private, _) = key();
         let (srk, srk_private, _) = key();
         let parsed_ek = TpmPublic::parse(&endorsement_key(&ek_private)).unwrap();
-        assert_eq!(parsed_ek.modulus, ek.modulus);
+        assert_eq!(parsed_ek.key, ek.key);
         let hmac_key = [5u8; 32];
         let blob = activation_blob(&ek, &srk, &hmac_key, &Randomness::fresh()).unwrap();
         let opened = activate(&blob, (&ek, &ek_private), (&srk, &srk_private)).unwrap();
@@ -192,5 +246,44 @@ mod tests {
             let opened = activate(&tampered, (&ek, &ek_private), (&srk, &srk_private));
             assert!(opened.is_err(), "a flipped byte at {at} went unnoticed");
         }
+    }
+
+    #[test]
+    fn a_blob_for_an_ecc_endorsement_key_opens_with_its_private_key_only() {
+        let ek_private = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let ek = TpmPublic::parse(&ecc_endorsement_key(&ek_private)).unwrap();
+        assert!(matches!(ek.key, PublicKey::Ecc { .. }));
+        let (srk, srk_private, _) = key();
+        let hmac_key = [9u8; 32];
+        let blob = activation_blob(&ek, &srk, &hmac_key, &Randomness::fresh()).unwrap();
+        let opened = activate(&blob, (&ek, &ek_private), (&srk, &srk_private)).unwrap();
+        assert_eq!(opened, hmac_key);
+        let other = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        assert!(activate(&blob, (&ek, &other), (&srk, &srk_private)).is_err());
+        // Each blob's secret is a fresh point: two blobs share no secret.
+        let again = activation_blob(&ek, &srk, &hmac_key, &Randomness::fresh()).unwrap();
+        assert_ne!(blob[54..54 + 70], again[54..54 + 70]);
+    }
+
+    #[test]
+    fn an_ecc_key_off_the_curve_or_on_another_curve_is_refused() {
+        let ek = ecc_endorsement_key(&p256::SecretKey::random(&mut rand::rngs::OsRng));
+        let mut off_curve = ek.clone();
+        let last = off_curve.len() - 1;
+        off_curve[last] ^= 1;
+        let refused = TpmPublic::parse(&off_curve);
+        assert_eq!(
+            refused,
+            Err(TpmError::Malformed("the point is not on P-256".into()))
+        );
+        // The curve ID sits after type, nameAlg, attributes, policy, symmetric and scheme.
+        let curve_at = 2 + 2 + 2 + 4 + 2 + 32 + 6 + 2;
+        assert_eq!(ek[curve_at..curve_at + 2], ECC_NIST_P256.to_be_bytes());
+        let mut p384 = ek;
+        p384[curve_at + 1] = 0x04;
+        assert!(matches!(
+            TpmPublic::parse(&p384),
+            Err(TpmError::Unsupported(_))
+        ));
     }
 }

@@ -12,7 +12,7 @@ use data_encoding::BASE32_NOPAD;
 use sha2::{Digest, Sha256};
 
 pub use activation::{Randomness, activation_blob};
-pub use public::TpmPublic;
+pub use public::{PublicKey, TpmPublic};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TpmError {

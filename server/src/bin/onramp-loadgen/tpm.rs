@@ -54,8 +54,8 @@ impl SoftTpm {
 
     fn activate(&self, blob: &str) -> anyhow::Result<Vec<u8>> {
         let blob = BASE64.decode(blob)?;
-        let ek = (&self.ek.0, &self.ek.1);
-        Ok(device::activate(&blob, ek, (&self.srk.0, &self.srk.1))?)
+        let (ek, srk) = (&self.ek, &self.srk);
+        Ok(device::activate(&blob, (&ek.0, &ek.1), (&srk.0, &srk.1))?)
     }
 }
 

@@ -13,31 +13,58 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::process::free_port;
-
 const HAND_SHAKE: u32 = 15;
 /// The simulator protocol version tss.js requires.
 const SERVER_VERSION: u32 = 1;
 
 pub struct SoftwareTpm {
     swtpm: Child,
-    _state: tempfile::TempDir,
+    state: tempfile::TempDir,
     /// The command port tss.js connects to (`new Tpm(true, host, port)`); the platform port is
     /// the next one.
     pub port: u16,
+    /// swtpm's own data port (control: the next one), for tpm2-tools (`swtpm:port=...`).
+    pub data_port: u16,
+}
+
+impl SoftwareTpm {
+    /// Runs a tpm2-tools command against this TPM in its state directory; its stdout.
+    pub fn tpm2(&self, tool: &str, args: &[&str]) -> Vec<u8> {
+        let out = Command::new(tool)
+            .args(args)
+            .current_dir(self.state.path())
+            .env("TPM2TOOLS_TCTI", format!("swtpm:port={}", self.data_port))
+            .output()
+            .unwrap_or_else(|e| panic!("{tool}: {e} (tpm2-tools: run scripts/setup.sh --test)"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{tool} {args:?}: {stderr}");
+        out.stdout
+    }
+
+    /// A file in the state directory (what the tools wrote, or what they should read).
+    pub fn file(&self, name: &str) -> std::path::PathBuf {
+        self.state.path().join(name)
+    }
 }
 
 impl SoftwareTpm {
     /// A fresh TPM (empty state: the SDK creates its EK and SRK on first use).
     pub fn start() -> SoftwareTpm {
         let state = tempfile::tempdir().unwrap();
-        let data_port = free_port();
+        // Control on the port after the data port, where tpm2-tools' swtpm TCTI looks for it.
+        let data_port = {
+            let (data, _control) = consecutive_listeners();
+            data.local_addr().unwrap().port()
+        };
         let swtpm = Command::new("swtpm")
             .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
             .arg("--server")
             .arg(format!("type=tcp,port={data_port},bindaddr=127.0.0.1"))
             .arg("--ctrl")
-            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", free_port()))
+            .arg(format!(
+                "type=tcp,port={},bindaddr=127.0.0.1",
+                data_port + 1
+            ))
             .arg("--tpmstate")
             .arg(format!("dir={}", state.path().display()))
             .stdout(Stdio::null())
@@ -59,8 +86,9 @@ impl SoftwareTpm {
         });
         SoftwareTpm {
             swtpm,
-            _state: state,
+            state,
             port,
+            data_port,
         }
     }
 }
