@@ -69,6 +69,9 @@ target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --protocol mqtt
 echo "== load generator, AMQP ($backend)"
 target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --protocol amqp --devices "$devices" --concurrency "$concurrency"
 
+echo "== load generator, TPM over HTTPS beside symmetric keys ($backend)"
+target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --protocol tpm --devices "$devices" --concurrency "$concurrency" --server-pid "$server"
+
 echo "== idle MQTT connections (fresh server)"
 start_server
 target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --protocol mqtt --idle-connections 10000 --concurrency 64 --server-pid "$server"

@@ -312,18 +312,31 @@ enum AttestationDetails {
     None,
     SymmetricKey(Value),
     X509(Value),
-    /// `authenticationKey`: the blob with the device's hub key.
-    Tpm(Value),
+    /// The device's hub key, sent in a blob for its TPM as `authenticationKey`. The blob (two
+    /// public-key operations) is built only when a result is written, not for every poll.
+    Tpm {
+        endorsement_key: Vec<u8>,
+        storage_root_key: Vec<u8>,
+        hub_key: [u8; 32],
+    },
 }
 
 impl Authenticated {
-    fn describe(&self, state: &mut DeviceRegistrationResult) {
+    fn describe(&self, state: &mut DeviceRegistrationResult) -> Result<(), ProvisionError> {
         match &self.details {
             AttestationDetails::None => {}
             AttestationDetails::SymmetricKey(v) => state.symmetric_key = Some(v.clone()),
             AttestationDetails::X509(v) => state.x509 = Some(v.clone()),
-            AttestationDetails::Tpm(v) => state.tpm = Some(v.clone()),
+            AttestationDetails::Tpm {
+                endorsement_key,
+                storage_root_key,
+                hub_key,
+            } => {
+                let blob = tpm_blob(endorsement_key, storage_root_key, hub_key)?;
+                state.tpm = Some(json!({ "authenticationKey": BASE64.encode(blob) }));
+            }
         }
+        Ok(())
     }
 }
 
@@ -905,13 +918,16 @@ impl Provisioner {
         else {
             return Err(unauthorized("the enrollment does not use TPM attestation"));
         };
-        let ek_bytes = BASE64.decode(endorsement_key.trim()).unwrap_or_default();
+        let endorsement_key = BASE64.decode(endorsement_key.trim()).unwrap_or_default();
         let hub_key = random_key();
-        let blob = tpm_blob(&ek_bytes, &challenge.storage_root_key, &hub_key)?;
         Ok(Authenticated {
             source: Source::Individual(enrollment),
             hub_auth: sas_auth(BASE64.encode(hub_key), BASE64.encode(random_key())),
-            details: AttestationDetails::Tpm(json!({ "authenticationKey": BASE64.encode(blob) })),
+            details: AttestationDetails::Tpm {
+                endorsement_key,
+                storage_root_key: challenge.storage_root_key,
+                hub_key,
+            },
         })
     }
 
@@ -1020,7 +1036,7 @@ impl Provisioner {
         // a device polling never sees one without the others. A first registration raced by
         // another one for the same ID may report a `createdDateTimeUtc` a moment off the stored one.
         let mut state = registration_result(&record);
-        auth.describe(&mut state);
+        auth.describe(&mut state)?;
         let operation = RegistrationOperation {
             operation_id: operation_id.to_string(),
             registration_id: registration_id.to_string(),

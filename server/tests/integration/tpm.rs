@@ -7,9 +7,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::Utc;
 use onramp::attestation::sas;
-use onramp::attestation::tpm::{TpmPublic, device};
+use onramp::attestation::tpm::device::SoftTpm;
 use onramp::model::*;
-use rsa::RsaPrivateKey;
 use serde_json::{Value, json};
 
 use fe2o3_amqp::Connection;
@@ -32,59 +31,34 @@ crate::backend_suite!(
     registering_again_brings_a_hub_key_that_works_under_each_policy,
 );
 
-/// A TPM in software: its EK and SRK.
-struct SoftTpm {
-    ek: (TpmPublic, Box<dyn device::SeedKey + Send + Sync>, Vec<u8>),
-    srk: (TpmPublic, RsaPrivateKey, Vec<u8>),
+/// What the tests do with a software TPM: the register body it sends, and the key a blob (base64,
+/// as in a reply) carries.
+trait TestTpm {
+    fn body(&self, registration_id: &str) -> Value;
+    fn open(&self, blob: &Value) -> Vec<u8>;
 }
 
-fn rsa_key(public: fn(&RsaPrivateKey) -> Vec<u8>) -> (TpmPublic, RsaPrivateKey, Vec<u8>) {
-    let private = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
-    let bytes = public(&private);
-    (TpmPublic::parse(&bytes).unwrap(), private, bytes)
-}
-
-impl SoftTpm {
-    /// With an RSA-2048 EK, as the SDKs' template makes it.
-    fn new() -> SoftTpm {
-        let (ek, private, bytes) = rsa_key(device::endorsement_key);
-        SoftTpm {
-            ek: (ek, Box::new(private), bytes),
-            srk: rsa_key(device::storage_root_key),
-        }
-    }
-
-    /// With a NIST P-256 EK (the TCG EK profile's ECC template).
-    fn ecc() -> SoftTpm {
-        let private = p256::SecretKey::random(&mut rand::rngs::OsRng);
-        let bytes = device::ecc_endorsement_key(&private);
-        SoftTpm {
-            ek: (TpmPublic::parse(&bytes).unwrap(), Box::new(private), bytes),
-            srk: rsa_key(device::storage_root_key),
-        }
-    }
-
+impl TestTpm for SoftTpm {
     fn body(&self, registration_id: &str) -> Value {
         json!({
             "registrationId": registration_id,
             "tpm": {
-                "endorsementKey": BASE64.encode(&self.ek.2),
-                "storageRootKey": BASE64.encode(&self.srk.2),
+                "endorsementKey": BASE64.encode(self.endorsement_key()),
+                "storageRootKey": BASE64.encode(self.storage_root_key()),
             }
         })
     }
 
-    /// The key a blob (base64) carries, as the TPM would import it.
-    fn activate(&self, blob: &Value) -> Vec<u8> {
+    fn open(&self, blob: &Value) -> Vec<u8> {
         let blob = BASE64.decode(blob.as_str().expect("a blob")).unwrap();
-        device::activate(&blob, (&self.ek.0, &*self.ek.1), (&self.srk.0, &self.srk.1)).unwrap()
+        self.activate(&blob).unwrap()
     }
 }
 
 fn tpm_spec(tpm: &SoftTpm, status: ProvisioningStatus) -> EnrollmentSpec {
     EnrollmentSpec {
         attestation: Attestation::Tpm {
-            endorsement_key: BASE64.encode(&tpm.ek.2),
+            endorsement_key: BASE64.encode(tpm.endorsement_key()),
             storage_root_key: None,
         },
         provisioning_status: status,
@@ -120,12 +94,12 @@ async fn put(i: &Instance, id: &str, token: Option<&str>, body: Value) -> (u16, 
 }
 
 async fn a_tpm_device_is_challenged_then_assigned_with_its_hub_key(i: &Instance) {
-    let tpm = SoftTpm::new();
+    let tpm = SoftTpm::rsa().unwrap();
     challenged_then_assigned(i, &tpm).await;
 }
 
 async fn a_tpm_with_an_ecc_endorsement_key_is_challenged_then_assigned(i: &Instance) {
-    challenged_then_assigned(i, &SoftTpm::ecc()).await;
+    challenged_then_assigned(i, &SoftTpm::ecc().unwrap()).await;
 }
 
 async fn challenged_then_assigned(i: &Instance, tpm: &SoftTpm) {
@@ -140,7 +114,7 @@ async fn challenged_then_assigned(i: &Instance, tpm: &SoftTpm) {
     assert_eq!(status, 401, "{challenge}");
     assert_eq!(challenge["keyName"], "registration");
     assert_eq!(challenge["errorCode"], 401002, "{challenge}");
-    let key = tpm.activate(&challenge["authenticationKey"]);
+    let key = tpm.open(&challenge["authenticationKey"]);
 
     let signed = token(i, "tpm-dev-1", &key);
     let (status, operation) = put(i, "tpm-dev-1", Some(&signed), tpm.body("tpm-dev-1")).await;
@@ -151,7 +125,7 @@ async fn challenged_then_assigned(i: &Instance, tpm: &SoftTpm) {
         (&json!("assigned"), &json!(HUB))
     );
     // The hub identity authenticates with the key only this TPM can import from the result.
-    let hub_key = tpm.activate(&state["tpm"]["authenticationKey"]);
+    let hub_key = tpm.open(&state["tpm"]["authenticationKey"]);
     assert_ne!(hub_key, key);
     assert_eq!(hub_identity_key(i, "tpm-dev-1").await, hub_key);
     // The poll is signed with the same key.
@@ -170,11 +144,11 @@ async fn challenged_then_assigned(i: &Instance, tpm: &SoftTpm) {
 /// The challenge, then the signed register: the final state and the hub key its blob carries.
 async fn challenged_register(i: &Instance, tpm: &SoftTpm, id: &str) -> (Value, Vec<u8>) {
     let (_, challenge) = put(i, id, None, tpm.body(id)).await;
-    let signed = token(i, id, &tpm.activate(&challenge["authenticationKey"]));
+    let signed = token(i, id, &tpm.open(&challenge["authenticationKey"]));
     let (status, operation) = put(i, id, Some(&signed), tpm.body(id)).await;
     assert_eq!(status, 202, "{operation}");
     let state = operation["registrationState"].clone();
-    let hub_key = tpm.activate(&state["tpm"]["authenticationKey"]);
+    let hub_key = tpm.open(&state["tpm"]["authenticationKey"]);
     (state, hub_key)
 }
 
@@ -187,7 +161,7 @@ async fn registering_again_brings_a_hub_key_that_works_under_each_policy(i: &Ins
         ("never", false, false),
     ];
     for (name, update_hub_assignment, migrate_device_data) in policies {
-        let tpm = SoftTpm::new();
+        let tpm = SoftTpm::rsa().unwrap();
         let id = format!("tpm-again-{name}");
         let spec = EnrollmentSpec {
             reprovision_policy: ReprovisionPolicy {
@@ -262,12 +236,12 @@ impl Watched<'_> {
             event.error_message.as_deref(),
             Some("tpm: challenge issued")
         );
-        tpm.activate(&answer["authenticationKey"])
+        tpm.open(&answer["authenticationKey"])
     }
 }
 
 async fn tpm_requests_the_enrollment_does_not_back_are_refused(i: &Instance) {
-    let (tpm, stranger) = (SoftTpm::new(), SoftTpm::new());
+    let (tpm, stranger) = (SoftTpm::rsa().unwrap(), SoftTpm::rsa().unwrap());
     let enabled = ProvisioningStatus::Enabled;
     for (id, spec) in [
         ("tpm-dev-2", tpm_spec(&tpm, enabled)),
@@ -356,7 +330,13 @@ where
 {
     use tokio::io::AsyncWriteExt;
     let mut initial = vec![0];
-    for part in [i.scope().as_bytes(), &[0], id.as_bytes(), &[0], &tpm.ek.2] {
+    for part in [
+        i.scope().as_bytes(),
+        &[0],
+        id.as_bytes(),
+        &[0],
+        tpm.endorsement_key(),
+    ] {
         initial.extend_from_slice(part);
     }
     let init = SaslInit {
@@ -382,7 +362,7 @@ where
         match reader.frame(tls).await {
             sasl::Frame::Mechanisms(_) => {}
             sasl::Frame::Challenge(c) if c.challenge.len() == 1 => {
-                respond(tls, [&[0u8][..], &tpm.srk.2].concat()).await
+                respond(tls, [&[0u8][..], tpm.storage_root_key()].concat()).await
             }
             sasl::Frame::Challenge(c) => {
                 blob.extend_from_slice(&c.challenge[1..]);
@@ -391,7 +371,7 @@ where
                     continue;
                 }
                 let blob = BASE64.encode(&blob);
-                let key = tpm.activate(&json!(blob));
+                let key = tpm.open(&json!(blob));
                 let signed = token(i, id, sign_with.unwrap_or(&key));
                 respond(tls, [&[0u8][..], signed.as_bytes()].concat()).await;
                 let sasl::Frame::Outcome(outcome) = reader.frame(tls).await else {
@@ -440,7 +420,7 @@ impl SaslReader {
 }
 
 async fn a_tpm_device_logs_in_over_amqp_sasl_and_registers(i: &Instance) {
-    let tpm = SoftTpm::new();
+    let tpm = SoftTpm::rsa().unwrap();
     let spec = tpm_spec(&tpm, ProvisioningStatus::Enabled);
     enroll(i.store(), "tpm-amqp", None, spec).await;
     // A token signed with another key: the `auth` outcome.
@@ -451,7 +431,7 @@ async fn a_tpm_device_logs_in_over_amqp_sasl_and_registers(i: &Instance) {
     // the outcome), then the `auth` outcome, reported once with the real reason.
     let mut events = i.state.bus.subscribe();
     let mut tls = tls_to(i, i.amqp_addr).await;
-    let (code, key, _) = sasl_tpm(i, &mut tls, &SoftTpm::new(), "tpm-amqp", None).await;
+    let (code, key, _) = sasl_tpm(i, &mut tls, &SoftTpm::rsa().unwrap(), "tpm-amqp", None).await;
     assert_eq!((code, key.len()), (SaslCode::Auth, 32));
     let reported = events.try_recv().unwrap();
     let reason = reported.error_message.as_deref().unwrap_or_default();
@@ -475,7 +455,7 @@ async fn a_tpm_device_logs_in_over_amqp_sasl_and_registers(i: &Instance) {
         .unwrap();
     let state = &operation["registrationState"];
     assert_eq!(state["status"], "assigned", "{operation}");
-    let hub_key = tpm.activate(&state["tpm"]["authenticationKey"]);
+    let hub_key = tpm.open(&state["tpm"]["authenticationKey"]);
     assert_eq!(hub_identity_key(i, "tpm-amqp").await, hub_key);
     device.close().await;
 }
@@ -485,7 +465,7 @@ async fn a_tpm_device_logs_in_over_amqp_sasl_and_registers(i: &Instance) {
 /// KDFe as the TPM computes them), bound to the SRK's name.
 #[test]
 fn a_tpm_activates_the_credential_onramp_made_for_its_ecc_endorsement_key() {
-    use onramp::attestation::tpm::{PublicKey, Randomness, activation_blob};
+    use onramp::attestation::tpm::{PublicKey, Randomness, TpmPublic, activation_blob};
     let tpm = crate::support::swtpm::SoftwareTpm::start();
     tpm.tpm2(
         "tpm2_createek",

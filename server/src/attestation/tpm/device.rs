@@ -3,9 +3,14 @@
 //! for the tests and the load generator, which play devices without a TPM, and it checks every
 //! integrity value the TPM would.
 
-use rsa::traits::PublicKeyParts;
-use rsa::{Oaep, RsaPrivateKey};
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{
+    KeySize, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, PrivateDecryptingKey,
+};
 use sha2::{Digest, Sha256};
+use x509_parser::prelude::FromDer;
+use x509_parser::public_key::PublicKey as SpkiKey;
+use x509_parser::x509::SubjectPublicKeyInfo;
 
 use super::TpmError;
 use super::activation::{Cfb, cfb_with, hmac, kdfa, kdfe, sized};
@@ -24,13 +29,41 @@ const EK_POLICY: [u8; 32] = [
 /// The SRK's: fixedTPM, fixedParent, sensitiveDataOrigin, userWithAuth, noDA, restricted, decrypt.
 const SRK_ATTRIBUTES: u32 = 0x0003_0472;
 
+/// An RSA-2048 TPM key's private half, with its modulus.
+pub struct RsaTpmKey {
+    private: OaepPrivateDecryptingKey,
+    modulus: Vec<u8>,
+}
+
+impl RsaTpmKey {
+    pub fn generate() -> Result<RsaTpmKey, TpmError> {
+        let crypto = |e: &dyn std::fmt::Display| TpmError::Crypto(e.to_string());
+        let private = PrivateDecryptingKey::generate(KeySize::Rsa2048).map_err(|e| crypto(&e))?;
+        let spki = private.public_key().as_der().map_err(|e| crypto(&e))?;
+        let parsed = SubjectPublicKeyInfo::from_der(spki.as_ref()).map(|(_, key)| key);
+        let modulus = match parsed.as_ref().map(|key| key.parsed()) {
+            Ok(Ok(SpkiKey::RSA(rsa))) => rsa.modulus.to_vec(),
+            _ => {
+                return Err(TpmError::Crypto(
+                    "the generated key has no RSA modulus".into(),
+                ));
+            }
+        };
+        let leading_zeros = modulus.iter().take_while(|b| **b == 0).count();
+        Ok(RsaTpmKey {
+            private: OaepPrivateDecryptingKey::new(private).map_err(|e| crypto(&e))?,
+            modulus: modulus[leading_zeros..].to_vec(),
+        })
+    }
+}
+
 /// The TPM2B_PUBLIC an SDK sends for an EK with this key.
-pub fn endorsement_key(key: &RsaPrivateKey) -> Vec<u8> {
+pub fn endorsement_key(key: &RsaTpmKey) -> Vec<u8> {
     public_area(key, EK_ATTRIBUTES, &EK_POLICY)
 }
 
 /// The TPM2B_PUBLIC an SDK sends for an SRK with this key.
-pub fn storage_root_key(key: &RsaPrivateKey) -> Vec<u8> {
+pub fn storage_root_key(key: &RsaTpmKey) -> Vec<u8> {
     public_area(key, SRK_ATTRIBUTES, &[])
 }
 
@@ -53,8 +86,8 @@ pub fn ecc_endorsement_key(key: &p256::SecretKey) -> Vec<u8> {
 }
 
 /// An RSA-2048 restricted decryption key with AES-128-CFB for its children, as TPM2B_PUBLIC.
-fn public_area(key: &RsaPrivateKey, attributes: u32, policy: &[u8]) -> Vec<u8> {
-    let modulus = key.n().to_bytes_be();
+fn public_area(key: &RsaTpmKey, attributes: u32, policy: &[u8]) -> Vec<u8> {
+    let modulus = &key.modulus;
     let mut area = Vec::new();
     for part in [ALG_RSA, ALG_SHA256] {
         area.extend_from_slice(&part.to_be_bytes());
@@ -65,8 +98,57 @@ fn public_area(key: &RsaPrivateKey, attributes: u32, policy: &[u8]) -> Vec<u8> {
         area.extend_from_slice(&part.to_be_bytes());
     }
     area.extend_from_slice(&0u32.to_be_bytes()); // the default exponent, 65537
-    area.extend_from_slice(&sized(&modulus));
+    area.extend_from_slice(&sized(modulus));
     sized(&area)
+}
+
+/// A TPM played in software: an EK (RSA-2048 or NIST P-256) and an RSA-2048 SRK, each with the
+/// TPM2B_PUBLIC an SDK sends for it.
+pub struct SoftTpm {
+    ek: (TpmPublic, Box<dyn SeedKey + Send + Sync>, Vec<u8>),
+    srk: (TpmPublic, RsaTpmKey, Vec<u8>),
+}
+
+impl SoftTpm {
+    /// With an RSA-2048 EK, as the SDKs' template makes it.
+    pub fn rsa() -> Result<SoftTpm, TpmError> {
+        let (ek, private, bytes) = rsa_key(endorsement_key)?;
+        Ok(SoftTpm {
+            ek: (ek, Box::new(private), bytes),
+            srk: rsa_key(storage_root_key)?,
+        })
+    }
+
+    /// With a NIST P-256 EK (the TCG EK profile's ECC template).
+    pub fn ecc() -> Result<SoftTpm, TpmError> {
+        let private = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let bytes = ecc_endorsement_key(&private);
+        Ok(SoftTpm {
+            ek: (TpmPublic::parse(&bytes)?, Box::new(private), bytes),
+            srk: rsa_key(storage_root_key)?,
+        })
+    }
+
+    /// The EK's TPM2B_PUBLIC, as enrolled and sent.
+    pub fn endorsement_key(&self) -> &[u8] {
+        &self.ek.2
+    }
+
+    /// The SRK's TPM2B_PUBLIC, as sent.
+    pub fn storage_root_key(&self) -> &[u8] {
+        &self.srk.2
+    }
+
+    /// The key a blob carries, as this TPM imports it.
+    pub fn activate(&self, blob: &[u8]) -> Result<Vec<u8>, TpmError> {
+        activate(blob, (&self.ek.0, &*self.ek.1), (&self.srk.0, &self.srk.1))
+    }
+}
+
+fn rsa_key(public: fn(&RsaTpmKey) -> Vec<u8>) -> Result<(TpmPublic, RsaTpmKey, Vec<u8>), TpmError> {
+    let private = RsaTpmKey::generate()?;
+    let bytes = public(&private);
+    Ok((TpmPublic::parse(&bytes)?, private, bytes))
 }
 
 /// The HMAC key inside `blob`, recovered as the TPM holding `ek` and `srk` would.
@@ -166,10 +248,15 @@ pub trait SeedKey {
 }
 
 /// RSA-OAEP decryption.
-impl SeedKey for RsaPrivateKey {
+impl SeedKey for RsaTpmKey {
     fn open_seed(&self, label: &str, secret: &[u8], _: &TpmPublic) -> Result<Vec<u8>, TpmError> {
-        self.decrypt(Oaep::new_with_label::<Sha256, _>(label), secret)
-            .map_err(|e| TpmError::Crypto(e.to_string()))
+        let mut opened = vec![0; self.private.min_output_size()];
+        let algorithm = &OAEP_SHA256_MGF1SHA256;
+        let seed = self
+            .private
+            .decrypt(algorithm, secret, &mut opened, Some(label.as_bytes()))
+            .map_err(|e| TpmError::Crypto(e.to_string()))?;
+        Ok(seed.to_vec())
     }
 }
 
@@ -221,10 +308,8 @@ mod tests {
     use super::*;
     use crate::attestation::tpm::{Randomness, activation_blob};
 
-    fn key() -> (TpmPublic, RsaPrivateKey, Vec<u8>) {
-        let private = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
-        let bytes = storage_root_key(&private);
-        (TpmPublic::parse(&bytes).unwrap(), private, bytes)
+    fn key() -> (TpmPublic, RsaTpmKey, Vec<u8>) {
+        rsa_key(storage_root_key).unwrap()
     }
 
     #[test]

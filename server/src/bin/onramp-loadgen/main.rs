@@ -245,7 +245,7 @@ async fn compare_tpm(
     target: &Arc<Target>,
     scope: &str,
     prefix: &str,
-    tpms: Arc<Vec<tpm::SoftTpm>>,
+    tpms: Arc<Vec<tpm::Device>>,
     symmetric: &Figures,
     args: &Args,
 ) -> anyhow::Result<()> {

@@ -15,9 +15,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::Utc;
 use onramp::attestation::sas;
-use onramp::attestation::tpm::{TpmPublic, device};
+use onramp::attestation::tpm::device::SoftTpm;
 use onramp::model::*;
-use rsa::RsaPrivateKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::Target;
@@ -25,37 +24,25 @@ use crate::Target;
 /// How many distinct software TPMs the devices share.
 const DISTINCT_TPMS: usize = 8;
 
-pub struct SoftTpm {
-    ek: (TpmPublic, RsaPrivateKey),
-    srk: (TpmPublic, RsaPrivateKey),
-    /// The register body: the EK and SRK the SDKs send.
+/// A software TPM and the `tpm` part of the register body it sends.
+pub struct Device {
+    tpm: SoftTpm,
     attestation: String,
-    endorsement_key: String,
 }
 
-impl SoftTpm {
-    fn new() -> anyhow::Result<SoftTpm> {
-        let key = |public: fn(&RsaPrivateKey) -> Vec<u8>| -> anyhow::Result<_> {
-            let private = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)?;
-            let bytes = public(&private);
-            Ok((TpmPublic::parse(&bytes)?, private, BASE64.encode(bytes)))
-        };
-        let (ek, ek_private, endorsement_key) = key(device::endorsement_key)?;
-        let (srk, srk_private, storage_root_key) = key(device::storage_root_key)?;
-        Ok(SoftTpm {
-            ek: (ek, ek_private),
-            srk: (srk, srk_private),
-            attestation: format!(
-                r#""tpm":{{"endorsementKey":"{endorsement_key}","storageRootKey":"{storage_root_key}"}}"#
-            ),
-            endorsement_key,
-        })
+impl Device {
+    fn new() -> anyhow::Result<Device> {
+        let tpm = SoftTpm::rsa()?;
+        let (ek, srk) = (
+            BASE64.encode(tpm.endorsement_key()),
+            BASE64.encode(tpm.storage_root_key()),
+        );
+        let attestation = format!(r#""tpm":{{"endorsementKey":"{ek}","storageRootKey":"{srk}"}}"#);
+        Ok(Device { tpm, attestation })
     }
 
     fn activate(&self, blob: &str) -> anyhow::Result<Vec<u8>> {
-        let blob = BASE64.decode(blob)?;
-        let (ek, srk) = (&self.ek, &self.srk);
-        Ok(device::activate(&blob, (&ek.0, &ek.1), (&srk.0, &srk.1))?)
+        Ok(self.tpm.activate(&BASE64.decode(blob)?)?)
     }
 }
 
@@ -63,10 +50,10 @@ impl SoftTpm {
 pub async fn seed(
     store: &dyn onramp::store::Store,
     ids: impl Iterator<Item = String>,
-) -> anyhow::Result<Arc<Vec<SoftTpm>>> {
+) -> anyhow::Result<Arc<Vec<Device>>> {
     let tpms = tokio::task::spawn_blocking(|| {
         (0..DISTINCT_TPMS)
-            .map(|_| SoftTpm::new())
+            .map(|_| Device::new())
             .collect::<anyhow::Result<Vec<_>>>()
     })
     .await??;
@@ -77,7 +64,7 @@ pub async fn seed(
             registration_id,
             device_id: None,
             spec: EnrollmentSpec::new(Attestation::Tpm {
-                endorsement_key: tpms[i % DISTINCT_TPMS].endorsement_key.clone(),
+                endorsement_key: BASE64.encode(tpms[i % DISTINCT_TPMS].tpm.endorsement_key()),
                 storage_root_key: None,
             }),
             optional_device_information: None,
@@ -91,12 +78,12 @@ pub async fn seed(
 }
 
 /// The TPM the `i`-th device holds.
-pub fn of(tpms: &[SoftTpm], i: usize) -> &SoftTpm {
+pub fn of(tpms: &[Device], i: usize) -> &Device {
     &tpms[i % DISTINCT_TPMS]
 }
 
 /// One device: challenge, activation, signed register; expects the final `assigned` state.
-pub async fn register(target: &Target, scope: &str, tpm: &SoftTpm, id: &str) -> anyhow::Result<()> {
+pub async fn register(target: &Target, scope: &str, tpm: &Device, id: &str) -> anyhow::Result<()> {
     let mut tls = target.connect().await?;
     let body = format!(r#"{{"registrationId":"{id}",{}}}"#, tpm.attestation);
     let (status, challenge) = exchange(&mut tls, target, scope, id, None, &body).await?;

@@ -197,14 +197,16 @@ enum TpmRound {
         id: String,
         ek: Vec<u8>,
     },
-    /// Blob pieces still to send; after the last, the device answers with its SAS token.
-    Blob {
-        scope: String,
-        id: String,
-        pending: std::collections::VecDeque<Vec<u8>>,
-        /// Set when the blob is a decoy: the outcome is this refusal, whatever the token.
-        refused: Option<String>,
-    },
+    Blob(BlobRound),
+}
+
+/// Blob pieces still to send; after the last, the device answers with its SAS token.
+struct BlobRound {
+    scope: String,
+    id: String,
+    pending: std::collections::VecDeque<Vec<u8>>,
+    /// Set when the blob is a decoy: the outcome is this refusal, whatever the token.
+    refused: Option<String>,
 }
 
 /// A login by TLS client certificate (no SASL layer, or EXTERNAL): a certificate must be there;
@@ -291,42 +293,31 @@ impl Mechanisms<'_> {
                     Ok(TpmLoginChallenge::Refused { decoy, reason }) => (decoy, Some(reason)),
                     Err(refusal) => return Ok(Step::Done(Err(refusal.to_string()))),
                 };
-                let mut pending: std::collections::VecDeque<_> = tpm_segments(&blob).into();
-                let first = pending.pop_front().unwrap_or_default();
-                self.tpm = Some(TpmRound::Blob {
+                let round = BlobRound {
                     scope,
                     id,
-                    pending,
+                    pending: tpm_segments(&blob).into(),
                     refused,
-                });
-                Ok(Step::Challenge(first))
+                };
+                self.send_piece(round, body).await
             }
-            Some(TpmRound::Blob {
-                scope,
-                id,
-                mut pending,
-                refused,
-            }) => match pending.pop_front() {
-                Some(next) => {
-                    self.tpm = Some(TpmRound::Blob {
-                        scope,
-                        id,
-                        pending,
-                        refused,
-                    });
-                    Ok(Step::Challenge(next))
-                }
-                None => {
-                    if let Some(reason) = refused {
-                        return Ok(Step::Done(Err(reason)));
-                    }
-                    let token = std::str::from_utf8(body)
-                        .map_err(|_| SaslError::Malformed("the SAS token is not UTF-8".into()))?;
-                    Ok(self.login(&scope, &id, token).await)
-                }
-            },
+            Some(TpmRound::Blob(round)) => self.send_piece(round, body).await,
             None => Ok(Step::Done(Err("unexpected SASL response".into()))),
         }
+    }
+
+    /// The blob's next piece, or once all went out the outcome for the token in `body`.
+    async fn send_piece(&mut self, mut round: BlobRound, body: &[u8]) -> Result<Step, SaslError> {
+        if let Some(piece) = round.pending.pop_front() {
+            self.tpm = Some(TpmRound::Blob(round));
+            return Ok(Step::Challenge(piece));
+        }
+        if let Some(reason) = round.refused {
+            return Ok(Step::Done(Err(reason)));
+        }
+        let token = std::str::from_utf8(body)
+            .map_err(|_| SaslError::Malformed("the SAS token is not UTF-8".into()))?;
+        Ok(self.login(&round.scope, &round.id, token).await)
     }
 }
 
