@@ -73,7 +73,7 @@ pub fn shell(assets: SiteAssets) -> impl IntoView {
                     r#type="application/wasm"
                     crossorigin=""
                 />
-                <script type="module">{hydrate}</script>
+                <script type="module" nonce=leptos::nonce::use_nonce()>{hydrate}</script>
                 <MetaTags/>
             </head>
             <body>

@@ -79,3 +79,18 @@ test('a forged request without the CSRF token is refused', async ({ page }) => {
   expect(honest.status()).toBe(200);
   expect(await enrollmentExists(page, 'honest-1')).toBe(true);
 });
+
+test('pages hydrate under their Content Security Policy without a single violation', async ({ page }) => {
+  const violations: string[] = [];
+  page.on('console', (message) => {
+    if (/Content Security Policy/i.test(message.text())) violations.push(message.text());
+  });
+  await signIn(page, users.operator, '/console/enrollments');
+  for (const path of ['/console/enrollments', '/', '/console/live', '/console/hubs']) {
+    await page.goto(path);
+    await expect(page.locator('main[data-hydrated="true"]')).toBeVisible();
+  }
+  const response = await page.request.get('/');
+  expect(response.headers()['content-security-policy']).toMatch(/script-src 'self' 'nonce-[^']+' 'wasm-unsafe-eval'/);
+  expect(violations).toEqual([]);
+});

@@ -78,6 +78,22 @@ pub struct Limits {
     pub amqp_idle_timeout_secs: u64,
     /// Concurrent AMQP connections (TLS listener), each about 100 KB while open.
     pub max_amqp_connections: usize,
+    /// Failed console sign-ins of one account before it is locked for `login_lockout_secs`.
+    pub login_max_failures: u32,
+    /// Failed console sign-ins from one address (any accounts) before it is locked.
+    pub login_max_failures_per_address: u32,
+    /// Seconds a locked account or address waits after its last failure.
+    pub login_lockout_secs: u64,
+}
+
+impl Limits {
+    pub fn sign_in_limits(&self) -> crate::domain::sign_in_throttle::SignInLimits {
+        crate::domain::sign_in_throttle::SignInLimits {
+            per_account: self.login_max_failures,
+            per_address: self.login_max_failures_per_address,
+            lockout: std::time::Duration::from_secs(self.login_lockout_secs),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -120,6 +136,9 @@ impl Default for Limits {
             mqtt_idle_timeout_secs: 300,
             amqp_idle_timeout_secs: 60,
             max_amqp_connections: 2_000,
+            login_max_failures: 5,
+            login_max_failures_per_address: 20,
+            login_lockout_secs: 900,
         }
     }
 }
@@ -208,6 +227,12 @@ impl Config {
             ("limits.mqtt_idle_timeout_secs", l.mqtt_idle_timeout_secs),
             ("limits.amqp_idle_timeout_secs", l.amqp_idle_timeout_secs),
             ("limits.max_amqp_connections", l.max_amqp_connections as u64),
+            ("limits.login_max_failures", l.login_max_failures.into()),
+            (
+                "limits.login_max_failures_per_address",
+                l.login_max_failures_per_address.into(),
+            ),
+            ("limits.login_lockout_secs", l.login_lockout_secs),
             (
                 "limits.database_max_connections",
                 l.database_max_connections as u64,

@@ -8,3 +8,4 @@ pub mod ca;
 pub mod console_users;
 pub mod device_hub;
 pub mod provisioner;
+pub mod sign_in_throttle;

@@ -7,6 +7,7 @@ mod amqp;
 mod audit;
 mod bulk;
 mod cli;
+mod console;
 mod mqtt;
 mod provisioning;
 mod sdk;

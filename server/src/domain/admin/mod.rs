@@ -18,8 +18,10 @@ use serde_json::Value;
 
 pub use enrollments::{Resource, build};
 pub use settings::{AllocationSettingsView, HubSettings, KeySlot, RegionRule, parse_rights};
+pub use users::SignIn;
 
 use crate::domain::provisioner::Provisioner;
+use crate::domain::sign_in_throttle::{SignInLimits, SignInThrottle};
 use crate::model::{Actor, NewAuditEntry};
 use crate::store::{Store, StoreError};
 
@@ -45,6 +47,7 @@ pub struct Admin {
     store: Arc<dyn Store>,
     /// Its caches (groups, hubs, CAs, allocation settings) are dropped after a change.
     provisioner: Arc<Provisioner>,
+    sign_ins: SignInThrottle,
 }
 
 /// What an audit entry says changed; keys, secrets and password hashes are never in it.
@@ -77,8 +80,16 @@ impl Change {
 }
 
 impl Admin {
-    pub fn new(store: Arc<dyn Store>, provisioner: Arc<Provisioner>) -> Arc<Admin> {
-        Arc::new(Admin { store, provisioner })
+    pub fn new(
+        store: Arc<dyn Store>,
+        provisioner: Arc<Provisioner>,
+        sign_in_limits: SignInLimits,
+    ) -> Arc<Admin> {
+        Arc::new(Admin {
+            store,
+            provisioner,
+            sign_ins: SignInThrottle::new(sign_in_limits),
+        })
     }
 
     pub(crate) fn store(&self) -> &dyn Store {

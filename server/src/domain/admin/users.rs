@@ -1,5 +1,8 @@
 //! Console users and their sign-ins.
 
+use std::net::IpAddr;
+use std::time::Duration;
+
 use serde_json::json;
 
 use super::{Admin, AdminError, Change, Result, invalid};
@@ -23,6 +26,15 @@ fn target(username: &str) -> String {
 /// The password hash never goes into the trail.
 fn role_of(role: Role) -> serde_json::Value {
     json!({"role": role.as_str()})
+}
+
+/// How a console sign-in ended.
+#[derive(Debug)]
+pub enum SignIn {
+    Accepted(ConsoleUser),
+    Refused,
+    /// Too many recent failures for the account or the address; try again after this long.
+    Locked(Duration),
 }
 
 impl Admin {
@@ -71,23 +83,35 @@ impl Admin {
     }
 
     /// Checks console credentials; every attempt, refused or not, is in the trail. `typed` is
-    /// whatever name was entered: only a bounded, printable prefix of it is kept.
+    /// whatever name was entered: only a bounded, printable prefix of it is kept. An account or an
+    /// address with too many recent failures is refused without a password check.
     pub async fn sign_in(
         &self,
         typed: &str,
         password: &str,
-    ) -> Result<Option<ConsoleUser>, StoreError> {
+        address: Option<IpAddr>,
+    ) -> Result<SignIn, StoreError> {
+        let printable: String = typed.chars().filter(|c| !c.is_control()).take(64).collect();
+        if let Some(left) = self.sign_ins.locked(typed, address) {
+            let change = Change::new("login.locked", "console")
+                .after(Some(json!({"retryAfterSecs": left.as_secs().max(1)})));
+            self.audit(&Actor::console(&printable), change).await;
+            return Ok(SignIn::Locked(left));
+        }
         let user = console_users::authenticate(self.store(), typed, password).await?;
         let (name, action) = match &user {
-            Some(user) => (user.username.clone(), "login"),
+            Some(user) => {
+                self.sign_ins.succeeded(typed);
+                (user.username.clone(), "login")
+            }
             None => {
-                let printable = typed.chars().filter(|c| !c.is_control()).take(64);
-                (printable.collect(), "login.failed")
+                self.sign_ins.failed(typed, address);
+                (printable, "login.failed")
             }
         };
         self.audit(&Actor::console(&name), Change::new(action, "console"))
             .await;
-        Ok(user)
+        Ok(user.map_or(SignIn::Refused, SignIn::Accepted))
     }
 
     pub async fn signed_out(&self, username: &str) {

@@ -6,18 +6,20 @@
 //! come from another origin. Reads are GET, so they need no token.
 
 use app::model::{SessionInfo, SignedIn};
-use axum::Form;
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
 use serde::Deserialize;
+use std::net::SocketAddr;
 use subtle::ConstantTimeEq;
 use tower_sessions::{Expiry, Session};
 
 use super::sessions::{ANONYMOUS_EXPIRY, IDLE_EXPIRY, SessionUser};
 use super::views::view_role;
+use crate::domain::admin::SignIn;
 use crate::state::AppState;
 
 const CSRF_KEY: &str = "csrf";
@@ -200,17 +202,30 @@ fn safe_next(next: &str) -> &str {
 /// new CSRF token.
 pub async fn login(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     session: Session,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let user = match state.admin.sign_in(&form.username, &form.password).await {
-        Ok(user) => user,
-        Err(e) => return session_failed(e),
-    };
+    let address = peer.map(|Extension(ConnectInfo(peer))| peer.ip().to_canonical());
+    let signed_in = state
+        .admin
+        .sign_in(&form.username, &form.password, address)
+        .await;
     let next = safe_next(&form.next);
-    let Some(user) = user else {
-        tracing::info!("console sign-in refused");
-        return Redirect::to(&format!("/login?error=1&next={}", encode(next))).into_response();
+    let user = match signed_in {
+        Ok(SignIn::Accepted(user)) => user,
+        Ok(SignIn::Refused) => {
+            tracing::info!("console sign-in refused");
+            let to = format!("/login?error=1&next={}", encode(next));
+            return Redirect::to(&to).into_response();
+        }
+        Ok(SignIn::Locked(left)) => {
+            tracing::warn!(retry_after_secs = left.as_secs(), "console sign-in locked");
+            let secs = left.as_secs().max(1);
+            let to = format!("/login?error=locked&retry={secs}&next={}", encode(next));
+            return Redirect::to(&to).into_response();
+        }
+        Err(e) => return session_failed(e),
     };
     let established = async {
         session.cycle_id().await?;

@@ -6,6 +6,7 @@
 mod auth;
 mod backend;
 mod forms;
+mod headers;
 mod live;
 mod sessions;
 mod views;
@@ -32,6 +33,10 @@ use crate::state::AppState;
 pub const OUTPUT_NAME: &str = "onramp";
 
 pub fn router(state: AppState) -> Router {
+    headers::secured(pages(state))
+}
+
+fn pages(state: AppState) -> Router {
     let site_root = state.config.site_root.clone();
     let max_body = state.config.limits.max_body_bytes;
     let options = LeptosOptions::builder()
@@ -48,7 +53,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .leptos_routes_with_context(&options, generate_route_list(App), context, {
             let assets = site_assets(&site_root);
-            move || shell(assets.clone())
+            move || {
+                headers::set_page_policy();
+                shell(assets.clone())
+            }
         })
         .route("/api/{*fn_name}", post(server_fns.clone()).get(server_fns))
         .nest_service("/pkg", built_assets(&site_root))
