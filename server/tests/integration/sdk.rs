@@ -206,8 +206,73 @@ async fn conformance(dir: &Path, database_url: &str) {
     hub_service_sdk(&base).await;
     console.shows_the_node_device_on_its_hub(&server).await;
 
+    // Every protocol and attestation ran through this server: none of the keys it holds (enrollment,
+    // group and derived device keys, hub identities' keys, access policies) is in its log.
+    let secrets = secrets_in(base.store.as_ref()).await;
+    assert!(secrets.len() > 50, "only {} keys found", secrets.len());
+    let log = server.log();
+    for secret in &secrets {
+        assert!(!log.contains(secret.as_str()), "a key is in the server log");
+    }
+
     base.store.close().await;
     server.terminate(std::time::Duration::from_secs(15));
+}
+
+/// The keys the store holds, and those derived from its group keys for the devices registered.
+async fn secrets_in(store: &dyn Store) -> Vec<String> {
+    let mut secrets = Vec::new();
+    let mut add = |attestation: &Attestation| {
+        if let Attestation::SymmetricKey {
+            primary_key,
+            secondary_key,
+        } = attestation
+        {
+            secrets.extend([primary_key.clone(), secondary_key.clone()]);
+        }
+    };
+    let all = |after| ListQuery {
+        after,
+        limit: 1000,
+        ..Default::default()
+    };
+    let enrollments = store.list_enrollments(&all(None)).await.unwrap();
+    assert!(enrollments.next.is_none());
+    enrollments
+        .items
+        .iter()
+        .for_each(|e| add(&e.spec.attestation));
+    let groups = store.list_groups(&all(None)).await.unwrap().items;
+    groups.iter().for_each(|g| add(&g.spec.attestation));
+    let records = store.list_registrations(&all(None)).await.unwrap().items;
+    for record in &records {
+        for group in &groups {
+            if let Attestation::SymmetricKey { primary_key, .. } = &group.spec.attestation {
+                let derived = onramp::attestation::sas::derive_device_key(
+                    primary_key,
+                    &record.registration_id,
+                );
+                secrets.extend(derived.ok());
+            }
+        }
+        if let (Some(hub), Some(device)) = (&record.assigned_hub, &record.device_id) {
+            let identity = store.get_hub_device(hub, device).await.unwrap();
+            if let Some(DeviceAuth::Sas {
+                primary_key,
+                secondary_key,
+            }) = identity.map(|d| d.auth)
+            {
+                secrets.extend([primary_key, secondary_key]);
+            }
+        }
+    }
+    for policy in store.list_policies().await.unwrap() {
+        secrets.extend([policy.primary_key, policy.secondary_key]);
+    }
+    secrets.retain(|s| s.len() >= 16);
+    secrets.sort();
+    secrets.dedup();
+    secrets
 }
 
 async fn link(store: &Arc<dyn Store>, host: &str) {
