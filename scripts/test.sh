@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing and runs every test: formatting and lints, unit tests, the storage suite
 # on SQLite and on the local PostgreSQL, the binary's integration tests, the Playwright browser
-# tests of the console in Debian's Chromium, and the README's run command itself.
+# tests of the console in Debian's Chromium, the README's run command itself, and a short crash-consistency run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,3 +28,6 @@ step "browser tests (Playwright, Chromium)"
 
 step "the README's run command (release build, default ports, a fresh data dir)"
 scripts/smoke-run.sh
+
+step "crash consistency (SIGKILL mid-run, SQLite and PostgreSQL, HTTPS and MQTT; short form)"
+scripts/chaos.sh 2000 both

@@ -16,6 +16,7 @@
 //! as the server) and reads the ID scope and CA from there.
 
 mod amqp;
+mod chaos;
 mod tpm;
 
 use std::sync::Arc;
@@ -73,6 +74,16 @@ struct Args {
     /// The server's process ID, for its resident memory and the CPU time it spends per item.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Crash-consistency run (HTTPS or MQTT): each device retries whatever fails for up to this
+    /// many seconds until it is told `assigned`; what each was told goes to --acknowledged.
+    #[arg(long, value_name = "SECS", requires = "acknowledged")]
+    retry_for: Option<u64>,
+    /// The file the acknowledgements of a --retry-for run are written to.
+    #[arg(long, value_name = "FILE")]
+    acknowledged: Option<std::path::PathBuf>,
+    /// Compare the acknowledgements in FILE with the store, print the counts, fail on a loss.
+    #[arg(long, value_name = "FILE")]
+    verify: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -110,6 +121,11 @@ async fn main() -> anyhow::Result<()> {
         ..Config::default()
     };
     let store = onramp::store::open(&config.effective_database_url(), 4).await?;
+    if let Some(path) = &args.verify {
+        let verified = chaos::verify(store.as_ref(), path).await;
+        store.close().await;
+        return verified;
+    }
     let scope = store
         .setting(setting::ID_SCOPE)
         .await?
@@ -170,6 +186,33 @@ async fn main() -> anyhow::Result<()> {
         target.address, args.devices, args.concurrency
     );
 
+    if let (Some(secs), Some(path)) = (args.retry_for, &args.acknowledged) {
+        let (target, scope, protocol) = (target.clone(), scope.clone(), args.protocol);
+        let started = Instant::now();
+        let register = move |i| {
+            let (target, scope, key) = (target.clone(), scope.clone(), group_key.clone());
+            let id = format!("{prefix}-{i}");
+            async move {
+                let reply = match protocol {
+                    Protocol::Mqtt => register_mqtt(&target, &scope, &key, &id).await?,
+                    Protocol::Https => register(&target, &scope, &key, &id).await?,
+                    _ => bail!("--retry-for runs over HTTPS or MQTT"),
+                };
+                Ok((id.clone(), chaos::assigned(&id, &reply)?))
+            }
+        };
+        let within = Duration::from_secs(secs);
+        let (acknowledged, failures) =
+            chaos::until_acknowledged(args.devices, args.concurrency, within, register).await?;
+        chaos::write(path, &acknowledged)?;
+        println!(
+            "{} devices acknowledged in {:.1} s after {failures} failed attempts",
+            acknowledged.len(),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+
     let handshakes = args.handshakes.unwrap_or(args.devices);
     let pid = args.server_pid;
     let baseline = on_server(
@@ -204,9 +247,9 @@ async fn main() -> anyhow::Result<()> {
                 async move {
                     match protocol {
                         Protocol::Https | Protocol::Tpm => {
-                            register(&target, &scope, &key, &id).await
+                            register(&target, &scope, &key, &id).await.map(drop)
                         }
-                        Protocol::Mqtt => register_mqtt(&target, &scope, &key, &id).await,
+                        Protocol::Mqtt => register_mqtt(&target, &scope, &key, &id).await.map(drop),
                         Protocol::Amqp => {
                             let device = amqp::Device::open(&target, &scope, &key, &id).await?;
                             device.register(&id).await
@@ -344,8 +387,13 @@ fn connector(ca: &std::path::Path) -> anyhow::Result<TlsConnector> {
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
-/// One device: connect, PUT register, expect the final `assigned` state in the reply.
-async fn register(target: &Target, scope: &str, group_key: &str, id: &str) -> anyhow::Result<()> {
+/// One device: connect, PUT register, expect the final `assigned` state in the reply (returned).
+async fn register(
+    target: &Target,
+    scope: &str,
+    group_key: &str,
+    id: &str,
+) -> anyhow::Result<String> {
     let key = sas::derive_device_key(group_key, id)?;
     let resource = format!("{scope}/registrations/{id}");
     let token = device_token(&key, scope, id)?;
@@ -367,17 +415,18 @@ async fn register(target: &Target, scope: &str, group_key: &str, id: &str) -> an
             text.lines().next().unwrap_or("")
         );
     }
-    Ok(())
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    Ok(body.to_string())
 }
 
 /// One device over MQTT: connect with its SAS token, subscribe, publish the register request, and
-/// expect the final `assigned` state in the response.
+/// expect the final `assigned` state in the response (returned).
 async fn register_mqtt(
     target: &Target,
     scope: &str,
     group_key: &str,
     id: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let key = sas::derive_device_key(group_key, id)?;
     let token = device_token(&key, scope, id)?;
     let username =
@@ -397,24 +446,24 @@ async fn register_mqtt(
             body.into_bytes(),
         )))
         .await?;
-    loop {
+    let reply = loop {
         match session.next().await? {
             Packet::Publish(response) => {
-                let text = String::from_utf8_lossy(&response.payload);
+                let text = String::from_utf8_lossy(&response.payload).into_owned();
                 if !response.topic.starts_with("$dps/registrations/res/202/")
                     || !text.contains(r#""status":"assigned""#)
                 {
                     bail!("unexpected reply for {id}: {} {text}", response.topic);
                 }
-                break;
+                break text;
             }
             Packet::SubAck(_) => continue,
             other => bail!("unexpected packet for {id}: {other:?}"),
         }
-    }
+    };
     session.send(Packet::Disconnect).await?;
     session.tls.shutdown().await.ok();
-    Ok(())
+    Ok(reply)
 }
 
 /// The server's memory with `count` AMQP connections logged in and linked, none with a request
