@@ -86,16 +86,6 @@ pub struct Limits {
     pub login_lockout_secs: u64,
 }
 
-impl Limits {
-    pub fn sign_in_limits(&self) -> crate::domain::sign_in_throttle::SignInLimits {
-        crate::domain::sign_in_throttle::SignInLimits {
-            per_account: self.login_max_failures,
-            per_address: self.login_max_failures_per_address,
-            lockout: std::time::Duration::from_secs(self.login_lockout_secs),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {

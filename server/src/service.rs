@@ -60,11 +60,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         Duration::from_millis(config.limits.inline_assignment_ms),
     );
     let device_hub = DeviceHub::new(store.clone(), bus.clone());
-    let admin = Admin::new(
-        store.clone(),
-        provisioner.clone(),
-        config.limits.sign_in_limits(),
-    );
+    let admin = Admin::new(store.clone(), provisioner.clone(), (&config.limits).into());
     Ok(Prepared {
         state: AppState {
             config: Arc::new(config),

@@ -21,6 +21,16 @@ pub struct SignInLimits {
     pub lockout: Duration,
 }
 
+impl From<&crate::config::Limits> for SignInLimits {
+    fn from(limits: &crate::config::Limits) -> Self {
+        SignInLimits {
+            per_account: limits.login_max_failures,
+            per_address: limits.login_max_failures_per_address,
+            lockout: Duration::from_secs(limits.login_lockout_secs),
+        }
+    }
+}
+
 impl Default for SignInLimits {
     fn default() -> Self {
         SignInLimits {
