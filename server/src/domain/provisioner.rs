@@ -39,6 +39,9 @@ use crate::store::{MAX_PAGE, Store, StoreError};
 /// Python always waits 2 s first; C honours 1 s. (Node's HTTP transport ignores it and polls every
 /// 2 s, which is why finished assignments are returned in the register reply itself.)
 pub const RETRY_AFTER_SECS: u32 = 1;
+/// What a throttled device or one the service failed waits: long enough that a fleet retrying
+/// together does not keep a recovering database down.
+pub const RETRY_AFTER_FAILURE_SECS: u32 = 3;
 
 /// How long linked hubs, allocation settings and symmetric-key groups are cached. Changes reach
 /// registrations this much later at most; a registration that matches nothing reloads at once.
@@ -175,6 +178,9 @@ pub enum ProvisionError {
     TooLarge(usize),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The store cannot be reached for now (the reason is for diagnostics).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// A TPM device's first request: it must import the key in this activation blob (base64)
     /// and sign its retry with it.
     #[error("tpm: challenge issued")]
@@ -190,12 +196,20 @@ impl ProvisionError {
             ProvisionError::NotFound(_) => code::NOT_FOUND,
             ProvisionError::TooLarge(_) => code::PAYLOAD_TOO_LARGE,
             ProvisionError::Internal(_) => code::INTERNAL,
+            ProvisionError::Unavailable(_) => code::SERVICE_UNAVAILABLE,
             ProvisionError::TpmChallenge(_) => code::UNAUTHORIZED,
         }
     }
 
     pub fn status(&self) -> u16 {
         (self.code() / 1000) as u16
+    }
+
+    /// When the device should try again: after throttling and after any failure of the
+    /// service's own (HTTP `Retry-After`, MQTT `retry-after`, AMQP's info map).
+    pub fn retry_after_secs(&self) -> Option<u32> {
+        let status = self.status();
+        (status == 429 || status >= 500).then_some(RETRY_AFTER_FAILURE_SECS)
     }
 
     /// What the device is told: enough to fix its own mistake, nothing that helps guess keys or IDs.
@@ -206,6 +220,7 @@ impl ProvisionError {
             }
             ProvisionError::Unauthorized(_) => "Unauthorized".into(),
             ProvisionError::Internal(_) => "Internal server error".into(),
+            ProvisionError::Unavailable(_) => "Service unavailable, retry later".into(),
             ProvisionError::TpmChallenge(_) => {
                 "Authorization required, resend request using supplied key".into()
             }
@@ -218,7 +233,11 @@ const EXPIRED: &str = "the SAS token has expired";
 
 impl From<StoreError> for ProvisionError {
     fn from(e: StoreError) -> Self {
-        ProvisionError::Internal(e.to_string())
+        if e.is_unavailable() {
+            ProvisionError::Unavailable(e.to_string())
+        } else {
+            ProvisionError::Internal(e.to_string())
+        }
     }
 }
 

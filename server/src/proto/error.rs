@@ -48,4 +48,6 @@ pub mod code {
     pub const PAYLOAD_TOO_LARGE: i64 = 413_001;
     pub const THROTTLED: i64 = 429_001;
     pub const INTERNAL: i64 = 500_001;
+    /// The database cannot be reached for now; the device retries after `Retry-After`.
+    pub const SERVICE_UNAVAILABLE: i64 = 503_001;
 }

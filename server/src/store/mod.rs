@@ -41,6 +41,38 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
 }
 
+impl StoreError {
+    /// The database cannot be reached or refuses work for now (down, restarting, out of
+    /// connections or disk): unlike a failed statement, the same request may work later.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Database(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                if code.len() == 5 {
+                    // PostgreSQL SQLSTATE classes: connection exception, operator intervention
+                    // (shutting down), insufficient resources.
+                    ["08", "57", "53"]
+                        .iter()
+                        .any(|class| code.starts_with(class))
+                } else {
+                    // SQLite's primary result code (the low byte): BUSY, IOERR, FULL.
+                    matches!(code.parse::<i32>().map(|c| c & 0xff), Ok(5 | 10 | 13))
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
 impl From<serde_json::Error> for StoreError {
     fn from(e: serde_json::Error) -> Self {
         StoreError::Corrupt(e.to_string())
@@ -206,6 +238,11 @@ pub async fn open_sqlite(url: &str, max_connections: u32) -> Result<SqliteStore,
     Ok(SqliteStore::with_writer(readers, writer))
 }
 
+/// How long a request waits for a PostgreSQL connection. While the database is down the pool
+/// keeps reconnecting for this long before the request fails with 503 and `Retry-After`: a
+/// device is better told to come back than held while a whole fleet queues behind it.
+const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
 pub async fn open_postgres(
     options: PgConnectOptions,
     max_connections: u32,
@@ -224,7 +261,7 @@ pub async fn open_postgres(
     probe.close().await?;
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await?;
     sqlx::migrate!("../migrations/postgres").run(&pool).await?;

@@ -12,6 +12,20 @@ use crate::config::DatabaseKind;
 use crate::model::*;
 use crate::model::{MinuteCount, RecordedFailure, RegistrationEvent};
 
+/// Closes a connection whose transaction failed instead of returning it to the pool. After
+/// SQLITE_FULL or an I/O error SQLite may roll the transaction back by itself; sqlx 0.8 does not
+/// notice, later issues SAVEPOINTs instead of BEGIN, and every "commit" on that connection then
+/// lands in a transaction that never ends (devices told `assigned` and nothing stored: found by
+/// tests/integration/outage.rs on a full disk). A new connection has no such past.
+fn discard_if_failed<DB: Database, T>(
+    conn: &mut sqlx::pool::PoolConnection<DB>,
+    result: &Result<T>,
+) {
+    if result.is_err() {
+        conn.close_on_drop();
+    }
+}
+
 /// Optional filters of a list and the columns they apply to.
 struct ListColumns {
     status: Option<&'static str>,
@@ -130,8 +144,15 @@ macro_rules! sql_store {
             }
 
             async fn commit_batch(writer: &sqlx::Pool<$db>, batch: &Batch) -> Result<Created> {
+                let mut conn = writer.acquire().await?;
+                let result = Self::commit_batch_on(&mut conn, batch).await;
+                discard_if_failed(&mut conn, &result);
+                result
+            }
+
+            async fn commit_batch_on(conn: &mut <$db as Database>::Connection, batch: &Batch) -> Result<Created> {
                 let mut created = Created::default();
-                let mut tx = writer.begin().await?;
+                let mut tx = sqlx::Connection::begin(conn).await?;
                 Self::upsert_rows(&mut tx, &batch.hub_devices, &mut created.hub_devices).await?;
                 Self::upsert_rows(&mut tx, &batch.registrations, &mut created.registrations).await?;
                 Self::upsert_rows(&mut tx, &batch.operations, &mut created.operations).await?;
@@ -139,8 +160,27 @@ macro_rules! sql_store {
                 Ok(created)
             }
 
+            async fn insert_enrollment_rows(conn: &mut <$db as Database>::Connection, rows: Vec<EnrollmentRow>) -> Result<()> {
+                let statements = EnrollmentRow::statements();
+                // Measured: a few hundred rows per statement is fastest on both databases.
+                let per_statement = 4_000 / statements.width();
+                let mut tx = sqlx::Connection::begin(conn).await?;
+                let mut rows = rows.into_iter().peekable();
+                while rows.peek().is_some() {
+                    let chunk: Vec<EnrollmentRow> = rows.by_ref().take(per_statement).collect();
+                    let sql = statements.upsert_many(chunk.len());
+                    let mut query = sqlx::query(&sql);
+                    for row in chunk {
+                        query = row.bind_row(query);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn upsert_rows<R>(
-                tx: &mut sqlx::Transaction<'static, $db>,
+                tx: &mut sqlx::Transaction<'_, $db>,
                 table: &TableRows<R>,
                 created: &mut std::collections::HashMap<String, DateTime<Utc>>,
             ) -> Result<()>
@@ -337,27 +377,15 @@ macro_rules! sql_store {
 
             async fn put_enrollments(&self, enrollments: Vec<Enrollment>) -> Result<()> {
                 let now = Utc::now();
-                let statements = EnrollmentRow::statements();
-                // Measured: a few hundred rows per statement is fastest on both databases.
-                let per_statement = 4_000 / statements.width();
                 let mut rows = Vec::with_capacity(enrollments.len());
                 for mut enrollment in enrollments {
                     enrollment.touch(now);
                     rows.push(enrollment.to_row()?);
                 }
-                let mut tx = self.writer.begin().await?;
-                let mut rows = rows.into_iter().peekable();
-                while rows.peek().is_some() {
-                    let chunk: Vec<EnrollmentRow> = rows.by_ref().take(per_statement).collect();
-                    let sql = statements.upsert_many(chunk.len());
-                    let mut query = sqlx::query(&sql);
-                    for row in chunk {
-                        query = row.bind_row(query);
-                    }
-                    query.execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                Ok(())
+                let mut conn = self.writer.acquire().await?;
+                let result = Self::insert_enrollment_rows(&mut conn, rows).await;
+                discard_if_failed(&mut conn, &result);
+                result
             }
 
             async fn get_enrollments(&self, registration_ids: &[String]) -> Result<Vec<Enrollment>> {

@@ -170,7 +170,7 @@ fn operation_response(status: StatusCode, reply: &OperationReply) -> Response {
 
 /// The Azure error body for a provisioning error.
 pub fn error_response(e: &ProvisionError) -> Response {
-    match e {
+    let mut response = match e {
         // The SDKs read `authenticationKey` (Node) and `keyName` (C) beside the message.
         ProvisionError::TpmChallenge(blob) => {
             let mut challenge = serde_json::Map::new();
@@ -179,5 +179,11 @@ pub fn error_response(e: &ProvisionError) -> Response {
             azure_error_with(e.code(), e.client_message(), challenge)
         }
         _ => azure_error(e.code(), e.client_message()),
+    };
+    if let Some(secs) = e.retry_after_secs() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
+    response
 }

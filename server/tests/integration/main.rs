@@ -9,6 +9,7 @@ mod bulk;
 mod cli;
 mod console;
 mod mqtt;
+mod outage;
 mod provisioning;
 mod sdk;
 mod sdk_tpm;

@@ -36,7 +36,7 @@ crate::backend_suite!(
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-struct Client {
+pub(crate) struct Client {
     tls: Box<dyn Io>,
     buffer: BytesMut,
 }
@@ -92,7 +92,7 @@ impl Client {
         (client, chosen)
     }
 
-    async fn connect(
+    pub(crate) async fn connect(
         i: &Instance,
         username: &str,
         password: &str,
@@ -110,7 +110,7 @@ impl Client {
         }
     }
 
-    async fn send(&mut self, packet: Packet) {
+    pub(crate) async fn send(&mut self, packet: Packet) {
         let mut out = BytesMut::new();
         packet.write(&mut out, usize::MAX).unwrap();
         self.send_raw(&out).await;
@@ -122,7 +122,7 @@ impl Client {
     }
 
     /// The next packet, or None once the server has closed the connection.
-    async fn next(&mut self) -> Option<Packet> {
+    pub(crate) async fn next(&mut self) -> Option<Packet> {
         loop {
             if let Ok(packet) = Packet::read(&mut self.buffer, 1 << 20) {
                 return Some(packet);
@@ -138,7 +138,7 @@ impl Client {
     }
 
     /// The next response publish: (topic, JSON body).
-    async fn response(&mut self) -> (String, Value) {
+    pub(crate) async fn response(&mut self) -> (String, Value) {
         let (topic, payload) = self.raw_response().await;
         let body = match payload.is_empty() {
             true => Value::Null,
@@ -200,7 +200,7 @@ async fn websocket_pipe<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-fn username(i: &Instance, id: &str) -> String {
+pub(crate) fn username(i: &Instance, id: &str) -> String {
     format!(
         "{}/registrations/{id}/api-version=2019-03-31&ClientVersion=test%2F1.0",
         i.scope()

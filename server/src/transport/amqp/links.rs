@@ -24,8 +24,7 @@ use super::sasl::{Login, parse_device_name};
 use crate::attestation::x509::PresentedChain;
 use crate::diagnostics::Protocol;
 use crate::domain::provisioner::{
-    Credential, OperationReply, ProvisionError, Provisioner, RETRY_AFTER_SECS, RegisterRequest,
-    StatusRequest,
+    Credential, OperationReply, ProvisionError, Provisioner, RegisterRequest, StatusRequest,
 };
 use crate::proto::error::ErrorBody;
 
@@ -280,17 +279,15 @@ pub fn rejection(error: &ProvisionError) -> definitions::Error {
         401 | 403 => ErrorCondition::AmqpError(AmqpError::UnauthorizedAccess),
         404 => ErrorCondition::AmqpError(AmqpError::NotFound),
         429 => ErrorCondition::Custom(Symbol::from(THROTTLED)),
+        503 => ErrorCondition::AmqpError(AmqpError::ResourceLimitExceeded),
         400..=499 => ErrorCondition::AmqpError(AmqpError::InvalidField),
         _ => ErrorCondition::AmqpError(AmqpError::InternalError),
     };
     let body = ErrorBody::new(error.code(), error.client_message());
     let description = serde_json::to_string(&body).unwrap_or_default();
-    let info = (status == 429 || status >= 500).then(|| {
+    let info = error.retry_after_secs().map(|secs| {
         let mut info = Fields::new();
-        info.insert(
-            Symbol::from("retry-after"),
-            Value::Int(RETRY_AFTER_SECS as i32),
-        );
+        info.insert(Symbol::from("retry-after"), Value::Int(secs as i32));
         info
     });
     definitions::Error::new(condition, Some(description), info)

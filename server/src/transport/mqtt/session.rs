@@ -290,7 +290,8 @@ impl ProvisioningSession {
             }
             Err(e) => {
                 let body = ErrorBody::new(e.code(), e.client_message());
-                (topics::response_topic(e.status(), &rid, None), json(&body))
+                let retry = e.retry_after_secs();
+                (topics::response_topic(e.status(), &rid, retry), json(&body))
             }
         }
     }

@@ -70,6 +70,12 @@ impl Instance {
         Some(Instance::on(dir, database_url, schema).await)
     }
 
+    /// An instance with its data directory in `dir` on the database at `database_url` (which
+    /// the test owns and cleans up).
+    pub async fn on_database(dir: tempfile::TempDir, database_url: String) -> Instance {
+        Instance::on(Arc::new(dir), database_url, None).await
+    }
+
     /// Another instance on the same database (and data directory).
     pub async fn sibling(&self) -> Instance {
         Instance::on(self._dir.clone(), self.database_url.clone(), None).await

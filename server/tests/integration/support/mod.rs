@@ -3,6 +3,7 @@
 
 pub mod db;
 pub mod instance;
+pub mod pg_cluster;
 pub mod process;
 pub mod swtpm;
 pub mod webhook;
