@@ -51,10 +51,12 @@ for backend in $backends; do
     acks="$dir/$backend-$protocol.acks"
     "$loadgen" --data-dir "$data" "${db_args[@]}" --protocol $protocol --port $https_port \
       --mqtt-port $mqtt_port --devices "$devices" --concurrency 64 --retry-for 120 \
-      --acknowledged "$acks" &
+      --acknowledged "$acks" > "$dir/load.out" &
     load=$!
-    # Kill once devices are being acknowledged in earnest, then again right after the restart.
-    for pause in 1.0 0.6; do
+    # Seeding takes a while: the clock starts when the load generator starts registering.
+    until grep -q '^target ' "$dir/load.out"; do kill -0 $load 2>/dev/null || break; sleep 0.02; done
+    # Kill while devices are being acknowledged in earnest, then again soon after the restart.
+    for pause in 0.25 0.4; do
       sleep $pause
       kill -9 "$server"
       wait "$server" 2>/dev/null || true
@@ -62,6 +64,7 @@ for backend in $backends; do
       start_server
     done
     wait $load
+    cat "$dir/load.out"
     printf '%s over %s, killed twice: ' "$backend" "$protocol"
     "$loadgen" --data-dir "$data" "${db_args[@]}" --verify "$acks"
   done
