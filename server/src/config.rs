@@ -84,6 +84,16 @@ pub struct Limits {
     pub login_max_failures_per_address: u32,
     /// Seconds a locked account or address waits after its last failure.
     pub login_lockout_secs: u64,
+    /// Registrations one instance takes per second; more get 429 (0: no limit).
+    pub registrations_per_second: u32,
+    /// Registrations per second through one enrollment group (0: no limit).
+    pub group_registrations_per_second: u32,
+    /// Operation-status polls and registration-status lookups per device in
+    /// `poll_window_secs` (DPS: 5 in 10 s; 0: no limit).
+    pub polls_per_device: u32,
+    pub poll_window_secs: u64,
+    /// Service API calls per minute for each access policy (0: no limit).
+    pub service_api_calls_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -129,6 +139,12 @@ impl Default for Limits {
             login_max_failures: 5,
             login_max_failures_per_address: 20,
             login_lockout_secs: 900,
+            // Well above what one instance sustains (about 3,300/s on 2 cores): a guard, not a quota.
+            registrations_per_second: 20_000,
+            group_registrations_per_second: 10_000,
+            polls_per_device: 5,
+            poll_window_secs: 10,
+            service_api_calls_per_minute: 6_000,
         }
     }
 }
@@ -223,6 +239,7 @@ impl Config {
                 l.login_max_failures_per_address.into(),
             ),
             ("limits.login_lockout_secs", l.login_lockout_secs),
+            ("limits.poll_window_secs", l.poll_window_secs),
             (
                 "limits.database_max_connections",
                 l.database_max_connections as u64,

@@ -17,6 +17,7 @@ use crate::domain::admin::Admin;
 use crate::domain::console_users;
 use crate::domain::device_hub::DeviceHub;
 use crate::domain::provisioner::Provisioner;
+use crate::domain::throttle;
 use crate::hubs::Connectors;
 use crate::hubs::builtin::BuiltInHub;
 use crate::model::ConnectorKind;
@@ -58,9 +59,11 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         instance.id_scope.clone(),
         Duration::from_secs(config.limits.webhook_timeout_secs),
         Duration::from_millis(config.limits.inline_assignment_ms),
+        (&config.limits).into(),
     );
     let device_hub = DeviceHub::new(store.clone(), bus.clone());
     let admin = Admin::new(store.clone(), provisioner.clone(), (&config.limits).into());
+    let service_api_calls = Arc::new(throttle::service_api_limit(&config.limits));
     Ok(Prepared {
         state: AppState {
             config: Arc::new(config),
@@ -70,6 +73,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             provisioner,
             device_hub,
             admin,
+            service_api_calls,
         },
         tls,
     })

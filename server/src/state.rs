@@ -11,6 +11,7 @@ use crate::diagnostics::DiagnosticsBus;
 use crate::domain::admin::Admin;
 use crate::domain::device_hub::DeviceHub;
 use crate::domain::provisioner::Provisioner;
+use crate::domain::throttle::RateLimit;
 use crate::store::Store;
 
 /// Everything, for the composition root; front ends extract their part of it.
@@ -27,4 +28,6 @@ pub struct AppState {
     pub device_hub: Arc<DeviceHub>,
     /// Every operator change, audited.
     pub admin: Arc<Admin>,
+    /// Service API calls per access policy (`limits.service_api_calls_per_minute`).
+    pub service_api_calls: Arc<RateLimit>,
 }

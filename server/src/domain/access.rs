@@ -4,6 +4,7 @@
 use chrono::Utc;
 
 use crate::attestation::sas;
+use crate::domain::throttle::RateLimit;
 use crate::model::{AccessPolicy, Right, decode_key};
 use crate::store::Store;
 
@@ -16,6 +17,9 @@ pub enum AccessError {
     MissingRight { policy: String, right: Right },
     #[error("store: {0}")]
     Store(String),
+    /// The policy's calls are over `limits.service_api_calls_per_minute`.
+    #[error("too many calls, retry after {retry_after} s")]
+    Throttled { retry_after: u32 },
 }
 
 /// Checks an `Authorization` header for `right` on `host`; returns the policy that signed it.
@@ -60,6 +64,22 @@ pub async fn authorize(
             right,
         });
     }
+    Ok(policy)
+}
+
+/// `authorize`, then the call counted against the signing policy's allowance in `limit`
+/// (after the check, so nobody can use up another policy's allowance).
+pub async fn authorize_call(
+    store: &dyn Store,
+    limit: &RateLimit,
+    header: Option<&str>,
+    host: &str,
+    right: Right,
+) -> Result<AccessPolicy, AccessError> {
+    let policy = authorize(store, header, host, right).await?;
+    limit
+        .admit(&policy.name)
+        .map_err(|retry_after| AccessError::Throttled { retry_after })?;
     Ok(policy)
 }
 

@@ -9,3 +9,4 @@ pub mod console_users;
 pub mod device_hub;
 pub mod provisioner;
 pub mod sign_in_throttle;
+pub mod throttle;

@@ -26,6 +26,7 @@ use crate::attestation::tpm::{self, TpmPublic};
 use crate::attestation::x509::{self, PresentedChain, X509Error};
 use crate::diagnostics::{DiagnosticsBus, Protocol, RegistrationEvent};
 use crate::domain::ca::{self, DecodedCa};
+use crate::domain::throttle::{DeviceThrottles, RateLimit};
 use crate::hubs::{Connectors, Identity, Provisioned, TwinWrite};
 use crate::model::*;
 use crate::proto::device::{
@@ -178,6 +179,12 @@ pub enum ProvisionError {
     TooLarge(usize),
     #[error("internal error: {0}")]
     Internal(String),
+    /// Over a rate limit (`domain::throttle`); the device may retry after this many seconds.
+    #[error("throttled: {what}, retry after {retry_after} s")]
+    Throttled {
+        what: &'static str,
+        retry_after: u32,
+    },
     /// The store cannot be reached for now (the reason is for diagnostics).
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -195,6 +202,7 @@ impl ProvisionError {
             ProvisionError::UnknownScope(_) => code::UNKNOWN_ID_SCOPE,
             ProvisionError::NotFound(_) => code::NOT_FOUND,
             ProvisionError::TooLarge(_) => code::PAYLOAD_TOO_LARGE,
+            ProvisionError::Throttled { .. } => code::THROTTLED,
             ProvisionError::Internal(_) => code::INTERNAL,
             ProvisionError::Unavailable(_) => code::SERVICE_UNAVAILABLE,
             ProvisionError::TpmChallenge(_) => code::UNAUTHORIZED,
@@ -208,8 +216,10 @@ impl ProvisionError {
     /// When the device should try again: after throttling and after any failure of the
     /// service's own (HTTP `Retry-After`, MQTT `retry-after`, AMQP's info map).
     pub fn retry_after_secs(&self) -> Option<u32> {
-        let status = self.status();
-        (status == 429 || status >= 500).then_some(RETRY_AFTER_FAILURE_SECS)
+        match self {
+            ProvisionError::Throttled { retry_after, .. } => Some(*retry_after),
+            _ => (self.status() >= 500).then_some(RETRY_AFTER_FAILURE_SECS),
+        }
     }
 
     /// What the device is told: enough to fix its own mistake, nothing that helps guess keys or IDs.
@@ -221,6 +231,9 @@ impl ProvisionError {
             ProvisionError::Unauthorized(_) => "Unauthorized".into(),
             ProvisionError::Internal(_) => "Internal server error".into(),
             ProvisionError::Unavailable(_) => "Service unavailable, retry later".into(),
+            ProvisionError::Throttled { retry_after, .. } => {
+                format!("Too many requests, retry after {retry_after} seconds")
+            }
             ProvisionError::TpmChallenge(_) => {
                 "Authorization required, resend request using supplied key".into()
             }
@@ -230,6 +243,13 @@ impl ProvisionError {
 }
 
 const EXPIRED: &str = "the SAS token has expired";
+
+/// Counts a request against `limit`; over it, the device is told when to come back.
+fn admit(limit: &RateLimit, key: &str, what: &'static str) -> Result<(), ProvisionError> {
+    limit
+        .admit(key)
+        .map_err(|retry_after| ProvisionError::Throttled { what, retry_after })
+}
 
 impl From<StoreError> for ProvisionError {
     fn from(e: StoreError) -> Self {
@@ -401,6 +421,7 @@ pub struct Provisioner {
     webhook: Webhook,
     id_scope: String,
     inline_budget: Duration,
+    throttles: DeviceThrottles,
     snapshot: Mutex<Option<Arc<Snapshot>>>,
 }
 
@@ -418,6 +439,7 @@ impl Provisioner {
         id_scope: String,
         webhook_timeout: Duration,
         inline_budget: Duration,
+        throttles: DeviceThrottles,
     ) -> Arc<Provisioner> {
         Arc::new(Provisioner {
             store,
@@ -426,6 +448,7 @@ impl Provisioner {
             webhook: Webhook::new(webhook_timeout),
             id_scope,
             inline_budget,
+            throttles,
             snapshot: Mutex::new(None),
         })
     }
@@ -468,6 +491,7 @@ impl Provisioner {
         attempt: &mut Attempt,
     ) -> Result<OperationReply, ProvisionError> {
         self.check_scope(&request.id_scope)?;
+        admit(&self.throttles.registrations, "", "registrations")?;
         validate_registration_id(&request.registration_id)?;
         let body = parse_registration(&request.body)?;
         let differs = |id: &&String| !id.eq_ignore_ascii_case(&request.registration_id);
@@ -488,6 +512,10 @@ impl Provisioner {
         let (auth, previous) = (auth?, previous?);
         attempt.source = Some(auth.source.reference());
         attempt.attestation = Some(auth.source.spec().attestation.kind());
+        if let Source::Group(group) = &auth.source {
+            let limit = &self.throttles.group_registrations;
+            admit(limit, &group.group_id, "registrations through this group")?;
+        }
 
         let operation_id = new_operation_id();
         let this = self.clone();
@@ -531,6 +559,17 @@ impl Provisioner {
         })
     }
 
+    /// Counts a status request of an authenticated device (counted after authentication, so
+    /// nobody else can use up a device's allowance).
+    fn admit_poll(&self, registration_id: &str) -> Result<(), ProvisionError> {
+        let key = registration_id.to_ascii_lowercase();
+        admit(
+            &self.throttles.polls,
+            &key,
+            "status requests of this device",
+        )
+    }
+
     /// A poll: the operation's current state, for the device that owns it.
     pub async fn operation_status(
         &self,
@@ -541,6 +580,7 @@ impl Provisioner {
         validate_registration_id(&request.registration_id)?;
         self.authenticate(&request.registration_id, &request.credential)
             .await?;
+        self.admit_poll(&request.registration_id)?;
         let operation = self
             .store
             .get_operation(operation_id)
@@ -579,6 +619,7 @@ impl Provisioner {
         validate_registration_id(&request.registration_id)?;
         self.authenticate(&request.registration_id, &request.credential)
             .await?;
+        self.admit_poll(&request.registration_id)?;
         let record = self
             .store
             .get_registration(&request.registration_id)

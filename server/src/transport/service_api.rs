@@ -22,6 +22,7 @@ use crate::domain::access::{self, AccessError};
 use crate::domain::admin::Admin;
 use crate::domain::admin::{AdminError, Resource};
 use crate::domain::provisioner::registration_result;
+use crate::domain::throttle::RateLimit;
 use crate::model::*;
 use crate::proto::error::code;
 use crate::state::AppState;
@@ -36,6 +37,7 @@ pub struct ServiceApiState {
     pub store: Arc<dyn Store>,
     pub admin: Arc<Admin>,
     pub config: Arc<Config>,
+    pub calls: Arc<RateLimit>,
 }
 
 impl FromRef<AppState> for ServiceApiState {
@@ -44,6 +46,7 @@ impl FromRef<AppState> for ServiceApiState {
             store: state.store.clone(),
             admin: state.admin.clone(),
             config: state.config.clone(),
+            calls: state.service_api_calls.clone(),
         }
     }
 }
@@ -182,6 +185,12 @@ impl IntoResponse for ServiceError {
                 (code::UNAUTHORIZED, e.to_string())
             }
             ServiceError::Access(AccessError::Store(e)) => internal(e),
+            ServiceError::Access(e @ AccessError::Throttled { retry_after }) => {
+                let mut response = azure_error(code::THROTTLED, e.to_string());
+                let value = HeaderValue::from(retry_after);
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+                return response;
+            }
             ServiceError::NotFound(code, m) => (code, m),
             ServiceError::Store(StoreError::PreconditionFailed) => (
                 code::PRECONDITION_FAILED,
@@ -239,8 +248,9 @@ pub(super) async fn authorize(
     right: Right,
 ) -> Result<Actor> {
     let authorization = caller.authorization.as_deref();
-    let policy = access::authorize(
+    let policy = access::authorize_call(
         state.store.as_ref(),
+        &state.calls,
         authorization,
         &state.config.hostname,
         right,

@@ -16,4 +16,5 @@ mod sdk_tpm;
 mod sdk_x509;
 mod service_api;
 mod storage;
+mod throttling;
 mod tpm;

@@ -110,6 +110,25 @@ impl Client {
         }
     }
 
+    /// A device's session as the SDKs open it: connected with its SAS token and subscribed to
+    /// the responses.
+    pub(crate) async fn device(i: &Instance, id: &str, key: &str) -> Client {
+        let (mut client, _) = Client::connect(i, &username(i, id), &i.token(id, key), 60).await;
+        let subscribe = Subscribe::new("$dps/registrations/res/#", QoS::AtLeastOnce);
+        client.send(Packet::Subscribe(subscribe)).await;
+        assert!(matches!(client.next().await, Some(Packet::SubAck(_))));
+        client
+    }
+
+    /// Sends a register request (QoS 0) and returns the response's topic and body.
+    pub(crate) async fn register(&mut self, rid: &str, id: &str) -> (String, Value) {
+        let topic = format!("$dps/registrations/PUT/iotdps-register/?$rid={rid}");
+        let payload = format!(r#"{{"registrationId":"{id}"}}"#).into_bytes();
+        let publish = Publish::new(topic, QoS::AtMostOnce, payload);
+        self.send(Packet::Publish(publish)).await;
+        self.response().await
+    }
+
     pub(crate) async fn send(&mut self, packet: Packet) {
         let mut out = BytesMut::new();
         packet.write(&mut out, usize::MAX).unwrap();

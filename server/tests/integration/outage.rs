@@ -8,30 +8,17 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::mqttbytes::QoS;
-use rumqttc::mqttbytes::v4::{Packet, Publish, Subscribe};
 use serde_json::{Value, json};
 use sqlx::Connection;
 use tokio::task::JoinSet;
 
-use crate::mqtt::{Client, username};
+use crate::mqtt::Client;
 use crate::support::HUB;
 use crate::support::db::skip_postgres;
-use crate::support::instance::{Instance, enroll, random_key, symmetric_spec};
-use crate::support::pg_cluster::PgCluster;
+use crate::support::instance::{Instance, enroll_devices};
+use crate::support::pg_cluster::{PgCluster, is_root};
 
 const DEVICES: usize = 40;
-
-/// Enrolls `count` devices named `{prefix}-{n}`; returns (registration ID, key) pairs.
-async fn enroll_devices(i: &Instance, prefix: &str, count: usize) -> Vec<(String, String)> {
-    let mut devices = Vec::new();
-    for n in 0..count {
-        let (id, key) = (format!("{prefix}-{n}"), random_key());
-        enroll(i.store(), &id, None, symmetric_spec(&key, &random_key())).await;
-        devices.push((id, key));
-    }
-    devices
-}
 
 /// What one device went through: registrations refused with 503 before it was assigned.
 struct Outcome {
@@ -133,21 +120,7 @@ async fn assert_all_completed(i: &Instance, mut devices: JoinSet<Outcome>, expec
 /// The MQTT side of an outage: the register reply is `res/503` with `retry-after` and the
 /// Azure error body, and the connection stays usable.
 async fn assert_mqtt_unavailable(i: &Instance, id: &str, key: &str) {
-    let (mut client, _) = Client::connect(i, &username(i, id), &i.token(id, key), 60).await;
-    client
-        .send(Packet::Subscribe(Subscribe::new(
-            "$dps/registrations/res/#",
-            QoS::AtLeastOnce,
-        )))
-        .await;
-    assert!(matches!(client.next().await, Some(Packet::SubAck(_))));
-    let register = Publish::new(
-        "$dps/registrations/PUT/iotdps-register/?$rid=7",
-        QoS::AtMostOnce,
-        format!(r#"{{"registrationId":"{id}"}}"#).into_bytes(),
-    );
-    client.send(Packet::Publish(register)).await;
-    let (topic, body) = client.response().await;
+    let (topic, body) = Client::device(i, id, key).await.register("7", id).await;
     assert_eq!(topic, "$dps/registrations/res/503/?$rid=7&retry-after=3");
     assert_eq!(body["errorCode"], 503001, "{body}");
 }
@@ -233,17 +206,10 @@ impl Drop for SmallDisk {
     }
 }
 
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_on_a_full_disk_refuses_clearly_and_stays_intact() {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    if !running_as_root() && !ci {
+    if !is_root() && !ci {
         eprintln!("not root: cannot mount a small disk, SQLite full-disk half skipped");
         return;
     }

@@ -99,6 +99,19 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// The first context of a server `onramp admin info` described.
+    fn new(info: &Value, store: Arc<dyn Store>) -> Ctx {
+        Ctx {
+            transport: "http",
+            host: "localhost".into(),
+            store,
+            scope: info["idScope"].as_str().unwrap().into(),
+            ca: info["caCertPath"].as_str().unwrap().into(),
+            service: info["serviceConnectionString"].as_str().unwrap().into(),
+            hub_service: default_hub_connection_string(info),
+        }
+    }
+
     /// This context for another transport: all but Node MQTT connect by host name alone.
     fn over(&self, transport: &'static str, mqtt_port: u16) -> Ctx {
         let host = match transport {
@@ -141,29 +154,89 @@ impl Ctx {
     }
 }
 
-async fn conformance(dir: &Path, database_url: &str) {
-    let _ports = SDK_PORTS.lock().await;
-    let data = dir.join("data");
-    let data_arg = data.to_str().unwrap();
-    // Bootstrap first and link two more built-in hubs, so the server starts knowing them.
-    let out = run(
-        &[
-            "admin",
-            "info",
-            "--json",
-            "--data-dir",
-            data_arg,
-            "--database-url",
-            database_url,
-        ],
-        &[],
-    );
+/// Bootstraps the instance in `data` (`onramp admin info --json`) and returns what it printed.
+fn admin_info(data: &str, database_url: &str) -> Value {
+    let args = [
+        "admin",
+        "info",
+        "--json",
+        "--data-dir",
+        data,
+        "--database-url",
+        database_url,
+    ];
+    let out = run(&args, &[]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Issue 18, point 3: over `limits.registrations_per_second` (1 here) a device is told 429 with
+/// `retry-after`; the official Node MQTT and Python clients wait as told and succeed. Two devices
+/// start together, so the second lands in the first one's second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_sdks_wait_out_throttling() {
+    let _ports = SDK_PORTS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let url = format!("sqlite://{}", data.join("onramp.db").display());
+    let config = dir.path().join("onramp.toml");
+    std::fs::write(&config, "[limits]\nregistrations_per_second = 1\n").unwrap();
+    let info = admin_info(data_arg, &url);
+    let store = onramp::store::open(&url, 2).await.unwrap();
+    let args = ["--database-url", &url, "--config", config.to_str().unwrap()];
+    let mut server = Server::start_on_device_ports(&data, [443, 8883, 5671], &args);
+    server.wait_healthy().await;
+    let base = Ctx::new(&info, store);
+    for transport in ["mqtt", "py-mqtt"] {
+        let ctx = base.over(transport, server.mqtt_port);
+        let mut devices = Vec::new();
+        for n in 0..2 {
+            let (id, key) = (ctx.id(&format!("throttled-{n}")), random_key());
+            enroll(&ctx.store, &id, None, symmetric_spec(&key, &random_key())).await;
+            devices.push((id, key));
+        }
+        let started = std::time::Instant::now();
+        let outs: Vec<Value> = std::thread::scope(|s| {
+            let running: Vec<_> = devices
+                .iter()
+                .map(|(id, key)| s.spawn(|| ctx.register(id, key, &[])))
+                .collect();
+            running.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        for out in &outs {
+            assert_eq!(out["ok"], true, "{transport}: {out}");
+            assert_eq!(out["result"]["assignedHub"], HUB, "{out}");
+        }
+        let log = server.log();
+        let throttled = log
+            .lines()
+            .filter(|l| l.contains("throttled") && devices.iter().any(|(id, _)| l.contains(id)))
+            .count();
+        eprintln!(
+            "{transport}: 2 devices done in {:?}, {throttled} throttled attempt(s)",
+            started.elapsed()
+        );
+        assert!(
+            throttled >= 1,
+            "{transport}: neither device was throttled:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1_100));
+    }
+    base.store.close().await;
+    server.terminate(std::time::Duration::from_secs(15));
+}
+
+async fn conformance(dir: &Path, database_url: &str) {
+    let _ports = SDK_PORTS.lock().await;
+    let data = dir.join("data");
+    let data_arg = data.to_str().unwrap();
+    // Bootstrap first and link two more built-in hubs, so the server starts knowing them.
+    let info = admin_info(data_arg, database_url);
     let store = onramp::store::open(database_url, 4).await.unwrap();
     for hub in ["hub-a.localhost", "hub-b.localhost"] {
         link(&store, hub).await;
@@ -172,15 +245,7 @@ async fn conformance(dir: &Path, database_url: &str) {
     let mut server = Server::start_on_device_ports(&data, ports, &["--database-url", database_url]);
     server.wait_healthy().await;
     let console = Console::open(&server, data_arg, database_url).await;
-    let base = Ctx {
-        transport: "http",
-        host: "localhost".into(),
-        store,
-        scope: info["idScope"].as_str().unwrap().into(),
-        ca: info["caCertPath"].as_str().unwrap().into(),
-        service: info["serviceConnectionString"].as_str().unwrap().into(),
-        hub_service: default_hub_connection_string(&info),
-    };
+    let base = Ctx::new(&info, store);
 
     for transport in [
         "http", "mqtt", "mqtt-ws", "amqp", "amqp-ws", "py-mqtt", "py-ws",

@@ -287,7 +287,10 @@ pub fn rejection(error: &ProvisionError) -> definitions::Error {
     let description = serde_json::to_string(&body).unwrap_or_default();
     let info = error.retry_after_secs().map(|secs| {
         let mut info = Fields::new();
-        info.insert(Symbol::from("retry-after"), Value::Int(secs as i32));
+        // Node and C read `retry-after`, C# `Retry-After` (a case-sensitive map).
+        for name in ["retry-after", "Retry-After"] {
+            info.insert(Symbol::from(name), Value::Int(secs as i32));
+        }
         info
     });
     definitions::Error::new(condition, Some(description), info)
@@ -424,6 +427,36 @@ mod tests {
             decode(&request(unknown)).operation,
             Operation::Invalid(why) if why.contains("iotdps-delete")
         ));
+    }
+
+    #[test]
+    fn a_throttled_or_unavailable_device_is_told_when_to_come_back() {
+        let retry_after = |e: &definitions::Error, name: &str| {
+            e.info
+                .as_ref()
+                .and_then(|i| i.get(&Symbol::from(name)))
+                .cloned()
+        };
+        let throttled = rejection(&ProvisionError::Throttled {
+            what: "registrations",
+            retry_after: 7,
+        });
+        assert_eq!(
+            throttled.condition,
+            ErrorCondition::Custom(Symbol::from(THROTTLED))
+        );
+        for name in ["retry-after", "Retry-After"] {
+            assert_eq!(retry_after(&throttled, name), Some(Value::Int(7)), "{name}");
+        }
+        let body: serde_json::Value =
+            serde_json::from_str(throttled.description.as_deref().unwrap()).unwrap();
+        assert_eq!(body["errorCode"], 429001);
+
+        let down = rejection(&ProvisionError::Unavailable("database down".into()));
+        assert_eq!(retry_after(&down, "retry-after"), Some(Value::Int(3)));
+        assert!(!down.description.unwrap().contains("database down"));
+        let refused = rejection(&ProvisionError::Unauthorized("wrong key".into()));
+        assert_eq!(refused.info, None, "a refusal is final: no retry-after");
     }
 
     #[test]

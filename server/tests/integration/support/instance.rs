@@ -81,12 +81,28 @@ impl Instance {
         Instance::on(self._dir.clone(), self.database_url.clone(), None).await
     }
 
+    /// A fresh instance on SQLite with its limits changed by `adjust`.
+    pub async fn with_limits(adjust: impl FnOnce(&mut onramp::config::Limits)) -> Instance {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let url = format!("sqlite://{}", dir.path().join("onramp.db").display());
+        Instance::on_adjusted(dir, url, None, adjust).await
+    }
+
     async fn on(
         dir: Arc<tempfile::TempDir>,
         database_url: String,
         schema: Option<String>,
     ) -> Instance {
-        let config = Config {
+        Instance::on_adjusted(dir, database_url, schema, |_| {}).await
+    }
+
+    async fn on_adjusted(
+        dir: Arc<tempfile::TempDir>,
+        database_url: String,
+        schema: Option<String>,
+        adjust: impl FnOnce(&mut onramp::config::Limits),
+    ) -> Instance {
+        let mut config = Config {
             data_dir: dir.path().to_path_buf(),
             database_url: Some(database_url.clone()),
             limits: onramp::config::Limits {
@@ -103,6 +119,7 @@ impl Instance {
             },
             ..Config::default()
         };
+        adjust(&mut config.limits);
         let prepared = prepare(config).await.expect("prepare instance");
         let state = prepared.state.clone();
         let ca = std::fs::read(prepared.tls.ca_path.clone().unwrap()).unwrap();
@@ -306,6 +323,17 @@ pub async fn enroll(
         .put_enrollment(enrollment, IfMatch::Any)
         .await
         .unwrap()
+}
+
+/// Enrolls `count` symmetric-key devices named `{prefix}-{n}`; returns (registration ID, key).
+pub async fn enroll_devices(i: &Instance, prefix: &str, count: usize) -> Vec<(String, String)> {
+    let mut devices = Vec::new();
+    for n in 0..count {
+        let (id, key) = (format!("{prefix}-{n}"), random_key());
+        enroll(i.store(), &id, None, symmetric_spec(&key, &random_key())).await;
+        devices.push((id, key));
+    }
+    devices
 }
 
 pub async fn enroll_group(

@@ -27,7 +27,8 @@ fn bin_dir() -> PathBuf {
         .expect("an initdb under /usr/lib/postgresql/*/bin")
 }
 
-fn is_root() -> bool {
+/// Whether the tests run as root (as CI does): PostgreSQL and mounts depend on it.
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
