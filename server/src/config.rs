@@ -74,6 +74,8 @@ pub struct Limits {
     pub mqtt_connect_timeout_secs: u64,
     /// Seconds an MQTT connection that asked for keep-alive 0 may stay idle.
     pub mqtt_idle_timeout_secs: u64,
+    /// Seconds one MQTT packet may take to leave before a client that stopped reading is dropped.
+    pub mqtt_write_timeout_secs: u64,
     /// Seconds an AMQP connection may go without a request before it is closed.
     pub amqp_idle_timeout_secs: u64,
     /// Concurrent AMQP connections (TLS listener), each about 100 KB while open.
@@ -134,6 +136,7 @@ impl Default for Limits {
             operation_retention_secs: 3600,
             mqtt_connect_timeout_secs: 10,
             mqtt_idle_timeout_secs: 300,
+            mqtt_write_timeout_secs: 10,
             amqp_idle_timeout_secs: 60,
             max_amqp_connections: 2_000,
             login_max_failures: 5,
@@ -231,6 +234,7 @@ impl Config {
                 l.mqtt_connect_timeout_secs,
             ),
             ("limits.mqtt_idle_timeout_secs", l.mqtt_idle_timeout_secs),
+            ("limits.mqtt_write_timeout_secs", l.mqtt_write_timeout_secs),
             ("limits.amqp_idle_timeout_secs", l.amqp_idle_timeout_secs),
             ("limits.max_amqp_connections", l.max_amqp_connections as u64),
             ("limits.login_max_failures", l.login_max_failures.into()),

@@ -145,6 +145,7 @@ pub async fn run(
     let mqtt_limits = MqttLimits {
         connect_timeout: Duration::from_secs(config.limits.mqtt_connect_timeout_secs),
         idle_timeout: Duration::from_secs(config.limits.mqtt_idle_timeout_secs),
+        write_timeout: Duration::from_secs(config.limits.mqtt_write_timeout_secs),
         ..MqttLimits::default()
     };
     let mqtt_services = MqttServices {

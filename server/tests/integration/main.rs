@@ -8,6 +8,7 @@ mod audit;
 mod bulk;
 mod cli;
 mod console;
+mod hostile;
 mod mqtt;
 mod outage;
 mod provisioning;

@@ -135,7 +135,7 @@ impl Client {
         self.send_raw(&out).await;
     }
 
-    async fn send_raw(&mut self, bytes: &[u8]) {
+    pub(crate) async fn send_raw(&mut self, bytes: &[u8]) {
         let _ = self.tls.write_all(bytes).await;
         let _ = self.tls.flush().await;
     }
@@ -179,7 +179,7 @@ impl Client {
         }
     }
 
-    async fn closed(&mut self) -> bool {
+    pub(crate) async fn closed(&mut self) -> bool {
         loop {
             match self.next().await {
                 None => return true,

@@ -50,6 +50,9 @@ pub struct MqttLimits {
     pub max_packet_bytes: usize,
     /// Idle limit when a client asks for keep-alive 0 (which MQTT means as "none").
     pub idle_timeout: Duration,
+    /// How long one packet may take to leave: a client that stops reading is dropped after it
+    /// instead of holding its session (and connection slot) forever.
+    pub write_timeout: Duration,
 }
 
 impl Default for MqttLimits {
@@ -58,6 +61,7 @@ impl Default for MqttLimits {
             connect_timeout: Duration::from_secs(10),
             max_packet_bytes: 96 * 1024 + 1024,
             idle_timeout: Duration::from_secs(300),
+            write_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -49,6 +49,7 @@ where
         stream,
         buffer: BytesMut::with_capacity(IDLE_BUFFER),
         max: limits.max_packet_bytes,
+        write_timeout: limits.write_timeout,
     };
     let connect = match tokio::time::timeout(limits.connect_timeout, conn.read()).await {
         Ok(Ok(Some(Packet::Connect(connect)))) => connect,
@@ -375,6 +376,7 @@ struct Connection<S> {
     stream: S,
     buffer: BytesMut,
     max: usize,
+    write_timeout: Duration,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -399,8 +401,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn write(&mut self, packet: Packet) -> anyhow::Result<()> {
         let mut out = BytesMut::new();
         packet.write(&mut out, usize::MAX)?;
-        self.stream.write_all(&out).await?;
-        self.stream.flush().await?;
-        Ok(())
+        let sent = async {
+            self.stream.write_all(&out).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(self.write_timeout, sent).await {
+            Ok(sent) => Ok(sent?),
+            Err(_) => bail!("the client read nothing for {:?}", self.write_timeout),
+        }
     }
 }
