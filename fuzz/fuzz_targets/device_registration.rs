@@ -1,7 +1,3 @@
-//! Register bodies arrive from anyone (HTTPS, MQTT, AMQP): decoding must never panic.
+//! See `onramp::fuzzing::device_registration` for what this target checks.
 #![no_main]
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let _ = onramp::domain::provisioner::parse_registration(data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| onramp::fuzzing::device_registration(data));

@@ -8,6 +8,8 @@ pub mod bulk;
 pub mod config;
 pub mod diagnostics;
 pub mod domain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hubs;
 pub mod janitor;
 pub mod model;

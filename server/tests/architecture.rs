@@ -58,7 +58,7 @@ const LAYERS: &[&[&str]] = &[
     &["domain", "bootstrap", "janitor"],
     &["state"],
     &["transport", "bulk"],
-    &["service"],
+    &["service", "fuzzing"],
 ];
 
 /// The composition root: it wires everything together, so nothing may depend on it.

@@ -140,6 +140,7 @@ mod tests {
             error_code: None,
             error_message: None,
             latency_ms: 3,
+            fault: None,
         }
     }
 

@@ -430,11 +430,7 @@ impl DeviceHub {
         device_id: &str,
         patch: &[u8],
     ) -> Result<i64, TwinError> {
-        let patch = match serde_json::from_slice::<Value>(patch) {
-            Ok(Value::Object(patch)) => patch,
-            Ok(other) => return Err(TwinError::BadPatch(format!("got {other}"))),
-            Err(e) => return Err(TwinError::BadPatch(e.to_string())),
-        };
+        let patch = parse_reported_patch(patch)?;
         let saved = self
             .update(hub, device_id, IfMatch::Any, |device| {
                 merge_patch(&mut device.reported.properties, &patch);
@@ -454,6 +450,15 @@ impl DeviceHub {
                 hub: hub.into(),
                 device_id: device_id.into(),
             })
+    }
+}
+
+/// A device's reported-properties patch (an MQTT publish payload): a JSON object.
+pub fn parse_reported_patch(patch: &[u8]) -> Result<Map<String, Value>, TwinError> {
+    match serde_json::from_slice::<Value>(patch) {
+        Ok(Value::Object(patch)) => Ok(patch),
+        Ok(other) => Err(TwinError::BadPatch(format!("got {other}"))),
+        Err(e) => Err(TwinError::BadPatch(e.to_string())),
     }
 }
 

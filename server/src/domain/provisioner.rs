@@ -9,6 +9,7 @@
 //!
 //! Every attempt, refused or not, emits exactly one diagnostics event.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,7 +35,7 @@ use crate::proto::device::{
 };
 use crate::proto::error::code;
 use crate::proto::{service as wire, timestamp};
-use crate::store::{MAX_PAGE, Store, StoreError};
+use crate::store::{MAX_PAGE, Store, StoreError, fault_key};
 
 /// `Retry-After` while an operation is still assigning. C# raises anything below 2 s to 2 s and
 /// Python always waits 2 s first; C honours 1 s. (Node's HTTP transport ignores it and polls every
@@ -144,6 +145,8 @@ pub struct StatusRequest {
 pub struct OperationReply {
     pub operation: RegistrationOperationStatus,
     pub retry_after_secs: u32,
+    /// Test mode: the transport closes the connection instead of sending this reply.
+    pub drop_connection: bool,
 }
 
 impl OperationReply {
@@ -188,6 +191,9 @@ pub enum ProvisionError {
     /// The store cannot be reached for now (the reason is for diagnostics).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// Test mode: the operator asked for this error (an Azure code, status = code / 1000).
+    #[error("injected fault (test mode): error {code}")]
+    Injected { code: i64, retry_after: Option<u32> },
     /// A TPM device's first request: it must import the key in this activation blob (base64)
     /// and sign its retry with it.
     #[error("tpm: challenge issued")]
@@ -206,6 +212,7 @@ impl ProvisionError {
             ProvisionError::Internal(_) => code::INTERNAL,
             ProvisionError::Unavailable(_) => code::SERVICE_UNAVAILABLE,
             ProvisionError::TpmChallenge(_) => code::UNAUTHORIZED,
+            ProvisionError::Injected { code, .. } => *code,
         }
     }
 
@@ -218,6 +225,13 @@ impl ProvisionError {
     pub fn retry_after_secs(&self) -> Option<u32> {
         match self {
             ProvisionError::Throttled { retry_after, .. } => Some(*retry_after),
+            ProvisionError::Injected {
+                retry_after: Some(secs),
+                ..
+            } => Some(*secs),
+            ProvisionError::Injected { .. } if self.status() == 429 => {
+                Some(RETRY_AFTER_FAILURE_SECS)
+            }
             _ => (self.status() >= 500).then_some(RETRY_AFTER_FAILURE_SECS),
         }
     }
@@ -264,6 +278,18 @@ impl From<StoreError> for ProvisionError {
 impl From<crate::hubs::HubError> for ProvisionError {
     fn from(e: crate::hubs::HubError) -> Self {
         ProvisionError::Internal(e.to_string())
+    }
+}
+
+/// A test-mode fault's effect before the registration goes on: its latency, then its error.
+async fn inject(fault: &FaultInjection) -> Result<(), ProvisionError> {
+    tokio::time::sleep(Duration::from_millis(fault.latency_ms.into())).await;
+    match fault.error_code {
+        Some(code) => Err(ProvisionError::Injected {
+            code,
+            retry_after: fault.retry_after_seconds,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -393,6 +419,8 @@ struct Snapshot {
     key_groups: Vec<EnrollmentGroup>,
     x509_groups: Vec<X509Group>,
     cas: Vec<DecodedCa>,
+    /// `fault_key`s of enrollments and groups with a test-mode fault left.
+    faults: HashSet<String>,
 }
 
 impl Snapshot {
@@ -429,6 +457,7 @@ pub struct Provisioner {
 struct Attempt {
     source: Option<EnrollmentRef>,
     attestation: Option<AttestationKind>,
+    fault: Option<String>,
 }
 
 impl Provisioner {
@@ -472,6 +501,7 @@ impl Provisioner {
         let mut attempt = Attempt {
             source: None,
             attestation: None,
+            fault: None,
         };
         let result = self.register_inner(&request, &mut attempt).await;
         self.emit(
@@ -516,6 +546,12 @@ impl Provisioner {
             let limit = &self.throttles.group_registrations;
             admit(limit, &group.group_id, "registrations through this group")?;
         }
+        let fault = self.take_fault(&auth.source.reference()).await?;
+        attempt.fault = fault.as_ref().map(FaultInjection::describe);
+        let drop_connection = fault.as_ref().is_some_and(|f| f.drop_connection);
+        if let Some(fault) = fault {
+            inject(&fault).await?;
+        }
 
         let operation_id = new_operation_id();
         let this = self.clone();
@@ -546,6 +582,7 @@ impl Provisioner {
                 return Ok(OperationReply {
                     operation: assigning(&operation_id, &request.registration_id),
                     retry_after_secs: RETRY_AFTER_SECS,
+                    drop_connection,
                 });
             }
         };
@@ -556,6 +593,7 @@ impl Provisioner {
                 registration_state: Some(state),
             },
             retry_after_secs: RETRY_AFTER_SECS,
+            drop_connection,
         })
     }
 
@@ -607,6 +645,7 @@ impl Provisioner {
         Ok(OperationReply {
             operation: reply,
             retry_after_secs: RETRY_AFTER_SECS,
+            drop_connection: false,
         })
     }
 
@@ -671,6 +710,7 @@ impl Provisioner {
         let attempt = Attempt {
             source: None,
             attestation: None,
+            fault: None,
         };
         let tracking_id = uuid::Uuid::new_v4().to_string();
         self.emit(
@@ -991,6 +1031,23 @@ impl Provisioner {
         })
     }
 
+    /// Uses one registration of the test-mode fault set on this enrollment or group. The
+    /// snapshot knows which have one, so the rest pay no store round trip.
+    async fn take_fault(
+        &self,
+        source: &EnrollmentRef,
+    ) -> Result<Option<FaultInjection>, ProvisionError> {
+        if !self
+            .snapshot(false)
+            .await?
+            .faults
+            .contains(&fault_key(source))
+        {
+            return Ok(None);
+        }
+        Ok(self.store.take_fault_injection(source).await?)
+    }
+
     async fn snapshot(&self, fresh: bool) -> Result<Arc<Snapshot>, ProvisionError> {
         let cached = self.snapshot.lock().unwrap().clone();
         if let Some(snapshot) = cached.filter(|s| !fresh && s.loaded.elapsed() < SNAPSHOT_TTL) {
@@ -1003,6 +1060,7 @@ impl Provisioner {
             key_groups: self.groups_of(AttestationKind::SymmetricKey).await?,
             x509_groups: self.x509_groups().await?,
             cas: ca::decoded(self.store.as_ref()).await?,
+            faults: self.store.live_fault_targets().await?.into_iter().collect(),
         });
         *self.snapshot.lock().unwrap() = Some(snapshot.clone());
         Ok(snapshot)
@@ -1311,6 +1369,7 @@ impl Provisioner {
             error_code,
             error_message,
             latency_ms: started.elapsed().as_millis() as u64,
+            fault: attempt.fault,
         });
     }
 }

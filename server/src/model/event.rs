@@ -45,6 +45,9 @@ pub struct RegistrationEvent {
     pub error_code: Option<i64>,
     pub error_message: Option<String>,
     pub latency_ms: u64,
+    /// The test-mode fault this attempt met (`FaultInjection::describe`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
 }
 
 /// What happened between a device and a built-in hub.

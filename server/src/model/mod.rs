@@ -1,10 +1,11 @@
 //! Plain data: enrollments, groups, linked hubs, registration records and operations, access
-//! policies, CA certificates, built-in hub identities, console users, the audit trail and the
+//! policies, CA certificates, test-mode faults, built-in hub identities, console users, the audit trail and the
 //! diagnostics events. No I/O and nothing from the rest of the crate: every layer above shares
 //! these types (docs/ARCHITECTURE.md, "Layers").
 
 pub mod enrollment;
 pub mod event;
+pub mod fault;
 pub mod hub;
 pub mod instance;
 pub mod registration;
@@ -12,6 +13,7 @@ pub mod security;
 
 pub use enrollment::*;
 pub use event::*;
+pub use fault::*;
 pub use hub::*;
 pub use instance::*;
 pub use registration::*;

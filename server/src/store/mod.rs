@@ -23,6 +23,15 @@ use crate::model::{MinuteCount, RecordedFailure, RegistrationEvent};
 
 pub use sql::{PostgresStore, SqliteStore};
 
+/// How a fault's target is keyed: `individual/{id}` or `group/{id}`, the ID lower-cased like
+/// every enrollment key.
+pub fn fault_key(target: &EnrollmentRef) -> String {
+    match target {
+        EnrollmentRef::Individual(id) => format!("individual/{}", id.to_ascii_lowercase()),
+        EnrollmentRef::Group(id) => format!("group/{}", id.to_ascii_lowercase()),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
@@ -181,6 +190,21 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Option<TpmChallenge>>;
     async fn delete_expired_tpm_challenges(&self, now: DateTime<Utc>) -> Result<u64>;
+
+    /// Sets (or replaces) the test-mode fault of an enrollment or group.
+    async fn put_fault_injection(
+        &self,
+        target: &EnrollmentRef,
+        fault: &FaultInjection,
+    ) -> Result<()>;
+    async fn get_fault_injection(&self, target: &EnrollmentRef) -> Result<Option<FaultInjection>>;
+    /// `Ok(false)` when there was none.
+    async fn delete_fault_injection(&self, target: &EnrollmentRef) -> Result<bool>;
+    /// The targets (`fault_key`) whose fault is not spent.
+    async fn live_fault_targets(&self) -> Result<Vec<String>>;
+    /// Uses one registration of the target's fault, atomically: the fault with what is left
+    /// after this one, or None when there is none or it is spent.
+    async fn take_fault_injection(&self, target: &EnrollmentRef) -> Result<Option<FaultInjection>>;
 
     async fn append_registration_events(&self, events: &[&RegistrationEvent]) -> Result<()>;
     /// Attempts per minute and final status, from `since` on.

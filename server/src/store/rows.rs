@@ -738,3 +738,14 @@ impl AuditRow {
 pub(super) fn opt_to_json(value: &Option<serde_json::Value>) -> Result<Option<String>> {
     value.as_ref().map(json).transpose()
 }
+
+pub(super) fn fault_to_json(fault: &FaultInjection) -> Result<String> {
+    json(fault)
+}
+
+/// The fault as stored, with the count from its own column (the one the atomic take updates).
+pub(super) fn fault_from_row(spec: &str, remaining: i64) -> Result<FaultInjection> {
+    let mut fault: FaultInjection = from_json(spec)?;
+    fault.remaining = u32::try_from(remaining.max(0)).unwrap_or(u32::MAX);
+    Ok(fault)
+}

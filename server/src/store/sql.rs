@@ -7,7 +7,7 @@ use sqlx::{Database, FromRow, Postgres, Row as _, Sqlite};
 
 use super::group_commit::{self, Batch, Created, HotRow, Job, MAX_JOBS, Queue, TableRows};
 use super::rows::*;
-use super::{MAX_PAGE, Result, Store, StoreError};
+use super::{MAX_PAGE, Result, Store, StoreError, fault_key};
 use crate::config::DatabaseKind;
 use crate::model::*;
 use crate::model::{MinuteCount, RecordedFailure, RegistrationEvent};
@@ -664,6 +664,65 @@ macro_rules! sql_store {
                     .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected())
+            }
+
+            async fn put_fault_injection(
+                &self,
+                target: &EnrollmentRef,
+                fault: &FaultInjection,
+            ) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO fault_injections (target, spec, remaining, updated_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (target) DO UPDATE SET \
+                     spec = excluded.spec, remaining = excluded.remaining, updated_at = excluded.updated_at",
+                )
+                .bind(fault_key(target))
+                .bind(fault_to_json(fault)?)
+                .bind(i64::from(fault.remaining))
+                .bind(Utc::now())
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_fault_injection(
+                &self,
+                target: &EnrollmentRef,
+            ) -> Result<Option<FaultInjection>> {
+                let row: Option<(String, i64)> =
+                    sqlx::query_as("SELECT spec, remaining FROM fault_injections WHERE target = $1")
+                        .bind(fault_key(target))
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(|(spec, remaining)| fault_from_row(&spec, remaining)).transpose()
+            }
+
+            async fn delete_fault_injection(&self, target: &EnrollmentRef) -> Result<bool> {
+                let done = sqlx::query("DELETE FROM fault_injections WHERE target = $1")
+                    .bind(fault_key(target))
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn live_fault_targets(&self) -> Result<Vec<String>> {
+                Ok(sqlx::query_scalar("SELECT target FROM fault_injections WHERE remaining > 0")
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn take_fault_injection(
+                &self,
+                target: &EnrollmentRef,
+            ) -> Result<Option<FaultInjection>> {
+                let row: Option<(String, i64)> = sqlx::query_as(
+                    "UPDATE fault_injections SET remaining = remaining - 1 \
+                     WHERE target = $1 AND remaining > 0 RETURNING spec, remaining",
+                )
+                .bind(fault_key(target))
+                .fetch_optional(&self.writer)
+                .await?;
+                row.map(|(spec, remaining)| fault_from_row(&spec, remaining)).transpose()
             }
 
             async fn append_registration_events(&self, events: &[&RegistrationEvent]) -> Result<()> {

@@ -88,6 +88,7 @@ async fn register(
             .map(|c| c.0.ip()),
     };
     match state.provisioner.register(request).await {
+        Ok(reply) if reply.drop_connection => dropped_connection(),
         Ok(reply) => {
             let location = format!(
                 "{}/{scope}/registrations/{registration_id}/register",
@@ -166,6 +167,14 @@ fn operation_response(status: StatusCode, reply: &OperationReply) -> Response {
         );
     }
     response
+}
+
+/// Test mode: a body that fails before its first byte, so hyper closes the connection instead of
+/// finishing the reply (HTTP's nearest to an MQTT connection dropped before the answer).
+fn dropped_connection() -> Response {
+    let failed = std::io::Error::other("test mode: connection dropped before the reply");
+    let body = futures::stream::once(async { Err::<bytes::Bytes, _>(failed) });
+    Response::new(axum::body::Body::from_stream(body))
 }
 
 /// The Azure error body for a provisioning error.

@@ -124,10 +124,25 @@ async fn put_device(
 ) -> Result<Response> {
     let hub = hub_for(&state, &headers, Right::RegistrationStatusWrite).await?;
     let body = json_body(&state.config, &headers, body).await?;
+    let settings = identity_settings(&body, &id)?;
+    let cond = if_match(&headers);
+    let saved = state
+        .device_hub
+        .put_identity(&hub, &id, settings, cond)
+        .await?;
+    let connected = state.device_hub.is_connected(&hub, &id);
+    Ok(json_response(
+        StatusCode::OK,
+        &device_json(&saved, connected),
+    ))
+}
+
+/// A device identity body (`PUT /devices/{id}`): status, authentication, capabilities.
+pub fn identity_settings(body: &Value, path_id: &str) -> Result<IdentitySettings> {
     if body
         .get("deviceId")
         .and_then(Value::as_str)
-        .is_some_and(|given| given != id)
+        .is_some_and(|given| given != path_id)
     {
         return Err(ServiceError::BadRequest(
             "the body's deviceId differs from the one in the path".into(),
@@ -147,21 +162,11 @@ async fn put_device(
         .pointer("/capabilities/iotEdge")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let settings = IdentitySettings {
+    Ok(IdentitySettings {
         enabled,
         auth,
         iot_edge,
-    };
-    let cond = if_match(&headers);
-    let saved = state
-        .device_hub
-        .put_identity(&hub, &id, settings, cond)
-        .await?;
-    let connected = state.device_hub.is_connected(&hub, &id);
-    Ok(json_response(
-        StatusCode::OK,
-        &device_json(&saved, connected),
-    ))
+    })
 }
 
 /// `{"type": "sas", "symmetricKey": {...}}` (keys generated when missing), or nothing (SAS with
@@ -241,6 +246,34 @@ async fn patch_twin(
 ) -> Result<Response> {
     let hub = hub_for(&state, &headers, Right::RegistrationStatusWrite).await?;
     let patch = json_body(&state.config, &headers, body).await?;
+    let TwinPatch { tags, desired } = twin_patch(&patch)?;
+    let hub_service: &DeviceHub = &state.device_hub;
+    let saved = hub_service
+        .patch_twin(
+            &hub,
+            &id,
+            tags.as_ref(),
+            desired.as_ref(),
+            if_match(&headers),
+        )
+        .await
+        .map_err(|e| match e {
+            TwinError::Gone => not_found(&id),
+            TwinError::Store(e) => e.into(),
+            TwinError::BadPatch(m) => ServiceError::BadRequest(m),
+            TwinError::Contended => ServiceError::Store(StoreError::PreconditionFailed),
+        })?;
+    Ok(json_response(StatusCode::OK, &twin_json(&saved)))
+}
+
+/// What a twin PATCH may change: tags and desired properties (reported ones are the device's).
+pub struct TwinPatch {
+    pub tags: Option<Map<String, Value>>,
+    pub desired: Option<Map<String, Value>>,
+}
+
+/// Reads a twin PATCH body.
+pub fn twin_patch(patch: &Value) -> Result<TwinPatch> {
     let object = |value: Option<&Value>, what: &str| match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(map)) => Ok(Some(map.clone())),
@@ -262,23 +295,7 @@ async fn patch_twin(
             "reported properties are the device's to write".into(),
         ));
     }
-    let hub_service: &DeviceHub = &state.device_hub;
-    let saved = hub_service
-        .patch_twin(
-            &hub,
-            &id,
-            tags.as_ref(),
-            desired.as_ref(),
-            if_match(&headers),
-        )
-        .await
-        .map_err(|e| match e {
-            TwinError::Gone => not_found(&id),
-            TwinError::Store(e) => e.into(),
-            TwinError::BadPatch(m) => ServiceError::BadRequest(m),
-            TwinError::Contended => ServiceError::Store(StoreError::PreconditionFailed),
-        })?;
-    Ok(json_response(StatusCode::OK, &twin_json(&saved)))
+    Ok(TwinPatch { tags, desired })
 }
 
 fn status(device: &HubDevice) -> &'static str {

@@ -71,6 +71,12 @@ pub fn router(state: AppState) -> Router {
             "/enrollments/{id}/attestationmechanism",
             post(attestation::<Enrollment>),
         )
+        .route(
+            "/enrollments/{id}/testFault",
+            get(get_fault::<Enrollment>)
+                .put(put_fault::<Enrollment>)
+                .delete(delete_fault::<Enrollment>),
+        )
         .route("/enrollmentGroups", post(bulk::<EnrollmentGroup>))
         .route("/enrollmentGroups/query", post(query::<EnrollmentGroup>))
         .route(
@@ -82,6 +88,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/enrollmentGroups/{id}/attestationmechanism",
             post(attestation::<EnrollmentGroup>),
+        )
+        .route(
+            "/enrollmentGroups/{id}/testFault",
+            get(get_fault::<EnrollmentGroup>)
+                .put(put_fault::<EnrollmentGroup>)
+                .delete(delete_fault::<EnrollmentGroup>),
         )
         .route(
             "/registrations/{id}",
@@ -112,6 +124,7 @@ pub fn canonical_path(mut request: Request) -> Request {
     let keyword = |s: &str| match s.to_ascii_lowercase().as_str() {
         "query" => Some("query"),
         "attestationmechanism" => Some("attestationmechanism"),
+        "testfault" => Some("testFault"),
         _ => None,
     };
     let rewritten: Vec<&str> = segments
@@ -308,6 +321,47 @@ async fn attestation<R: Resource>(
         StatusCode::OK,
         &item.to_json(true)["attestation"],
     ))
+}
+
+/// Test mode (Onramp's own, not Azure's): the fault this enrollment or group injects into its
+/// next registrations (`model::fault`).
+async fn get_fault<R: Resource>(
+    State(state): State<ServiceApiState>,
+    Path(id): Path<String>,
+    caller: Caller,
+) -> Result<Response> {
+    authorize(&state, &caller, Right::EnrollmentRead).await?;
+    let fault = state.admin.fault::<R>(&id).await?.ok_or_else(|| {
+        ServiceError::NotFound(
+            code::RESOURCE_NOT_FOUND,
+            format!("No test fault is set on {} {id:?}.", R::NOT_FOUND),
+        )
+    })?;
+    Ok(json_response(StatusCode::OK, &fault))
+}
+
+async fn put_fault<R: Resource>(
+    State(state): State<ServiceApiState>,
+    Path(id): Path<String>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let actor = authorize(&state, &caller, Right::EnrollmentWrite).await?;
+    let fault = serde_json::from_value(json_body(&state.config, &headers, body).await?)
+        .map_err(|e| ServiceError::BadRequest(format!("invalid test fault: {e}")))?;
+    let fault = state.admin.set_fault::<R>(&actor, &id, fault).await?;
+    Ok(json_response(StatusCode::OK, &fault))
+}
+
+async fn delete_fault<R: Resource>(
+    State(state): State<ServiceApiState>,
+    Path(id): Path<String>,
+    caller: Caller,
+) -> Result<Response> {
+    let actor = authorize(&state, &caller, Right::EnrollmentWrite).await?;
+    state.admin.clear_fault::<R>(&actor, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn put_one<R: Resource>(

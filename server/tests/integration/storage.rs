@@ -817,6 +817,7 @@ async fn registration_events_feed_the_dashboard(store: Arc<dyn Store>) {
             error_code: code,
             error_message: code.map(|c| format!("error {c}")),
             latency_ms: 4,
+            fault: None,
         }
     };
     let mut events = vec![

@@ -38,6 +38,8 @@ pub trait Resource: Sized + Send + Sync + 'static {
     fn created(&self) -> DateTime<Utc>;
     fn updated(&self) -> DateTime<Utc>;
     fn device_id(&self) -> Option<&str>;
+    /// How registration events and test-mode faults name the one with this ID.
+    fn reference(id: &str) -> EnrollmentRef;
     /// Fields only this kind shows (an individual enrollment's registration state).
     async fn decorate(&self, _store: &dyn Store, _json: &mut Value) -> Result<(), StoreError> {
         Ok(())
@@ -47,6 +49,9 @@ pub trait Resource: Sized + Send + Sync + 'static {
 #[async_trait]
 impl Resource for Enrollment {
     const TARGET: &'static str = "enrollment";
+    fn reference(id: &str) -> EnrollmentRef {
+        EnrollmentRef::Individual(id.to_string())
+    }
     fn id(&self) -> &str {
         &self.registration_id
     }
@@ -110,6 +115,9 @@ impl Resource for Enrollment {
 #[async_trait]
 impl Resource for EnrollmentGroup {
     const TARGET: &'static str = "group";
+    fn reference(id: &str) -> EnrollmentRef {
+        EnrollmentRef::Group(id.to_string())
+    }
     fn id(&self) -> &str {
         &self.group_id
     }
@@ -206,7 +214,7 @@ fn endorsement_key(attestation: &Attestation) -> Result<Option<Vec<u8>>> {
     }
 }
 
-fn audit_target<R: Resource>(id: &str) -> String {
+pub(super) fn audit_target<R: Resource>(id: &str) -> String {
     format!("{}/{id}", R::TARGET)
 }
 
@@ -265,6 +273,10 @@ impl Admin {
             Err(StoreError::NotFound) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
+        // A later enrollment of the same ID starts without the old one's test-mode fault.
+        self.store()
+            .delete_fault_injection(&R::reference(id))
+            .await?;
         self.invalidate();
         let change = Change::new(format!("{}.delete", R::TARGET), audit_target::<R>(id))
             .before(before.map(|b| b.to_json(false)));
@@ -346,7 +358,7 @@ impl Admin {
         self.audit(actor, change).await;
     }
 
-    async fn stored<R: Resource>(&self, id: &str) -> Result<R> {
+    pub(super) async fn stored<R: Resource>(&self, id: &str) -> Result<R> {
         R::fetch(self.store(), id)
             .await?
             .ok_or_else(|| AdminError::NotFound(format!("{} {id:?}", R::NOT_FOUND)))

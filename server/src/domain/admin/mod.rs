@@ -1,11 +1,12 @@
 //! Every change an operator makes, whichever front end it comes through (console, service API,
 //! command line): enrollments and groups, linked hubs, allocation settings, access policies, CA
-//! certificates, console users and registration records. Each change follows one sequence:
+//! certificates, console users, registration records and test-mode faults. Each change follows one sequence:
 //! validate, write, invalidate what depends on it, append an audit entry naming the actor
 //! (docs/ARCHITECTURE.md, "Who writes the audit trail"). Front ends only decode and encode.
 
 mod cas;
 mod enrollments;
+mod faults;
 mod hubs;
 mod policies;
 mod registrations;

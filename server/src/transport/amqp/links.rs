@@ -317,6 +317,9 @@ pub async fn serve(
         };
         let request = decode(delivery.message());
         match answer(pair, context, &request).await {
+            Ok(outcome) if outcome.drop_connection => {
+                anyhow::bail!("test mode: connection dropped before the reply")
+            }
             Ok(outcome) => {
                 pair.requests.accept(&delivery).await?;
                 // The reply goes out when the device gives credit, bounded like its silence; its

@@ -94,7 +94,7 @@ pub fn live_event(e: &RegistrationEvent) -> LiveEvent {
         status: e.status.as_str().into(),
         error_code: e.error_code,
         error_message: e.error_message.clone(),
-        hint: e.hint().map(String::from),
+        hint: e.fault.clone().or_else(|| e.hint().map(String::from)),
         latency_ms: e.latency_ms,
     }
 }

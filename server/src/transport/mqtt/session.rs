@@ -237,7 +237,7 @@ impl Handler for ProvisioningSession {
         let Some(request) = topics::parse_request(topic) else {
             bail!("PUBLISH to an unknown topic");
         };
-        Ok(Some(self.answer(request, payload).await))
+        self.answer(request, payload).await.map(Some)
     }
 
     fn outbound(&mut self) -> impl Future<Output = Outbound> + Send {
@@ -246,8 +246,13 @@ impl Handler for ProvisioningSession {
 }
 
 impl ProvisioningSession {
-    /// The response topic and body for one request.
-    async fn answer(&self, request: Request, payload: bytes::Bytes) -> (String, Vec<u8>) {
+    /// The response topic and body for one request; an error closes the connection (a test-mode
+    /// fault asked for that instead of the reply).
+    async fn answer(
+        &self,
+        request: Request,
+        payload: bytes::Bytes,
+    ) -> anyhow::Result<(String, Vec<u8>)> {
         let status_request = || StatusRequest {
             id_scope: self.user.id_scope.clone(),
             registration_id: self.user.registration_id.clone(),
@@ -277,6 +282,9 @@ impl ProvisioningSession {
         match result {
             // As over HTTPS: register answers 202 (with the final state when it is done); a poll
             // answers 200 once final.
+            Ok(reply) if reply.drop_connection => {
+                bail!("test mode: connection dropped before the reply")
+            }
             Ok(reply) => {
                 let status = if register || !reply.is_final() {
                     202
@@ -284,15 +292,15 @@ impl ProvisioningSession {
                     200
                 };
                 let retry = (status == 202).then_some(reply.retry_after_secs);
-                (
+                Ok((
                     topics::response_topic(status, &rid, retry),
                     json(&reply.operation),
-                )
+                ))
             }
             Err(e) => {
                 let body = ErrorBody::new(e.code(), e.client_message());
                 let retry = e.retry_after_secs();
-                (topics::response_topic(e.status(), &rid, retry), json(&body))
+                Ok((topics::response_topic(e.status(), &rid, retry), json(&body)))
             }
         }
     }

@@ -1,0 +1,3 @@
+//! See `onramp::fuzzing::hub_rest_body` for what this target checks.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| onramp::fuzzing::hub_rest_body(data));
