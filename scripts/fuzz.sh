@@ -26,8 +26,11 @@ for target in "${targets[@]}"; do
   log=$(mktemp)
   started=$(date +%s)
   status=ok
-  cargo fuzz run "${build[@]}" "$target" "corpus/$target" -- -runs="$runs" -max_total_time="${FUZZ_SECONDS:-0}" -timeout=10 \
-    -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1 || status="FAILED (see fuzz/artifacts/$target)"
+  # The binary itself, not `cargo fuzz run`: that would rebuild after any edit to the server.
+  mkdir -p "artifacts/$target"
+  "target/x86_64-unknown-linux-gnu/release/$target" -artifact_prefix="artifacts/$target/" \
+    -runs="$runs" -max_total_time="${FUZZ_SECONDS:-0}" -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 "corpus/$target" >"$log" 2>&1 || status="FAILED (see fuzz/artifacts/$target)"
   seconds=$(( $(date +%s) - started ))
   execs=$(grep -oP 'stat::number_of_executed_units:\s*\K\d+' "$log" || echo 0)
   rate=$(grep -oP 'stat::average_exec_per_sec:\s*\K\d+' "$log" || echo 0)
