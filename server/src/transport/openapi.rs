@@ -23,6 +23,54 @@ pub type Operation = (
 pub const OPERATIONS: &[Operation] = &[
     (
         "get",
+        "/enrollments/{id}/testFault",
+        "EnrollmentRead",
+        "Test mode: the fault set on an individual enrollment and what is left of it",
+        None,
+        "TestFault",
+    ),
+    (
+        "put",
+        "/enrollments/{id}/testFault",
+        "EnrollmentWrite",
+        "Test mode: answer an individual enrollment's next registrations with an error, a delay or a dropped connection",
+        Some("TestFault"),
+        "TestFault",
+    ),
+    (
+        "delete",
+        "/enrollments/{id}/testFault",
+        "EnrollmentWrite",
+        "Test mode: end the fault set on an individual enrollment",
+        None,
+        "Empty",
+    ),
+    (
+        "get",
+        "/enrollmentGroups/{id}/testFault",
+        "EnrollmentRead",
+        "Test mode: the fault set on a group and what is left of it",
+        None,
+        "TestFault",
+    ),
+    (
+        "put",
+        "/enrollmentGroups/{id}/testFault",
+        "EnrollmentWrite",
+        "Test mode: answer a group's next registrations with an error, a delay or a dropped connection",
+        Some("TestFault"),
+        "TestFault",
+    ),
+    (
+        "delete",
+        "/enrollmentGroups/{id}/testFault",
+        "EnrollmentWrite",
+        "Test mode: end the fault set on a group",
+        None,
+        "Empty",
+    ),
+    (
+        "get",
         "/enrollments/{id}",
         "EnrollmentRead",
         "Get an individual enrollment (keys left out)",
@@ -362,6 +410,13 @@ fn schemas() -> Value {
     let list = |item: &str| json!({"type": "array", "items": {"$ref": format!("#/components/schemas/{item}")}});
     json!({
         "Empty": {"type": "object"},
+        "TestFault": {"type": "object", "required": ["remaining"], "properties": {
+            "remaining": {"type": "integer", "minimum": 0},
+            "errorCode": {"type": "integer", "minimum": 400000, "maximum": 599999},
+            "retryAfterSeconds": {"type": "integer", "minimum": 0},
+            "latencyMs": {"type": "integer", "minimum": 0},
+            "dropConnection": {"type": "boolean"}
+        }},
         "ErrorDetails": object(json!({
             "errorCode": {"type": "integer"}, "trackingId": {"type": "string"},
             "message": {"type": "string"}, "timestampUtc": {"type": "string", "format": "date-time"},
