@@ -86,6 +86,13 @@ pub struct Limits {
     pub login_max_failures_per_address: u32,
     /// Seconds a locked account or address waits after its last failure.
     pub login_lockout_secs: u64,
+    /// Registrations one instance works on at once (authenticating, assigning, or assigning in
+    /// the background); one more is answered 503 with `Retry-After` at once instead of queueing.
+    pub max_registrations_in_flight: usize,
+    /// Milliseconds the runtime may fall behind a due timer (its lag under load) before fewer
+    /// TLS handshakes are let run at once; connections beyond are reset before their handshake
+    /// (0: never; see `transport::load_shedding`).
+    pub shed_queue_delay_ms: u64,
     /// Registrations one instance takes per second; more get 429 (0: no limit).
     pub registrations_per_second: u32,
     /// Registrations per second through one enrollment group (0: no limit).
@@ -142,6 +149,12 @@ impl Default for Limits {
             login_max_failures: 5,
             login_max_failures_per_address: 20,
             login_lockout_secs: 900,
+            // A registration holds its slot for a few milliseconds (longer only behind a slow
+            // webhook or database): 512 keep both cores busy and bound the queue to ~0.2 s of work.
+            max_registrations_in_flight: 512,
+            // Off: refusing connections trades devices now for latency; an operator picks the
+            // delay that fits (2 ms holds admitted p99 near the unloaded one, see the README).
+            shed_queue_delay_ms: 0,
             // Well above what one instance sustains (about 3,300/s on 2 cores): a guard, not a quota.
             registrations_per_second: 20_000,
             group_registrations_per_second: 10_000,
@@ -237,6 +250,10 @@ impl Config {
             ("limits.mqtt_write_timeout_secs", l.mqtt_write_timeout_secs),
             ("limits.amqp_idle_timeout_secs", l.amqp_idle_timeout_secs),
             ("limits.max_amqp_connections", l.max_amqp_connections as u64),
+            (
+                "limits.max_registrations_in_flight",
+                l.max_registrations_in_flight as u64,
+            ),
             ("limits.login_max_failures", l.login_max_failures.into()),
             (
                 "limits.login_max_failures_per_address",

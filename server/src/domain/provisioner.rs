@@ -521,6 +521,8 @@ impl Provisioner {
         attempt: &mut Attempt,
     ) -> Result<OperationReply, ProvisionError> {
         self.check_scope(&request.id_scope)?;
+        // Held until the assignment ends, in the background too: the bound covers all the work.
+        let slot = self.in_flight_slot()?;
         admit(&self.throttles.registrations, "", "registrations")?;
         validate_registration_id(&request.registration_id)?;
         let body = parse_registration(&request.body)?;
@@ -562,6 +564,7 @@ impl Provisioner {
         );
         let op_id = operation_id.clone();
         let mut task = tokio::spawn(async move {
+            let _slot = slot;
             this.assign(&op_id, &registration_id, auth, previous, payload, client)
                 .await
         });
@@ -594,6 +597,15 @@ impl Provisioner {
             },
             retry_after_secs: RETRY_AFTER_SECS,
             drop_connection,
+        })
+    }
+
+    /// A slot for one more registration, or 503 at once: an overloaded instance answers the
+    /// devices it cannot serve soon instead of queueing them (they retry, maybe elsewhere).
+    fn in_flight_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ProvisionError> {
+        let slots = &self.throttles.in_flight;
+        slots.clone().try_acquire_owned().map_err(|_| {
+            ProvisionError::Unavailable("overloaded: every registration slot is taken".into())
         })
     }
 

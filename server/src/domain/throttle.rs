@@ -1,11 +1,13 @@
 //! Request rates as DPS limits them: registrations per instance and per enrollment group,
-//! polls per device, service API calls per policy. Each limit counts fixed windows per key in
+//! polls per device, service API calls per policy; and the bound on registrations in flight. Each limit counts fixed windows per key in
 //! this instance's memory (a fleet behind a load balancer gets each instance's allowance); over
 //! it, the caller is told when its window ends (429 with `Retry-After`).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
 
 use crate::config::Limits;
 
@@ -72,6 +74,8 @@ impl RateLimit {
 
 /// The device side's limits, checked by the Provisioner.
 pub struct DeviceThrottles {
+    /// Slots for registrations in flight; none free means overloaded (503 at once).
+    pub in_flight: Arc<Semaphore>,
     /// Registrations this instance takes per second (key: none).
     pub registrations: RateLimit,
     /// Registrations per second through one enrollment group (key: the group ID).
@@ -84,6 +88,7 @@ impl From<&Limits> for DeviceThrottles {
     fn from(limits: &Limits) -> Self {
         let second = Duration::from_secs(1);
         DeviceThrottles {
+            in_flight: Arc::new(Semaphore::new(limits.max_registrations_in_flight)),
             registrations: RateLimit::new(limits.registrations_per_second, second),
             group_registrations: RateLimit::new(limits.group_registrations_per_second, second),
             polls: RateLimit::new(

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use onramp::attestation::sas;
 use onramp::model::{EnrollmentRef, RegistrationEvent};
 use serde_json::{Value, json};
@@ -16,25 +15,6 @@ use crate::mqtt::Client;
 use crate::support::instance::{
     Instance, enroll_devices, enroll_group, random_key, symmetric_spec,
 };
-
-/// A service API call signed with the owner policy: (status, body).
-async fn service(i: &Instance, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let owner = &i.state.instance.owner_policy;
-    let expiry = Utc::now().timestamp() as u64 + 600;
-    let token = sas::sign(&owner.primary_key, "localhost", expiry, Some(&owner.name)).unwrap();
-    let url = format!("{}/{path}?api-version=2021-10-01", i.url);
-    let mut request = i
-        .client
-        .request(method.parse().unwrap(), url)
-        .header("Authorization", token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
 
 async fn register(i: &Instance, id: &str, key: &str) -> (u16, reqwest::header::HeaderMap, Value) {
     i.register(id, key, json!({"registrationId": id})).await
@@ -63,12 +43,12 @@ async fn an_injected_error_answers_the_next_registrations_then_stops() {
     let ((id, key), (other, other_key)) = (&devices[0], &devices[1]);
     let path = format!("enrollments/{id}/testFault");
     assert_eq!(
-        service(&i, "GET", &path, None).await.0,
+        i.service_call("GET", &path, None).await.0,
         404,
         "off by default"
     );
     let fault = json!({"remaining": 2, "errorCode": 503001, "retryAfterSeconds": 7});
-    let (status, body) = service(&i, "PUT", &path, Some(fault)).await;
+    let (status, _, body) = i.service_call("PUT", &path, Some(fault)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["remaining"], 2);
 
@@ -103,7 +83,7 @@ async fn an_injected_error_answers_the_next_registrations_then_stops() {
     );
 
     // Spent: registrations go on, and nothing was registered while it lasted.
-    let (_, body) = service(&i, "GET", &path, None).await;
+    let (_, _, body) = i.service_call("GET", &path, None).await;
     assert_eq!(body["remaining"], 0, "{body}");
     let (topic, body) = client.register("2", id).await;
     assert!(topic.starts_with("$dps/registrations/res/202/"), "{topic}");
@@ -111,8 +91,8 @@ async fn an_injected_error_answers_the_next_registrations_then_stops() {
     assert!(event_of(&mut events, id).await.fault.is_none());
 
     // Audited with the actor, set and cleared.
-    assert_eq!(service(&i, "DELETE", &path, None).await.0, 204);
-    assert_eq!(service(&i, "GET", &path, None).await.0, 404);
+    assert_eq!(i.service_call("DELETE", &path, None).await.0, 204);
+    assert_eq!(i.service_call("GET", &path, None).await.0, 404);
     let audit = i.store().recent_audit(20).await.unwrap();
     let target = format!("enrollment/{id}");
     let actions: Vec<&str> = audit
@@ -134,13 +114,9 @@ async fn latency_and_a_dropped_connection_then_the_device_retries() {
     let devices = enroll_devices(&i, "slow", 2).await;
     let ((id, key), (dropped, dropped_key)) = (&devices[0], &devices[1]);
     let fault = json!({"remaining": 1, "latencyMs": 600});
-    let (status, body) = service(
-        &i,
-        "PUT",
-        &format!("enrollments/{id}/testFault"),
-        Some(fault),
-    )
-    .await;
+    let (status, _, body) = i
+        .service_call("PUT", &format!("enrollments/{id}/testFault"), Some(fault))
+        .await;
     assert_eq!(status, 200, "{body}");
     let started = Instant::now();
     let (status, _, body) = register(&i, id, key).await;
@@ -160,7 +136,7 @@ async fn latency_and_a_dropped_connection_then_the_device_retries() {
     // MQTT: the registration happens, the reply does not; the device's retry finds it assigned.
     let fault = json!({"remaining": 2, "dropConnection": true});
     let path = format!("enrollments/{dropped}/testFault");
-    assert_eq!(service(&i, "PUT", &path, Some(fault)).await.0, 200);
+    assert_eq!(i.service_call("PUT", &path, Some(fault)).await.0, 200);
     let mut events = i.state.bus.subscribe();
     let mut client = Client::device(&i, dropped, dropped_key).await;
     let topic = "$dps/registrations/PUT/iotdps-register/?$rid=1";
@@ -228,21 +204,21 @@ async fn group_faults_touch_its_members_and_bad_faults_are_refused() {
             "unknown field",
         ),
     ] {
-        let (status, body) = service(&i, "PUT", path, Some(bad)).await;
+        let (status, _, body) = i.service_call("PUT", path, Some(bad)).await;
         assert_eq!(status, 400, "{body}");
         assert!(body["message"].as_str().unwrap().contains(why), "{body}");
     }
-    let (status, _) = service(
-        &i,
-        "PUT",
-        "enrollmentGroups/nobody/testFault",
-        Some(json!({"remaining": 1, "errorCode": 429001})),
-    )
-    .await;
+    let (status, _, _) = i
+        .service_call(
+            "PUT",
+            "enrollmentGroups/nobody/testFault",
+            Some(json!({"remaining": 1, "errorCode": 429001})),
+        )
+        .await;
     assert_eq!(status, 404);
 
     let fault = json!({"remaining": 1, "errorCode": 429001});
-    assert_eq!(service(&i, "PUT", path, Some(fault)).await.0, 200);
+    assert_eq!(i.service_call("PUT", path, Some(fault)).await.0, 200);
     let member = "line9-dev-1";
     let key = sas::derive_device_key(&group_key, member).unwrap();
     let (status, headers, body) = register(&i, member, &key).await;
@@ -254,18 +230,13 @@ async fn group_faults_touch_its_members_and_bad_faults_are_refused() {
 
     // Deleting the group deletes its fault: a new group of that name starts clean.
     assert_eq!(
-        service(
-            &i,
-            "PUT",
-            path,
-            Some(json!({"remaining": 5, "latencyMs": 10}))
-        )
-        .await
-        .0,
+        i.service_call("PUT", path, Some(json!({"remaining": 5, "latencyMs": 10})))
+            .await
+            .0,
         200
     );
     assert_eq!(
-        service(&i, "DELETE", "enrollmentGroups/line-9", None)
+        i.service_call("DELETE", "enrollmentGroups/line-9", None)
             .await
             .0,
         204
@@ -276,6 +247,6 @@ async fn group_faults_touch_its_members_and_bad_faults_are_refused() {
         symmetric_spec(&group_key, &random_key()),
     )
     .await;
-    assert_eq!(service(&i, "GET", path, None).await.0, 404);
+    assert_eq!(i.service_call("GET", path, None).await.0, 404);
     i.finish().await;
 }

@@ -2,11 +2,11 @@
 //! per instance and per enrollment group, status requests per device, service API calls per
 //! policy. Over a limit: 429 with error code 429001 and `Retry-After` (MQTT: `res/429` with
 //! `retry-after`); the limited caller gets through once told to, others are not held back. The
-//! official SDKs waiting it out are in sdk.rs.
+//! official SDKs waiting it out are in sdk.rs. Overload (point 4): registrations in flight are
+//! bounded, and one more is answered 503 at once.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use onramp::attestation::sas;
 use serde_json::{Value, json};
 
@@ -145,9 +145,7 @@ async fn status_requests_are_counted_per_device_after_authentication() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_api_calls_are_counted_per_policy() {
     let i = Instance::with_limits(|l| l.service_api_calls_per_minute = 2).await;
-    let owner = &i.state.instance.owner_policy;
-    let expiry = Utc::now().timestamp() as u64 + 600;
-    let token = sas::sign(&owner.primary_key, "localhost", expiry, Some(&owner.name)).unwrap();
+    let token = i.owner_token();
     let url = format!("{}/enrollments/nobody?api-version=2021-10-01", i.url);
     let signed = || i.client.get(&url).header("Authorization", &token).send();
     for _ in 0..2 {
@@ -161,5 +159,46 @@ async fn service_api_calls_are_counted_per_policy() {
     // Unsigned calls are refused as before and use up nobody's allowance.
     let response = i.client.get(&url).send().await.unwrap();
     assert_eq!(response.status(), 401);
+    i.finish().await;
+}
+
+/// Issue 18, point 4: with every registration slot taken, one more device is answered 503 with
+/// `Retry-After` at once instead of waiting for a slot; the slot comes back when its registration
+/// ends, a refused one included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_instance_answers_at_once_instead_of_queueing() {
+    let i = Instance::with_limits(|l| l.max_registrations_in_flight = 1).await;
+    let devices = enroll_devices(&i, "busy", 2).await;
+    let ((slow, slow_key), (other, other_key)) = (&devices[0], &devices[1]);
+    // Test mode makes the slow device's registration hold the one slot for 1.5 s.
+    let fault = json!({"remaining": 1, "latencyMs": 1500});
+    let path = format!("enrollments/{slow}/testFault");
+    let (status, _, body) = i.service_call("PUT", &path, Some(fault)).await;
+    assert_eq!(status, 200, "{body}");
+
+    let refused_meanwhile = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        let reply = register(&i, other, other_key).await;
+        (reply, started.elapsed())
+    };
+    let (slow_reply, ((status, headers, body), waited)) =
+        tokio::join!(register(&i, slow, slow_key), refused_meanwhile);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["errorCode"], 503001, "{body}");
+    assert_eq!(headers["retry-after"], "3");
+    assert!(
+        waited < Duration::from_millis(700),
+        "answered at once, not after the slot came back: {waited:?}"
+    );
+    assert_eq!(slow_reply.2["status"], "assigned", "{:?}", slow_reply.2);
+
+    let (status, _, body) = register(&i, other, &random_key()).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, _, body) = register(&i, other, other_key).await;
+    assert_eq!(
+        body["status"], "assigned",
+        "the slots came back: {status} {body}"
+    );
     i.finish().await;
 }

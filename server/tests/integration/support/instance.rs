@@ -228,6 +228,7 @@ impl Instance {
         .await
     }
 
+    /// A device endpoint call (DPS device API version) under this instance's ID scope.
     pub async fn request(
         &self,
         method: &str,
@@ -240,6 +241,37 @@ impl Instance {
             self.url,
             self.scope()
         );
+        self.send(method, url, token, body).await
+    }
+
+    /// A service API token of the owner policy, valid for ten minutes.
+    pub fn owner_token(&self) -> String {
+        let owner = &self.state.instance.owner_policy;
+        let expiry = Utc::now().timestamp() as u64 + 600;
+        onramp::attestation::sas::sign(&owner.primary_key, "localhost", expiry, Some(&owner.name))
+            .unwrap()
+    }
+
+    /// A service API call signed with the owner policy.
+    pub async fn service_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let url = format!("{}/{path}?api-version=2021-10-01", self.url);
+        let token = self.owner_token();
+        self.send(method, url, Some(&token), body).await
+    }
+
+    /// Status, headers and body (JSON, or the text as a JSON string when it is not JSON).
+    async fn send(
+        &self,
+        method: &str,
+        url: String,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
         let mut request = self.client.request(method.parse().unwrap(), url);
         if let Some(token) = token {
             request = request.header("Authorization", token);
