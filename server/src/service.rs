@@ -25,6 +25,7 @@ use crate::state::AppState;
 use crate::store::{self, Store};
 use crate::tls;
 use crate::transport::amqp::{self, AmqpLimits};
+use crate::transport::load_shedding::LoadGauge;
 use crate::transport::mqtt::{self, MqttLimits, MqttServices};
 use crate::transport::websocket::WebSocketSessions;
 use crate::transport::{https, listener};
@@ -141,6 +142,11 @@ pub async fn run(
         max_connections: config.limits.max_connections,
         handshake_timeout: Duration::from_secs(config.limits.handshake_timeout_secs),
         shutdown_grace: Duration::from_secs(config.limits.shutdown_grace_secs),
+        load: LoadGauge::start(
+            Duration::from_millis(config.limits.shed_queue_delay_ms),
+            config.limits.max_connections,
+            shutdown.clone(),
+        ),
     };
     let mqtt_limits = MqttLimits {
         connect_timeout: Duration::from_secs(config.limits.mqtt_connect_timeout_secs),

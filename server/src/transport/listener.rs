@@ -1,5 +1,6 @@
-//! TLS listeners that bound concurrent connections with a semaphore, give each client a bounded
-//! time to finish its handshake, and shut down gracefully: on cancellation they stop accepting,
+//! TLS listeners that bound concurrent connections with a semaphore, refuse new ones at once while
+//! overloaded (`load_shedding`), give each client a bounded time to finish its handshake, and
+//! shut down gracefully: on cancellation they stop accepting,
 //! tell every connection to finish, wait for them within the grace period, then return. HTTPS and
 //! MQTT share the accept loop; each brings its own per-connection handler.
 
@@ -22,6 +23,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use super::load_shedding::LoadGauge;
 use crate::attestation::x509::PresentedChain;
 
 /// Who is on the other end of a device connection: the address, and the certificate chain of the
@@ -46,6 +48,8 @@ pub struct ListenerLimits {
     pub max_connections: usize,
     pub handshake_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Says when a new connection is refused at once (overload).
+    pub load: Arc<LoadGauge>,
 }
 
 /// Accepts TLS connections until `shutdown` and runs `serve` for each; `serve` gets the token too
@@ -81,12 +85,17 @@ pub async fn accept_tls<F, Fut>(
                 }
             },
         };
+        let Some(handshake) = limits.load.admit(&tcp) else {
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let (acceptor, serve, shutdown) = (acceptor.clone(), serve.clone(), shutdown.clone());
         let handshake_timeout = limits.handshake_timeout;
         tokio::spawn(async move {
             let _permit = permit;
-            match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+            let accepted = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await;
+            drop(handshake);
+            match accepted {
                 Ok(Ok(tls)) => serve(tls, peer, shutdown).await,
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -181,6 +190,7 @@ mod tests {
             max_connections: 2,
             handshake_timeout: Duration::from_millis(300),
             shutdown_grace: Duration::from_secs(5),
+            load: Arc::default(),
         };
         let server = tokio::spawn(serve_https(listener, tls, router, limits, shutdown.clone()));
         let client = reqwest::Client::builder()

@@ -9,6 +9,7 @@ pub mod http_util;
 pub mod https;
 pub mod hub_api;
 pub mod listener;
+pub mod load_shedding;
 pub mod mqtt;
 pub mod openapi;
 pub mod service_api;
