@@ -6,7 +6,10 @@
 #     p50/p99, against a bare TLS-handshake baseline measured in the same run; over HTTPS (target
 #     >= 2,000/s and >= 50% of the baseline), over MQTT (target >= 2,000/s) and over AMQP (target
 #     >= 50% of the baseline);
-#  3. the server's resident memory with 10,000 idle MQTT provisioning connections (target < 200 MB),
+#  3. overload: devices arriving at a quarter of the sustainable rate and at twice it (open loop, the
+#     server on core 0 and the generator on core 1), the admitted registrations' p99 of each
+#     (target: at twice, within 2x of the other) and how the rest were refused;
+#  4. the server's resident memory with 10,000 idle MQTT provisioning connections (target < 200 MB),
 #     and with 10,000 connected built-in hub devices (target < 250 MB); with 2,000 AMQP connections
 #     logged in and linked, no reply yet (target <= 100 KB each).
 # Starts its own release build of Onramp on port 443 (the Node SDK's HTTP port) in a fresh data dir.
@@ -40,9 +43,12 @@ stop_server() {
 }
 # A fresh server process on the data dir: the memory figures are taken on one that has served
 # nothing else, so the allocator's leftovers from earlier sections do not count.
+# `start_server CORE` pins it to one core.
 start_server() {
   stop_server
-  ONRAMP_LOG=warn "$bin" --data-dir "$data" "${db_args[@]}" --https-port 443 serve 2>> "$dir/server.log" &
+  local pin=()
+  [ -n "${1:-}" ] && pin=(taskset -c "$1")
+  ONRAMP_LOG=warn "${pin[@]}" "$bin" --data-dir "$data" "${db_args[@]}" --https-port 443 serve 2>> "$dir/server.log" &
   server=$!
   for _ in $(seq 100); do
     curl -sf --cacert "$data/ca.pem" https://localhost/healthz > /dev/null && return
@@ -71,6 +77,13 @@ target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --protocol amqp
 
 echo "== load generator, TPM over HTTPS beside symmetric keys ($backend)"
 target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --protocol tpm --devices "$devices" --concurrency "$concurrency" --server-pid "$server"
+
+echo "== overload, HTTPS ($backend; fresh server on core 0, generator on core 1)"
+# The door refuses connections once the runtime lags its timers by 2 ms (off by default).
+export ONRAMP_LIMITS__SHED_QUEUE_DELAY_MS=2
+start_server 0
+unset ONRAMP_LIMITS__SHED_QUEUE_DELAY_MS
+taskset -c 1 target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --devices 5000 --concurrency "$concurrency" --overload 10
 
 echo "== idle MQTT connections (fresh server)"
 start_server

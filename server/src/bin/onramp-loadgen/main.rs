@@ -17,6 +17,7 @@
 
 mod amqp;
 mod chaos;
+mod overload;
 mod tpm;
 
 use std::sync::Arc;
@@ -81,6 +82,11 @@ struct Args {
     /// The file the acknowledgements of a --retry-for run are written to.
     #[arg(long, value_name = "FILE")]
     acknowledged: Option<std::path::PathBuf>,
+    /// Overload run (HTTPS): measure the sustainable rate with --devices, then let devices
+    /// arrive at a quarter of it and at twice it for this many seconds each, and compare the
+    /// admitted registrations' p99.
+    #[arg(long, value_name = "SECS")]
+    overload: Option<f64>,
     /// Compare the acknowledgements in FILE with the store, print the counts, fail on a loss.
     #[arg(long, value_name = "FILE")]
     verify: Option<std::path::PathBuf>,
@@ -213,6 +219,10 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
+    if let Some(secs) = args.overload {
+        return compare_overload(&target, &scope, &group_key, &prefix, secs, &args).await;
+    }
+
     let handshakes = args.handshakes.unwrap_or(args.devices);
     let pid = args.server_pid;
     let baseline = on_server(
@@ -279,6 +289,69 @@ async fn main() -> anyhow::Result<()> {
         "targets: >= 2,000 registrations/s {}; >= 50% of the baseline {}",
         verdict(registrations.rate() >= 2_000.0),
         verdict(ratio >= 0.5)
+    );
+    Ok(())
+}
+
+/// Issue 18, point 4: the admitted registrations' p99 at twice the sustainable rate against
+/// their p99 well below it.
+async fn compare_overload(
+    target: &Arc<Target>,
+    scope: &str,
+    group_key: &str,
+    prefix: &str,
+    secs: f64,
+    args: &Args,
+) -> anyhow::Result<()> {
+    let (target, scope, key) = (target.clone(), scope.to_string(), group_key.to_string());
+    let device = move |phase: &'static str| {
+        let (target, scope, key, prefix) = (
+            target.clone(),
+            scope.clone(),
+            key.clone(),
+            prefix.to_string(),
+        );
+        move |i| {
+            let target = target.clone();
+            let request = register_request(&target, &scope, &key, &format!("{prefix}-{phase}-{i}"));
+            async move {
+                match request {
+                    Ok(request) => overload::attempt(&target, request).await,
+                    Err(e) => overload::Outcome::Failed(e.to_string()),
+                }
+            }
+        }
+    };
+    // Each client retries a refused device at once, so the rate is what the server admits.
+    let closed = run(args.devices, args.concurrency, {
+        let device = device("closed");
+        move |i| {
+            let device = device.clone();
+            async move {
+                loop {
+                    match device(i).await {
+                        overload::Outcome::Assigned => return Ok(()),
+                        overload::Outcome::Failed(why) => bail!("device {i}: {why}"),
+                        _ => continue,
+                    }
+                }
+            }
+        }
+    })
+    .await?;
+    closed.print("sustainable (closed loop)");
+    let sustainable = closed.rate();
+    let unloaded = overload::open_loop(sustainable / 4.0, secs, device("quarter")).await;
+    unloaded.print("a quarter of it");
+    let loaded = overload::open_loop(sustainable * 2.0, secs, device("twice")).await;
+    loaded.print("twice it");
+    let (Some(loaded_p99), Some(unloaded_p99)) = (loaded.p99(), unloaded.p99()) else {
+        bail!("a phase admitted no registration");
+    };
+    let ratio = loaded_p99.as_secs_f64() / unloaded_p99.as_secs_f64();
+    println!(
+        "admitted p99 at twice the sustainable rate is {ratio:.1}x the unloaded p99 (target <= 2x: {})",
+        if ratio <= 2.0 { "met" } else { "NOT met" }
     );
     Ok(())
 }
@@ -387,6 +460,25 @@ fn connector(ca: &std::path::Path) -> anyhow::Result<TlsConnector> {
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
+/// A device's PUT register, signed with its key derived from `group_key`, closing the connection.
+fn register_request(
+    target: &Target,
+    scope: &str,
+    group_key: &str,
+    id: &str,
+) -> anyhow::Result<String> {
+    let key = sas::derive_device_key(group_key, id)?;
+    let token = device_token(&key, scope, id)?;
+    let body = format!(r#"{{"registrationId":"{id}"}}"#);
+    Ok(format!(
+        "PUT /{scope}/registrations/{id}/register?api-version=2019-03-31 HTTP/1.1\r\nHost: {}\r\n\
+         Authorization: {token}\r\nContent-Type: application/json; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        target.address,
+        body.len()
+    ))
+}
+
 /// One device: connect, PUT register, expect the final `assigned` state in the reply (returned).
 async fn register(
     target: &Target,
@@ -394,16 +486,7 @@ async fn register(
     group_key: &str,
     id: &str,
 ) -> anyhow::Result<String> {
-    let key = sas::derive_device_key(group_key, id)?;
-    let resource = format!("{scope}/registrations/{id}");
-    let token = device_token(&key, scope, id)?;
-    let body = format!(r#"{{"registrationId":"{id}"}}"#);
-    let request = format!(
-        "PUT /{resource}/register?api-version=2019-03-31 HTTP/1.1\r\nHost: {}\r\nAuthorization: {token}\r\n\
-         Content-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        target.address,
-        body.len()
-    );
+    let request = register_request(target, scope, group_key, id)?;
     let mut tls = target.connect().await?;
     tls.write_all(request.as_bytes()).await?;
     let mut response = Vec::with_capacity(2048);
