@@ -85,6 +85,20 @@ pub trait ConsoleBackend: Send + Sync + 'static {
         group: bool,
         secondary: bool,
     ) -> BackendFuture<'a, ()>;
+    /// Test mode: sets the fault the next registrations through it get.
+    fn set_test_fault<'a>(
+        &'a self,
+        actor: &'a str,
+        id: &'a str,
+        group: bool,
+        form: TestFaultForm,
+    ) -> BackendFuture<'a, ()>;
+    fn clear_test_fault<'a>(
+        &'a self,
+        actor: &'a str,
+        id: &'a str,
+        group: bool,
+    ) -> BackendFuture<'a, ()>;
     /// The device key a group member signs with: base64(HMAC-SHA256(group key, registration ID)).
     fn derive_device_key<'a>(
         &'a self,

@@ -1,14 +1,15 @@
 //! Individual enrollments: a paged, searchable list, the create/edit form, and per-row enable,
-//! disable and delete.
+//! disable and delete; an enrollment's page also holds its test mode (`test_fault`).
 
 use leptos::prelude::*;
 use leptos::server_fn::codec::GetUrl;
 use leptos_router::hooks::{use_params_map, use_query, use_query_map};
 use leptos_router::params::Params;
 
-use crate::auth::{CsrfField, current_role};
+use crate::auth::{CsrfField, current_role, may_change};
 use crate::forms::{ActionError, CopyButton, PemField, encode};
 use crate::model::*;
+use crate::test_fault::{TestFault, TestFaultActions};
 
 #[cfg(feature = "ssr")]
 use crate::{auth::require, backend::backend};
@@ -378,9 +379,10 @@ pub fn EnrollmentPage() -> impl IntoView {
     let id = move || params.with(|p| p.get("id").unwrap_or_default());
     let kind = move || query.with(|q| q.get("kind").unwrap_or_default());
     let roll = ServerAction::<RollKey>::new();
+    let faults = TestFaultActions::new();
     let detail = Resource::new(
-        move || (id(), kind(), roll.version().get()),
-        |(id, kind, _)| async move {
+        move || (id(), kind(), roll.version().get(), faults.version()),
+        |(id, kind, _, _)| async move {
             if id == "new" {
                 Ok(None)
             } else {
@@ -395,6 +397,7 @@ pub fn EnrollmentPage() -> impl IntoView {
                 {move || Suspend::new(async move {
                     let kind = kind();
                     let group = kind == "group";
+                    let editable = may_change().await;
                     match (id().as_str(), detail.await) {
                         ("new", _) => view! {
                             <h1>{if group { "New enrollment group" } else { "New enrollment" }}</h1>
@@ -405,7 +408,7 @@ pub fn EnrollmentPage() -> impl IntoView {
                                 ..EnrollmentForm::default()
                             } kind create=true/>
                         }.into_any(),
-                        (_, Ok(Some(detail))) => view! { <EnrollmentView detail kind roll/> }.into_any(),
+                        (_, Ok(Some(detail))) => view! { <EnrollmentView detail kind roll faults editable/> }.into_any(),
                         (id, Ok(None)) => view! { <p class="error" role="alert">{format!("No enrollment {id:?}.")}</p> }.into_any(),
                         (_, Err(e)) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
                     }
@@ -420,6 +423,9 @@ fn EnrollmentView(
     detail: EnrollmentDetail,
     kind: String,
     roll: ServerAction<RollKey>,
+    faults: TestFaultActions,
+    /// Whether the user may change it (decided in the page's `Suspend`, as on the server).
+    editable: bool,
 ) -> impl IntoView {
     let id = detail.form.registration_id.clone();
     let derive = (kind == "group" && detail.keys.is_some())
@@ -463,12 +469,15 @@ fn EnrollmentView(
                     <dt>"Secondary key"</dt>
                     <dd><span class="mono secondary-key">{secondary.clone()}</span>" "<CopyButton text=secondary/></dd>
                 </dl>
-                <p>{roll_form(false)}{roll_form(true)}</p>
+                <div class="key-actions">{roll_form(false)}{roll_form(true)}</div>
             </details>
             <ActionError action=roll/>
         }
     });
     let may_edit = may_edit();
+    let test_fault = editable.then(|| {
+        view! { <TestFault registration_id=id.clone() kind=kind.clone() current=detail.test_fault actions=faults/> }
+    });
     let form = detail.form.clone();
     view! {
         <h1 class="mono">{detail.form.registration_id.clone()}</h1>
@@ -480,6 +489,7 @@ fn EnrollmentView(
         {keys}
         {derive}
         {registration}
+        {test_fault}
         <Show when=may_edit fallback=|| view! { <p class="muted">"Read-only: your role cannot change enrollments."</p> }>
             <h2>"Edit"</h2>
             <EnrollmentEditor form=form.clone() kind=kind.clone() create=false/>

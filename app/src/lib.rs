@@ -14,6 +14,7 @@ pub mod login;
 pub mod model;
 pub mod policies;
 pub mod registrations;
+pub mod test_fault;
 pub mod users;
 
 #[cfg(feature = "ssr")]

@@ -156,6 +156,20 @@ pub struct EnrollmentDetail {
     pub updated: String,
     /// The device's registration record, if it registered: status, hub and device ID.
     pub registration: Option<RegistrationSummary>,
+    /// Test mode: the fault its next registrations get, in words (spent ones too).
+    pub test_fault: Option<String>,
+}
+
+/// A test-mode fault as the console form holds it (numbers as typed; empty: not set).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TestFaultForm {
+    pub remaining: String,
+    pub error_code: String,
+    pub retry_after_seconds: String,
+    pub latency_ms: String,
+    /// The checkbox's value when ticked, absent otherwise.
+    #[serde(default)]
+    pub drop_connection: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -136,3 +136,43 @@ test('a custom allocation policy needs its webhook URL', async ({ page }) => {
   await expect(page.locator('#webhook_url')).toHaveValue('https://allocator.example/api/allocate');
   await expect(page.locator('#allocation_policy')).toHaveValue('custom');
 });
+
+test('test mode: a fault set in the console answers the device, whose official SDK waits it out', async ({ page }) => {
+  // A page that fails to hydrate still works through plain form posts; only its errors show it.
+  const pageErrors: string[] = [];
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  await signIn(page, users.operator, '/console/enrollments/new');
+  const scope = (await (await page.request.get('/api/summary')).json()).id_scope;
+  await page.fill('#registration_id', 'e2e-faulty');
+  await page.click('#save');
+  await expect(page.getByRole('status')).toHaveText('Saved.');
+  await page.goto('/console/enrollments/e2e-faulty');
+  await expect(page.locator('main')).toHaveAttribute('data-hydrated', 'true');
+  await expect(page.locator('.test-fault')).toHaveText('No test fault set.');
+
+  await page.fill('#fault_remaining', '2');
+  await page.fill('#fault_error_code', '503001');
+  await page.fill('#fault_retry_after', '1');
+  await page.click('#set-fault');
+  await expect(page.locator('.test-fault')).toHaveText('test mode: injected error 503001 (2 left)');
+
+  // The SDK (MQTT) is told 503 with retry-after 1 twice, waits each time, then provisions.
+  await page.click('summary:text("Reveal symmetric keys")');
+  const key = (await page.locator('.primary-key').textContent())!.trim();
+  const started = Date.now();
+  const result = registerDevice(scope, 'e2e-faulty', key);
+  expect(result.ok, JSON.stringify(result)).toBe(true);
+  expect(Date.now() - started).toBeGreaterThan(2_000);
+  await page.reload();
+  await expect(page.locator('main')).toHaveAttribute('data-hydrated', 'true');
+  await expect(page.locator('.test-fault')).toHaveText('test mode: injected error 503001 (0 left)');
+
+  await page.getByRole('button', { name: 'Clear test fault' }).click();
+  await expect(page.locator('.test-fault')).toHaveText('No test fault set.');
+  // The server's rules apply: a code outside Azure's is refused with its reason.
+  await page.fill('#fault_error_code', '12');
+  await page.click('#set-fault');
+  await expect(page.locator('#test-fault-form [role=alert]')).toContainText('Azure error code');
+  await expect(page.locator('.test-fault')).toHaveText('No test fault set.');
+  expect(pageErrors).toEqual([]);
+});

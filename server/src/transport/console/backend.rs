@@ -7,7 +7,7 @@ use app::backend::{BackendError, BackendFuture, ConsoleBackend};
 use app::model::{Role as ViewRole, *};
 use serde_json::json;
 
-use super::forms::{PAGE_SIZE, allocation_view, document_of, list_query};
+use super::forms::{PAGE_SIZE, allocation_view, document_of, fault_of, list_query};
 use super::views::{
     ca_row, domain_role, failure_row, form_of, minute_bars, policy_name, registration_row, row,
     summary_of, view_role,
@@ -139,6 +139,9 @@ impl AppState {
             true => self.store.get_registration(id).await.map_err(failed)?,
             false => None,
         };
+        let target = R::reference(id);
+        let fault = self.store.get_fault_injection(&target).await;
+        let fault = fault.map_err(failed)?;
         let keys = match &e.spec().attestation {
             Attestation::SymmetricKey {
                 primary_key,
@@ -153,6 +156,7 @@ impl AppState {
             created: timestamp(e.created()),
             updated: timestamp(e.updated()),
             registration: registration.map(summary_of),
+            test_fault: fault.map(|f| f.describe()),
         }))
     }
 
@@ -200,6 +204,21 @@ impl AppState {
     ) -> Result<(), BackendError> {
         let rolled = self.admin.roll_enrollment_key::<R>(actor, id, slot).await;
         rolled.map(drop).map_err(admin_failed)
+    }
+
+    async fn set_fault<R: Resource>(
+        &self,
+        actor: &Actor,
+        id: &str,
+        form: &TestFaultForm,
+    ) -> Result<(), BackendError> {
+        let set = self.admin.set_fault::<R>(actor, id, fault_of(form)?).await;
+        set.map(drop).map_err(admin_failed)
+    }
+
+    async fn clear_fault<R: Resource>(&self, actor: &Actor, id: &str) -> Result<(), BackendError> {
+        let cleared = self.admin.clear_fault::<R>(actor, id).await;
+        cleared.map(drop).map_err(admin_failed)
     }
 
     async fn remove<R: Resource>(&self, actor: &Actor, id: &str) -> Result<(), BackendError> {
@@ -315,6 +334,27 @@ impl ConsoleBackend for AppState {
         let actor = Actor::console(actor);
         let slot = key_slot(secondary);
         Box::pin(async move { by_kind!(group, self.roll(&actor, id, slot)) })
+    }
+
+    fn set_test_fault<'a>(
+        &'a self,
+        actor: &'a str,
+        id: &'a str,
+        group: bool,
+        form: TestFaultForm,
+    ) -> BackendFuture<'a, ()> {
+        let actor = Actor::console(actor);
+        Box::pin(async move { by_kind!(group, self.set_fault(&actor, id, &form)) })
+    }
+
+    fn clear_test_fault<'a>(
+        &'a self,
+        actor: &'a str,
+        id: &'a str,
+        group: bool,
+    ) -> BackendFuture<'a, ()> {
+        let actor = Actor::console(actor);
+        Box::pin(async move { by_kind!(group, self.clear_fault(&actor, id)) })
     }
 
     fn derive_device_key<'a>(

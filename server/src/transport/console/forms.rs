@@ -1,18 +1,38 @@
 //! The console's forms as the domain's inputs: an enrollment form laid over the stored wire
-//! document (so the service API's build step checks it), list filters, and the allocation form.
+//! document (so the service API's build step checks it), list filters, the allocation form and
+//! the test-mode fault form.
 
 use app::backend::BackendError;
-use app::model::{AllocationForm, EnrollmentFilter, EnrollmentForm};
+use app::model::{AllocationForm, EnrollmentFilter, EnrollmentForm, TestFaultForm};
 use serde_json::{Value, json};
 
 use crate::domain::admin::{AllocationSettingsView, RegionRule};
-use crate::model::{AttestationKind, ListQuery, ProvisioningStatus};
+use crate::model::{AttestationKind, FaultInjection, ListQuery, ProvisioningStatus};
 
 /// Rows on one page of a console list.
 pub(super) const PAGE_SIZE: u32 = 50;
 
 fn invalid(message: String) -> BackendError {
     BackendError::Invalid(message)
+}
+
+/// The fault as typed; whether it makes sense is the domain's to say (`admin::faults`).
+pub(super) fn fault_of(form: &TestFaultForm) -> Result<FaultInjection, BackendError> {
+    fn number<T: std::str::FromStr>(label: &str, text: &str) -> Result<Option<T>, BackendError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let whole = format!("{label} must be a whole number, not {text:?}");
+        text.parse().map(Some).map_err(|_| invalid(whole))
+    }
+    Ok(FaultInjection {
+        remaining: number("the number of registrations", &form.remaining)?.unwrap_or(0),
+        error_code: number("the error code", &form.error_code)?,
+        retry_after_seconds: number("Retry-After", &form.retry_after_seconds)?,
+        latency_ms: number("the latency", &form.latency_ms)?.unwrap_or(0),
+        drop_connection: form.drop_connection.is_some(),
+    })
 }
 
 pub(super) fn list_query(filter: &EnrollmentFilter) -> Result<ListQuery, BackendError> {
