@@ -5,7 +5,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Each step prints how long the one before took, and the end prints every step's time: the
+# cold-run budget (45 min on a fresh machine) is kept by these figures.
+timings=""
+step_name=""
+step_start=$SECONDS
+end_step() {
+  [ -n "$step_name" ] && timings="$timings$(printf '%6ss  %s' $((SECONDS - step_start)) "$step_name")\n"
+  step_start=$SECONDS
+}
+step() {
+  end_step
+  step_name="$*"
+  printf '\n\033[1m== %s\033[0m (at %ss)\n' "$*" "$SECONDS"
+}
+report() { end_step; step_name=""; printf '\n\033[1m== step times\033[0m\n%b%6ss  in all\n' "$timings" "$SECONDS"; }
+trap report EXIT
 
 # A clean clone builds once: incremental caches would only double the disk a cold build needs.
 if [[ "${CI:-}" == "true" ]]; then export CARGO_INCREMENTAL=0; fi
@@ -16,6 +31,9 @@ scripts/setup.sh --test
 step "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+
+step "debug build of the tests"
+cargo test --workspace --no-run
 
 step "unit and integration tests (SQLite and PostgreSQL)"
 cargo test --workspace
