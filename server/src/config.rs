@@ -33,6 +33,9 @@ pub struct Config {
     pub https_port: u16,
     pub mqtt_port: u16,
     pub amqp_port: u16,
+    /// Where `/metrics` is served in the Prometheus text format, over plain HTTP as exporters
+    /// do (keep it on loopback or a monitoring network); empty turns metrics off.
+    pub metrics_address: String,
     /// Human-readable (`human`) or machine-readable (`json`) logs.
     pub log_format: LogFormat,
     /// The built console (JS, wasm, CSS); see scripts/build-site.sh.
@@ -122,6 +125,7 @@ impl Default for Config {
             https_port: 8443,
             mqtt_port: 8883,
             amqp_port: 5671,
+            metrics_address: "127.0.0.1:9464".into(),
             log_format: LogFormat::Human,
             site_root: PathBuf::from("target/site"),
             tls: TlsConfig::default(),
@@ -222,6 +226,18 @@ impl Config {
                 "`https_port`, `mqtt_port` and `amqp_port` must be three different ports".into(),
             );
         }
+        if !self.metrics_address.is_empty()
+            && self
+                .metrics_address
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return fail(format!(
+                "`metrics_address` must be an address and port such as 127.0.0.1:9464, or empty \
+                 to turn metrics off; got {:?}",
+                self.metrics_address
+            ));
+        }
         if !is_valid_hostname(&self.hostname) {
             return fail(format!(
                 "`hostname` {:?} is not a valid DNS name or IP address",
@@ -283,6 +299,11 @@ impl Config {
 
     pub fn database_kind(&self) -> Result<DatabaseKind, ConfigError> {
         database_kind(&self.effective_database_url())
+    }
+
+    /// Where metrics are served; None when they are off.
+    pub fn metrics_socket(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_address.parse().ok()
     }
 
     pub fn https_url(&self) -> String {
@@ -454,6 +475,15 @@ mod tests {
         assert_eq!(c.effective_database_url(), "sqlite://./data/onramp.db");
         assert_eq!(c.database_kind().unwrap(), DatabaseKind::Sqlite);
         assert_eq!(c.limits.max_body_bytes, 96 * 1024);
+        assert_eq!(c.metrics_socket(), Some(([127, 0, 0, 1], 9464).into()));
+    }
+
+    #[test]
+    fn metrics_are_off_with_an_empty_address_and_a_bad_one_is_named() {
+        let off = load(None, &[("ONRAMP_METRICS_ADDRESS", "")], Table::new()).unwrap();
+        assert_eq!(off.metrics_socket(), None);
+        let err = load(Some("metrics_address = \"localhost\"\n"), &[], Table::new()).unwrap_err();
+        assert!(err.contains("metrics_address"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod domain;
 pub mod fuzzing;
 pub mod hubs;
 pub mod janitor;
+pub mod metrics;
 pub mod model;
 pub mod proto;
 pub mod service;

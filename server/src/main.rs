@@ -49,6 +49,9 @@ struct Flags {
     /// [default: 5671]
     #[arg(long, global = true, value_name = "PORT")]
     amqp_port: Option<i64>,
+    /// Where /metrics is served (plain HTTP); empty turns metrics off [default: 127.0.0.1:9464]
+    #[arg(long, global = true, value_name = "ADDR:PORT")]
+    metrics_address: Option<String>,
     /// human or json [default: human]
     #[arg(long, global = true, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -220,6 +223,10 @@ impl Flags {
         set("https_port", self.https_port.map(Value::Integer));
         set("mqtt_port", self.mqtt_port.map(Value::Integer));
         set("amqp_port", self.amqp_port.map(Value::Integer));
+        set(
+            "metrics_address",
+            self.metrics_address.clone().map(Value::String),
+        );
         set("log_format", self.log_format.clone().map(Value::String));
         table
     }

@@ -20,6 +20,7 @@ use crate::domain::provisioner::Provisioner;
 use crate::domain::throttle;
 use crate::hubs::Connectors;
 use crate::hubs::builtin::BuiltInHub;
+use crate::metrics::Metrics;
 use crate::model::ConnectorKind;
 use crate::state::AppState;
 use crate::store::{self, Store};
@@ -28,7 +29,7 @@ use crate::transport::amqp::{self, AmqpLimits};
 use crate::transport::load_shedding::LoadGauge;
 use crate::transport::mqtt::{self, MqttLimits, MqttServices};
 use crate::transport::websocket::WebSocketSessions;
-use crate::transport::{https, listener};
+use crate::transport::{https, listener, metrics_http};
 
 /// An instance ready to serve: store open, bootstrap done, TLS material at hand.
 pub struct Prepared {
@@ -53,14 +54,14 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         .collect();
     let tls = tls::prepare(&config, &hub_names)?;
     let bus = DiagnosticsBus::default();
+    let metrics = Arc::new(metrics_for(&config, &store));
     let provisioner = Provisioner::new(
         store.clone(),
         Connectors::new(BuiltInHub::new(store.clone())),
         bus.clone(),
         instance.id_scope.clone(),
-        Duration::from_secs(config.limits.webhook_timeout_secs),
-        Duration::from_millis(config.limits.inline_assignment_ms),
-        (&config.limits).into(),
+        &config.limits,
+        metrics.clone(),
     );
     let device_hub = DeviceHub::new(store.clone(), bus.clone());
     let admin = Admin::new(store.clone(), provisioner.clone(), (&config.limits).into());
@@ -75,9 +76,22 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             device_hub,
             admin,
             service_api_calls,
+            metrics,
         },
         tls,
     })
+}
+
+/// Metrics that record when they are served, reading the store's pools and group commit.
+fn metrics_for(config: &Config, store: &Arc<dyn Store>) -> Metrics {
+    if config.metrics_socket().is_none() {
+        return Metrics::disabled();
+    }
+    let pools = store.clone();
+    Metrics::new(
+        store.commit_metrics(),
+        Some(Box::new(move || pools.pool_use())),
+    )
 }
 
 /// `onramp serve`: binds the configured ports and runs until SIGINT or SIGTERM.
@@ -88,6 +102,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         https: bind(config.listen_address, config.https_port, "https_port").await?,
         mqtt: bind(config.listen_address, config.mqtt_port, "mqtt_port").await?,
         amqp: bind(config.listen_address, config.amqp_port, "amqp_port").await?,
+        metrics: match config.metrics_socket() {
+            Some(addr) => Some(bind(addr.ip(), addr.port(), "metrics_address").await?),
+            None => None,
+        },
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
@@ -100,6 +118,8 @@ pub struct Listeners {
     pub https: TcpListener,
     pub mqtt: TcpListener,
     pub amqp: TcpListener,
+    /// Plain HTTP `/metrics`; None when metrics are off.
+    pub metrics: Option<TcpListener>,
 }
 
 /// Serves a prepared instance until `shutdown` is cancelled, then drains its connections and
@@ -116,10 +136,15 @@ pub async fn run(
     let mqtt_tls = tls::server_config(&tls, &[])?;
     let amqp_tls = tls::server_config(&tls, &[])?;
     let ca = tls.ca_path.as_ref().map(|path| path.display().to_string());
+    let metrics_url = match &listeners.metrics {
+        Some(listener) => format!("http://{}/metrics", listener.local_addr()?),
+        None => "off".into(),
+    };
     tracing::info!(
         url = %config.https_url(),
         mqtt = %config.mqtt_url(),
         amqp = %config.amqp_url(),
+        metrics = %metrics_url,
         id_scope = %state.instance.id_scope,
         database = ?state.store.kind(),
         ca = %ca.as_deref().unwrap_or("(operator's certificate)"),
@@ -147,6 +172,7 @@ pub async fn run(
             config.limits.max_connections,
             shutdown.clone(),
         ),
+        metrics: Default::default(),
     };
     let mqtt_limits = MqttLimits {
         connect_timeout: Duration::from_secs(config.limits.mqtt_connect_timeout_secs),
@@ -169,19 +195,26 @@ pub async fn run(
         listeners.https,
         https_tls,
         https::router(state.clone(), websocket_sessions.clone()),
-        limits.clone(),
+        listener::ListenerLimits {
+            metrics: state.metrics.listener("https"),
+            ..limits.clone()
+        },
         shutdown.clone(),
     );
     let mqtt = mqtt::serve_mqtt(
         listeners.mqtt,
         mqtt_tls,
         mqtt_services,
-        limits.clone(),
+        listener::ListenerLimits {
+            metrics: state.metrics.listener("mqtt"),
+            ..limits.clone()
+        },
         mqtt_limits,
         shutdown.clone(),
     );
     let amqp_listener_limits = listener::ListenerLimits {
         max_connections: config.limits.max_amqp_connections,
+        metrics: state.metrics.listener("amqp"),
         ..limits.clone()
     };
     let amqp = amqp::serve_amqp(
@@ -190,9 +223,14 @@ pub async fn run(
         state.provisioner.clone(),
         amqp_listener_limits,
         amqp_limits(&config),
-        shutdown,
+        shutdown.clone(),
     );
-    tokio::join!(https, mqtt, amqp);
+    let metrics = async {
+        if let Some(listener) = listeners.metrics {
+            metrics_http::serve(listener, state.metrics.clone(), shutdown).await;
+        }
+    };
+    tokio::join!(https, mqtt, amqp, metrics);
     // Upgraded WebSocket sessions outlive their HTTP connection: give them the same grace.
     let grace = Duration::from_secs(config.limits.shutdown_grace_secs);
     if tokio::time::timeout(grace, websocket_sessions.drained())

@@ -12,6 +12,7 @@ use crate::domain::admin::Admin;
 use crate::domain::device_hub::DeviceHub;
 use crate::domain::provisioner::Provisioner;
 use crate::domain::throttle::RateLimit;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// Everything, for the composition root; front ends extract their part of it.
@@ -30,4 +31,6 @@ pub struct AppState {
     pub admin: Arc<Admin>,
     /// Service API calls per access policy (`limits.service_api_calls_per_minute`).
     pub service_api_calls: Arc<RateLimit>,
+    /// What `/metrics` serves; the transports record their part into it.
+    pub metrics: Arc<Metrics>,
 }

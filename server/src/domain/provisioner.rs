@@ -29,6 +29,7 @@ use crate::diagnostics::{DiagnosticsBus, Protocol, RegistrationEvent};
 use crate::domain::ca::{self, DecodedCa};
 use crate::domain::throttle::{DeviceThrottles, RateLimit};
 use crate::hubs::{Connectors, Identity, Provisioned, TwinWrite};
+use crate::metrics::{AttemptOutcome, Metrics, Step};
 use crate::model::*;
 use crate::proto::device::{
     DeviceRegistration, DeviceRegistrationResult, RegistrationOperationStatus,
@@ -258,13 +259,6 @@ impl ProvisionError {
 
 const EXPIRED: &str = "the SAS token has expired";
 
-/// Counts a request against `limit`; over it, the device is told when to come back.
-fn admit(limit: &RateLimit, key: &str, what: &'static str) -> Result<(), ProvisionError> {
-    limit
-        .admit(key)
-        .map_err(|retry_after| ProvisionError::Throttled { what, retry_after })
-}
-
 impl From<StoreError> for ProvisionError {
     fn from(e: StoreError) -> Self {
         if e.is_unavailable() {
@@ -450,14 +444,25 @@ pub struct Provisioner {
     id_scope: String,
     inline_budget: Duration,
     throttles: DeviceThrottles,
+    metrics: Arc<Metrics>,
     snapshot: Mutex<Option<Arc<Snapshot>>>,
 }
 
 /// The attempt's outcome, for its diagnostics event.
+#[derive(Default)]
 struct Attempt {
     source: Option<EnrollmentRef>,
     attestation: Option<AttestationKind>,
+    /// The attestation the device tried, once it is being checked (metrics count a refusal).
+    presented: Option<&'static str>,
     fault: Option<String>,
+}
+
+/// What the device sent beside its identity, which allocation reads, and how it came.
+struct Arrival {
+    payload: Option<Value>,
+    client: Option<IpAddr>,
+    protocol: Protocol,
 }
 
 impl Provisioner {
@@ -466,18 +471,18 @@ impl Provisioner {
         connectors: Connectors,
         bus: DiagnosticsBus,
         id_scope: String,
-        webhook_timeout: Duration,
-        inline_budget: Duration,
-        throttles: DeviceThrottles,
+        limits: &crate::config::Limits,
+        metrics: Arc<Metrics>,
     ) -> Arc<Provisioner> {
         Arc::new(Provisioner {
             store,
             connectors,
             bus,
-            webhook: Webhook::new(webhook_timeout),
+            webhook: Webhook::new(Duration::from_secs(limits.webhook_timeout_secs)),
             id_scope,
-            inline_budget,
-            throttles,
+            inline_budget: Duration::from_millis(limits.inline_assignment_ms),
+            throttles: limits.into(),
+            metrics,
             snapshot: Mutex::new(None),
         })
     }
@@ -498,11 +503,7 @@ impl Provisioner {
     ) -> Result<OperationReply, ProvisionError> {
         let started = Instant::now();
         let tracking_id = uuid::Uuid::new_v4().to_string();
-        let mut attempt = Attempt {
-            source: None,
-            attestation: None,
-            fault: None,
-        };
+        let mut attempt = Attempt::default();
         let result = self.register_inner(&request, &mut attempt).await;
         self.emit(
             &request.registration_id,
@@ -523,7 +524,8 @@ impl Provisioner {
         self.check_scope(&request.id_scope)?;
         // Held until the assignment ends, in the background too: the bound covers all the work.
         let slot = self.in_flight_slot()?;
-        admit(&self.throttles.registrations, "", "registrations")?;
+        let instance_limit = (&self.throttles.registrations, "registrations_per_second");
+        self.admit(instance_limit, "", "registrations")?;
         validate_registration_id(&request.registration_id)?;
         let body = parse_registration(&request.body)?;
         let differs = |id: &&String| !id.eq_ignore_ascii_case(&request.registration_id);
@@ -535,18 +537,28 @@ impl Provisioner {
         if let (Credential::None, Some(tpm)) = (&request.credential, body.tpm.as_ref()) {
             return Err(self.challenge_tpm(&request.registration_id, tpm).await);
         }
+        attempt.presented = Some(presented_attestation(&request.credential, &body));
         // The device's previous record is read while it authenticates (one wait instead of two:
         // each store call is a round trip to a database thread); a refused device wastes a read.
-        let (auth, previous) = tokio::join!(
+        let protocol = request.protocol.as_str();
+        let authenticated = self.timed(
+            protocol,
+            Step::Authenticate,
             self.authenticate(&request.registration_id, &request.credential),
+        );
+        let (auth, previous) = tokio::join!(
+            authenticated,
             self.store.get_registration(&request.registration_id),
         );
         let (auth, previous) = (auth?, previous?);
         attempt.source = Some(auth.source.reference());
         attempt.attestation = Some(auth.source.spec().attestation.kind());
         if let Source::Group(group) = &auth.source {
-            let limit = &self.throttles.group_registrations;
-            admit(limit, &group.group_id, "registrations through this group")?;
+            let limit = (
+                &self.throttles.group_registrations,
+                "group_registrations_per_second",
+            );
+            self.admit(limit, &group.group_id, "registrations through this group")?;
         }
         let fault = self.take_fault(&auth.source.reference()).await?;
         attempt.fault = fault.as_ref().map(FaultInjection::describe);
@@ -557,15 +569,16 @@ impl Provisioner {
 
         let operation_id = new_operation_id();
         let this = self.clone();
-        let (registration_id, payload, client) = (
-            request.registration_id.clone(),
-            body.payload,
-            request.client,
-        );
+        let registration_id = request.registration_id.clone();
+        let arrival = Arrival {
+            payload: body.payload,
+            client: request.client,
+            protocol: request.protocol,
+        };
         let op_id = operation_id.clone();
         let mut task = tokio::spawn(async move {
             let _slot = slot;
-            this.assign(&op_id, &registration_id, auth, previous, payload, client)
+            this.assign(&op_id, &registration_id, auth, previous, arrival)
                 .await
         });
         let state = match tokio::time::timeout(self.inline_budget, &mut task).await {
@@ -605,16 +618,57 @@ impl Provisioner {
     fn in_flight_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ProvisionError> {
         let slots = &self.throttles.in_flight;
         slots.clone().try_acquire_owned().map_err(|_| {
+            self.metrics.throttled("max_registrations_in_flight");
             ProvisionError::Unavailable("overloaded: every registration slot is taken".into())
         })
+    }
+
+    /// Counts a request against a limit (named by its `limits` key); over it, the device is
+    /// told when to come back.
+    fn admit(
+        &self,
+        (limit, name): (&RateLimit, &'static str),
+        key: &str,
+        what: &'static str,
+    ) -> Result<(), ProvisionError> {
+        limit.admit(key).map_err(|retry_after| {
+            self.metrics.throttled(name);
+            ProvisionError::Throttled { what, retry_after }
+        })
+    }
+
+    /// Runs one step of a registration and records how long it took.
+    async fn timed<T>(
+        &self,
+        protocol: &'static str,
+        step: Step,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let started = Instant::now();
+        let output = work.await;
+        self.metrics.step(protocol, step, started.elapsed());
+        output
+    }
+
+    /// Counts a linked hub's failure before it is passed on.
+    fn hub_failed<T, E>(
+        &self,
+        hub: &LinkedHub,
+        operation: &'static str,
+        result: Result<T, E>,
+    ) -> Result<T, E> {
+        if result.is_err() {
+            self.metrics.hub_error(&hub.host_name, operation);
+        }
+        result
     }
 
     /// Counts a status request of an authenticated device (counted after authentication, so
     /// nobody else can use up a device's allowance).
     fn admit_poll(&self, registration_id: &str) -> Result<(), ProvisionError> {
         let key = registration_id.to_ascii_lowercase();
-        admit(
-            &self.throttles.polls,
+        self.admit(
+            (&self.throttles.polls, "polls_per_device"),
             &key,
             "status requests of this device",
         )
@@ -719,11 +773,7 @@ impl Provisioner {
         protocol: Protocol,
         error: &ProvisionError,
     ) {
-        let attempt = Attempt {
-            source: None,
-            attestation: None,
-            fault: None,
-        };
+        let attempt = Attempt::default();
         let tracking_id = uuid::Uuid::new_v4().to_string();
         self.emit(
             registration_id,
@@ -1074,6 +1124,9 @@ impl Provisioner {
             cas: ca::decoded(self.store.as_ref()).await?,
             faults: self.store.live_fault_targets().await?.into_iter().collect(),
         });
+        for hub in &snapshot.hubs {
+            self.metrics.declare_hub(&hub.host_name);
+        }
         *self.snapshot.lock().unwrap() = Some(snapshot.clone());
         Ok(snapshot)
     }
@@ -1121,9 +1174,9 @@ impl Provisioner {
         registration_id: &str,
         auth: Authenticated,
         previous: Option<RegistrationRecord>,
-        payload: Option<Value>,
-        client: Option<IpAddr>,
+        arrival: Arrival,
     ) -> Result<DeviceRegistrationResult, ProvisionError> {
+        let protocol = arrival.protocol.as_str();
         let now = Utc::now();
         let mut record = RegistrationRecord {
             registration_id: registration_id.to_string(),
@@ -1145,7 +1198,7 @@ impl Provisioner {
             record.status = RegistrationStatus::Disabled;
         } else {
             match self
-                .place(registration_id, &auth, previous.as_ref(), payload, client)
+                .place(registration_id, &auth, previous.as_ref(), arrival)
                 .await?
             {
                 Ok(placed) => {
@@ -1178,17 +1231,17 @@ impl Provisioner {
             created: now,
             updated: now,
         };
-        self.store
-            .finish_registration(identity, record, operation)
-            .await?;
+        let commit = self.store.finish_registration(identity, record, operation);
+        self.timed(protocol, Step::Commit, commit).await?;
         if let Some((old_hub, old_device)) = replaced {
             // The device is assigned elsewhere now; a leftover old identity cannot be used by it
             // (its registration points away) and is reported rather than failing the device.
             let removed = self
                 .connectors
                 .for_hub(&old_hub)
-                .remove(&old_hub, &old_device);
-            if let Err(e) = removed.await {
+                .remove(&old_hub, &old_device)
+                .await;
+            if let Err(e) = self.hub_failed(&old_hub, "remove", removed) {
                 tracing::warn!(hub = %old_hub.host_name, device = %old_device, error = %e,
                     "the identity a device left could not be removed");
             }
@@ -1203,9 +1256,10 @@ impl Provisioner {
         registration_id: &str,
         auth: &Authenticated,
         previous: Option<&RegistrationRecord>,
-        payload: Option<Value>,
-        client: Option<IpAddr>,
+        arrival: Arrival,
     ) -> Result<Result<Placed, (i64, String)>, ProvisionError> {
+        let protocol = arrival.protocol.as_str();
+        let allocating = Instant::now();
         let spec = auth.source.spec();
         let snapshot = self.snapshot(false).await?;
         let device_id = auth.source.device_id(registration_id);
@@ -1230,7 +1284,7 @@ impl Provisioner {
                     auth,
                     registration_id,
                     current.as_ref(),
-                    payload,
+                    arrival.payload,
                     &snapshot,
                 );
                 let Some(definition) = &spec.custom_allocation else {
@@ -1257,7 +1311,7 @@ impl Provisioner {
                     Err(e) => return Ok(Err((code::CUSTOM_ALLOCATION_FAILED, e.to_string()))),
                 }
             }
-            _ => match choose_builtin(spec, policy, &snapshot, registration_id, client) {
+            _ => match choose_builtin(spec, policy, &snapshot, registration_id, arrival.client) {
                 Ok(hub) => (hub, None, None),
                 Err(e) => return Ok(Err((code::NO_HUB, e.to_string()))),
             },
@@ -1279,7 +1333,8 @@ impl Provisioner {
             ),
             Some((old_hub, old_device)) if spec.reprovision_policy.migrate_device_data => {
                 let connector = self.connectors.for_hub(old_hub);
-                match connector.read_twin(old_hub, old_device).await? {
+                let read = connector.read_twin(old_hub, old_device).await;
+                match self.hub_failed(old_hub, "read_twin", read)? {
                     Some(state) => (TwinWrite::Migrated(state), Substatus::DeviceDataMigrated),
                     None => (TwinWrite::Initial(initial()), Substatus::DeviceDataMigrated),
                 }
@@ -1292,12 +1347,11 @@ impl Provisioner {
             auth: auth.hub_auth.clone(),
             iot_edge: spec.iot_edge,
         };
-        let identity = match self
-            .connectors
-            .for_hub(hub)
-            .provision(hub, identity, twin)
-            .await?
-        {
+        self.metrics
+            .step(protocol, Step::Allocate, allocating.elapsed());
+        let write = self.connectors.for_hub(hub).provision(hub, identity, twin);
+        let written = self.timed(protocol, Step::HubWrite, write).await;
+        let identity = match self.hub_failed(hub, "provision", written)? {
             Provisioned::Done => None,
             Provisioned::WithRecord(device) => Some(*device),
         };
@@ -1369,6 +1423,20 @@ impl Provisioner {
         if let Err(e) = result {
             tracing::info!(registration_id, tracking_id, error = %e, "registration refused");
         }
+        let latency = started.elapsed();
+        let attestation = match (attempt.attestation, attempt.presented) {
+            (Some(kind), _) => Some((kind.as_str(), true)),
+            (None, Some(presented)) => Some((presented, false)),
+            (None, None) => None,
+        };
+        self.metrics.attempt(&AttemptOutcome {
+            protocol: protocol.as_str(),
+            status: status.as_str(),
+            hub: hub.as_deref(),
+            attestation,
+            error_code,
+            latency,
+        });
         self.bus.emit(RegistrationEvent {
             at: Utc::now(),
             tracking_id: tracking_id.to_string(),
@@ -1380,9 +1448,20 @@ impl Provisioner {
             status,
             error_code,
             error_message,
-            latency_ms: started.elapsed().as_millis() as u64,
+            latency_ms: latency.as_millis() as u64,
             fault: attempt.fault,
         });
+    }
+}
+
+/// The attestation a request attempts, before it is known to hold: a TPM-signed token comes
+/// with the TPM's keys in the body.
+fn presented_attestation(credential: &Credential, body: &DeviceRegistration) -> &'static str {
+    match credential {
+        _ if body.tpm.is_some() => AttestationKind::Tpm.as_str(),
+        Credential::Sas(_) | Credential::Login(_) => AttestationKind::SymmetricKey.as_str(),
+        Credential::X509(_) => AttestationKind::X509.as_str(),
+        Credential::None => "none",
     }
 }
 

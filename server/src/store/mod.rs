@@ -103,6 +103,16 @@ pub trait Store: Send + Sync + 'static {
     /// Closes the pool, waiting for connections in use to be returned.
     async fn close(&self);
 
+    /// The group commit's figures, for the metrics (none where nothing is group-committed).
+    fn commit_metrics(&self) -> Option<crate::metrics::CommitMetrics> {
+        None
+    }
+
+    /// The connection pools as they are now.
+    fn pool_use(&self) -> Vec<crate::metrics::PoolUse> {
+        Vec::new()
+    }
+
     async fn setting(&self, key: &str) -> Result<Option<String>>;
     async fn put_setting(&self, key: &str, value: &str) -> Result<()>;
     /// Stores `value` unless the key is set, and returns what is stored: the first writer wins, so

@@ -9,6 +9,7 @@ use super::group_commit::{self, Batch, Created, HotRow, Job, MAX_JOBS, Queue, Ta
 use super::rows::*;
 use super::{MAX_PAGE, Result, Store, StoreError, fault_key};
 use crate::config::DatabaseKind;
+use crate::metrics::{CommitMetrics, PoolUse};
 use crate::model::*;
 use crate::model::{MinuteCount, RecordedFailure, RegistrationEvent};
 
@@ -87,22 +88,25 @@ macro_rules! sql_store {
             /// The group commit's writer task, started with the first hot write (so a store can be
             /// made outside a runtime).
             hot_writes: std::sync::OnceLock<Queue>,
+            commit_metrics: CommitMetrics,
+            /// Whether `writer` is a pool of its own (SQLite) rather than `pool` again.
+            separate_writer: bool,
         }
 
         impl $store {
             pub fn new(pool: sqlx::Pool<$db>) -> Self {
-                Self::with_writer(pool.clone(), pool)
+                Self { separate_writer: false, ..Self::with_writer(pool.clone(), pool) }
             }
 
             pub fn with_writer(pool: sqlx::Pool<$db>, writer: sqlx::Pool<$db>) -> Self {
-                $store { pool, writer, hot_writes: std::sync::OnceLock::new() }
+                $store { pool, writer, hot_writes: std::sync::OnceLock::new(), commit_metrics: CommitMetrics::default(), separate_writer: true }
             }
 
             /// Writes `rows` in the next group commit; returns their `created_at`s.
             async fn commit_hot(&self, rows: Vec<HotRow>) -> Result<Vec<DateTime<Utc>>> {
                 let queue = self.hot_writes.get_or_init(|| {
                     let (queue, jobs) = tokio::sync::mpsc::unbounded_channel();
-                    tokio::spawn(Self::hot_writer(self.writer.clone(), jobs));
+                    tokio::spawn(Self::hot_writer(self.writer.clone(), jobs, self.commit_metrics.clone()));
                     queue
                 });
                 group_commit::commit(queue, rows).await
@@ -118,11 +122,19 @@ macro_rules! sql_store {
 
             /// Commits whatever queued while the previous batch ran. A failed batch is retried
             /// job by job, so one bad row fails only its own caller.
-            async fn hot_writer(writer: sqlx::Pool<$db>, mut queue: tokio::sync::mpsc::UnboundedReceiver<Job>) {
+            async fn hot_writer(
+                writer: sqlx::Pool<$db>,
+                mut queue: tokio::sync::mpsc::UnboundedReceiver<Job>,
+                metrics: CommitMetrics,
+            ) {
                 let mut jobs = Vec::with_capacity(MAX_JOBS);
                 while queue.recv_many(&mut jobs, MAX_JOBS).await > 0 {
                     let batch = Batch::of(&jobs);
-                    match Self::commit_batch(&writer, &batch).await {
+                    let started = std::time::Instant::now();
+                    let committed = Self::commit_batch(&writer, &batch).await;
+                    metrics.jobs_per_batch.observe(jobs.len() as f64);
+                    metrics.seconds.observe(started.elapsed().as_secs_f64());
+                    match committed {
                         Ok(created) => batch.reply(std::mem::take(&mut jobs), &created),
                         Err(e) if jobs.len() == 1 => {
                             let _ = jobs.pop().unwrap().done.send(Err(e));
@@ -329,6 +341,24 @@ macro_rules! sql_store {
             async fn close(&self) {
                 self.writer.close().await;
                 self.pool.close().await;
+            }
+
+            fn commit_metrics(&self) -> Option<CommitMetrics> {
+                Some(self.commit_metrics.clone())
+            }
+
+            fn pool_use(&self) -> Vec<PoolUse> {
+                let of = |name, pool: &sqlx::Pool<$db>| PoolUse {
+                    pool: name,
+                    open: pool.size(),
+                    idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+                    max: pool.options().get_max_connections(),
+                };
+                let mut pools = vec![of("main", &self.pool)];
+                if self.separate_writer {
+                    pools.push(of("writer", &self.writer));
+                }
+                pools
             }
 
             async fn setting(&self, key: &str) -> Result<Option<String>> {

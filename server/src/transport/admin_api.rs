@@ -13,7 +13,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::http_util::json_response;
-use super::service_api::{Caller, Result, ServiceApiState, ServiceError, authorize, json_body};
+use super::service_api::{
+    Caller, Result, ServiceApiState, ServiceError, authorize, json_body, observed,
+};
 use crate::domain::admin::{self, AllocationSettingsView, HubSettings, KeySlot};
 use crate::domain::ca;
 use crate::model::{AccessPolicy, LinkedHub, Right};
@@ -21,7 +23,7 @@ use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
     let state = ServiceApiState::from_ref(&state);
-    Router::new()
+    let router = Router::new()
         .route("/linkedHubs", get(list_hubs))
         .route(
             "/linkedHubs/{host}",
@@ -46,8 +48,8 @@ pub fn router(state: AppState) -> Router {
             "/certificates/{name}/generateVerificationCode",
             post(generate_verification_code),
         )
-        .route("/certificates/{name}/verify", post(verify_ca))
-        .with_state(state)
+        .route("/certificates/{name}/verify", post(verify_ca));
+    observed(router, state)
 }
 
 fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T> {

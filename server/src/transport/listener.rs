@@ -25,6 +25,7 @@ use tower::ServiceExt;
 
 use super::load_shedding::LoadGauge;
 use crate::attestation::x509::PresentedChain;
+use crate::metrics::ListenerMetrics;
 
 /// Who is on the other end of a device connection: the address, and the certificate chain of the
 /// TLS handshake. MQTT, AMQP and their WebSocket forms all start from it.
@@ -50,6 +51,24 @@ pub struct ListenerLimits {
     pub shutdown_grace: Duration,
     /// Says when a new connection is refused at once (overload).
     pub load: Arc<LoadGauge>,
+    /// This listener's connection figures.
+    pub metrics: ListenerMetrics,
+}
+
+/// Counts a connection open until it is dropped.
+struct OpenConnection(prometheus_client::metrics::gauge::Gauge);
+
+impl OpenConnection {
+    fn new(open: &prometheus_client::metrics::gauge::Gauge) -> OpenConnection {
+        open.inc();
+        OpenConnection(open.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Accepts TLS connections until `shutdown` and runs `serve` for each; `serve` gets the token too
@@ -86,20 +105,24 @@ pub async fn accept_tls<F, Fut>(
             },
         };
         let Some(handshake) = limits.load.admit(&tcp) else {
+            limits.metrics.shed.inc();
             continue;
         };
         let _ = tcp.set_nodelay(true);
         let (acceptor, serve, shutdown) = (acceptor.clone(), serve.clone(), shutdown.clone());
         let handshake_timeout = limits.handshake_timeout;
+        let metrics = limits.metrics.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _open = OpenConnection::new(&metrics.open);
             let accepted = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await;
             drop(handshake);
             match accepted {
-                Ok(Ok(tls)) => serve(tls, peer, shutdown).await,
+                Ok(Ok(tls)) => return serve(tls, peer, shutdown).await,
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
+            metrics.handshake_failures.inc();
         });
     }
     drop(listener);
@@ -191,6 +214,7 @@ mod tests {
             handshake_timeout: Duration::from_millis(300),
             shutdown_grace: Duration::from_secs(5),
             load: Arc::default(),
+            metrics: ListenerMetrics::default(),
         };
         let server = tokio::spawn(serve_https(listener, tls, router, limits, shutdown.clone()));
         let client = reqwest::Client::builder()

@@ -10,6 +10,7 @@ pub mod https;
 pub mod hub_api;
 pub mod listener;
 pub mod load_shedding;
+pub mod metrics_http;
 pub mod mqtt;
 pub mod openapi;
 pub mod service_api;

@@ -23,12 +23,14 @@ use crate::domain::admin::Admin;
 use crate::domain::admin::{AdminError, Resource};
 use crate::domain::provisioner::registration_result;
 use crate::domain::throttle::RateLimit;
+use crate::metrics::Metrics;
 use crate::model::*;
 use crate::proto::error::code;
 use crate::state::AppState;
 use crate::store::Store;
 use crate::store::StoreError;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 /// What the service API (and Onramp's admin resources beside it) use: reads, the admin service
 /// for every change, and the configuration (host name, limits).
@@ -38,6 +40,7 @@ pub struct ServiceApiState {
     pub admin: Arc<Admin>,
     pub config: Arc<Config>,
     pub calls: Arc<RateLimit>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl FromRef<AppState> for ServiceApiState {
@@ -47,6 +50,7 @@ impl FromRef<AppState> for ServiceApiState {
             admin: state.admin.clone(),
             config: state.config.clone(),
             calls: state.service_api_calls.clone(),
+            metrics: state.metrics.clone(),
         }
     }
 }
@@ -58,7 +62,7 @@ const MAX_BULK: usize = 10;
 
 pub fn router(state: AppState) -> Router {
     let state = ServiceApiState::from_ref(&state);
-    Router::new()
+    let router = Router::new()
         .route("/enrollments", post(bulk::<Enrollment>))
         .route("/enrollments/query", post(query::<Enrollment>))
         .route(
@@ -99,8 +103,57 @@ pub fn router(state: AppState) -> Router {
             "/registrations/{id}",
             get(get_registration).delete(delete_registration),
         )
-        .route("/registrations/{id}/query", post(query_registrations))
+        .route("/registrations/{id}/query", post(query_registrations));
+    observed(router, state)
+}
+
+/// Counts and logs every call of `router`'s routes (the ServiceOperations log): operation (method
+/// and route), the policy it signed with, status and latency. Shared with the admin API.
+pub(super) fn observed(router: Router<ServiceApiState>, state: ServiceApiState) -> Router {
+    router
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            observe_call,
+        ))
         .with_state(state)
+}
+
+/// The access policy a call signed with, filled in by `authorize` for its log line.
+#[derive(Clone, Default)]
+struct CallPolicy(Arc<OnceLock<String>>);
+
+async fn observe_call(
+    State(metrics): State<Arc<Metrics>>,
+    matched: Option<axum::extract::MatchedPath>,
+    mut request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = matched.as_ref().map_or("(unmatched)", |m| m.as_str());
+    let operation = format!("{} {route}", request.method());
+    let policy = CallPolicy::default();
+    request.extensions_mut().insert(policy.clone());
+    let caller = request
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    metrics.service_call(&operation, status, took);
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        metrics.throttled("service_api_calls_per_minute");
+    }
+    tracing::info!(
+        target: "onramp::service_operations",
+        operation,
+        policy = policy.0.get().map_or("-", String::as_str),
+        status,
+        latency_ms = took.as_millis() as u64,
+        caller = ?caller,
+        "service operation"
+    );
+    response
 }
 
 /// Rewrites service paths to their canonical spelling before routing: `/EnrollmentGroups/x/` →
@@ -234,6 +287,7 @@ pub(super) type Result<T, E = ServiceError> = std::result::Result<T, E>;
 pub struct Caller {
     authorization: Option<String>,
     address: Option<std::net::IpAddr>,
+    policy: Option<CallPolicy>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -250,6 +304,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
                 .extensions
                 .get::<ConnectInfo<std::net::SocketAddr>>()
                 .map(|c| c.0.ip()),
+            policy: parts.extensions.get::<CallPolicy>().cloned(),
         })
     }
 }
@@ -269,6 +324,9 @@ pub(super) async fn authorize(
         right,
     )
     .await?;
+    if let Some(slot) = &caller.policy {
+        let _ = slot.0.set(policy.name.clone());
+    }
     Ok(Actor::service_api(&policy.name, caller.address))
 }
 

@@ -10,6 +10,7 @@ mod cli;
 mod console;
 mod fuzz_smoke;
 mod hostile;
+mod metrics;
 mod mqtt;
 mod outage;
 mod provisioning;

@@ -31,6 +31,8 @@ pub struct Instance {
     pub mqtt_addr: SocketAddr,
     /// The AMQP listener (TLS).
     pub amqp_addr: SocketAddr,
+    /// `/metrics`, plain HTTP.
+    pub metrics_url: String,
     pub ca_pem: Vec<u8>,
     pub client: reqwest::Client,
     pub url: String,
@@ -129,11 +131,14 @@ impl Instance {
         let mqtt_addr = mqtt_tcp.local_addr().unwrap();
         let amqp_tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let amqp_addr = amqp_tcp.local_addr().unwrap();
+        let metrics_tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_url = format!("http://{}/metrics", metrics_tcp.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let listeners = Listeners {
             https: tcp,
             mqtt: mqtt_tcp,
             amqp: amqp_tcp,
+            metrics: Some(metrics_tcp),
         };
         // The binary's own composition, as `onramp serve` runs it.
         let running = tokio::spawn(run(prepared, listeners, shutdown.clone()));
@@ -152,6 +157,7 @@ impl Instance {
             addr,
             mqtt_addr,
             amqp_addr,
+            metrics_url,
             ca_pem: ca.clone(),
             client,
             database_url,
@@ -159,6 +165,15 @@ impl Instance {
             _dir: dir,
             schema,
         }
+    }
+
+    /// The exposition `/metrics` serves now.
+    pub async fn scrape(&self) -> String {
+        let response = reqwest::get(&self.metrics_url)
+            .await
+            .expect("scrape /metrics");
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
     }
 
     /// The data directory `onramp` commands must be given to act on this instance.

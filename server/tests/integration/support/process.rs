@@ -33,6 +33,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub https_port: u16,
     pub mqtt_port: u16,
+    /// Plain HTTP `/metrics` (each server its own, so that tests can run side by side).
+    pub metrics_port: u16,
     pub log_path: PathBuf,
     args: Vec<String>,
 }
@@ -61,7 +63,10 @@ impl Server {
     /// Starts `onramp serve` with its HTTPS, MQTT and AMQP listeners on the given ports.
     pub fn start_on_device_ports(data_dir: &Path, ports: [u16; 3], extra: &[&str]) -> Server {
         let [https_port, mqtt_port, amqp_port] = ports;
+        let metrics_port = free_port();
         let mut args: Vec<String> = vec![
+            "--metrics-address".into(),
+            format!("127.0.0.1:{metrics_port}"),
             "--data-dir".into(),
             data_dir.display().to_string(),
             "--https-port".into(),
@@ -77,6 +82,7 @@ impl Server {
             data_dir: data_dir.to_path_buf(),
             https_port,
             mqtt_port,
+            metrics_port,
             log_path: data_dir.with_extension(format!("{https_port}.log")),
             args,
         };
