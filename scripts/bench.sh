@@ -9,7 +9,9 @@
 #  3. overload: devices arriving at a quarter of the sustainable rate and at twice it (open loop, the
 #     server on core 0 and the generator on core 1), the admitted registrations' p99 of each
 #     (target: at twice, within 2x of the other) and how the rest were refused;
-#  4. the server's resident memory with 10,000 idle MQTT provisioning connections (target < 200 MB),
+#  4. metrics on vs off: registrations/s over HTTPS with /metrics scraped every second against a
+#     server with metrics off, in the same run, twice each (target: < 2% apart);
+#  5. the server's resident memory with 10,000 idle MQTT provisioning connections (target < 200 MB),
 #     and with 10,000 connected built-in hub devices (target < 250 MB); with 2,000 AMQP connections
 #     logged in and linked, no reply yet (target <= 100 KB each).
 # Starts its own release build of Onramp on port 443 (the Node SDK's HTTP port) in a fresh data dir.
@@ -84,6 +86,29 @@ export ONRAMP_LIMITS__SHED_QUEUE_DELAY_MS=2
 start_server 0
 unset ONRAMP_LIMITS__SHED_QUEUE_DELAY_MS
 taskset -c 1 target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --devices 5000 --concurrency "$concurrency" --overload 10
+
+echo "== metrics on vs off, HTTPS ($backend; fresh servers, off-on then on-off, so the growing store favours neither)"
+for round in 1 2; do
+  order="off on"
+  [ "$round" = 2 ] && order="on off"
+  for metrics in $order; do
+    if [ "$metrics" = off ]; then export ONRAMP_METRICS_ADDRESS=; fi
+    start_server
+    unset ONRAMP_METRICS_ADDRESS
+    scraper=
+    if [ "$metrics" = on ]; then
+      (while sleep 1; do curl -sf http://127.0.0.1:9464/metrics > /dev/null || exit 1; done) &
+      scraper=$!
+    fi
+    target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --devices "$devices" --concurrency "$concurrency" --handshakes 1 |
+      grep '^registrations' | sed "s/^/metrics $metrics, round $round: /" | tee -a "$dir/metrics-rounds.txt"
+    if [ -n "$scraper" ]; then kill "$scraper" 2>/dev/null || true; fi
+  done
+done
+awk '{ for (i = 1; i <= NF; i++) if ($i ~ /\/s,$/) { sub(/\/s,/, "", $i); sum[$2] += $i; n[$2]++ } }
+  END { off = sum["off,"] / n["off,"]; on = sum["on,"] / n["on,"];
+        printf "metrics on: %.0f/s, off: %.0f/s (mean of %d rounds), on is %+.1f%% (target: within 2%%)\n", on, off, n["on,"], 100 * (on - off) / off }' \
+  "$dir/metrics-rounds.txt"
 
 echo "== idle MQTT connections (fresh server)"
 start_server
