@@ -87,10 +87,10 @@ start_server 0
 unset ONRAMP_LIMITS__SHED_QUEUE_DELAY_MS
 taskset -c 1 target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --devices 5000 --concurrency "$concurrency" --overload 10
 
-echo "== metrics on vs off, HTTPS ($backend; fresh servers, off-on then on-off, so the growing store favours neither)"
-for round in 1 2; do
+echo "== metrics on vs off, HTTPS ($backend; fresh servers, the order alternating, so the growing store favours neither)"
+for round in 1 2 3 4; do
   order="off on"
-  [ "$round" = 2 ] && order="on off"
+  [ $((round % 2)) = 0 ] && order="on off"
   for metrics in $order; do
     if [ "$metrics" = off ]; then export ONRAMP_METRICS_ADDRESS=; fi
     start_server
@@ -100,14 +100,19 @@ for round in 1 2; do
       (while sleep 1; do curl -sf http://127.0.0.1:9464/metrics > /dev/null || exit 1; done) &
       scraper=$!
     fi
-    target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --devices "$devices" --concurrency "$concurrency" --handshakes 1 |
-      grep '^registrations' | sed "s/^/metrics $metrics, round $round: /" | tee -a "$dir/metrics-rounds.txt"
+    target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --devices "$devices" --concurrency "$concurrency" --handshakes 1 --server-pid "$server" |
+      grep -A1 '^registrations' | paste -sd ' ' | sed "s/^/metrics $metrics, round $round: /" | tee -a "$dir/metrics-rounds.txt"
     if [ -n "$scraper" ]; then kill "$scraper" 2>/dev/null || true; fi
   done
 done
-awk '{ for (i = 1; i <= NF; i++) if ($i ~ /\/s,$/) { sub(/\/s,/, "", $i); sum[$2] += $i; n[$2]++ } }
-  END { off = sum["off,"] / n["off,"]; on = sum["on,"] / n["on,"];
-        printf "metrics on: %.0f/s, off: %.0f/s (mean of %d rounds), on is %+.1f%% (target: within 2%%)\n", on, off, n["on,"], 100 * (on - off) / off }' \
+awk '{ for (i = 1; i <= NF; i++) {
+         if ($i ~ /\/s,$/) { sub(/\/s,/, "", $i); rate[$2] += $i; n[$2]++ }
+         if ($i == "CPU:") cpu[$2] += $(i + 1) } }
+  END { off = rate["off,"] / n["off,"]; on = rate["on,"] / n["on,"];
+        printf "metrics on: %.0f/s, %.3f ms server CPU each; off: %.0f/s, %.3f ms (means of %d rounds)\n",
+          on, cpu["on,"] / n["on,"], off, cpu["off,"] / n["off,"], n["on,"];
+        printf "on vs off: throughput %+.1f%%, server CPU per registration %+.1f%% (target: within 2%%)\n",
+          100 * (on - off) / off, 100 * (cpu["on,"] - cpu["off,"]) / cpu["off,"] }' \
   "$dir/metrics-rounds.txt"
 
 echo "== idle MQTT connections (fresh server)"
