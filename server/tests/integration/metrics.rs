@@ -7,8 +7,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use rumqttc::mqttbytes::QoS;
-use rumqttc::mqttbytes::v4::{Packet, Publish};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
@@ -107,18 +105,6 @@ fn delta(before: &Exposition, after: &Exposition, name: &str, labels: &[(&str, &
     after.value(name, labels) - before.value(name, labels)
 }
 
-async fn register_over_mqtt(i: &Instance, id: &str, key: &str) -> Value {
-    let mut client = mqtt::Client::device(i, id, key).await;
-    client
-        .send(Packet::Publish(Publish::new(
-            "$dps/registrations/PUT/iotdps-register/?$rid=1",
-            QoS::AtMostOnce,
-            Vec::new(),
-        )))
-        .await;
-    client.response().await.1
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registrations_move_the_counters_by_exactly_what_happened() {
     let i = Instance::start(Backend::Sqlite).await.unwrap();
@@ -147,7 +133,8 @@ async fn registrations_move_the_counters_by_exactly_what_happened() {
     );
     let (status, _, _) = i.register("m-https", &random_key(), json!({})).await;
     assert_eq!(status, 401, "a wrong key is refused");
-    let body = register_over_mqtt(&i, "m-mqtt", &mqtt_key).await;
+    let mut device = mqtt::Client::device(&i, "m-mqtt", &mqtt_key).await;
+    let (_, body) = device.register("1", "m-mqtt").await;
     assert_eq!(body["status"], "assigned", "{body}");
     // A client that is no TLS client at all: one failed handshake on the MQTT listener.
     let mut garbage = tokio::net::TcpStream::connect(i.mqtt_addr).await.unwrap();

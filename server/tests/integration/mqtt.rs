@@ -499,14 +499,7 @@ async fn provision(i: &Instance, id: &str) -> String {
     let key = random_key();
     enroll(i.store(), id, None, symmetric_spec(&key, &random_key())).await;
     let (mut client, _) = Client::connect(i, &username(i, id), &i.token(id, &key), 60).await;
-    client
-        .send(Packet::Publish(Publish::new(
-            "$dps/registrations/PUT/iotdps-register/?$rid=1",
-            QoS::AtMostOnce,
-            Vec::new(),
-        )))
-        .await;
-    assert_eq!(client.response().await.1["status"], "assigned");
+    assert_eq!(client.register("1", id).await.1["status"], "assigned");
     key
 }
 
