@@ -92,7 +92,8 @@ async fn link_builtin_hub(store: &dyn Store, host_name: &str) -> Result<(), Stor
         created: now,
         updated: now,
     };
-    match store.put_hub(hub, IfMatch::Absent).await {
+    // No sink can exist before the first start, so the built-in hub makes no event.
+    match store.put_hub(hub, IfMatch::Absent, &[]).await {
         Ok(_) | Err(StoreError::Conflict) => Ok(()),
         Err(e) => Err(e),
     }

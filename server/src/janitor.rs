@@ -1,7 +1,7 @@
 //! Keeps the store bounded: finished registration operations are only needed while their device
 //! polls, console sessions and TPM challenges only until they expire. One sweep runs at start and then every few
 //! minutes; on a shared database any instance's sweep serves all. Registration events are kept a
-//! week.
+//! week; lifecycle events an hour after every sink has them, and a week at most.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,10 +19,15 @@ pub struct Swept {
     pub sessions: u64,
     pub tpm_challenges: u64,
     pub events: u64,
+    pub lifecycle_events: u64,
 }
 
 /// Registration events (dashboard history) are kept this long.
 pub const EVENT_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(7);
+
+/// Lifecycle events every sink has delivered are kept this long, to look into; undelivered ones up
+/// to `EVENT_RETENTION`, after which a sink down that long misses them.
+pub const DELIVERED_EVENT_RETENTION: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 
 /// Forgets operations created more than `retention` before `now`, expired sessions and TPM
 /// challenges, and week-old registration events.
@@ -38,6 +43,9 @@ pub async fn sweep(
         tpm_challenges: store.delete_expired_tpm_challenges(now).await?,
         events: store
             .delete_registration_events_before(now - EVENT_RETENTION)
+            .await?,
+        lifecycle_events: store
+            .delete_old_events(now - DELIVERED_EVENT_RETENTION, now - EVENT_RETENTION)
             .await?,
     })
 }

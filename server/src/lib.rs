@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod model;
 pub mod proto;
 pub mod service;
+pub mod sinks;
 pub mod state;
 pub mod store;
 #[doc(hidden)]

@@ -133,6 +133,11 @@ struct ErrorLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabels {
+    sink: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HubLabels {
     hub: String,
 }
@@ -206,6 +211,8 @@ pub struct Metrics {
     service_requests: Family<ServiceLabels, Counter>,
     service_seconds: Histograms<OperationLabels>,
     throttled: Family<LimitLabels, Counter>,
+    events_delivered: Family<SinkLabels, Counter>,
+    event_failures: Family<SinkLabels, Counter>,
     pool_open: Family<PoolLabels, Gauge>,
     pool_idle: Family<PoolLabels, Gauge>,
     pool_max: Family<PoolLabels, Gauge>,
@@ -253,6 +260,8 @@ impl Metrics {
             service_requests: Family::default(),
             service_seconds: histograms(),
             throttled: Family::default(),
+            events_delivered: Family::default(),
+            event_failures: Family::default(),
             pool_open: Family::default(),
             pool_idle: Family::default(),
             pool_max: Family::default(),
@@ -327,6 +336,16 @@ impl Metrics {
             "onramp_throttled_requests",
             "Requests refused by a limit (429 or 503), by the `limits` key that refused them",
             self.throttled.clone(),
+        );
+        r.register(
+            "onramp_lifecycle_events_delivered",
+            "Lifecycle events delivered, by sink (a redelivery after a crash counts again)",
+            self.events_delivered.clone(),
+        );
+        r.register(
+            "onramp_lifecycle_event_delivery_failures",
+            "Deliveries to a sink that failed and will be retried, by sink",
+            self.event_failures.clone(),
         );
         r.register(
             "onramp_db_pool_connections",
@@ -428,6 +447,28 @@ impl Metrics {
     pub fn throttled(&self, limit: &'static str) {
         if self.enabled {
             self.throttled.get_or_create(&LimitLabels { limit }).inc();
+        }
+    }
+
+    /// `count` lifecycle events reached the sink.
+    pub fn events_delivered(&self, sink: &str, count: usize) {
+        if self.enabled {
+            let labels = SinkLabels {
+                sink: sink.to_string(),
+            };
+            self.events_delivered
+                .get_or_create(&labels)
+                .inc_by(count as u64);
+            let _ = self.event_failures.get_or_create(&labels);
+        }
+    }
+
+    pub fn event_delivery_failed(&self, sink: &str) {
+        if self.enabled {
+            let labels = SinkLabels {
+                sink: sink.to_string(),
+            };
+            self.event_failures.get_or_create(&labels).inc();
         }
     }
 

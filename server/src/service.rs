@@ -257,8 +257,8 @@ fn amqp_limits(config: &Config) -> AmqpLimits {
     }
 }
 
-/// The janitor (expired operations and sessions), stopped by `shutdown`, and the recorder
-/// (registration events for the dashboard), stopped by `recording`.
+/// The janitor (expired operations and sessions) and the lifecycle event delivery, stopped by
+/// `shutdown`, and the recorder (registration events for the dashboard), stopped by `recording`.
 fn spawn_background_tasks(
     state: &AppState,
     shutdown: &CancellationToken,
@@ -268,6 +268,11 @@ fn spawn_background_tasks(
     tokio::spawn(crate::janitor::run(
         state.store.clone(),
         retention,
+        shutdown.clone(),
+    ));
+    tokio::spawn(crate::sinks::run(
+        state.store.clone(),
+        state.metrics.clone(),
         shutdown.clone(),
     ));
     tokio::spawn(crate::diagnostics::recorder::run(

@@ -55,7 +55,7 @@ const LAYERS: &[&[&str]] = &[
     &["model", "config"],
     &["proto", "attestation", "test_certs", "metrics"],
     &["store", "allocation", "hubs", "diagnostics", "tls"],
-    &["domain", "bootstrap", "janitor"],
+    &["domain", "bootstrap", "janitor", "sinks"],
     &["state"],
     &["transport", "bulk"],
     &["service", "fuzzing"],

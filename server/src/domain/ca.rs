@@ -8,6 +8,7 @@ use rustls::pki_types::CertificateDer;
 
 use super::admin::AdminError;
 use super::admin::settings::check_name;
+use super::lifecycle;
 use crate::attestation::x509;
 use crate::model::*;
 use crate::store::Store;
@@ -42,6 +43,7 @@ pub(in crate::domain) async fn put_ca(
     let pem = x509::to_pem(&der);
     let now = Utc::now();
     let existing = store.get_ca_certificate(name).await?;
+    let was_verified = existing.as_ref().is_some_and(|ca| ca.verified);
     let ca = match existing {
         Some(ca) if ca.sha256_thumbprint == thumbprint => CaCertificate {
             verified: ca.verified || verified,
@@ -72,7 +74,11 @@ pub(in crate::domain) async fn put_ca(
             }
         }
     };
-    Ok(store.put_ca_certificate(ca, IfMatch::Any).await?)
+    let events: Vec<_> = (ca.verified && !was_verified)
+        .then(|| lifecycle::ca_verified(&ca))
+        .into_iter()
+        .collect();
+    Ok(store.put_ca_certificate(ca, IfMatch::Any, &events).await?)
 }
 
 /// Issues a fresh verification code (replacing any earlier one).
@@ -83,7 +89,7 @@ pub(in crate::domain) async fn generate_verification_code(
     let mut ca = get(store, name).await?;
     let cond = IfMatch::Etag(ca.etag.clone());
     ca.verification_code = Some(x509::new_verification_code());
-    Ok(store.put_ca_certificate(ca, cond).await?)
+    Ok(store.put_ca_certificate(ca, cond, &[]).await?)
 }
 
 /// Verifies the CA with a proof-of-possession certificate for its current verification code.
@@ -105,9 +111,13 @@ pub(in crate::domain) async fn verify(
         ))
     })?;
     let cond = IfMatch::Etag(ca.etag.clone());
+    let events = match ca.verified {
+        true => Vec::new(),
+        false => vec![lifecycle::ca_verified(&ca)],
+    };
     ca.verified = true;
     ca.verification_code = None;
-    Ok(store.put_ca_certificate(ca, cond).await?)
+    Ok(store.put_ca_certificate(ca, cond, &events).await?)
 }
 
 pub(in crate::domain) async fn delete(store: &dyn Store, name: &str) -> Result<(), AdminError> {

@@ -27,6 +27,7 @@ use crate::attestation::tpm::{self, TpmPublic};
 use crate::attestation::x509::{self, PresentedChain, X509Error};
 use crate::diagnostics::{DiagnosticsBus, Protocol, RegistrationEvent};
 use crate::domain::ca::{self, DecodedCa};
+use crate::domain::lifecycle;
 use crate::domain::throttle::{DeviceThrottles, RateLimit};
 use crate::hubs::{Connectors, Identity, Provisioned, TwinWrite};
 use crate::metrics::{AttemptOutcome, Metrics, Step};
@@ -1231,7 +1232,12 @@ impl Provisioner {
             created: now,
             updated: now,
         };
-        let commit = self.store.finish_registration(identity, record, operation);
+        let events: Vec<_> = lifecycle::registration_finished(previous.as_ref(), &record)
+            .into_iter()
+            .collect();
+        let commit = self
+            .store
+            .finish_registration(identity, record, operation, &events);
         self.timed(protocol, Step::Commit, commit).await?;
         if let Some((old_hub, old_device)) = replaced {
             // The device is assigned elsewhere now; a leftover old identity cannot be used by it

@@ -1,13 +1,15 @@
 //! Plain data: enrollments, groups, linked hubs, registration records and operations, access
-//! policies, CA certificates, test-mode faults, built-in hub identities, console users, the audit trail and the
-//! diagnostics events. No I/O and nothing from the rest of the crate: every layer above shares
-//! these types (docs/ARCHITECTURE.md, "Layers").
+//! policies, CA certificates, test-mode faults, built-in hub identities, console users, the audit
+//! trail, the diagnostics events, and the lifecycle events with their sinks. No I/O and nothing
+//! from the rest of the crate: every layer above shares these types (docs/ARCHITECTURE.md,
+//! "Layers").
 
 pub mod enrollment;
 pub mod event;
 pub mod fault;
 pub mod hub;
 pub mod instance;
+pub mod lifecycle;
 pub mod registration;
 pub mod security;
 
@@ -16,6 +18,7 @@ pub use event::*;
 pub use fault::*;
 pub use hub::*;
 pub use instance::*;
+pub use lifecycle::*;
 pub use registration::*;
 pub use security::*;
 

@@ -7,7 +7,7 @@ use super::timestamp;
 use crate::attestation::x509;
 use crate::model::{
     AllocationPolicy, Attestation, CustomAllocationDefinition, Enrollment, EnrollmentGroup,
-    EnrollmentSpec, InitialTwin, ProvisioningStatus, ReprovisionPolicy,
+    EnrollmentSpec, EventSink, InitialTwin, ProvisioningStatus, ReprovisionPolicy, SinkTarget,
 };
 
 /// Certificates of an individual enrollment are the device's own (`clientCertificates`); a group's
@@ -400,4 +400,34 @@ mod tests {
             .is_err()
         );
     }
+}
+
+/// An event sink as the service API shows it: its target without the webhook secret, and how far
+/// delivery got (`lag`: events written but not yet delivered to it).
+pub fn event_sink(sink: &EventSink, last_seq: i64) -> Value {
+    let progress = &sink.progress;
+    let time = |t: &Option<chrono::DateTime<chrono::Utc>>| t.map(timestamp);
+    let mut doc = json!({
+        "name": sink.name,
+        "kind": sink.target.kind(),
+        "url": sink.target.url(),
+        "enabled": sink.enabled,
+        "status": {
+            "deliveredSequence": progress.delivered_seq,
+            "lastSequence": last_seq,
+            "lag": (last_seq - progress.delivered_seq).max(0),
+            "lastDeliveredDateTimeUtc": time(&progress.delivered_at),
+            "lastError": progress.last_error,
+            "failingSinceDateTimeUtc": time(&progress.failing_since),
+            "failures": progress.failures,
+        },
+        "createdDateTimeUtc": timestamp(sink.created),
+        "lastUpdatedDateTimeUtc": timestamp(sink.updated),
+    });
+    match &sink.target {
+        SinkTarget::Nats { subject, .. } => doc["subject"] = json!(subject),
+        SinkTarget::Mqtt { topic, .. } => doc["topic"] = json!(topic),
+        SinkTarget::Webhook { .. } => {}
+    }
+    doc
 }

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::rows::{HubDeviceRow, OperationRow, RegistrationRow, Row};
 use super::{Result, StoreError};
+use crate::model::LifecycleEvent;
 
 /// Jobs taken into one transaction at most.
 pub(super) const MAX_JOBS: usize = 256;
@@ -29,6 +30,8 @@ pub(super) enum HotRow {
 /// Rows that must land in the same transaction, and the caller waiting for their `created_at`s.
 pub(super) struct Job {
     pub rows: Vec<HotRow>,
+    /// Lifecycle events for the outbox, committed with the rows.
+    pub events: Vec<LifecycleEvent>,
     pub done: oneshot::Sender<Result<Vec<DateTime<Utc>>>>,
 }
 
@@ -37,10 +40,14 @@ pub(super) struct Job {
 pub(super) type Queue = mpsc::UnboundedSender<Job>;
 
 /// Queues `rows` and waits for their commit.
-pub(super) async fn commit(queue: &Queue, rows: Vec<HotRow>) -> Result<Vec<DateTime<Utc>>> {
+pub(super) async fn commit(
+    queue: &Queue,
+    rows: Vec<HotRow>,
+    events: Vec<LifecycleEvent>,
+) -> Result<Vec<DateTime<Utc>>> {
     let (done, committed) = oneshot::channel();
     queue
-        .send(Job { rows, done })
+        .send(Job { rows, events, done })
         .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
     committed
         .await
@@ -88,6 +95,7 @@ pub(super) struct Batch {
     pub hub_devices: TableRows<HubDeviceRow>,
     pub registrations: TableRows<RegistrationRow>,
     pub operations: TableRows<OperationRow>,
+    pub events: Vec<LifecycleEvent>,
     slots: Vec<Vec<(Table, String)>>,
 }
 
@@ -97,9 +105,11 @@ impl Batch {
             hub_devices: TableRows::new(),
             registrations: TableRows::new(),
             operations: TableRows::new(),
+            events: Vec::new(),
             slots: Vec::with_capacity(jobs.len()),
         };
         for job in jobs {
+            batch.events.extend(job.events.iter().cloned());
             let slots = job
                 .rows
                 .iter()

@@ -94,7 +94,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub const MAX_PAGE: u32 = 1000;
 
 /// Everything Onramp keeps. Writes take an `IfMatch` and return the record as stored, with a fresh
-/// etag and `updated` time (the store owns both).
+/// etag and `updated` time (the store owns both). Writes that take `events` add them to the
+/// outbox (`lifecycle_events`) in the change's own transaction: both land or neither does.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn kind(&self) -> DatabaseKind;
@@ -120,25 +121,59 @@ pub trait Store: Send + Sync + 'static {
     async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
 
     async fn get_enrollment(&self, registration_id: &str) -> Result<Option<Enrollment>>;
-    async fn put_enrollment(&self, enrollment: Enrollment, cond: IfMatch) -> Result<Enrollment>;
-    async fn delete_enrollment(&self, registration_id: &str, cond: IfMatch) -> Result<()>;
+    async fn put_enrollment(
+        &self,
+        enrollment: Enrollment,
+        cond: IfMatch,
+        events: &[LifecycleEvent],
+    ) -> Result<Enrollment>;
+    async fn delete_enrollment(
+        &self,
+        registration_id: &str,
+        cond: IfMatch,
+        events: &[LifecycleEvent],
+    ) -> Result<()>;
     async fn list_enrollments(&self, query: &ListQuery) -> Result<Page<Enrollment>>;
     /// Creates or replaces many enrollments in one transaction (bulk import). IDs must be distinct.
-    async fn put_enrollments(&self, enrollments: Vec<Enrollment>) -> Result<()>;
+    async fn put_enrollments(
+        &self,
+        enrollments: Vec<Enrollment>,
+        events: &[LifecycleEvent],
+    ) -> Result<()>;
     /// The stored enrollments among `registration_ids` (bulk import keeps their keys).
     async fn get_enrollments(&self, registration_ids: &[String]) -> Result<Vec<Enrollment>>;
     async fn count_enrollments(&self) -> Result<u64>;
 
     async fn get_group(&self, group_id: &str) -> Result<Option<EnrollmentGroup>>;
-    async fn put_group(&self, group: EnrollmentGroup, cond: IfMatch) -> Result<EnrollmentGroup>;
-    async fn delete_group(&self, group_id: &str, cond: IfMatch) -> Result<()>;
+    async fn put_group(
+        &self,
+        group: EnrollmentGroup,
+        cond: IfMatch,
+        events: &[LifecycleEvent],
+    ) -> Result<EnrollmentGroup>;
+    async fn delete_group(
+        &self,
+        group_id: &str,
+        cond: IfMatch,
+        events: &[LifecycleEvent],
+    ) -> Result<()>;
     async fn list_groups(&self, query: &ListQuery) -> Result<Page<EnrollmentGroup>>;
     async fn count_groups(&self) -> Result<u64>;
 
     async fn list_hubs(&self) -> Result<Vec<LinkedHub>>;
     async fn get_hub(&self, host_name: &str) -> Result<Option<LinkedHub>>;
-    async fn put_hub(&self, hub: LinkedHub, cond: IfMatch) -> Result<LinkedHub>;
-    async fn delete_hub(&self, host_name: &str, cond: IfMatch) -> Result<()>;
+    async fn put_hub(
+        &self,
+        hub: LinkedHub,
+        cond: IfMatch,
+        events: &[LifecycleEvent],
+    ) -> Result<LinkedHub>;
+    async fn delete_hub(
+        &self,
+        host_name: &str,
+        cond: IfMatch,
+        events: &[LifecycleEvent],
+    ) -> Result<()>;
 
     async fn get_registration(&self, registration_id: &str) -> Result<Option<RegistrationRecord>>;
     async fn put_registration(
@@ -146,7 +181,12 @@ pub trait Store: Send + Sync + 'static {
         record: RegistrationRecord,
         cond: IfMatch,
     ) -> Result<RegistrationRecord>;
-    async fn delete_registration(&self, registration_id: &str, cond: IfMatch) -> Result<()>;
+    async fn delete_registration(
+        &self,
+        registration_id: &str,
+        cond: IfMatch,
+        events: &[LifecycleEvent],
+    ) -> Result<()>;
     async fn list_registrations(&self, query: &ListQuery) -> Result<Page<RegistrationRecord>>;
     async fn count_registrations(&self) -> Result<u64>;
 
@@ -160,6 +200,7 @@ pub trait Store: Send + Sync + 'static {
         identity: Option<HubDevice>,
         record: RegistrationRecord,
         operation: RegistrationOperation,
+        events: &[LifecycleEvent],
     ) -> Result<RegistrationRecord>;
     /// Stores the operation unless one with its ID exists (a finished one must not be overwritten
     /// by a late "assigning").
@@ -174,7 +215,12 @@ pub trait Store: Send + Sync + 'static {
 
     async fn list_ca_certificates(&self) -> Result<Vec<CaCertificate>>;
     async fn get_ca_certificate(&self, name: &str) -> Result<Option<CaCertificate>>;
-    async fn put_ca_certificate(&self, ca: CaCertificate, cond: IfMatch) -> Result<CaCertificate>;
+    async fn put_ca_certificate(
+        &self,
+        ca: CaCertificate,
+        cond: IfMatch,
+        events: &[LifecycleEvent],
+    ) -> Result<CaCertificate>;
     async fn delete_ca_certificate(&self, name: &str, cond: IfMatch) -> Result<()>;
 
     async fn get_hub_device(&self, hub: &str, device_id: &str) -> Result<Option<HubDevice>>;
@@ -222,6 +268,43 @@ pub trait Store: Send + Sync + 'static {
     /// The newest failed or disabled attempts first.
     async fn recent_failures(&self, limit: u32) -> Result<Vec<RecordedFailure>>;
     async fn delete_registration_events_before(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    /// The outbox's events after `seq`, oldest first.
+    async fn events_after(&self, seq: i64, limit: u32) -> Result<Vec<StoredEvent>>;
+    /// The newest event's sequence number (0 when none was ever written).
+    async fn last_event_seq(&self) -> Result<i64>;
+    /// Forgets events every sink has delivered that are older than `delivered_before`, and any
+    /// older than `any_before`.
+    async fn delete_old_events(
+        &self,
+        delivered_before: DateTime<Utc>,
+        any_before: DateTime<Utc>,
+    ) -> Result<u64>;
+
+    async fn list_event_sinks(&self) -> Result<Vec<EventSink>>;
+    async fn get_event_sink(&self, name: &str) -> Result<Option<EventSink>>;
+    /// Creates or changes a sink. A new one starts after the newest event (it receives what
+    /// happens from now on); a changed one keeps its progress.
+    async fn put_event_sink(
+        &self,
+        name: &str,
+        target: &SinkTarget,
+        enabled: bool,
+    ) -> Result<EventSink>;
+    /// `Ok(false)` when there was none.
+    async fn delete_event_sink(&self, name: &str) -> Result<bool>;
+    /// Takes or extends the lease on a sink's delivery until `until` and returns how far the sink
+    /// got; `Ok(None)` while another owner's lease runs (or the sink is gone or disabled).
+    async fn lease_event_sink(
+        &self,
+        name: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<i64>>;
+    /// Records that everything up to `seq` reached the sink.
+    async fn event_sink_delivered(&self, name: &str, seq: i64, at: DateTime<Utc>) -> Result<()>;
+    async fn event_sink_failed(&self, name: &str, error: &str, at: DateTime<Utc>) -> Result<()>;
 
     async fn append_audit(&self, entry: NewAuditEntry) -> Result<AuditEntry>;
     /// The newest entries first.

@@ -749,3 +749,72 @@ pub(super) fn fault_from_row(spec: &str, remaining: i64) -> Result<FaultInjectio
     fault.remaining = u32::try_from(remaining.max(0)).unwrap_or(u32::MAX);
     Ok(fault)
 }
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct LifecycleEventRow {
+    pub seq: i64,
+    pub id: String,
+    #[sqlx(rename = "type")]
+    pub event_type: String,
+    pub at: DateTime<Utc>,
+    pub resource: String,
+}
+
+impl LifecycleEventRow {
+    pub fn into_domain(self) -> Result<StoredEvent> {
+        let event_type = parse_or_corrupt(
+            "event type",
+            &self.event_type,
+            EventType::parse(&self.event_type),
+        )?;
+        Ok(StoredEvent {
+            seq: self.seq,
+            event: LifecycleEvent {
+                id: self.id,
+                event_type,
+                time: self.at,
+                resource: from_json(&self.resource)?,
+            },
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct EventSinkRow {
+    pub name: String,
+    pub target: String,
+    pub enabled: bool,
+    pub delivered_seq: i64,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub failing_since: Option<DateTime<Utc>>,
+    pub failures: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub(super) const EVENT_SINK_COLUMNS: &str = "name, target, enabled, delivered_seq, delivered_at, \
+     last_error, failing_since, failures, created_at, updated_at";
+
+impl EventSinkRow {
+    pub fn into_domain(self) -> Result<EventSink> {
+        Ok(EventSink {
+            name: self.name,
+            target: from_json(&self.target)?,
+            enabled: self.enabled,
+            progress: SinkProgress {
+                delivered_seq: self.delivered_seq,
+                delivered_at: self.delivered_at,
+                last_error: self.last_error,
+                failing_since: self.failing_since,
+                failures: u64::try_from(self.failures).unwrap_or(0),
+            },
+            created: self.created_at,
+            updated: self.updated_at,
+        })
+    }
+}
+
+pub(super) fn sink_target_json(target: &SinkTarget) -> Result<String> {
+    json(target)
+}

@@ -27,6 +27,12 @@ fn discard_if_failed<DB: Database, T>(
     }
 }
 
+/// The advisory lock key that orders outbox inserts on PostgreSQL ("OUTB" in ASCII).
+const OUTBOX_LOCK: i64 = 0x4f55_5442;
+
+/// Four parameters an event: 250 rows stay well under either database's parameter limit.
+const EVENTS_PER_STATEMENT: usize = 250;
+
 /// Optional filters of a list and the columns they apply to.
 struct ListColumns {
     status: Option<&'static str>,
@@ -103,19 +109,19 @@ macro_rules! sql_store {
             }
 
             /// Writes `rows` in the next group commit; returns their `created_at`s.
-            async fn commit_hot(&self, rows: Vec<HotRow>) -> Result<Vec<DateTime<Utc>>> {
+            async fn commit_hot(&self, rows: Vec<HotRow>, events: Vec<LifecycleEvent>) -> Result<Vec<DateTime<Utc>>> {
                 let queue = self.hot_writes.get_or_init(|| {
                     let (queue, jobs) = tokio::sync::mpsc::unbounded_channel();
                     tokio::spawn(Self::hot_writer(self.writer.clone(), jobs, self.commit_metrics.clone()));
                     queue
                 });
-                group_commit::commit(queue, rows).await
+                group_commit::commit(queue, rows, events).await
             }
 
             /// An insert-or-replace of `record` through the group commit.
             async fn upsert_hot<T: Stored>(&self, mut record: T, wrap: fn(T::Row) -> HotRow) -> Result<T> {
                 record.touch(Utc::now());
-                let created = self.commit_hot(vec![wrap(record.to_row()?)]).await?;
+                let created = self.commit_hot(vec![wrap(record.to_row()?)], Vec::new()).await?;
                 record.set_created(created[0]);
                 Ok(record)
             }
@@ -168,11 +174,12 @@ macro_rules! sql_store {
                 Self::upsert_rows(&mut tx, &batch.hub_devices, &mut created.hub_devices).await?;
                 Self::upsert_rows(&mut tx, &batch.registrations, &mut created.registrations).await?;
                 Self::upsert_rows(&mut tx, &batch.operations, &mut created.operations).await?;
+                Self::insert_events(&mut tx, &batch.events).await?;
                 tx.commit().await?;
                 Ok(created)
             }
 
-            async fn insert_enrollment_rows(conn: &mut <$db as Database>::Connection, rows: Vec<EnrollmentRow>) -> Result<()> {
+            async fn insert_enrollment_rows(conn: &mut <$db as Database>::Connection, rows: Vec<EnrollmentRow>, events: &[LifecycleEvent]) -> Result<()> {
                 let statements = EnrollmentRow::statements();
                 // Measured: a few hundred rows per statement is fastest on both databases.
                 let per_statement = 4_000 / statements.width();
@@ -187,6 +194,7 @@ macro_rules! sql_store {
                     }
                     query.execute(&mut *tx).await?;
                 }
+                Self::insert_events(&mut tx, events).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -245,36 +253,82 @@ macro_rules! sql_store {
                     .collect()
             }
 
-            async fn write<T>(&self, mut record: T, cond: IfMatch) -> Result<T>
+            async fn write<T>(&self, mut record: T, cond: IfMatch, events: &[LifecycleEvent]) -> Result<T>
             where
                 T: Stored,
                 T::Row: BindRow<$db> + Send,
             {
                 record.touch(Utc::now());
                 let row = record.to_row()?;
-                let statements = T::Row::statements();
-                let creating = matches!(cond, IfMatch::Absent);
-                let returned = match cond {
-                    IfMatch::Any => row.bind_row(sqlx::query(&statements.upsert)).fetch_optional(&self.writer).await?,
-                    IfMatch::Absent => row.bind_row(sqlx::query(&statements.insert)).fetch_optional(&self.writer).await?,
-                    IfMatch::Exists => row.bind_row(sqlx::query(&statements.update)).fetch_optional(&self.writer).await?,
-                    IfMatch::Etag(tag) => {
-                        row.bind_row(sqlx::query(&statements.update_if_etag))
-                            .bind(tag.0)
-                            .fetch_optional(&self.writer)
-                            .await?
+                let mut conn = self.writer.acquire().await?;
+                let result = match events.is_empty() {
+                    true => Self::write_on(&mut conn, row, cond).await,
+                    false => async {
+                        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                        let created = Self::write_on(&mut tx, row, cond).await?;
+                        Self::insert_events(&mut tx, events).await?;
+                        tx.commit().await?;
+                        Ok(created)
                     }
+                    .await,
                 };
-                let created: DateTime<Utc> = match returned {
-                    Some(row) => row.try_get(0)?,
-                    None if creating => return Err(StoreError::Conflict),
-                    None => return Err(StoreError::PreconditionFailed),
-                };
-                record.set_created(created);
+                discard_if_failed(&mut conn, &result);
+                record.set_created(result?);
                 Ok(record)
             }
 
-            async fn remove<R: Row>(&self, keys: &[&str], cond: IfMatch) -> Result<()> {
+            /// Runs the statement `cond` asks for; returns the row's stored `created_at`.
+            async fn write_on<R: Row + BindRow<$db>>(conn: &mut <$db as Database>::Connection, row: R, cond: IfMatch) -> Result<DateTime<Utc>> {
+                let statements = R::statements();
+                let creating = matches!(cond, IfMatch::Absent);
+                let returned = match cond {
+                    IfMatch::Any => row.bind_row(sqlx::query(&statements.upsert)).fetch_optional(&mut *conn).await?,
+                    IfMatch::Absent => row.bind_row(sqlx::query(&statements.insert)).fetch_optional(&mut *conn).await?,
+                    IfMatch::Exists => row.bind_row(sqlx::query(&statements.update)).fetch_optional(&mut *conn).await?,
+                    IfMatch::Etag(tag) => {
+                        row.bind_row(sqlx::query(&statements.update_if_etag))
+                            .bind(tag.0)
+                            .fetch_optional(&mut *conn)
+                            .await?
+                    }
+                };
+                match returned {
+                    Some(row) => Ok(row.try_get(0)?),
+                    None if creating => Err(StoreError::Conflict),
+                    None => Err(StoreError::PreconditionFailed),
+                }
+            }
+
+            /// Adds `events` to the outbox inside the caller's transaction. On PostgreSQL a
+            /// transaction-scoped advisory lock makes the events of concurrent transactions
+            /// commit in `seq` order, so a sink that delivered up to n can never later see an
+            /// event below n appear (SQLite has one writer: its order is commit order anyway).
+            async fn insert_events(conn: &mut <$db as Database>::Connection, events: &[LifecycleEvent]) -> Result<()> {
+                if events.is_empty() {
+                    return Ok(());
+                }
+                if matches!($kind, DatabaseKind::Postgres) {
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(OUTBOX_LOCK).execute(&mut *conn).await?;
+                }
+                for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+                    let values: Vec<String> = (0..chunk.len())
+                        .map(|i| format!("(${}, ${}, ${}, ${})", 4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4))
+                        .collect();
+                    let sql = format!("INSERT INTO lifecycle_events (id, type, at, resource) VALUES {}", values.join(", "));
+                    let mut query = sqlx::query(&sql);
+                    for event in chunk {
+                        query = query
+                            .bind(event.id.clone())
+                            .bind(event.event_type.as_str())
+                            .bind(event.time)
+                            .bind(event.resource.to_string());
+                    }
+                    query.execute(&mut *conn).await?;
+                }
+                Ok(())
+            }
+
+            async fn remove<R: Row>(&self, keys: &[&str], cond: IfMatch, events: &[LifecycleEvent]) -> Result<()> {
                 let statements = R::statements();
                 let sql = match cond {
                     IfMatch::Etag(_) => &statements.delete_if_etag,
@@ -287,7 +341,20 @@ macro_rules! sql_store {
                 if let IfMatch::Etag(tag) = &cond {
                     query = query.bind(tag.0.clone());
                 }
-                if query.execute(&self.writer).await?.rows_affected() > 0 {
+                let mut conn = self.writer.acquire().await?;
+                let removed: Result<bool> = async {
+                    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                    let removed = query.execute(&mut *tx).await?.rows_affected() > 0;
+                    if removed {
+                        Self::insert_events(&mut tx, events).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(removed)
+                }
+                .await;
+                discard_if_failed(&mut conn, &removed);
+                drop(conn);
+                if removed? {
                     return Ok(());
                 }
                 let mut exists = sqlx::query(&statements.select_by_key);
@@ -393,19 +460,19 @@ macro_rules! sql_store {
                 self.fetch(&[&key_of(registration_id)]).await
             }
 
-            async fn put_enrollment(&self, enrollment: Enrollment, cond: IfMatch) -> Result<Enrollment> {
-                self.write(enrollment, cond).await
+            async fn put_enrollment(&self, enrollment: Enrollment, cond: IfMatch, events: &[LifecycleEvent]) -> Result<Enrollment> {
+                self.write(enrollment, cond, events).await
             }
 
-            async fn delete_enrollment(&self, registration_id: &str, cond: IfMatch) -> Result<()> {
-                self.remove::<EnrollmentRow>(&[&key_of(registration_id)], cond).await
+            async fn delete_enrollment(&self, registration_id: &str, cond: IfMatch, events: &[LifecycleEvent]) -> Result<()> {
+                self.remove::<EnrollmentRow>(&[&key_of(registration_id)], cond, events).await
             }
 
             async fn list_enrollments(&self, query: &ListQuery) -> Result<Page<Enrollment>> {
                 self.list(query, &ENROLLMENT_FILTERS).await
             }
 
-            async fn put_enrollments(&self, enrollments: Vec<Enrollment>) -> Result<()> {
+            async fn put_enrollments(&self, enrollments: Vec<Enrollment>, events: &[LifecycleEvent]) -> Result<()> {
                 let now = Utc::now();
                 let mut rows = Vec::with_capacity(enrollments.len());
                 for mut enrollment in enrollments {
@@ -413,7 +480,7 @@ macro_rules! sql_store {
                     rows.push(enrollment.to_row()?);
                 }
                 let mut conn = self.writer.acquire().await?;
-                let result = Self::insert_enrollment_rows(&mut conn, rows).await;
+                let result = Self::insert_enrollment_rows(&mut conn, rows, events).await;
                 discard_if_failed(&mut conn, &result);
                 result
             }
@@ -443,12 +510,12 @@ macro_rules! sql_store {
                 self.fetch(&[&key_of(group_id)]).await
             }
 
-            async fn put_group(&self, group: EnrollmentGroup, cond: IfMatch) -> Result<EnrollmentGroup> {
-                self.write(group, cond).await
+            async fn put_group(&self, group: EnrollmentGroup, cond: IfMatch, events: &[LifecycleEvent]) -> Result<EnrollmentGroup> {
+                self.write(group, cond, events).await
             }
 
-            async fn delete_group(&self, group_id: &str, cond: IfMatch) -> Result<()> {
-                self.remove::<GroupRow>(&[&key_of(group_id)], cond).await
+            async fn delete_group(&self, group_id: &str, cond: IfMatch, events: &[LifecycleEvent]) -> Result<()> {
+                self.remove::<GroupRow>(&[&key_of(group_id)], cond, events).await
             }
 
             async fn list_groups(&self, query: &ListQuery) -> Result<Page<EnrollmentGroup>> {
@@ -467,12 +534,12 @@ macro_rules! sql_store {
                 self.fetch(&[&key_of(host_name)]).await
             }
 
-            async fn put_hub(&self, hub: LinkedHub, cond: IfMatch) -> Result<LinkedHub> {
-                self.write(hub, cond).await
+            async fn put_hub(&self, hub: LinkedHub, cond: IfMatch, events: &[LifecycleEvent]) -> Result<LinkedHub> {
+                self.write(hub, cond, events).await
             }
 
-            async fn delete_hub(&self, host_name: &str, cond: IfMatch) -> Result<()> {
-                self.remove::<HubRow>(&[&key_of(host_name)], cond).await
+            async fn delete_hub(&self, host_name: &str, cond: IfMatch, events: &[LifecycleEvent]) -> Result<()> {
+                self.remove::<HubRow>(&[&key_of(host_name)], cond, events).await
             }
 
             async fn get_registration(&self, registration_id: &str) -> Result<Option<RegistrationRecord>> {
@@ -486,7 +553,7 @@ macro_rules! sql_store {
             ) -> Result<RegistrationRecord> {
                 match cond {
                     IfMatch::Any => self.upsert_hot(record, HotRow::Registration).await,
-                    cond => self.write(record, cond).await,
+                    cond => self.write(record, cond, &[]).await,
                 }
             }
 
@@ -495,18 +562,19 @@ macro_rules! sql_store {
                 identity: Option<HubDevice>,
                 mut record: RegistrationRecord,
                 operation: RegistrationOperation,
+                events: &[LifecycleEvent],
             ) -> Result<RegistrationRecord> {
                 let mut rows = vec![HotRow::Registration(record.to_row()?), HotRow::Operation(operation.to_row()?)];
                 if let Some(device) = identity {
                     rows.push(HotRow::HubDevice(device.to_row()?));
                 }
-                let created = self.commit_hot(rows).await?;
+                let created = self.commit_hot(rows, events.to_vec()).await?;
                 record.set_created(created[0]);
                 Ok(record)
             }
 
-            async fn delete_registration(&self, registration_id: &str, cond: IfMatch) -> Result<()> {
-                self.remove::<RegistrationRow>(&[&key_of(registration_id)], cond).await
+            async fn delete_registration(&self, registration_id: &str, cond: IfMatch, events: &[LifecycleEvent]) -> Result<()> {
+                self.remove::<RegistrationRow>(&[&key_of(registration_id)], cond, events).await
             }
 
             async fn list_registrations(&self, query: &ListQuery) -> Result<Page<RegistrationRecord>> {
@@ -526,7 +594,7 @@ macro_rules! sql_store {
             }
 
             async fn put_operation_if_absent(&self, operation: RegistrationOperation) -> Result<()> {
-                match self.write(operation, IfMatch::Absent).await {
+                match self.write(operation, IfMatch::Absent, &[]).await {
                     Ok(_) | Err(StoreError::Conflict) => Ok(()),
                     Err(e) => Err(e),
                 }
@@ -549,11 +617,11 @@ macro_rules! sql_store {
             }
 
             async fn put_policy(&self, policy: AccessPolicy, cond: IfMatch) -> Result<AccessPolicy> {
-                self.write(policy, cond).await
+                self.write(policy, cond, &[]).await
             }
 
             async fn delete_policy(&self, name: &str, cond: IfMatch) -> Result<()> {
-                self.remove::<PolicyRow>(&[&key_of(name)], cond).await
+                self.remove::<PolicyRow>(&[&key_of(name)], cond, &[]).await
             }
 
             async fn list_ca_certificates(&self) -> Result<Vec<CaCertificate>> {
@@ -564,12 +632,12 @@ macro_rules! sql_store {
                 self.fetch(&[&key_of(name)]).await
             }
 
-            async fn put_ca_certificate(&self, ca: CaCertificate, cond: IfMatch) -> Result<CaCertificate> {
-                self.write(ca, cond).await
+            async fn put_ca_certificate(&self, ca: CaCertificate, cond: IfMatch, events: &[LifecycleEvent]) -> Result<CaCertificate> {
+                self.write(ca, cond, events).await
             }
 
             async fn delete_ca_certificate(&self, name: &str, cond: IfMatch) -> Result<()> {
-                self.remove::<CaRow>(&[&key_of(name)], cond).await
+                self.remove::<CaRow>(&[&key_of(name)], cond, &[]).await
             }
 
             async fn get_hub_device(&self, hub: &str, device_id: &str) -> Result<Option<HubDevice>> {
@@ -579,12 +647,12 @@ macro_rules! sql_store {
             async fn put_hub_device(&self, device: HubDevice, cond: IfMatch) -> Result<HubDevice> {
                 match cond {
                     IfMatch::Any => self.upsert_hot(device, HotRow::HubDevice).await,
-                    cond => self.write(device, cond).await,
+                    cond => self.write(device, cond, &[]).await,
                 }
             }
 
             async fn delete_hub_device(&self, hub: &str, device_id: &str, cond: IfMatch) -> Result<()> {
-                self.remove::<HubDeviceRow>(&[&key_of(hub), device_id], cond).await
+                self.remove::<HubDeviceRow>(&[&key_of(hub), device_id], cond, &[]).await
             }
 
             async fn count_hub_devices(&self, hub: &str) -> Result<u64> {
@@ -600,7 +668,7 @@ macro_rules! sql_store {
             }
 
             async fn put_user(&self, user: ConsoleUser) -> Result<ConsoleUser> {
-                self.write(user, IfMatch::Any).await
+                self.write(user, IfMatch::Any, &[]).await
             }
 
             async fn list_users(&self) -> Result<Vec<ConsoleUser>> {
@@ -838,6 +906,116 @@ macro_rules! sql_store {
                     .execute(&self.writer)
                     .await?;
                 Ok(done.rows_affected())
+            }
+
+            async fn events_after(&self, seq: i64, limit: u32) -> Result<Vec<StoredEvent>> {
+                let rows: Vec<LifecycleEventRow> = sqlx::query_as(
+                    "SELECT seq, id, type, at, resource FROM lifecycle_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                )
+                .bind(seq)
+                .bind(i64::from(limit.min(MAX_PAGE)))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(LifecycleEventRow::into_domain).collect()
+            }
+
+            async fn last_event_seq(&self) -> Result<i64> {
+                Ok(sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM lifecycle_events")
+                    .fetch_one(&self.pool)
+                    .await?)
+            }
+
+            async fn delete_old_events(&self, delivered_before: DateTime<Utc>, any_before: DateTime<Utc>) -> Result<u64> {
+                // With no sink, nothing waits for an event: MIN over no rows is NULL, so COALESCE
+                // lets every old one go.
+                let done = sqlx::query(
+                    "DELETE FROM lifecycle_events WHERE at < $2 OR (at < $1 AND seq <= \
+                     (SELECT COALESCE(MIN(delivered_seq), 9223372036854775807) FROM event_sinks))",
+                )
+                .bind(delivered_before)
+                .bind(any_before)
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn list_event_sinks(&self) -> Result<Vec<EventSink>> {
+                let rows: Vec<EventSinkRow> = sqlx::query_as(&format!("SELECT {EVENT_SINK_COLUMNS} FROM event_sinks ORDER BY name"))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter().map(EventSinkRow::into_domain).collect()
+            }
+
+            async fn get_event_sink(&self, name: &str) -> Result<Option<EventSink>> {
+                let row: Option<EventSinkRow> = sqlx::query_as(&format!("SELECT {EVENT_SINK_COLUMNS} FROM event_sinks WHERE name = $1"))
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(EventSinkRow::into_domain).transpose()
+            }
+
+            async fn put_event_sink(&self, name: &str, target: &SinkTarget, enabled: bool) -> Result<EventSink> {
+                let now = Utc::now();
+                let row: EventSinkRow = sqlx::query_as(&format!(
+                    "INSERT INTO event_sinks (name, target, enabled, delivered_seq, created_at, updated_at) \
+                     VALUES ($1, $2, $3, (SELECT COALESCE(MAX(seq), 0) FROM lifecycle_events), $4, $4) \
+                     ON CONFLICT (name) DO UPDATE SET target = excluded.target, enabled = excluded.enabled, \
+                     updated_at = excluded.updated_at RETURNING {EVENT_SINK_COLUMNS}"
+                ))
+                .bind(name)
+                .bind(sink_target_json(target)?)
+                .bind(enabled)
+                .bind(now)
+                .fetch_one(&self.writer)
+                .await?;
+                row.into_domain()
+            }
+
+            async fn delete_event_sink(&self, name: &str) -> Result<bool> {
+                let done = sqlx::query("DELETE FROM event_sinks WHERE name = $1")
+                    .bind(name)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn lease_event_sink(&self, name: &str, owner: &str, now: DateTime<Utc>, until: DateTime<Utc>) -> Result<Option<i64>> {
+                Ok(sqlx::query_scalar(
+                    "UPDATE event_sinks SET lease_owner = $2, lease_until = $4 WHERE name = $1 AND enabled \
+                     AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < $3) RETURNING delivered_seq",
+                )
+                .bind(name)
+                .bind(owner)
+                .bind(now)
+                .bind(until)
+                .fetch_optional(&self.writer)
+                .await?)
+            }
+
+            async fn event_sink_delivered(&self, name: &str, seq: i64, at: DateTime<Utc>) -> Result<()> {
+                sqlx::query(
+                    "UPDATE event_sinks SET delivered_seq = $2, delivered_at = $3, last_error = NULL, \
+                     failing_since = NULL, failures = 0 WHERE name = $1 AND delivered_seq < $2",
+                )
+                .bind(name)
+                .bind(seq)
+                .bind(at)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn event_sink_failed(&self, name: &str, error: &str, at: DateTime<Utc>) -> Result<()> {
+                sqlx::query(
+                    "UPDATE event_sinks SET last_error = $2, failing_since = COALESCE(failing_since, $3), \
+                     failures = failures + 1 WHERE name = $1",
+                )
+                .bind(name)
+                .bind(error)
+                .bind(at)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
             }
 
             async fn append_audit(&self, entry: NewAuditEntry) -> Result<AuditEntry> {

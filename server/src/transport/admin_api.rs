@@ -1,6 +1,7 @@
 //! Onramp's own administration resources on the service API (Azure manages these elsewhere):
-//! linked hubs, allocation settings, shared access policies and CA certificates. All need the ServiceConfig right;
-//! the rules are in `domain::admin`, shared with the command line.
+//! linked hubs, allocation settings, shared access policies, CA certificates and lifecycle event
+//! sinks. All need the ServiceConfig right; the rules are in `domain::admin`, shared with the
+//! command line.
 
 use axum::Router;
 use axum::body::Body;
@@ -16,9 +17,10 @@ use super::http_util::json_response;
 use super::service_api::{
     Caller, Result, ServiceApiState, ServiceError, authorize, json_body, observed,
 };
-use crate::domain::admin::{self, AllocationSettingsView, HubSettings, KeySlot};
+use crate::domain::admin::{self, AllocationSettingsView, HubSettings, KeySlot, SinkInput};
 use crate::domain::ca;
 use crate::model::{AccessPolicy, LinkedHub, Right};
+use crate::proto::service as wire;
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
@@ -48,7 +50,12 @@ pub fn router(state: AppState) -> Router {
             "/certificates/{name}/generateVerificationCode",
             post(generate_verification_code),
         )
-        .route("/certificates/{name}/verify", post(verify_ca));
+        .route("/certificates/{name}/verify", post(verify_ca))
+        .route("/eventSinks", get(list_sinks))
+        .route(
+            "/eventSinks/{name}",
+            get(get_sink).put(put_sink).delete(delete_sink),
+        );
     observed(router, state)
 }
 
@@ -328,4 +335,58 @@ async fn delete_ca(
     let actor = authorize(&state, &caller, Right::ServiceConfig).await?;
     state.admin.delete_ca(&actor, &name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_sinks(State(state): State<ServiceApiState>, caller: Caller) -> Result<Response> {
+    authorize(&state, &caller, Right::ServiceConfig).await?;
+    let overview = state.admin.event_sinks().await?;
+    let sinks: Vec<Value> = overview
+        .sinks
+        .iter()
+        .map(|sink| wire::event_sink(sink, overview.last_seq))
+        .collect();
+    Ok(json_response(StatusCode::OK, &sinks))
+}
+
+async fn get_sink(
+    State(state): State<ServiceApiState>,
+    Path(name): Path<String>,
+    caller: Caller,
+) -> Result<Response> {
+    authorize(&state, &caller, Right::ServiceConfig).await?;
+    let sink = state.admin.event_sink(&name).await?;
+    let last_seq = state.store.last_event_seq().await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &wire::event_sink(&sink, last_seq),
+    ))
+}
+
+async fn put_sink(
+    State(state): State<ServiceApiState>,
+    Path(name): Path<String>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let actor = authorize(&state, &caller, Right::ServiceConfig).await?;
+    let input: SinkInput = parse(json_body(&state.config, &headers, body).await?)?;
+    let sink = state.admin.put_event_sink(&actor, &name, input).await?;
+    let last_seq = state.store.last_event_seq().await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &wire::event_sink(&sink, last_seq),
+    ))
+}
+
+async fn delete_sink(
+    State(state): State<ServiceApiState>,
+    Path(name): Path<String>,
+    caller: Caller,
+) -> Result<Response> {
+    let actor = authorize(&state, &caller, Right::ServiceConfig).await?;
+    match state.admin.delete_event_sink(&actor, &name).await? {
+        true => Ok(StatusCode::NO_CONTENT.into_response()),
+        false => Err(admin::AdminError::NotFound(format!("event sink {name:?}")).into()),
+    }
 }

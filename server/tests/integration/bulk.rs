@@ -104,7 +104,7 @@ async fn csv_import_reports_bad_rows_and_resumes(i: &Instance) {
     // An interrupted run left a checkpoint at row 2,000: the rest is imported, the start is not.
     for n in 0..2_500 {
         i.store()
-            .delete_enrollment(&format!("dev-{n:05}"), IfMatch::Any)
+            .delete_enrollment(&format!("dev-{n:05}"), IfMatch::Any, &[])
             .await
             .unwrap();
     }
@@ -205,7 +205,7 @@ async fn jsonl_round_trip(i: &Instance) {
     std::fs::write(&back, &out).unwrap();
     for n in 0..300 {
         i.store()
-            .delete_enrollment(&format!("tpm-{n}"), IfMatch::Any)
+            .delete_enrollment(&format!("tpm-{n}"), IfMatch::Any, &[])
             .await
             .unwrap();
     }

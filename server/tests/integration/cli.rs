@@ -180,7 +180,7 @@ async fn an_instance_made_before_dotted_hub_names_keeps_its_hub_name() {
         updated: now,
     };
     store
-        .put_hub(legacy, onramp::model::IfMatch::Absent)
+        .put_hub(legacy, onramp::model::IfMatch::Absent, &[])
         .await
         .unwrap();
     store

@@ -418,7 +418,7 @@ async fn reprovisioning_follows_the_policy(i: &Instance) {
 
     // A deleted record means the next registration starts fresh.
     i.store()
-        .delete_registration("mover", IfMatch::Any)
+        .delete_registration("mover", IfMatch::Any, &[])
         .await
         .unwrap();
     let (_, _, body) = i.register("mover", &key, json!({})).await;

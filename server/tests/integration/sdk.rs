@@ -353,7 +353,7 @@ async fn link(store: &Arc<dyn Store>, host: &str) {
         created: now,
         updated: now,
     };
-    store.put_hub(hub, IfMatch::Any).await.unwrap();
+    store.put_hub(hub, IfMatch::Any, &[]).await.unwrap();
 }
 
 /// Flow steps 7 and 8: after provisioning, the device's hub client connects to the assigned

@@ -439,7 +439,7 @@ async fn seed_group(store: &dyn onramp::store::Store) -> anyhow::Result<String> 
         created: now,
         updated: now,
     };
-    store.put_group(group, IfMatch::Any).await?;
+    store.put_group(group, IfMatch::Any, &[]).await?;
     Ok(key)
 }
 

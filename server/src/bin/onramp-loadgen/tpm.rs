@@ -73,7 +73,7 @@ pub async fn seed(
             updated: now,
         })
         .collect();
-    store.put_enrollments(enrollments).await?;
+    store.put_enrollments(enrollments, &[]).await?;
     Ok(Arc::new(tpms))
 }
 

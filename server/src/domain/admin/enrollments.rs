@@ -11,6 +11,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::{Admin, AdminError, Change, KeySlot, Result, invalid};
 use crate::attestation::tpm::{self, TpmPublic};
+use crate::domain::lifecycle;
 use crate::domain::provisioner::{registration_result, validate_registration_id};
 use crate::model::*;
 use crate::proto::service::{self as wire, EnrollmentInput};
@@ -24,15 +25,27 @@ pub trait Resource: Sized + Send + Sync + 'static {
     const BULK_FIELD: &'static str;
     const NOT_FOUND: &'static str;
     async fn fetch(store: &dyn Store, id: &str) -> Result<Option<Self>, StoreError>;
-    async fn store(store: &dyn Store, item: Self, cond: IfMatch) -> Result<Self, StoreError>;
-    async fn remove(store: &dyn Store, id: &str, cond: IfMatch) -> Result<(), StoreError>;
+    async fn store(
+        store: &dyn Store,
+        item: Self,
+        cond: IfMatch,
+        events: &[LifecycleEvent],
+    ) -> Result<Self, StoreError>;
+    async fn remove(
+        store: &dyn Store,
+        id: &str,
+        cond: IfMatch,
+        events: &[LifecycleEvent],
+    ) -> Result<(), StoreError>;
     async fn page(store: &dyn Store, query: &ListQuery) -> Result<Page<Self>, StoreError>;
     fn build(input: EnrollmentInput, now: chrono::DateTime<Utc>) -> Self;
     fn spec(&self) -> &EnrollmentSpec;
     fn spec_mut(&mut self) -> &mut EnrollmentSpec;
     fn to_json(&self, with_keys: bool) -> Value;
-    /// "enrollment" or "group": how audit entries name the target.
+    /// "enrollment" or "group": how audit entries and lifecycle events name the target.
     const TARGET: &'static str;
+    /// Its lifecycle events: created, updated, enabled, disabled, deleted.
+    const EVENTS: [EventType; 5];
     fn id(&self) -> &str;
     fn etag(&self) -> &Etag;
     fn created(&self) -> DateTime<Utc>;
@@ -49,6 +62,13 @@ pub trait Resource: Sized + Send + Sync + 'static {
 #[async_trait]
 impl Resource for Enrollment {
     const TARGET: &'static str = "enrollment";
+    const EVENTS: [EventType; 5] = [
+        EventType::EnrollmentCreated,
+        EventType::EnrollmentUpdated,
+        EventType::EnrollmentEnabled,
+        EventType::EnrollmentDisabled,
+        EventType::EnrollmentDeleted,
+    ];
     fn reference(id: &str) -> EnrollmentRef {
         EnrollmentRef::Individual(id.to_string())
     }
@@ -74,11 +94,21 @@ impl Resource for Enrollment {
     async fn fetch(store: &dyn Store, id: &str) -> Result<Option<Self>, StoreError> {
         store.get_enrollment(id).await
     }
-    async fn store(store: &dyn Store, item: Self, cond: IfMatch) -> Result<Self, StoreError> {
-        store.put_enrollment(item, cond).await
+    async fn store(
+        store: &dyn Store,
+        item: Self,
+        cond: IfMatch,
+        events: &[LifecycleEvent],
+    ) -> Result<Self, StoreError> {
+        store.put_enrollment(item, cond, events).await
     }
-    async fn remove(store: &dyn Store, id: &str, cond: IfMatch) -> Result<(), StoreError> {
-        store.delete_enrollment(id, cond).await
+    async fn remove(
+        store: &dyn Store,
+        id: &str,
+        cond: IfMatch,
+        events: &[LifecycleEvent],
+    ) -> Result<(), StoreError> {
+        store.delete_enrollment(id, cond, events).await
     }
     async fn page(store: &dyn Store, query: &ListQuery) -> Result<Page<Self>, StoreError> {
         store.list_enrollments(query).await
@@ -115,6 +145,13 @@ impl Resource for Enrollment {
 #[async_trait]
 impl Resource for EnrollmentGroup {
     const TARGET: &'static str = "group";
+    const EVENTS: [EventType; 5] = [
+        EventType::GroupCreated,
+        EventType::GroupUpdated,
+        EventType::GroupEnabled,
+        EventType::GroupDisabled,
+        EventType::GroupDeleted,
+    ];
     fn reference(id: &str) -> EnrollmentRef {
         EnrollmentRef::Group(id.to_string())
     }
@@ -140,11 +177,21 @@ impl Resource for EnrollmentGroup {
     async fn fetch(store: &dyn Store, id: &str) -> Result<Option<Self>, StoreError> {
         store.get_group(id).await
     }
-    async fn store(store: &dyn Store, item: Self, cond: IfMatch) -> Result<Self, StoreError> {
-        store.put_group(item, cond).await
+    async fn store(
+        store: &dyn Store,
+        item: Self,
+        cond: IfMatch,
+        events: &[LifecycleEvent],
+    ) -> Result<Self, StoreError> {
+        store.put_group(item, cond, events).await
     }
-    async fn remove(store: &dyn Store, id: &str, cond: IfMatch) -> Result<(), StoreError> {
-        store.delete_group(id, cond).await
+    async fn remove(
+        store: &dyn Store,
+        id: &str,
+        cond: IfMatch,
+        events: &[LifecycleEvent],
+    ) -> Result<(), StoreError> {
+        store.delete_group(id, cond, events).await
     }
     async fn page(store: &dyn Store, query: &ListQuery) -> Result<Page<Self>, StoreError> {
         store.list_groups(query).await
@@ -243,7 +290,8 @@ impl Admin {
         let existing = R::fetch(self.store(), item.id()).await?;
         item.spec_mut()
             .fill_missing_keys(existing.as_ref().map(|e| e.spec()));
-        let stored = R::store(self.store(), item, cond).await?;
+        let event = lifecycle::enrollment_put(existing.as_ref(), &item);
+        let stored = R::store(self.store(), item, cond, &[event]).await?;
         self.invalidate();
         let action = match (action, &existing) {
             (Some(action), _) => action,
@@ -268,7 +316,8 @@ impl Admin {
         cond: IfMatch,
     ) -> Result<bool> {
         let before = R::fetch(self.store(), id).await?;
-        match R::remove(self.store(), id, cond).await {
+        let event = lifecycle::enrollment_deleted::<R>(before.as_ref().map_or(id, R::id));
+        match R::remove(self.store(), id, cond, &[event]).await {
             Ok(()) => {}
             Err(StoreError::NotFound) => return Ok(false),
             Err(e) => return Err(e.into()),
@@ -329,24 +378,25 @@ impl Admin {
     /// without keys keep the stored enrollment's keys, as a PUT does, so a re-import does not lock
     /// out devices already using them. The caller audits the whole import with `imported`.
     pub async fn import_enrollments(&self, mut batch: Vec<Enrollment>) -> Result<()> {
-        let keyless: Vec<String> = batch
-            .iter()
-            .filter(|e| e.spec.lacks_keys())
-            .map(|e| key_of(&e.registration_id))
-            .collect();
-        let stored = match keyless.is_empty() {
-            true => Vec::new(),
-            false => self.store.get_enrollments(&keyless).await?,
-        };
-        let stored: std::collections::HashMap<String, EnrollmentSpec> = stored
+        let ids: Vec<String> = batch.iter().map(|e| key_of(&e.registration_id)).collect();
+        // Every row's stored version: keyless rows keep its keys, and its event says whether
+        // the row created or changed the enrollment.
+        let stored: std::collections::HashMap<String, Enrollment> = self
+            .store
+            .get_enrollments(&ids)
+            .await?
             .into_iter()
-            .map(|e| (key_of(&e.registration_id), e.spec))
+            .map(|e| (key_of(&e.registration_id), e))
             .collect();
-        for enrollment in batch.iter_mut().filter(|e| e.spec.lacks_keys()) {
-            let kept = stored.get(&key_of(&enrollment.registration_id));
-            enrollment.spec.fill_missing_keys(kept);
+        let mut events = Vec::with_capacity(batch.len());
+        for (enrollment, id) in batch.iter_mut().zip(&ids) {
+            let before = stored.get(id);
+            if enrollment.spec.lacks_keys() {
+                enrollment.spec.fill_missing_keys(before.map(|e| &e.spec));
+            }
+            events.push(lifecycle::enrollment_put(before, enrollment));
         }
-        self.store.put_enrollments(batch).await?;
+        self.store.put_enrollments(batch, &events).await?;
         self.invalidate();
         Ok(())
     }

@@ -11,6 +11,7 @@ mod hubs;
 mod policies;
 mod registrations;
 pub(in crate::domain) mod settings;
+mod sinks;
 mod users;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use serde_json::Value;
 
 pub use enrollments::{Resource, build};
 pub use settings::{AllocationSettingsView, HubSettings, KeySlot, RegionRule, parse_rights};
+pub use sinks::{SinkInput, SinkOverview};
 pub use users::SignIn;
 
 use crate::domain::provisioner::Provisioner;

@@ -1,6 +1,7 @@
 //! Registration records: deleting one lets its device register afresh.
 
 use super::{Admin, Change, Result};
+use crate::domain::lifecycle;
 use crate::model::{Actor, IfMatch};
 use crate::store::StoreError;
 
@@ -12,8 +13,15 @@ impl Admin {
         registration_id: &str,
         cond: IfMatch,
     ) -> Result<bool> {
-        let before = self.store.get_registration(registration_id).await?;
-        match self.store.delete_registration(registration_id, cond).await {
+        let Some(before) = self.store.get_registration(registration_id).await? else {
+            return Ok(false);
+        };
+        let events = [lifecycle::registration_deleted(&before)];
+        match self
+            .store
+            .delete_registration(registration_id, cond, &events)
+            .await
+        {
             Ok(()) => {}
             Err(StoreError::NotFound) => return Ok(false),
             Err(e) => return Err(e.into()),
@@ -22,7 +30,7 @@ impl Admin {
             "registration.delete",
             format!("registration/{registration_id}"),
         )
-        .before(before.and_then(|b| serde_json::to_value(b).ok()));
+        .before(serde_json::to_value(before).ok());
         self.audit(actor, change).await;
         Ok(true)
     }

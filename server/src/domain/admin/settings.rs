@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::{AdminError, invalid};
-use crate::domain::provisioner;
+use crate::domain::{lifecycle, provisioner};
 use crate::model::*;
 use crate::store::{Store, StoreError};
 
@@ -192,11 +192,17 @@ pub(super) async fn put_hub(
         created: existing.as_ref().map_or(now, |h| h.created),
         updated: now,
     };
-    Ok(store.put_hub(hub, IfMatch::Any).await?)
+    let events: Vec<_> = existing
+        .is_none()
+        .then(|| lifecycle::hub_linked(&hub))
+        .into_iter()
+        .collect();
+    Ok(store.put_hub(hub, IfMatch::Any, &events).await?)
 }
 
 pub(super) async fn delete_hub(store: &dyn Store, host: &str) -> Result<(), AdminError> {
-    match store.delete_hub(host, IfMatch::Any).await {
+    let events = [lifecycle::hub_unlinked(host)];
+    match store.delete_hub(host, IfMatch::Any, &events).await {
         Err(StoreError::NotFound) => Err(AdminError::NotFound(format!("linked hub {host:?}"))),
         other => Ok(other?),
     }

@@ -318,7 +318,7 @@ impl Instance {
             created: now,
             updated: now,
         };
-        self.store().put_hub(hub, IfMatch::Any).await.unwrap();
+        self.store().put_hub(hub, IfMatch::Any, &[]).await.unwrap();
         self.state.provisioner.invalidate();
     }
 }
@@ -367,7 +367,7 @@ pub async fn enroll(
         updated: now,
     };
     store
-        .put_enrollment(enrollment, IfMatch::Any)
+        .put_enrollment(enrollment, IfMatch::Any, &[])
         .await
         .unwrap()
 }
@@ -396,7 +396,7 @@ pub async fn enroll_group(
         created: now,
         updated: now,
     };
-    store.put_group(group, IfMatch::Any).await.unwrap()
+    store.put_group(group, IfMatch::Any, &[]).await.unwrap()
 }
 
 /// An assigned registration record (through `group`'s enrollment, or its own individual one).
