@@ -27,10 +27,12 @@ const BATCH: u32 = 200;
 const POLL: Duration = Duration::from_millis(200);
 /// How often the configured sinks are re-read (new, changed, disabled or removed ones).
 const RECONCILE: Duration = Duration::from_secs(1);
-/// A lease lasts this long and is renewed a third of the way in.
-const LEASE: Duration = Duration::from_secs(30);
-/// One delivery round may take this long before it counts as failed.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(15);
+/// A lease lasts this long and is renewed a third of the way in: after a crash, another instance
+/// (or the same one restarted) takes the sink over within this time.
+const LEASE: Duration = Duration::from_secs(15);
+/// One delivery round may take this long before it counts as failed; well within a lease, so a
+/// slow sink never has two instances delivering to it.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 

@@ -40,7 +40,14 @@ impl Nats {
             .map_err(|e| format!("nats: cannot connect: {e}"))?;
         let context = jetstream::new(client.clone());
         let probe = format!("{}.enrollment.created", self.subject);
-        let jetstream = context.stream_by_subject(probe).await.ok().map(|_| context);
+        let jetstream = match context.stream_by_subject(probe).await {
+            Ok(stream) => {
+                tracing::info!(subject = %self.subject, %stream,
+                    "lifecycle events go through JetStream (acknowledged, de-duplicated)");
+                Some(context)
+            }
+            Err(_) => None,
+        };
         Ok(Connection { client, jetstream })
     }
 }

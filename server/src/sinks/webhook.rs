@@ -18,7 +18,7 @@ pub struct Webhook {
 impl Webhook {
     pub fn new(url: &str, secret: &str) -> Webhook {
         let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(4))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();

@@ -177,6 +177,19 @@ impl Server {
         self.terminate(Duration::from_secs(15));
         self.spawn();
     }
+
+    /// SIGKILL, as a crash or a power cut: nothing of the shutdown runs.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Starts the same server again after `kill` (same data directory and ports).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.spawn();
+    }
 }
 
 fn unsafe_kill(pid: u32, signal: &str) {
