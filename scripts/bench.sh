@@ -9,8 +9,9 @@
 #  3. overload: devices arriving at a quarter of the sustainable rate and at twice it (open loop, the
 #     server on core 0 and the generator on core 1), the admitted registrations' p99 of each
 #     (target: at twice, within 2x of the other) and how the rest were refused;
-#  4. metrics on vs off: registrations/s over HTTPS with /metrics scraped every second against a
-#     server with metrics off, in the same run, twice each (target: < 2% apart);
+#  4. metrics and one event sink on vs off: registrations/s over HTTPS with /metrics scraped every
+#     second and every lifecycle event delivered to a NATS sink (127.0.0.1:4222), against a server
+#     with metrics off and no sink, in the same run, four rounds (target: < 2% apart);
 #  5. the server's resident memory with 10,000 idle MQTT provisioning connections (target < 200 MB),
 #     and with 10,000 connected built-in hub devices (target < 250 MB); with 2,000 AMQP connections
 #     logged in and linked, no reply yet (target <= 100 KB each).
@@ -87,7 +88,23 @@ start_server 0
 unset ONRAMP_LIMITS__SHED_QUEUE_DELAY_MS
 taskset -c 1 target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --devices 5000 --concurrency "$concurrency" --overload 10
 
-echo "== metrics on vs off, HTTPS ($backend; fresh servers, the order alternating, so the growing store favours neither)"
+# A service API call signed by the owner policy (the key from `admin info`).
+service_call() {
+  local token
+  token=$(python3 - "$("$bin" --data-dir "$data" "${db_args[@]}" admin info --json)" <<'PY'
+import base64, hashlib, hmac, json, sys, time, urllib.parse
+info = json.loads(sys.argv[1])
+key = info["serviceConnectionString"].rsplit("SharedAccessKey=", 1)[1]
+expiry = int(time.time()) + 3600
+sig = base64.b64encode(hmac.new(base64.b64decode(key), f"localhost\n{expiry}".encode(), hashlib.sha256).digest())
+print(f"SharedAccessSignature sr=localhost&sig={urllib.parse.quote(sig, safe='')}&se={expiry}&skn=provisioningserviceowner")
+PY
+)
+  curl -sf --cacert "$data/ca.pem" -X "$1" -H "Authorization: $token" -H 'Content-Type: application/json' \
+    ${3:+--data "$3"} "https://localhost$2?api-version=2021-10-01"
+}
+
+echo "== metrics and a NATS event sink on vs off, HTTPS ($backend; fresh servers, the order alternating, so the growing store favours neither)"
 for round in 1 2 3 4; do
   order="off on"
   [ $((round % 2)) = 0 ] && order="on off"
@@ -97,19 +114,25 @@ for round in 1 2 3 4; do
     unset ONRAMP_METRICS_ADDRESS
     scraper=
     if [ "$metrics" = on ]; then
+      service_call PUT /eventSinks/bench '{"kind": "nats", "url": "nats://127.0.0.1:4222", "subject": "onramp.bench"}' > /dev/null
       (while sleep 1; do curl -sf http://127.0.0.1:9464/metrics > /dev/null || exit 1; done) &
       scraper=$!
     fi
     target/release/onramp-loadgen --data-dir "$data" "${db_args[@]}" --devices "$devices" --concurrency "$concurrency" --handshakes 1 --server-pid "$server" |
       grep -A1 '^registrations' | paste -sd ' ' | sed "s/^/metrics $metrics, round $round: /" | tee -a "$dir/metrics-rounds.txt"
-    if [ -n "$scraper" ]; then kill "$scraper" 2>/dev/null || true; fi
+    if [ -n "$scraper" ]; then
+      kill "$scraper" 2>/dev/null || true
+      # How far delivery kept up: events written during the round and not yet published.
+      service_call GET /eventSinks/bench | python3 -c 'import json, sys; s = json.load(sys.stdin)["status"]; print("  NATS sink at the end of the round: delivered up to %s, lag %s events" % (s["deliveredSequence"], s["lag"]))'
+      service_call DELETE /eventSinks/bench > /dev/null
+    fi
   done
 done
 awk '{ for (i = 1; i <= NF; i++) {
          if ($i ~ /\/s,$/) { sub(/\/s,/, "", $i); rate[$2] += $i; n[$2]++ }
          if ($i == "CPU:") cpu[$2] += $(i + 1) } }
   END { off = rate["off,"] / n["off,"]; on = rate["on,"] / n["on,"];
-        printf "metrics on: %.0f/s, %.3f ms server CPU each; off: %.0f/s, %.3f ms (means of %d rounds)\n",
+        printf "metrics and NATS sink on: %.0f/s, %.3f ms server CPU each; off: %.0f/s, %.3f ms (means of %d rounds)\n",
           on, cpu["on,"] / n["on,"], off, cpu["off,"] / n["off,"], n["on,"];
         printf "on vs off: throughput %+.1f%%, server CPU per registration %+.1f%% (target: within 2%%)\n",
           100 * (on - off) / off, 100 * (cpu["on,"] - cpu["off,"]) / cpu["off,"] }' \

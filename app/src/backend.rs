@@ -136,6 +136,10 @@ pub trait ConsoleBackend: Send + Sync + 'static {
         secondary: bool,
     ) -> BackendFuture<'a, ()>;
     fn delete_policy<'a>(&'a self, actor: &'a str, name: &'a str) -> BackendFuture<'a, ()>;
+    /// Lifecycle event sinks with their delivery status.
+    fn sinks(&self) -> BackendFuture<'_, Vec<SinkRow>>;
+    fn save_sink<'a>(&'a self, actor: &'a str, form: SinkForm) -> BackendFuture<'a, ()>;
+    fn delete_sink<'a>(&'a self, actor: &'a str, name: &'a str) -> BackendFuture<'a, ()>;
     fn cas(&self) -> BackendFuture<'_, Vec<CaRow>>;
     /// Uploads (or replaces) a CA certificate; `verified` trusts it without proof of possession.
     fn upload_ca<'a>(

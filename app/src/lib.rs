@@ -14,6 +14,7 @@ pub mod login;
 pub mod model;
 pub mod policies;
 pub mod registrations;
+pub mod sinks;
 pub mod test_fault;
 pub mod users;
 
@@ -111,6 +112,7 @@ pub fn App() -> impl IntoView {
                     <Route path=(StaticSegment("console"), StaticSegment("live")) view=live::LiveLog/>
                     <Route path=(StaticSegment("console"), StaticSegment("hubs")) view=hubs::Hubs/>
                     <Route path=(StaticSegment("console"), StaticSegment("policies")) view=policies::Policies/>
+                    <Route path=(StaticSegment("console"), StaticSegment("sinks")) view=sinks::Sinks/>
                     <Route path=(StaticSegment("console"), StaticSegment("certificates")) view=cas::CaCertificates/>
                     <Route path=(StaticSegment("console"), StaticSegment("users")) view=users::Users/>
                     <Route
@@ -147,6 +149,7 @@ fn TopBar() -> impl IntoView {
                         {(user.role == model::Role::Admin).then(|| view! {
                             <a href="/console/policies">"Policies"</a>
                             <a href="/console/certificates">"CA certificates"</a>
+                            <a href="/console/sinks">"Event sinks"</a>
                             <a href="/console/users">"Users"</a>
                         })}
                     </nav>

@@ -323,3 +323,32 @@ pub struct UserRow {
     pub disabled: bool,
     pub created: String,
 }
+
+/// A lifecycle event sink with its delivery status, as the admin console shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SinkRow {
+    pub name: String,
+    /// `webhook`, `nats` or `mqtt`.
+    pub kind: String,
+    pub url: String,
+    /// The NATS subject or MQTT topic (none for a webhook).
+    pub channel: Option<String>,
+    pub enabled: bool,
+    pub delivered_seq: i64,
+    /// Events written but not delivered to this sink yet.
+    pub lag: i64,
+    pub last_delivered: Option<String>,
+    pub last_error: Option<String>,
+    pub failures: u64,
+}
+
+/// A sink to create or change; `secret` (webhook) left empty keeps the stored one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SinkForm {
+    pub name: String,
+    pub kind: String,
+    pub url: String,
+    pub channel: String,
+    pub secret: String,
+    pub enabled: bool,
+}

@@ -166,6 +166,9 @@ pub fn service_api_body(data: &[u8]) {
     let _ = admin::build::<Enrollment>(&body, Some("device-1"));
     let _ = admin::build::<EnrollmentGroup>(&body, Some("group-1"));
     let _ = serde_json::from_value::<AllocationSettingsView>(body.clone());
+    if let Ok(sink) = serde_json::from_value::<admin::SinkInput>(body.clone()) {
+        let _ = admin::sink_target(sink, None);
+    }
     if let Ok(rights) = serde_json::from_value::<Vec<String>>(body) {
         let _ = admin::parse_rights(&rights);
     }

@@ -350,6 +350,36 @@ fn parse_attestation(value: &Value) -> Result<Attestation, String> {
     }
 }
 
+/// An event sink as the service API shows it: its target without the webhook secret, and how far
+/// delivery got (`lag`: events written but not yet delivered to it).
+pub fn event_sink(sink: &EventSink, last_seq: i64) -> Value {
+    let progress = &sink.progress;
+    let time = |t: &Option<chrono::DateTime<chrono::Utc>>| t.map(timestamp);
+    let mut doc = json!({
+        "name": sink.name,
+        "kind": sink.target.kind(),
+        "url": sink.target.url(),
+        "enabled": sink.enabled,
+        "status": {
+            "deliveredSequence": progress.delivered_seq,
+            "lastSequence": last_seq,
+            "lag": (last_seq - progress.delivered_seq).max(0),
+            "lastDeliveredDateTimeUtc": time(&progress.delivered_at),
+            "lastError": progress.last_error,
+            "failingSinceDateTimeUtc": time(&progress.failing_since),
+            "failures": progress.failures,
+        },
+        "createdDateTimeUtc": timestamp(sink.created),
+        "lastUpdatedDateTimeUtc": timestamp(sink.updated),
+    });
+    match &sink.target {
+        SinkTarget::Nats { subject, .. } => doc["subject"] = json!(subject),
+        SinkTarget::Mqtt { topic, .. } => doc["topic"] = json!(topic),
+        SinkTarget::Webhook { .. } => {}
+    }
+    doc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,34 +430,4 @@ mod tests {
             .is_err()
         );
     }
-}
-
-/// An event sink as the service API shows it: its target without the webhook secret, and how far
-/// delivery got (`lag`: events written but not yet delivered to it).
-pub fn event_sink(sink: &EventSink, last_seq: i64) -> Value {
-    let progress = &sink.progress;
-    let time = |t: &Option<chrono::DateTime<chrono::Utc>>| t.map(timestamp);
-    let mut doc = json!({
-        "name": sink.name,
-        "kind": sink.target.kind(),
-        "url": sink.target.url(),
-        "enabled": sink.enabled,
-        "status": {
-            "deliveredSequence": progress.delivered_seq,
-            "lastSequence": last_seq,
-            "lag": (last_seq - progress.delivered_seq).max(0),
-            "lastDeliveredDateTimeUtc": time(&progress.delivered_at),
-            "lastError": progress.last_error,
-            "failingSinceDateTimeUtc": time(&progress.failing_since),
-            "failures": progress.failures,
-        },
-        "createdDateTimeUtc": timestamp(sink.created),
-        "lastUpdatedDateTimeUtc": timestamp(sink.updated),
-    });
-    match &sink.target {
-        SinkTarget::Nats { subject, .. } => doc["subject"] = json!(subject),
-        SinkTarget::Mqtt { topic, .. } => doc["topic"] = json!(topic),
-        SinkTarget::Webhook { .. } => {}
-    }
-    doc
 }

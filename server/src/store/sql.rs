@@ -30,6 +30,9 @@ fn discard_if_failed<DB: Database, T>(
 /// The advisory lock key that orders outbox inserts on PostgreSQL ("OUTB" in ASCII).
 const OUTBOX_LOCK: i64 = 0x4f55_5442;
 
+/// How long `wanted` trusts what it read of the sinks.
+const SINKS_SEEN_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Four parameters an event: 250 rows stay well under either database's parameter limit.
 const EVENTS_PER_STATEMENT: usize = 250;
 
@@ -97,6 +100,8 @@ macro_rules! sql_store {
             commit_metrics: CommitMetrics,
             /// Whether `writer` is a pool of its own (SQLite) rather than `pool` again.
             separate_writer: bool,
+            /// Whether any event sink exists, and when that was read (see `wanted`).
+            sinks_seen: std::sync::Mutex<Option<(std::time::Instant, bool)>>,
         }
 
         impl $store {
@@ -105,7 +110,7 @@ macro_rules! sql_store {
             }
 
             pub fn with_writer(pool: sqlx::Pool<$db>, writer: sqlx::Pool<$db>) -> Self {
-                $store { pool, writer, hot_writes: std::sync::OnceLock::new(), commit_metrics: CommitMetrics::default(), separate_writer: true }
+                $store { pool, writer, hot_writes: std::sync::OnceLock::new(), commit_metrics: CommitMetrics::default(), separate_writer: true, sinks_seen: std::sync::Mutex::new(None) }
             }
 
             /// Writes `rows` in the next group commit; returns their `created_at`s.
@@ -260,6 +265,7 @@ macro_rules! sql_store {
             {
                 record.touch(Utc::now());
                 let row = record.to_row()?;
+                let events = self.wanted(events).await?;
                 let mut conn = self.writer.acquire().await?;
                 let result = match events.is_empty() {
                     true => Self::write_on(&mut conn, row, cond).await,
@@ -297,6 +303,26 @@ macro_rules! sql_store {
                     None if creating => Err(StoreError::Conflict),
                     None => Err(StoreError::PreconditionFailed),
                 }
+            }
+
+            /// The events worth writing: none while no sink exists, as a new sink starts after the
+            /// newest event and nobody would ever read them (the default instance pays nothing for
+            /// the outbox). Read at most once per `SINKS_SEEN_FOR`, so another instance's new sink
+            /// gets the events of changes made from about a second after it was added.
+            async fn wanted<'e>(&self, events: &'e [LifecycleEvent]) -> Result<&'e [LifecycleEvent]> {
+                if events.is_empty() {
+                    return Ok(events);
+                }
+                let seen = *self.sinks_seen.lock().unwrap();
+                let any = match seen {
+                    Some((at, any)) if at.elapsed() < SINKS_SEEN_FOR => any,
+                    _ => {
+                        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM event_sinks").fetch_one(&self.pool).await?;
+                        *self.sinks_seen.lock().unwrap() = Some((std::time::Instant::now(), n > 0));
+                        n > 0
+                    }
+                };
+                Ok(if any { events } else { &[] })
             }
 
             /// Adds `events` to the outbox inside the caller's transaction. On PostgreSQL a
@@ -341,6 +367,7 @@ macro_rules! sql_store {
                 if let IfMatch::Etag(tag) = &cond {
                     query = query.bind(tag.0.clone());
                 }
+                let events = self.wanted(events).await?;
                 let mut conn = self.writer.acquire().await?;
                 let removed: Result<bool> = async {
                     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
@@ -479,6 +506,7 @@ macro_rules! sql_store {
                     enrollment.touch(now);
                     rows.push(enrollment.to_row()?);
                 }
+                let events = self.wanted(events).await?;
                 let mut conn = self.writer.acquire().await?;
                 let result = Self::insert_enrollment_rows(&mut conn, rows, events).await;
                 discard_if_failed(&mut conn, &result);
@@ -568,7 +596,8 @@ macro_rules! sql_store {
                 if let Some(device) = identity {
                     rows.push(HotRow::HubDevice(device.to_row()?));
                 }
-                let created = self.commit_hot(rows, events.to_vec()).await?;
+                let events = self.wanted(events).await?.to_vec();
+                let created = self.commit_hot(rows, events).await?;
                 record.set_created(created[0]);
                 Ok(record)
             }
@@ -968,6 +997,7 @@ macro_rules! sql_store {
                 .bind(now)
                 .fetch_one(&self.writer)
                 .await?;
+                *self.sinks_seen.lock().unwrap() = None;
                 row.into_domain()
             }
 
@@ -976,6 +1006,7 @@ macro_rules! sql_store {
                     .bind(name)
                     .execute(&self.writer)
                     .await?;
+                *self.sinks_seen.lock().unwrap() = None;
                 Ok(done.rows_affected() > 0)
             }
 

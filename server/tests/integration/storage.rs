@@ -1086,7 +1086,22 @@ fn nats_sink() -> SinkTarget {
 }
 
 async fn lifecycle_events_commit_with_their_change(store: Arc<dyn Store>) {
+    // Without a sink nobody would read them: none are written.
     let start = store.last_event_seq().await.unwrap();
+    store
+        .put_enrollment(
+            enrollment("unheard"),
+            IfMatch::Any,
+            &[event(EventType::EnrollmentCreated, "unheard")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.last_event_seq().await.unwrap(), start);
+    store
+        .put_event_sink("s", &nats_sink(), false)
+        .await
+        .unwrap();
+
     let created = event(EventType::EnrollmentCreated, "ev-1");
     let stored = store
         .put_enrollment(
@@ -1196,6 +1211,7 @@ async fn lifecycle_events_commit_with_their_change(store: Arc<dyn Store>) {
 /// On PostgreSQL, transactions commit in any order; a reader following `seq` must still never
 /// step over an event that commits later with a lower number (the advisory lock in the store).
 async fn a_reader_of_the_outbox_misses_no_event_of_concurrent_writers(store: Arc<dyn Store>) {
+    store.put_event_sink("s", &nats_sink(), true).await.unwrap();
     let start = store.last_event_seq().await.unwrap();
     let writers = 8;
     let per_writer = 25;

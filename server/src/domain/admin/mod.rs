@@ -20,7 +20,7 @@ use serde_json::Value;
 
 pub use enrollments::{Resource, build};
 pub use settings::{AllocationSettingsView, HubSettings, KeySlot, RegionRule, parse_rights};
-pub use sinks::{SinkInput, SinkOverview};
+pub use sinks::{SinkInput, SinkOverview, target_of as sink_target};
 pub use users::SignIn;
 
 use crate::domain::provisioner::Provisioner;

@@ -103,7 +103,7 @@ fn required(value: Option<String>, field: &str) -> Result<String> {
 }
 
 /// The target `input` describes; `stored` gives the secret a webhook change leaves out.
-fn target_of(input: SinkInput, stored: Option<&SinkTarget>) -> Result<SinkTarget> {
+pub fn target_of(input: SinkInput, stored: Option<&SinkTarget>) -> Result<SinkTarget> {
     let url = input.url.trim().to_string();
     match input.kind.as_str() {
         "webhook" => {

@@ -13,7 +13,7 @@ use super::views::{
     summary_of, view_role,
 };
 use crate::attestation::sas;
-use crate::domain::admin::{AdminError, HubSettings, KeySlot, Resource, parse_rights};
+use crate::domain::admin::{AdminError, HubSettings, KeySlot, Resource, SinkInput, parse_rights};
 use crate::domain::provisioner::validate_registration_id;
 use crate::model::{
     Actor, Attestation, DeviceAuth, Enrollment, EnrollmentGroup, IfMatch, ListQuery,
@@ -645,6 +645,48 @@ impl ConsoleBackend for AppState {
         })
     }
 
+    fn sinks(&self) -> BackendFuture<'_, Vec<SinkRow>> {
+        Box::pin(async move {
+            let overview = self.admin.event_sinks().await.map_err(admin_failed)?;
+            Ok(overview
+                .sinks
+                .iter()
+                .map(|sink| sink_row(sink, overview.last_seq))
+                .collect())
+        })
+    }
+
+    fn save_sink<'a>(&'a self, actor: &'a str, form: SinkForm) -> BackendFuture<'a, ()> {
+        let actor = Actor::console(actor);
+        Box::pin(async move {
+            let channel = Some(form.channel.trim().to_string()).filter(|c| !c.is_empty());
+            let input = SinkInput {
+                subject: channel.clone().filter(|_| form.kind == "nats"),
+                topic: channel.filter(|_| form.kind == "mqtt"),
+                secret: Some(form.secret).filter(|s| !s.is_empty()),
+                kind: form.kind,
+                url: form.url,
+                enabled: form.enabled,
+            };
+            let saved = self
+                .admin
+                .put_event_sink(&actor, form.name.trim(), input)
+                .await;
+            saved.map(drop).map_err(admin_failed)
+        })
+    }
+
+    fn delete_sink<'a>(&'a self, actor: &'a str, name: &'a str) -> BackendFuture<'a, ()> {
+        let actor = Actor::console(actor);
+        Box::pin(async move {
+            match self.admin.delete_event_sink(&actor, name).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(BackendError::NotFound(format!("event sink {name:?}"))),
+                Err(e) => Err(admin_failed(e)),
+            }
+        })
+    }
+
     fn cas(&self) -> BackendFuture<'_, Vec<CaRow>> {
         Box::pin(async move {
             let cas = self.store.list_ca_certificates().await.map_err(failed)?;
@@ -746,5 +788,21 @@ impl ConsoleBackend for AppState {
             let changed = admin.set_user_disabled(&actor, username, disabled).await;
             changed.map(drop).map_err(admin_failed)
         })
+    }
+}
+
+fn sink_row(sink: &crate::model::EventSink, last_seq: i64) -> SinkRow {
+    let progress = &sink.progress;
+    SinkRow {
+        name: sink.name.clone(),
+        kind: sink.target.kind().to_string(),
+        url: sink.target.url().to_string(),
+        channel: sink.target.channel().map(str::to_string),
+        enabled: sink.enabled,
+        delivered_seq: progress.delivered_seq,
+        lag: (last_seq - progress.delivered_seq).max(0),
+        last_delivered: progress.delivered_at.map(timestamp),
+        last_error: progress.last_error.clone(),
+        failures: progress.failures,
     }
 }
