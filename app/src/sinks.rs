@@ -65,7 +65,7 @@ pub fn Sinks() -> impl IntoView {
     view! {
         <section class="sinks">
             <h1>"Event sinks"</h1>
-            <p class="hint">
+            <p class="muted">
                 "Lifecycle events (enrollments, groups, registrations, hubs, CAs) are delivered to each sink at least once, in order; consumers de-duplicate on the event ID."
             </p>
             <ActionError action=save/>

@@ -37,6 +37,20 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// The error and what caused it (`error sending request: … Connection refused`), without the
+/// URL: it may carry a token in its query.
+fn causes(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[async_trait]
 impl Sink for Webhook {
     async fn deliver(&mut self, events: &[StoredEvent]) -> Result<(), DeliveryError> {
@@ -52,8 +66,7 @@ impl Sink for Webhook {
                 .body(body)
                 .send()
                 .await
-                // Without the URL: it may carry a token in its query.
-                .map_err(|e| format!("webhook: {}", e.without_url()))?;
+                .map_err(|e| format!("webhook: {}", causes(e)))?;
             if !response.status().is_success() {
                 return Err(format!("webhook answered {}", response.status()));
             }
