@@ -48,6 +48,14 @@ pub enum Step {
 }
 
 impl Step {
+    /// Every step, in the order a registration takes them.
+    pub const ALL: [Step; 4] = [
+        Step::Authenticate,
+        Step::Allocate,
+        Step::HubWrite,
+        Step::Commit,
+    ];
+
     fn label(self) -> &'static str {
         match self {
             Step::Authenticate => "authenticate",

@@ -178,6 +178,13 @@ pub struct SinkProgress {
     pub failures: u64,
 }
 
+impl SinkProgress {
+    /// Events written up to `last_seq` and not yet delivered.
+    pub fn lag(&self, last_seq: i64) -> i64 {
+        (last_seq - self.delivered_seq).max(0)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventSink {
     pub name: String,

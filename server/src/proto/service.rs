@@ -363,7 +363,7 @@ pub fn event_sink(sink: &EventSink, last_seq: i64) -> Value {
         "status": {
             "deliveredSequence": progress.delivered_seq,
             "lastSequence": last_seq,
-            "lag": (last_seq - progress.delivered_seq).max(0),
+            "lag": progress.lag(last_seq),
             "lastDeliveredDateTimeUtc": time(&progress.delivered_at),
             "lastError": progress.last_error,
             "failingSinceDateTimeUtc": time(&progress.failing_since),

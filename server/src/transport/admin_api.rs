@@ -19,7 +19,7 @@ use super::service_api::{
 };
 use crate::domain::admin::{self, AllocationSettingsView, HubSettings, KeySlot, SinkInput};
 use crate::domain::ca;
-use crate::model::{AccessPolicy, LinkedHub, Right};
+use crate::model::{AccessPolicy, EventSink, LinkedHub, Right};
 use crate::proto::service as wire;
 use crate::state::AppState;
 
@@ -355,10 +355,15 @@ async fn get_sink(
 ) -> Result<Response> {
     authorize(&state, &caller, Right::ServiceConfig).await?;
     let sink = state.admin.event_sink(&name).await?;
+    sink_response(&state, &sink).await
+}
+
+/// One sink with its lag behind the newest event.
+async fn sink_response(state: &ServiceApiState, sink: &EventSink) -> Result<Response> {
     let last_seq = state.store.last_event_seq().await?;
     Ok(json_response(
         StatusCode::OK,
-        &wire::event_sink(&sink, last_seq),
+        &wire::event_sink(sink, last_seq),
     ))
 }
 
@@ -372,11 +377,7 @@ async fn put_sink(
     let actor = authorize(&state, &caller, Right::ServiceConfig).await?;
     let input: SinkInput = parse(json_body(&state.config, &headers, body).await?)?;
     let sink = state.admin.put_event_sink(&actor, &name, input).await?;
-    let last_seq = state.store.last_event_seq().await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &wire::event_sink(&sink, last_seq),
-    ))
+    sink_response(&state, &sink).await
 }
 
 async fn delete_sink(

@@ -15,7 +15,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::support::process::{Server, free_port, run};
+use crate::support::process::{Server, free_port};
 
 const NATS: &str = "127.0.0.1:4222";
 const MOSQUITTO: (&str, u16) = ("127.0.0.1", 1883);
@@ -31,23 +31,8 @@ impl Service {
     async fn start(data: &std::path::Path) -> Service {
         let mut server = Server::start(data, &[]);
         server.wait_healthy().await;
-        let out = run(
-            &[
-                "--data-dir",
-                data.to_str().unwrap(),
-                "admin",
-                "info",
-                "--json",
-            ],
-            &[],
-        );
-        let info: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let connection = info["serviceConnectionString"].as_str().unwrap();
-        let key = connection.rsplit("SharedAccessKey=").next().unwrap();
-        let expiry = chrono::Utc::now().timestamp() as u64 + 3600;
-        let owner = Some("provisioningserviceowner");
-        let token = onramp::attestation::sas::sign(key, "localhost", expiry, owner).unwrap();
-        let scope = info["idScope"].as_str().unwrap().to_string();
+        let token = server.owner_token(3600);
+        let scope = server.admin_info()["idScope"].as_str().unwrap().to_string();
         Service {
             server,
             token,

@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 use crate::mqtt;
 use crate::support::HUB;
 use crate::support::instance::{Backend, Instance, enroll, random_key, symmetric_spec};
-use crate::support::process::{Server, run};
+use crate::support::process::Server;
 
 #[derive(Debug, Deserialize)]
 struct Family {
@@ -334,22 +334,9 @@ async fn service_api_calls_are_logged_as_service_operations() {
     let data = dir.path().join("data");
     let mut server = Server::start(&data, &["--log-format", "json"]);
     server.wait_healthy().await;
-    let out = run(
-        &[
-            "--data-dir",
-            data.to_str().unwrap(),
-            "admin",
-            "info",
-            "--json",
-        ],
-        &[],
-    );
-    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let connection = info["serviceConnectionString"].as_str().unwrap();
-    let key = connection.rsplit("SharedAccessKey=").next().unwrap();
-    let expiry = chrono::Utc::now().timestamp() as u64 + 600;
     let owner = "provisioningserviceowner";
-    let token = onramp::attestation::sas::sign(key, "localhost", expiry, Some(owner)).unwrap();
+    let token = server.owner_token(600);
+    let expiry = chrono::Utc::now().timestamp() as u64 + 600;
     let forged =
         onramp::attestation::sas::sign(&random_key(), "localhost", expiry, Some(owner)).unwrap();
     let base = format!(

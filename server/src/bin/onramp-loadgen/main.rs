@@ -790,7 +790,7 @@ impl Figures {
             self.percentile(0.99).as_secs_f64() * 1e3
         );
         if let Some(each) = self.server_cpu_each() {
-            println!("  server CPU: {:.2} ms each", each * 1e3);
+            println!("  server CPU: {:.3} ms each", each * 1e3);
         }
     }
 }

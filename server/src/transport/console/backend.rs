@@ -800,7 +800,7 @@ fn sink_row(sink: &crate::model::EventSink, last_seq: i64) -> SinkRow {
         channel: sink.target.channel().map(str::to_string),
         enabled: sink.enabled,
         delivered_seq: progress.delivered_seq,
-        lag: (last_seq - progress.delivered_seq).max(0),
+        lag: progress.lag(last_seq),
         last_delivered: progress.delivered_at.map(timestamp),
         last_error: progress.last_error.clone(),
         failures: progress.failures,

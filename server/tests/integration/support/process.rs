@@ -104,6 +104,23 @@ impl Server {
         self.child = Some(child);
     }
 
+    /// What `onramp admin info --json` says of this server's data directory.
+    pub fn admin_info(&self) -> serde_json::Value {
+        let data = self.data_dir.to_str().unwrap();
+        let out = run(&["--data-dir", data, "admin", "info", "--json"], &[]);
+        serde_json::from_slice(&out.stdout).expect("admin info prints JSON")
+    }
+
+    /// A service API token signed with the owner policy's key, valid for `secs`.
+    pub fn owner_token(&self, secs: u64) -> String {
+        let info = self.admin_info();
+        let connection = info["serviceConnectionString"].as_str().unwrap();
+        let key = connection.rsplit("SharedAccessKey=").next().unwrap();
+        let expiry = chrono::Utc::now().timestamp() as u64 + secs;
+        let owner = Some("provisioningserviceowner");
+        onramp::attestation::sas::sign(key, "localhost", expiry, owner).unwrap()
+    }
+
     pub fn base_url(&self) -> String {
         format!("https://localhost:{}", self.https_port)
     }
