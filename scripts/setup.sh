@@ -20,12 +20,17 @@ packages() {
 
   if $want_test; then
     # Chromium for Playwright; openssl for the console tests' certificates; swtpm, the software
-    # TPM the official SDK's TPM client provisions with, and tpm2-tools to drive it directly.
+    # TPM the official SDK's TPM client provisions with, and tpm2-tools to drive it directly;
+    # the deployment guide's tools (sqlite3 and pg_dump backups, systemd-analyze, HAProxy).
     missing=""
     command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
     command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
     command -v swtpm >/dev/null 2>&1 || missing="$missing swtpm"
     command -v tpm2_activatecredential >/dev/null 2>&1 || missing="$missing tpm2-tools"
+    command -v sqlite3 >/dev/null 2>&1 || missing="$missing sqlite3"
+    command -v pg_dump >/dev/null 2>&1 || missing="$missing postgresql-client"
+    command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+    command -v haproxy >/dev/null 2>&1 || missing="$missing haproxy"
     if [ -n "$missing" ]; then
       log "installing Debian's$missing"
       apt-get update -qq

@@ -64,6 +64,10 @@ pub struct Limits {
     pub handshake_timeout_secs: u64,
     /// Seconds in-flight requests get to finish after a shutdown signal.
     pub shutdown_grace_secs: u64,
+    /// Seconds between a shutdown signal and the listeners closing, while `/readyz` already
+    /// fails and everything is still served: a load balancer's health checks take the instance
+    /// out of rotation before it refuses anyone (set it above their interval × fall count).
+    pub drain_secs: u64,
     /// Database connections in the pool.
     pub database_max_connections: u32,
     /// Seconds a custom-allocation webhook has to answer.
@@ -141,6 +145,7 @@ impl Default for Limits {
             max_body_bytes: 96 * 1024,
             handshake_timeout_secs: 10,
             shutdown_grace_secs: 10,
+            drain_secs: 0,
             database_max_connections: 16,
             webhook_timeout_secs: 5,
             inline_assignment_ms: 1000,

@@ -77,6 +77,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             admin,
             service_api_calls,
             metrics,
+            draining: CancellationToken::new(),
         },
         tls,
     })
@@ -132,6 +133,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let Prepared { state, tls } = prepared;
     let config = state.config.clone();
+    let drain = Duration::from_secs(config.limits.drain_secs);
+    let shutdown = drain_before_stopping(state.draining.clone(), shutdown, drain);
     let https_tls = tls::server_config(&tls, &[b"h2", b"http/1.1"])?;
     let mqtt_tls = tls::server_config(&tls, &[])?;
     let amqp_tls = tls::server_config(&tls, &[])?;
@@ -246,6 +249,31 @@ pub async fn run(
     state.store.close().await;
     tracing::info!("Onramp stopped");
     Ok(())
+}
+
+/// Once `requested` is cancelled, marks the instance `draining` (`/readyz` fails) and keeps
+/// serving for `drain`, so a load balancer stops sending before anyone is refused; the token
+/// returned, which stops the listeners, is cancelled after that.
+fn drain_before_stopping(
+    draining: CancellationToken,
+    requested: CancellationToken,
+    drain: Duration,
+) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let stopping = stop.clone();
+    tokio::spawn(async move {
+        requested.cancelled().await;
+        draining.cancel();
+        if !drain.is_zero() {
+            tracing::info!(
+                ?drain,
+                "draining: /readyz fails, the listeners stop after the drain"
+            );
+            tokio::time::sleep(drain).await;
+        }
+        stop.cancel();
+    });
+    stopping
 }
 
 fn amqp_limits(config: &Config) -> AmqpLimits {

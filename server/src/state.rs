@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::bootstrap::Instance;
 use crate::config::Config;
 use crate::diagnostics::DiagnosticsBus;
@@ -33,4 +35,6 @@ pub struct AppState {
     pub service_api_calls: Arc<RateLimit>,
     /// What `/metrics` serves; the transports record their part into it.
     pub metrics: Arc<Metrics>,
+    /// Cancelled when a shutdown begins: from then on `/readyz` fails (`limits.drain_secs`).
+    pub draining: CancellationToken,
 }

@@ -37,8 +37,11 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready: the store answers, so requests can be served.
+/// Ready: the store answers and no shutdown has begun, so requests can be served.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    if state.draining.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining");
+    }
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, "ready"),
         Err(e) => {

@@ -8,6 +8,7 @@ mod audit;
 mod bulk;
 mod cli;
 mod console;
+mod deploy;
 mod events;
 mod fuzz_smoke;
 mod hostile;
