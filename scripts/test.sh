@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing and runs every test: formatting and lints, unit tests, the storage suite
 # on SQLite and on the local PostgreSQL, the binary's integration tests, the Playwright browser
-# tests of the console in Debian's Chromium, the README's run command itself, and a short crash-consistency run.
+# tests of the console in Debian's Chromium, the README's run command itself, a short crash-consistency run
+# and a rolling restart behind HAProxy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,3 +50,6 @@ scripts/smoke-run.sh
 
 step "crash consistency (SIGKILL mid-run, SQLite and PostgreSQL, HTTPS and MQTT; short form)"
 scripts/chaos.sh 2000 both
+
+step "rolling restart (3 instances on PostgreSQL behind HAProxy, each drained and restarted under load)"
+scripts/rolling-restart.sh 10000
