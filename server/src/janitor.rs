@@ -1,6 +1,6 @@
 //! Keeps the store bounded: finished registration operations are only needed while their device
 //! polls, console sessions and TPM challenges only until they expire. One sweep runs at start and then every few
-//! minutes; on a shared database any instance's sweep serves all. Registration events are kept a
+//! minutes; on a shared database one instance sweeps per period, for all. Registration events are kept a
 //! week; lifecycle events an hour after every sink has them, and a week at most.
 
 use std::sync::Arc;
@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::{Store, StoreError};
 
-const EVERY: Duration = Duration::from_secs(300);
+pub const EVERY: Duration = Duration::from_secs(300);
+/// How much earlier than `EVERY` an instance's next sweep may come and still be its turn.
+const DRIFT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -50,10 +52,29 @@ pub async fn sweep(
     })
 }
 
+/// Sweeps unless another instance on the same database swept in this period (`EVERY`, less a
+/// little for timers that drift); None when it was another's turn.
+pub async fn sweep_if_due(
+    store: &dyn Store,
+    now: DateTime<Utc>,
+    retention: Duration,
+) -> Result<Option<Swept>, StoreError> {
+    let period = chrono::Duration::from_std(EVERY - DRIFT).expect("a short period");
+    if !store
+        .claim_periodic_run("janitor", now, now - period)
+        .await?
+    {
+        return Ok(None);
+    }
+    sweep(store, now, retention).await.map(Some)
+}
+
 pub async fn run(store: Arc<dyn Store>, retention: Duration, shutdown: CancellationToken) {
     loop {
-        match sweep(store.as_ref(), Utc::now(), retention).await {
-            Ok(swept) if swept != Swept::default() => tracing::debug!(?swept, "janitor swept"),
+        match sweep_if_due(store.as_ref(), Utc::now(), retention).await {
+            Ok(Some(swept)) if swept != Swept::default() => {
+                tracing::debug!(?swept, "janitor swept")
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "janitor sweep failed"),
         }

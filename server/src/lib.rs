@@ -9,6 +9,7 @@ pub mod attestation;
 pub mod bootstrap;
 pub mod bulk;
 pub mod config;
+pub mod coordination;
 pub mod diagnostics;
 pub mod domain;
 #[doc(hidden)]

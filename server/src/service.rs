@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bootstrap;
 use crate::config::Config;
+use crate::coordination::Peers;
 use crate::diagnostics::DiagnosticsBus;
 use crate::domain::admin::Admin;
 use crate::domain::console_users;
@@ -64,7 +65,13 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         metrics.clone(),
     );
     let device_hub = DeviceHub::new(store.clone(), bus.clone());
-    let admin = Admin::new(store.clone(), provisioner.clone(), (&config.limits).into());
+    let peers = Peers::new(store.clone(), &instance.id_scope);
+    let admin = Admin::new(
+        store.clone(),
+        provisioner.clone(),
+        peers.clone(),
+        (&config.limits).into(),
+    );
     let service_api_calls = Arc::new(throttle::service_api_limit(&config.limits));
     Ok(Prepared {
         state: AppState {
@@ -77,6 +84,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             admin,
             service_api_calls,
             metrics,
+            peers,
             draining: CancellationToken::new(),
         },
         tls,
@@ -302,6 +310,13 @@ fn spawn_background_tasks(
         state.store.clone(),
         state.metrics.clone(),
         shutdown.clone(),
+    ));
+    // Like the recorder, the other instances hear of this one's events until the very end.
+    let provisioner = state.provisioner.clone();
+    tokio::spawn(state.peers.clone().run(
+        state.bus.clone(),
+        move || provisioner.invalidate(),
+        recording.clone(),
     ));
     tokio::spawn(crate::diagnostics::recorder::run(
         state.store.clone(),

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bootstrap::Instance;
 use crate::config::Config;
+use crate::coordination::Peers;
 use crate::diagnostics::DiagnosticsBus;
 use crate::domain::admin::Admin;
 use crate::domain::device_hub::DeviceHub;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub service_api_calls: Arc<RateLimit>,
     /// What `/metrics` serves; the transports record their part into it.
     pub metrics: Arc<Metrics>,
+    /// The other instances on the same database (`coordination`).
+    pub peers: Arc<Peers>,
     /// Cancelled when a shutdown begins: from then on `/readyz` fails (`limits.drain_secs`).
     pub draining: CancellationToken,
 }

@@ -54,7 +54,14 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["model", "config"],
     &["proto", "attestation", "test_certs", "metrics"],
-    &["store", "allocation", "hubs", "diagnostics", "tls"],
+    &[
+        "store",
+        "allocation",
+        "hubs",
+        "diagnostics",
+        "tls",
+        "coordination",
+    ],
     &["domain", "bootstrap", "janitor", "sinks"],
     &["state"],
     &["transport", "bulk"],

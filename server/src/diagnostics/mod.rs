@@ -82,18 +82,45 @@ pub fn hint(
 }
 
 /// A broadcast of events. Slow subscribers lose the oldest events (and are told how many) rather
-/// than slowing registrations down.
+/// than slowing registrations down. This instance's own events and those other instances on the
+/// same database sent (`coordination`) travel apart: only the live log wants both, and only the
+/// own ones are recorded and forwarded.
 #[derive(Clone)]
 pub struct DiagnosticsBus {
     sender: broadcast::Sender<Arc<RegistrationEvent>>,
     hub: broadcast::Sender<Arc<HubEvent>>,
+    peers: broadcast::Sender<Arc<RegistrationEvent>>,
+    peers_hub: broadcast::Sender<Arc<HubEvent>>,
 }
 
 impl DiagnosticsBus {
     pub fn new(capacity: usize) -> DiagnosticsBus {
-        let (sender, _) = broadcast::channel(capacity);
-        let (hub, _) = broadcast::channel(capacity);
-        DiagnosticsBus { sender, hub }
+        DiagnosticsBus {
+            sender: broadcast::channel(capacity).0,
+            hub: broadcast::channel(capacity).0,
+            peers: broadcast::channel(capacity).0,
+            peers_hub: broadcast::channel(capacity).0,
+        }
+    }
+
+    /// Publishes an event another instance had.
+    pub fn emit_from_peer(&self, event: RegistrationEvent) -> usize {
+        self.peers.send(Arc::new(event)).unwrap_or(0)
+    }
+
+    /// Publishes a hub event another instance had.
+    pub fn emit_hub_from_peer(&self, event: HubEvent) -> usize {
+        self.peers_hub.send(Arc::new(event)).unwrap_or(0)
+    }
+
+    /// The events other instances had: registrations, and hub events.
+    pub fn subscribe_peers(
+        &self,
+    ) -> (
+        broadcast::Receiver<Arc<RegistrationEvent>>,
+        broadcast::Receiver<Arc<HubEvent>>,
+    ) {
+        (self.peers.subscribe(), self.peers_hub.subscribe())
     }
 
     /// Publishes a hub event; returns how many subscribers will see it.

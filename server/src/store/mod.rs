@@ -104,6 +104,22 @@ pub trait Store: Send + Sync + 'static {
     /// Closes the pool, waiting for connections in use to be returned.
     async fn close(&self);
 
+    /// Claims this period's run of the periodic job `name`: true (run it) when no instance ran
+    /// it after `due` (the time it last ran must be before then), false when another did.
+    async fn claim_periodic_run(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+        due: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// Sends `payload` to every instance following this database (`coordination`); nothing on
+    /// SQLite, which serves one instance.
+    async fn notify_peers(&self, payload: &str) -> Result<()>;
+    /// What the instances on this database send (`notify_peers`, this one's own included), or
+    /// None where there are no others (SQLite).
+    async fn follow_peers(&self) -> Result<Option<tokio::sync::mpsc::Receiver<String>>>;
+
     /// The group commit's figures, for the metrics (none where nothing is group-committed).
     fn commit_metrics(&self) -> Option<crate::metrics::CommitMetrics> {
         None

@@ -30,6 +30,9 @@ fn discard_if_failed<DB: Database, T>(
 /// The advisory lock key that orders outbox inserts on PostgreSQL ("OUTB" in ASCII).
 const OUTBOX_LOCK: i64 = 0x4f55_5442;
 
+/// The LISTEN/NOTIFY channel instances on one database follow each other on (`coordination`).
+const PEERS_CHANNEL: &str = "onramp_peers";
+
 /// How long `wanted` trusts what it read of the sinks.
 const SINKS_SEEN_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -435,6 +438,30 @@ macro_rules! sql_store {
             async fn close(&self) {
                 self.writer.close().await;
                 self.pool.close().await;
+            }
+
+            async fn claim_periodic_run(&self, name: &str, now: DateTime<Utc>, due: DateTime<Utc>) -> Result<bool> {
+                let claimed = sqlx::query(
+                    "INSERT INTO periodic_jobs (name, last_run_at) VALUES ($1, $2) ON CONFLICT (name) \
+                     DO UPDATE SET last_run_at = excluded.last_run_at WHERE periodic_jobs.last_run_at <= $3",
+                )
+                .bind(name)
+                .bind(now)
+                .bind(due)
+                .execute(&self.writer)
+                .await?;
+                Ok(claimed.rows_affected() == 1)
+            }
+
+            async fn notify_peers(&self, payload: &str) -> Result<()> {
+                if matches!($kind, DatabaseKind::Postgres) {
+                    sqlx::query("SELECT pg_notify($1, $2)").bind(PEERS_CHANNEL).bind(payload).execute(&self.pool).await?;
+                }
+                Ok(())
+            }
+
+            async fn follow_peers(&self) -> Result<Option<tokio::sync::mpsc::Receiver<String>>> {
+                Self::listen_for_peers(&self.pool).await
             }
 
             fn commit_metrics(&self) -> Option<CommitMetrics> {
@@ -1083,3 +1110,48 @@ macro_rules! sql_store {
 
 sql_store!(SqliteStore, Sqlite, DatabaseKind::Sqlite);
 sql_store!(PostgresStore, Postgres, DatabaseKind::Postgres);
+
+impl SqliteStore {
+    /// One instance per SQLite file: no one to follow.
+    async fn listen_for_peers(
+        _: &sqlx::SqlitePool,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<String>>> {
+        Ok(None)
+    }
+}
+
+impl PostgresStore {
+    /// A connection of its own that LISTENs; the listener reconnects by itself after a lost
+    /// connection (what was sent meanwhile is lost: notifications are best effort).
+    async fn listen_for_peers(
+        pool: &sqlx::PgPool,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<String>>> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener.listen(PEERS_CHANNEL).await?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move {
+            loop {
+                let received = tokio::select! {
+                    _ = sender.closed() => return,
+                    received = listener.recv() => received,
+                };
+                match received {
+                    Ok(notification) => {
+                        if sender
+                            .send(notification.payload().to_string())
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "peer notifications interrupted; reconnecting");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(Some(receiver))
+    }
+}

@@ -10,6 +10,7 @@ mod cli;
 mod console;
 mod deploy;
 mod events;
+mod fleet;
 mod fuzz_smoke;
 mod hostile;
 mod metrics;

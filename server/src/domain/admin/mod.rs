@@ -23,6 +23,7 @@ pub use settings::{AllocationSettingsView, HubSettings, KeySlot, RegionRule, par
 pub use sinks::{SinkInput, SinkOverview, target_of as sink_target};
 pub use users::SignIn;
 
+use crate::coordination::Peers;
 use crate::domain::provisioner::Provisioner;
 use crate::domain::sign_in_throttle::{SignInLimits, SignInThrottle};
 use crate::model::{Actor, NewAuditEntry};
@@ -50,6 +51,8 @@ pub struct Admin {
     store: Arc<dyn Store>,
     /// Its caches (groups, hubs, CAs, allocation settings) are dropped after a change.
     provisioner: Arc<Provisioner>,
+    /// The other instances on the same database, told to drop theirs.
+    peers: Arc<Peers>,
     sign_ins: SignInThrottle,
 }
 
@@ -86,11 +89,13 @@ impl Admin {
     pub fn new(
         store: Arc<dyn Store>,
         provisioner: Arc<Provisioner>,
+        peers: Arc<Peers>,
         sign_in_limits: SignInLimits,
     ) -> Arc<Admin> {
         Arc::new(Admin {
             store,
             provisioner,
+            peers,
             sign_ins: SignInThrottle::new(sign_in_limits),
         })
     }
@@ -114,8 +119,10 @@ impl Admin {
         }
     }
 
-    /// Registrations see a change at once: the provisioner forgets what it cached.
+    /// Registrations see a change at once, on every instance: the provisioners forget what they
+    /// cached.
     fn invalidate(&self) {
         self.provisioner.invalidate();
+        self.peers.changed();
     }
 }

@@ -1,6 +1,6 @@
 //! The console's live diagnostics log: registration events and built-in hub events (connections,
 //! refusals, twin changes) from the diagnostics bus, streamed to the browser as server-sent events
-//! while they happen. A browser that falls behind is told how many events it missed instead of
+//! while they happen, this instance's and those of the others on the same database. A browser that falls behind is told how many events it missed instead of
 //! slowing registrations down.
 
 use std::convert::Infallible;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use app::model::LiveEvent;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 
 use std::sync::Arc;
@@ -27,7 +27,16 @@ pub async fn events(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let registrations = forward(state.bus.subscribe(), "registration", live_event);
     let hub = forward(state.bus.subscribe_hub(), "hub", hub_event);
-    let stream = futures::stream::select(registrations, hub);
+    // Other instances on the same database (`coordination`) show in the same log.
+    let (peers, peers_hub) = state.bus.subscribe_peers();
+    let peers = forward(peers, "registration", live_event);
+    let peers_hub = forward(peers_hub, "hub", hub_event);
+    let stream = futures::stream::select_all([
+        registrations.boxed(),
+        hub.boxed(),
+        peers.boxed(),
+        peers_hub.boxed(),
+    ]);
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 

@@ -1,0 +1,206 @@
+//! Instances on one PostgreSQL follow each other through the database (LISTEN/NOTIFY on one
+//! channel, no other infrastructure): a change made through one instance drops every instance's
+//! caches at once, and each instance's registration and hub events reach the live log of every
+//! console. SQLite serves one instance, so there nothing is sent or followed.
+//!
+//! Notifications are best effort, as the live log is: one lost while a listener reconnects costs
+//! a live-log line, or a cache that lives out its short TTL (`provisioner::SNAPSHOT_TTL`).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::diagnostics::{DiagnosticsBus, HubEvent, RegistrationEvent};
+use crate::store::Store;
+
+/// PostgreSQL limits a payload to 8,000 bytes; a batch of events stays below this.
+const MAX_PAYLOAD: usize = 7_000;
+
+/// What one instance tells the others. Instances of other deployments on the same database
+/// server (another schema) share the channel, so every message names its ID scope.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Message {
+    scope: String,
+    from: String,
+    #[serde(flatten)]
+    signal: Signal,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "signal")]
+enum Signal {
+    /// Enrollments, groups, hubs, CAs or settings changed: drop what is cached.
+    Changed,
+    Events {
+        #[serde(default)]
+        registrations: Vec<RegistrationEvent>,
+        #[serde(default)]
+        hub: Vec<HubEvent>,
+    },
+}
+
+/// This instance's end of the channel.
+pub struct Peers {
+    store: Arc<dyn Store>,
+    scope: String,
+    /// Random per process: an instance ignores what it sent itself.
+    me: String,
+}
+
+impl Peers {
+    pub fn new(store: Arc<dyn Store>, scope: &str) -> Arc<Peers> {
+        Arc::new(Peers {
+            store,
+            scope: scope.to_string(),
+            me: uuid::Uuid::new_v4().simple().to_string(),
+        })
+    }
+
+    /// Tells the other instances that what they cache changed (after this instance's change).
+    pub fn changed(self: &Arc<Self>) {
+        let peers = self.clone();
+        tokio::spawn(async move { peers.send(Signal::Changed).await });
+    }
+
+    async fn send(&self, signal: Signal) {
+        let message = Message {
+            scope: self.scope.clone(),
+            from: self.me.clone(),
+            signal,
+        };
+        let payload = serde_json::to_string(&message).expect("messages serialize");
+        if let Err(e) = self.store.notify_peers(&payload).await {
+            tracing::debug!(error = %e, "could not notify the other instances");
+        }
+    }
+
+    /// Runs until `shutdown`: forwards this instance's events to the others (in batches, so a
+    /// busy instance sends a notification per batch, not per registration) and applies what the
+    /// others send: their events onto `bus`, their changes by calling `changed` (which drops this
+    /// instance's caches). Returns at once where the store has no peers (SQLite).
+    pub async fn run(
+        self: Arc<Self>,
+        bus: DiagnosticsBus,
+        changed: impl Fn() + Send,
+        shutdown: CancellationToken,
+    ) {
+        let incoming = match self.store.follow_peers().await {
+            Ok(Some(incoming)) => incoming,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "not following the other instances");
+                return;
+            }
+        };
+        let forward = self.clone().forward(bus.clone(), shutdown.clone());
+        let apply = self.apply(incoming, bus, changed, shutdown);
+        tokio::join!(forward, apply);
+    }
+
+    async fn forward(self: Arc<Self>, bus: DiagnosticsBus, shutdown: CancellationToken) {
+        let (mut registrations, mut hub) = (bus.subscribe(), bus.subscribe_hub());
+        loop {
+            let mut batch = Batch::default();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                event = registrations.recv() => batch.add_registration(event.ok()),
+                event = hub.recv() => batch.add_hub(event.ok()),
+            }
+            // Whatever queued meanwhile goes in the same notification.
+            while batch.has_room() {
+                let (registration, hub_event) =
+                    (registrations.try_recv().ok(), hub.try_recv().ok());
+                if registration.is_none() && hub_event.is_none() {
+                    break;
+                }
+                batch.add_registration(registration);
+                batch.add_hub(hub_event);
+            }
+            if !batch.is_empty() {
+                self.send(batch.into_signal()).await;
+            }
+        }
+    }
+
+    async fn apply(
+        &self,
+        mut incoming: tokio::sync::mpsc::Receiver<String>,
+        bus: DiagnosticsBus,
+        changed: impl Fn(),
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let payload = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                payload = incoming.recv() => match payload {
+                    Some(payload) => payload,
+                    None => return,
+                },
+            };
+            let Ok(message) = serde_json::from_str::<Message>(&payload) else {
+                tracing::debug!("ignored a malformed notification from another instance");
+                continue;
+            };
+            if message.scope != self.scope || message.from == self.me {
+                continue;
+            }
+            match message.signal {
+                Signal::Changed => changed(),
+                Signal::Events { registrations, hub } => {
+                    for event in registrations {
+                        bus.emit_from_peer(event);
+                    }
+                    for event in hub {
+                        bus.emit_hub_from_peer(event);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Events on their way to the other instances, kept under `MAX_PAYLOAD`.
+#[derive(Default)]
+struct Batch {
+    registrations: Vec<RegistrationEvent>,
+    hub: Vec<HubEvent>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn add_registration(&mut self, event: Option<Arc<RegistrationEvent>>) {
+        if let Some(event) = event {
+            self.bytes += estimate(&*event);
+            self.registrations.push((*event).clone());
+        }
+    }
+
+    fn add_hub(&mut self, event: Option<Arc<HubEvent>>) {
+        if let Some(event) = event {
+            self.bytes += estimate(&*event);
+            self.hub.push((*event).clone());
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        // Room for one more of the largest events (an error message is at most a few hundred bytes).
+        self.bytes + 1_000 < MAX_PAYLOAD
+    }
+
+    fn is_empty(&self) -> bool {
+        self.registrations.is_empty() && self.hub.is_empty()
+    }
+
+    fn into_signal(self) -> Signal {
+        Signal::Events {
+            registrations: self.registrations,
+            hub: self.hub,
+        }
+    }
+}
+
+fn estimate<T: Serialize>(event: &T) -> usize {
+    serde_json::to_vec(event).map_or(MAX_PAYLOAD, |json| json.len())
+}
