@@ -47,6 +47,8 @@ pub struct Peers {
     scope: String,
     /// Random per process: an instance ignores what it sent itself.
     me: String,
+    /// True once this instance listens (what others send from then on reaches it).
+    following: tokio::sync::watch::Sender<bool>,
 }
 
 impl Peers {
@@ -55,7 +57,14 @@ impl Peers {
             store,
             scope: scope.to_string(),
             me: uuid::Uuid::new_v4().simple().to_string(),
+            following: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Returns once this instance follows the others (never on SQLite, which has none).
+    pub async fn following(&self) {
+        let mut following = self.following.subscribe();
+        let _ = following.wait_for(|listening| *listening).await;
     }
 
     /// Tells the other instances that what they cache changed (after this instance's change).
@@ -87,7 +96,10 @@ impl Peers {
         shutdown: CancellationToken,
     ) {
         let incoming = match self.store.follow_peers().await {
-            Ok(Some(incoming)) => incoming,
+            Ok(Some(incoming)) => {
+                self.following.send_replace(true);
+                incoming
+            }
             Ok(None) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "not following the other instances");

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 
 use crate::support::HUB;
 use crate::support::db;
-use crate::support::instance::{Backend, Instance, enroll, random_key, symmetric_spec};
+use crate::support::instance::{
+    Backend, Instance, enroll, random_key, symmetric_document, symmetric_spec,
+};
 use crate::support::process::{onramp_bin, run};
 
 fn deploy_file(name: &str) -> PathBuf {
@@ -225,10 +227,7 @@ async fn provision_after_restore(original: &Instance, restored: &Instance, devic
     assert_assigned(status, &body, "deviceDataMigrated");
 
     let (id, key) = ("after-restore-1", random_key());
-    let document = json!({
-        "registrationId": id,
-        "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": key, "secondaryKey": random_key()}},
-    });
+    let document = symmetric_document(id, &key);
     let (status, _, created) = restored
         .service_call("PUT", &format!("enrollments/{id}"), Some(document))
         .await;

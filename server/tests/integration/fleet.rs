@@ -10,17 +10,14 @@ use onramp::janitor;
 use serde_json::{Value, json};
 
 use crate::support::instance::{
-    Backend, Instance, enroll, enroll_group, random_key, symmetric_spec,
+    Backend, Instance, enroll, enroll_group, random_key, symmetric_document, symmetric_spec,
 };
 
 #[tokio::test]
 async fn a_registration_on_one_instance_shows_in_the_others_live_log() {
-    let Some(first) = Instance::start(Backend::Postgres).await else {
+    let Some((first, second)) = two_instances_on_postgres().await else {
         return;
     };
-    let second = first.sibling().await;
-    // The second's listener connects in the background: give it a moment.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let (mut peers, _) = second.state.bus.subscribe_peers();
     let (mut own, _) = first.state.bus.subscribe_peers();
 
@@ -50,11 +47,9 @@ async fn a_registration_on_one_instance_shows_in_the_others_live_log() {
 
 #[tokio::test]
 async fn a_change_through_one_instance_is_enforced_by_the_other_at_once() {
-    let Some(first) = Instance::start(Backend::Postgres).await else {
+    let Some((first, second)) = two_instances_on_postgres().await else {
         return;
     };
-    let second = first.sibling().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     // A group the first instance has cached (groups are cached for `SNAPSHOT_TTL`, 2 s)...
     let group_key = random_key();
@@ -85,10 +80,7 @@ async fn a_change_through_one_instance_is_enforced_by_the_other_at_once() {
 
     // An individual enrollment disabled through the second is refused by the first as well.
     let (id, key) = ("fleet-single", random_key());
-    let document = json!({
-        "registrationId": id,
-        "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": key, "secondaryKey": random_key()}},
-    });
+    let document = symmetric_document(id, &key);
     let path = format!("enrollments/{id}");
     let (status, _, created) = second.service_call("PUT", &path, Some(document)).await;
     assert_eq!(status, 200, "{created}");
@@ -102,6 +94,20 @@ async fn a_change_through_one_instance_is_enforced_by_the_other_at_once() {
     assert_disabled(status, &body);
     second.finish().await;
     first.finish().await;
+}
+
+/// Two instances on one fresh PostgreSQL schema, each following the other; None when
+/// PostgreSQL was deliberately skipped.
+async fn two_instances_on_postgres() -> Option<(Instance, Instance)> {
+    let first = Instance::start(Backend::Postgres).await?;
+    let second = first.sibling().await;
+    for instance in [&first, &second] {
+        let following = instance.state.peers.following();
+        tokio::time::timeout(Duration::from_secs(10), following)
+            .await
+            .expect("an instance did not start following the other");
+    }
+    Some((first, second))
 }
 
 fn assert_disabled(status: u16, body: &Value) {

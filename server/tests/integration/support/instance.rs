@@ -328,6 +328,14 @@ pub fn random_key() -> String {
         .encode((0..64).map(|_| rand::random::<u8>()).collect::<Vec<u8>>())
 }
 
+/// A symmetric-key individual enrollment as the service API takes it.
+pub fn symmetric_document(registration_id: &str, primary: &str) -> Value {
+    json!({
+        "registrationId": registration_id,
+        "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": primary, "secondaryKey": random_key()}},
+    })
+}
+
 pub fn symmetric_spec(primary: &str, secondary: &str) -> EnrollmentSpec {
     EnrollmentSpec {
         attestation: Attestation::SymmetricKey {
