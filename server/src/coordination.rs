@@ -1,17 +1,21 @@
 //! Instances on one PostgreSQL follow each other through the database (LISTEN/NOTIFY on one
 //! channel, no other infrastructure): a change made through one instance drops every instance's
-//! caches at once, and each instance's registration and hub events reach the live log of every
-//! console. SQLite serves one instance, so there nothing is sent or followed.
+//! caches at once; each instance's registration and hub events reach the live log of every
+//! console; a built-in hub device connecting through one instance closes its older session on
+//! another, and a desired-properties patch reaches the device wherever it is connected. SQLite
+//! serves one instance, so there nothing is sent or followed.
 //!
 //! Notifications are best effort, as the live log is: one lost while a listener reconnects costs
 //! a live-log line, or a cache that lives out its short TTL (`provisioner::SNAPSHOT_TTL`).
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::diagnostics::{DiagnosticsBus, HubEvent, RegistrationEvent};
+use crate::diagnostics::{DiagnosticsBus, HubActivity, HubEvent, RegistrationEvent};
 use crate::store::Store;
 
 /// PostgreSQL limits a payload to 8,000 bytes; a batch of events stays below this.
@@ -39,6 +43,24 @@ enum Signal {
         #[serde(default)]
         hub: Vec<HubEvent>,
     },
+    /// A desired-properties patch the sender had no session of the device to deliver to.
+    #[serde(rename_all = "camelCase")]
+    Desired {
+        hub: String,
+        device_id: String,
+        version: i64,
+        patch: Map<String, Value>,
+    },
+}
+
+/// What an instance does with what the others send.
+pub trait Follower: Send + Sync {
+    /// Enrollments, groups, hubs, CAs or settings changed through another instance.
+    fn changed(&self);
+    /// A device connected to a built-in hub through another instance at `at`.
+    fn connected_elsewhere(&self, hub: &str, device_id: &str, at: DateTime<Utc>);
+    /// A desired-properties patch made through another instance, which could not deliver it.
+    fn desired_patched(&self, hub: &str, device_id: &str, version: i64, patch: &Map<String, Value>);
 }
 
 /// This instance's end of the channel.
@@ -73,6 +95,28 @@ impl Peers {
         tokio::spawn(async move { peers.send(Signal::Changed).await });
     }
 
+    /// Offers a desired-properties patch this instance could not deliver to the other instances,
+    /// in case the device is connected to one of them.
+    pub fn desired_patched(
+        self: &Arc<Self>,
+        hub: &str,
+        device_id: &str,
+        version: i64,
+        patch: &Map<String, Value>,
+    ) {
+        if !self.store.has_peers() {
+            return;
+        }
+        let peers = self.clone();
+        let signal = Signal::Desired {
+            hub: hub.to_string(),
+            device_id: device_id.to_string(),
+            version,
+            patch: patch.clone(),
+        };
+        tokio::spawn(async move { peers.send(signal).await });
+    }
+
     async fn send(&self, signal: Signal) {
         let message = Message {
             scope: self.scope.clone(),
@@ -87,12 +131,12 @@ impl Peers {
 
     /// Runs until `shutdown`: forwards this instance's events to the others (in batches, so a
     /// busy instance sends a notification per batch, not per registration) and applies what the
-    /// others send: their events onto `bus`, their changes by calling `changed` (which drops this
-    /// instance's caches). Returns at once where the store has no peers (SQLite).
+    /// others send: their events onto `bus`, the rest through `follower`. Returns at once where
+    /// the store has no peers (SQLite).
     pub async fn run(
         self: Arc<Self>,
         bus: DiagnosticsBus,
-        changed: impl Fn() + Send,
+        follower: Arc<dyn Follower>,
         shutdown: CancellationToken,
     ) {
         let incoming = match self.store.follow_peers().await {
@@ -107,7 +151,7 @@ impl Peers {
             }
         };
         let forward = self.clone().forward(bus.clone(), shutdown.clone());
-        let apply = self.apply(incoming, bus, changed, shutdown);
+        let apply = self.apply(incoming, bus, follower, shutdown);
         tokio::join!(forward, apply);
     }
 
@@ -140,7 +184,7 @@ impl Peers {
         &self,
         mut incoming: tokio::sync::mpsc::Receiver<String>,
         bus: DiagnosticsBus,
-        changed: impl Fn(),
+        follower: Arc<dyn Follower>,
         shutdown: CancellationToken,
     ) {
         loop {
@@ -159,15 +203,24 @@ impl Peers {
                 continue;
             }
             match message.signal {
-                Signal::Changed => changed(),
+                Signal::Changed => follower.changed(),
                 Signal::Events { registrations, hub } => {
                     for event in registrations {
                         bus.emit_from_peer(event);
                     }
                     for event in hub {
+                        if event.activity == HubActivity::Connected {
+                            follower.connected_elsewhere(&event.hub, &event.device_id, event.at);
+                        }
                         bus.emit_hub_from_peer(event);
                     }
                 }
+                Signal::Desired {
+                    hub,
+                    device_id,
+                    version,
+                    patch,
+                } => follower.desired_patched(&hub, &device_id, version, &patch),
             }
         }
     }

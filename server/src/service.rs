@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bootstrap;
 use crate::config::Config;
-use crate::coordination::Peers;
+use crate::coordination::{Follower, Peers};
 use crate::diagnostics::DiagnosticsBus;
 use crate::domain::admin::Admin;
 use crate::domain::console_users;
@@ -64,8 +64,8 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         &config.limits,
         metrics.clone(),
     );
-    let device_hub = DeviceHub::new(store.clone(), bus.clone());
     let peers = Peers::new(store.clone(), &instance.id_scope);
+    let device_hub = DeviceHub::new(store.clone(), bus.clone(), peers.clone());
     let admin = Admin::new(
         store.clone(),
         provisioner.clone(),
@@ -312,17 +312,48 @@ fn spawn_background_tasks(
         shutdown.clone(),
     ));
     // Like the recorder, the other instances hear of this one's events until the very end.
-    let provisioner = state.provisioner.clone();
-    tokio::spawn(state.peers.clone().run(
-        state.bus.clone(),
-        move || provisioner.invalidate(),
-        recording.clone(),
-    ));
+    let follower = Arc::new(FollowPeers {
+        provisioner: state.provisioner.clone(),
+        device_hub: state.device_hub.clone(),
+    });
+    tokio::spawn(
+        state
+            .peers
+            .clone()
+            .run(state.bus.clone(), follower, recording.clone()),
+    );
     tokio::spawn(crate::diagnostics::recorder::run(
         state.store.clone(),
         state.bus.clone(),
         recording.clone(),
     ))
+}
+
+/// What the other instances on the database tell this one, applied to its services.
+struct FollowPeers {
+    provisioner: Arc<Provisioner>,
+    device_hub: Arc<DeviceHub>,
+}
+
+impl Follower for FollowPeers {
+    fn changed(&self) {
+        self.provisioner.invalidate();
+    }
+
+    fn connected_elsewhere(&self, hub: &str, device_id: &str, at: chrono::DateTime<chrono::Utc>) {
+        self.device_hub.replace_if_older(hub, device_id, at);
+    }
+
+    fn desired_patched(
+        &self,
+        hub: &str,
+        device_id: &str,
+        version: i64,
+        patch: &serde_json::Map<String, serde_json::Value>,
+    ) {
+        self.device_hub
+            .deliver_desired(hub, device_id, version, patch);
+    }
 }
 
 /// Devices reach a built-in hub by its name: say so at start when this machine cannot resolve one

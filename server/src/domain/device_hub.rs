@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::ca;
 use crate::attestation::sas;
 use crate::attestation::x509::{self, PresentedChain, X509Error};
+use crate::coordination::Peers;
 use crate::diagnostics::{DiagnosticsBus, HubActivity, HubEvent};
 use crate::model::{DeviceAuth, HubDevice, IfMatch, decode_key, key_of};
 use crate::store::{Store, StoreError};
@@ -103,6 +104,9 @@ impl Drop for Attachment {
 
 struct Connected {
     session: u64,
+    /// When it attached: a connection of the same device through another instance after this
+    /// replaces it (`replace_if_older`).
+    since: DateTime<Utc>,
     pushes: mpsc::Sender<Push>,
 }
 
@@ -137,6 +141,8 @@ pub struct IdentitySettings {
 pub struct DeviceHub {
     store: Arc<dyn Store>,
     bus: DiagnosticsBus,
+    /// The other instances, offered the desired patches no session here could take.
+    peers: Arc<Peers>,
     connected: Mutex<HashMap<(String, String), Connected>>,
     sessions: AtomicU64,
     /// Recent telemetry per device, in memory only: a window for operators, not a message store.
@@ -144,10 +150,11 @@ pub struct DeviceHub {
 }
 
 impl DeviceHub {
-    pub fn new(store: Arc<dyn Store>, bus: DiagnosticsBus) -> Arc<Self> {
+    pub fn new(store: Arc<dyn Store>, bus: DiagnosticsBus, peers: Arc<Peers>) -> Arc<Self> {
         Arc::new(DeviceHub {
             store,
             bus,
+            peers,
             connected: Mutex::new(HashMap::new()),
             sessions: AtomicU64::new(0),
             recent: Mutex::new(HashMap::new()),
@@ -164,6 +171,7 @@ impl DeviceHub {
             key.clone(),
             Connected {
                 session,
+                since: Utc::now(),
                 pushes: sender,
             },
         );
@@ -179,6 +187,54 @@ impl DeviceHub {
             session,
             hub: self.clone(),
         }
+    }
+
+    /// The device connected through another instance at `at`: a session of it here that is
+    /// older is told to close, as a second connection here would.
+    pub fn replace_if_older(&self, hub: &str, device_id: &str, at: DateTime<Utc>) {
+        let key = (key_of(hub), device_id.to_string());
+        let mut connected = self.connected.lock().unwrap();
+        if !connected.get(&key).is_some_and(|c| c.since < at) {
+            return;
+        }
+        let previous = connected.remove(&key).expect("just seen");
+        drop(connected);
+        let _ = previous.pushes.try_send(Push::Replaced);
+        self.emit(hub, device_id, HubActivity::Replaced);
+    }
+
+    /// A desired patch made through another instance: delivered if the device is connected here.
+    pub fn deliver_desired(
+        &self,
+        hub: &str,
+        device_id: &str,
+        version: i64,
+        patch: &Map<String, Value>,
+    ) {
+        let push = Push::Desired {
+            version,
+            patch: patch.clone(),
+        };
+        if self.try_push(hub, device_id, push) {
+            self.emit(
+                hub,
+                device_id,
+                HubActivity::DesiredPatched {
+                    version,
+                    delivered: true,
+                },
+            );
+        }
+    }
+
+    /// Queues `push` for the device's session here; false when it has none or its queue is full.
+    fn try_push(&self, hub: &str, device_id: &str, push: Push) -> bool {
+        let key = (key_of(hub), device_id.to_string());
+        self.connected
+            .lock()
+            .unwrap()
+            .get(&key)
+            .is_some_and(|connected| connected.pushes.try_send(push).is_ok())
     }
 
     fn emit(&self, hub: &str, device_id: &str, activity: HubActivity) {
@@ -279,18 +335,16 @@ impl DeviceHub {
     }
 
     fn push(&self, hub: &str, device_id: &str, version: i64, desired: &Map<String, Value>) {
-        let key = (key_of(hub), device_id.to_string());
         let push = Push::Desired {
             version,
             patch: desired.clone(),
         };
-        // Not delivered (not connected, or its queue is full): it reads the twin on reconnect.
-        let delivered = self
-            .connected
-            .lock()
-            .unwrap()
-            .get(&key)
-            .is_some_and(|connected| connected.pushes.try_send(push).is_ok());
+        // Not delivered here (not connected, or its queue is full): the device may be connected
+        // through another instance; otherwise it reads the twin on reconnect.
+        let delivered = self.try_push(hub, device_id, push);
+        if !delivered {
+            self.peers.desired_patched(hub, device_id, version, desired);
+        }
         self.emit(
             hub,
             device_id,
@@ -508,7 +562,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("onramp.db").display());
         let store = crate::store::open(&url, 1).await.unwrap();
-        let hub = DeviceHub::new(store, DiagnosticsBus::default());
+        let peers = Peers::new(store.clone(), "0ne00000000");
+        let hub = DeviceHub::new(store, DiagnosticsBus::default(), peers);
         for i in 0..(RECENT_MESSAGES + 3) {
             hub.record_telemetry("Hub", "d", "", format!("m{i}").as_bytes());
         }
@@ -553,7 +608,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("onramp.db").display());
         let store = crate::store::open(&url, 1).await.unwrap();
-        let hub = DeviceHub::new(store.clone(), DiagnosticsBus::default());
+        let peers = Peers::new(store.clone(), "0ne00000000");
+        let hub = DeviceHub::new(store.clone(), DiagnosticsBus::default(), peers);
         let chain = |der: &rustls::pki_types::CertificateDer<'static>| {
             PresentedChain(vec![der.clone()].into())
         };

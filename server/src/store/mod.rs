@@ -113,6 +113,11 @@ pub trait Store: Send + Sync + 'static {
         due: DateTime<Utc>,
     ) -> Result<bool>;
 
+    /// Whether other instances may share this database (PostgreSQL), so `notify_peers` is worth it.
+    fn has_peers(&self) -> bool {
+        self.kind() == DatabaseKind::Postgres
+    }
+
     /// Sends `payload` to every instance following this database (`coordination`); nothing on
     /// SQLite, which serves one instance.
     async fn notify_peers(&self, payload: &str) -> Result<()>;

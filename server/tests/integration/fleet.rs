@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use onramp::attestation::sas;
+use onramp::domain::device_hub::{Attachment, Push};
 use onramp::janitor;
+use onramp::model::IfMatch;
 use serde_json::{Value, json};
 
+use crate::support::HUB;
 use crate::support::instance::{
     Backend, Instance, enroll, enroll_group, random_key, symmetric_document, symmetric_spec,
 };
@@ -35,7 +38,7 @@ async fn a_registration_on_one_instance_shows_in_the_others_live_log() {
         .expect("the other instance's live log did not get the event within a second")
         .unwrap();
     assert_eq!(seen.registration_id, id);
-    assert_eq!(seen.hub.as_deref(), Some(crate::support::HUB));
+    assert_eq!(seen.hub.as_deref(), Some(HUB));
     // An instance does not hear its own events back as another's.
     assert!(
         own.try_recv().is_err(),
@@ -94,6 +97,48 @@ async fn a_change_through_one_instance_is_enforced_by_the_other_at_once() {
     assert_disabled(status, &body);
     second.finish().await;
     first.finish().await;
+}
+
+/// A built-in hub device connected through one instance gets the desired patches made through
+/// the other, and connecting through the other closes its first session.
+#[tokio::test]
+async fn a_hub_device_is_reached_and_replaced_across_instances() {
+    let Some((first, second)) = two_instances_on_postgres().await else {
+        return;
+    };
+    let (id, key) = ("fleet-hub-1", random_key());
+    enroll(first.store(), id, None, symmetric_spec(&key, &random_key())).await;
+    let (_, _, body) = first.register(id, &key, json!({})).await;
+    assert_eq!(body["status"], "assigned", "{body}");
+    let device = body["registrationState"]["deviceId"].as_str().unwrap();
+    let mut on_second = second.state.device_hub.attach(HUB, device);
+    let patch = json!({"mode": "eco"}).as_object().unwrap().clone();
+    let saved = first
+        .state
+        .device_hub
+        .patch_twin(HUB, device, None, Some(&patch), IfMatch::Any)
+        .await
+        .unwrap();
+    let version = saved.desired.version;
+    assert_eq!(
+        next_push(&mut on_second).await,
+        Push::Desired { version, patch }
+    );
+
+    let on_first = first.state.device_hub.attach(HUB, device);
+    assert_eq!(next_push(&mut on_second).await, Push::Replaced);
+    assert!(!second.state.device_hub.is_connected(HUB, device));
+    assert!(first.state.device_hub.is_connected(HUB, device));
+    drop((on_first, on_second));
+    second.finish().await;
+    first.finish().await;
+}
+
+async fn next_push(attachment: &mut Attachment) -> Push {
+    tokio::time::timeout(Duration::from_secs(1), attachment.pushes.recv())
+        .await
+        .expect("nothing reached the session on the other instance within a second")
+        .unwrap()
 }
 
 /// Two instances on one fresh PostgreSQL schema, each following the other; None when
