@@ -194,7 +194,7 @@ impl DeviceHub {
     pub fn replace_if_older(&self, hub: &str, device_id: &str, at: DateTime<Utc>) {
         let key = (key_of(hub), device_id.to_string());
         let mut connected = self.connected.lock().unwrap();
-        if !connected.get(&key).is_some_and(|c| c.since < at) {
+        if connected.get(&key).is_none_or(|c| c.since >= at) {
             return;
         }
         let previous = connected.remove(&key).expect("just seen");
