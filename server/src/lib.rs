@@ -18,6 +18,7 @@ pub mod hubs;
 pub mod janitor;
 pub mod metrics;
 pub mod model;
+pub mod pki;
 pub mod proto;
 pub mod service;
 pub mod sinks;

@@ -53,7 +53,7 @@ use std::path::{Path, PathBuf};
 /// Every top-level module must appear here.
 const LAYERS: &[&[&str]] = &[
     &["model", "config"],
-    &["proto", "attestation", "test_certs", "metrics"],
+    &["proto", "attestation", "pki", "test_certs", "metrics"],
     &[
         "store",
         "allocation",

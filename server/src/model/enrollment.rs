@@ -159,6 +159,10 @@ pub struct EnrollmentSpec {
     pub iot_hubs: Vec<String>,
     #[serde(default)]
     pub custom_allocation: Option<CustomAllocationDefinition>,
+    /// The `CredentialPolicy` that signs the CSRs of this enrollment's devices; None: a CSR is
+    /// refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_policy_name: Option<String>,
 }
 
 impl EnrollmentSpec {
@@ -173,6 +177,7 @@ impl EnrollmentSpec {
             allocation_policy: None,
             iot_hubs: vec![],
             custom_allocation: None,
+            credential_policy_name: None,
         }
     }
 

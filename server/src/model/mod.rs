@@ -1,9 +1,10 @@
 //! Plain data: enrollments, groups, linked hubs, registration records and operations, access
-//! policies, CA certificates, test-mode faults, built-in hub identities, console users, the audit
-//! trail, the diagnostics events, and the lifecycle events with their sinks. No I/O and nothing
-//! from the rest of the crate: every layer above shares these types (docs/ARCHITECTURE.md,
-//! "Layers").
+//! policies, CA certificates, credential policies and issued certificates, test-mode faults,
+//! built-in hub identities, console users, the audit trail, the diagnostics events, and the
+//! lifecycle events with their sinks. No I/O and nothing from the rest of the crate: every layer
+//! above shares these types (docs/ARCHITECTURE.md, "Layers").
 
+pub mod credentials;
 pub mod enrollment;
 pub mod event;
 pub mod fault;
@@ -13,6 +14,7 @@ pub mod lifecycle;
 pub mod registration;
 pub mod security;
 
+pub use credentials::*;
 pub use enrollment::*;
 pub use event::*;
 pub use fault::*;

@@ -101,6 +101,7 @@ fn spec_fields(
             "webhookUrl": c.webhook_url,
             "apiVersion": c.api_version,
         })),
+        "credentialPolicyName": spec.credential_policy_name,
     });
     match fields {
         Value::Object(map) => map,
@@ -246,6 +247,7 @@ pub fn parse_enrollment(body: &Value, id_field: &str) -> Result<EnrollmentInput,
             allocation_policy,
             iot_hubs,
             custom_allocation,
+            credential_policy_name: text("credentialPolicyName")?,
         },
         optional_device_information: object
             .get("optionalDeviceInformation")
