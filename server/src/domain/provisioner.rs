@@ -1237,7 +1237,7 @@ impl Provisioner {
             .collect();
         let commit = self
             .store
-            .finish_registration(identity, record, operation, &events);
+            .finish_registration(identity, record, operation, None, &events);
         self.timed(protocol, Step::Commit, commit).await?;
         if let Some((old_hub, old_device)) = replaced {
             // The device is assigned elsewhere now; a leftover old identity cannot be used by it

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
-use super::rows::{HubDeviceRow, OperationRow, RegistrationRow, Row};
+use super::rows::{HubDeviceRow, IssuedRow, OperationRow, RegistrationRow, Row};
 use super::{Result, StoreError};
 use crate::model::LifecycleEvent;
 
@@ -25,6 +25,7 @@ pub(super) enum HotRow {
     HubDevice(HubDeviceRow),
     Registration(RegistrationRow),
     Operation(OperationRow),
+    Issued(IssuedRow),
 }
 
 /// Rows that must land in the same transaction, and the caller waiting for their `created_at`s.
@@ -59,6 +60,7 @@ enum Table {
     HubDevices,
     Registrations,
     Operations,
+    Issued,
 }
 
 /// One table's rows of a batch, each key once.
@@ -95,6 +97,7 @@ pub(super) struct Batch {
     pub hub_devices: TableRows<HubDeviceRow>,
     pub registrations: TableRows<RegistrationRow>,
     pub operations: TableRows<OperationRow>,
+    pub issued: TableRows<IssuedRow>,
     pub events: Vec<LifecycleEvent>,
     slots: Vec<Vec<(Table, String)>>,
 }
@@ -105,6 +108,7 @@ impl Batch {
             hub_devices: TableRows::new(),
             registrations: TableRows::new(),
             operations: TableRows::new(),
+            issued: TableRows::new(),
             events: Vec::new(),
             slots: Vec::with_capacity(jobs.len()),
         };
@@ -117,6 +121,7 @@ impl Batch {
                     HotRow::HubDevice(r) => (Table::HubDevices, batch.hub_devices.add(r)),
                     HotRow::Registration(r) => (Table::Registrations, batch.registrations.add(r)),
                     HotRow::Operation(r) => (Table::Operations, batch.operations.add(r)),
+                    HotRow::Issued(r) => (Table::Issued, batch.issued.add(r)),
                 })
                 .collect();
             batch.slots.push(slots);
@@ -146,6 +151,7 @@ pub(super) struct Created {
     pub hub_devices: HashMap<String, DateTime<Utc>>,
     pub registrations: HashMap<String, DateTime<Utc>>,
     pub operations: HashMap<String, DateTime<Utc>>,
+    pub issued: HashMap<String, DateTime<Utc>>,
 }
 
 impl Created {
@@ -154,6 +160,7 @@ impl Created {
             Table::HubDevices => &self.hub_devices,
             Table::Registrations => &self.registrations,
             Table::Operations => &self.operations,
+            Table::Issued => &self.issued,
         }
     }
 }

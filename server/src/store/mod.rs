@@ -214,13 +214,15 @@ pub trait Store: Send + Sync + 'static {
     async fn get_operation(&self, operation_id: &str) -> Result<Option<RegistrationOperation>>;
     async fn put_operation(&self, operation: RegistrationOperation) -> Result<()>;
     /// Stores a finished registration in one transaction: the built-in hub identity it created
-    /// (if any), its record and its operation. All are written as given (the operation's result
-    /// quotes the record's etag and times); returns the record with its stored `created`.
+    /// (if any), its record, its operation and the certificate it issued (if any). All are
+    /// written as given (the operation's result quotes the record's etag and times); returns the
+    /// record with its stored `created`.
     async fn finish_registration(
         &self,
         identity: Option<HubDevice>,
         record: RegistrationRecord,
         operation: RegistrationOperation,
+        issued: Option<IssuedCertificate>,
         events: &[LifecycleEvent],
     ) -> Result<RegistrationRecord>;
     /// Stores the operation unless one with its ID exists (a finished one must not be overwritten
@@ -243,6 +245,42 @@ pub trait Store: Send + Sync + 'static {
         events: &[LifecycleEvent],
     ) -> Result<CaCertificate>;
     async fn delete_ca_certificate(&self, name: &str, cond: IfMatch) -> Result<()>;
+
+    async fn list_credential_policies(&self) -> Result<Vec<CredentialPolicy>>;
+    async fn get_credential_policy(&self, name: &str) -> Result<Option<CredentialPolicy>>;
+    async fn put_credential_policy(
+        &self,
+        policy: CredentialPolicy,
+        cond: IfMatch,
+    ) -> Result<CredentialPolicy>;
+    async fn delete_credential_policy(&self, name: &str, cond: IfMatch) -> Result<()>;
+
+    async fn list_issuers(&self) -> Result<Vec<CertificateIssuer>>;
+    async fn get_issuer(&self, name: &str) -> Result<Option<CertificateIssuer>>;
+    async fn put_issuer(
+        &self,
+        issuer: CertificateIssuer,
+        cond: IfMatch,
+    ) -> Result<CertificateIssuer>;
+    async fn delete_issuer(&self, name: &str, cond: IfMatch) -> Result<()>;
+
+    /// A device's issued certificates, the newest first.
+    async fn issued_certificates(&self, registration_id: &str) -> Result<Vec<IssuedCertificate>>;
+    async fn get_issued_certificate(&self, serial: &str) -> Result<Option<IssuedCertificate>>;
+    /// Revokes one certificate of the device (`serial`) or all it holds; returns those revoked
+    /// now (already revoked ones keep their time).
+    async fn revoke_certificates(
+        &self,
+        registration_id: &str,
+        serial: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<IssuedCertificate>>;
+    /// An issuer's revoked certificates that have not expired at `now` (the CRL's entries).
+    async fn revoked_certificates(
+        &self,
+        issuer: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<IssuedCertificate>>;
 
     async fn get_hub_device(&self, hub: &str, device_id: &str) -> Result<Option<HubDevice>>;
     async fn put_hub_device(&self, device: HubDevice, cond: IfMatch) -> Result<HubDevice>;

@@ -136,6 +136,11 @@ impl Statements {
         )
     }
 
+    /// The columns, comma-separated (for `RETURNING`).
+    pub fn column_list(&self) -> String {
+        self.columns.join(", ")
+    }
+
     pub fn width(&self) -> usize {
         self.columns.len()
     }
@@ -339,6 +344,38 @@ table_row!(UserRow in "console_users", keys(id) {
     disabled: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+});
+
+table_row!(CredentialPolicyRow in "credential_policies", keys(id) {
+    id: String,
+    name: String,
+    spec: String,
+    etag: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+});
+
+table_row!(IssuerRow in "certificate_issuers", keys(id) {
+    id: String,
+    name: String,
+    chain_pem: String,
+    key_pem: String,
+    etag: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+});
+
+table_row!(IssuedRow in "issued_certificates", keys(serial) {
+    serial: String,
+    device: String,
+    registration_id: String,
+    issuer: String,
+    policy: String,
+    key_type: String,
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
 });
 
 /// A domain record that is stored as one row.
@@ -626,6 +663,110 @@ impl Stored for CaCertificate {
         })
     }
     bookkeeping!(CaCertificate, etag);
+}
+
+/// A credential policy's settings, as its `spec` column holds them.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CredentialPolicySpec {
+    issuer: String,
+    validity_days: u32,
+    key_types: Vec<KeyType>,
+    renewal_window_days: u32,
+}
+
+impl Stored for CredentialPolicy {
+    type Row = CredentialPolicyRow;
+    fn to_row(&self) -> Result<CredentialPolicyRow> {
+        let spec = CredentialPolicySpec {
+            issuer: self.issuer.clone(),
+            validity_days: self.validity_days,
+            key_types: self.key_types.clone(),
+            renewal_window_days: self.renewal_window_days,
+        };
+        Ok(CredentialPolicyRow {
+            id: key_of(&self.name),
+            name: self.name.clone(),
+            spec: json(&spec)?,
+            etag: self.etag.0.clone(),
+            created_at: self.created,
+            updated_at: self.updated,
+        })
+    }
+    fn from_row(row: CredentialPolicyRow) -> Result<Self> {
+        let spec: CredentialPolicySpec = from_json(&row.spec)?;
+        Ok(CredentialPolicy {
+            name: row.name,
+            issuer: spec.issuer,
+            validity_days: spec.validity_days,
+            key_types: spec.key_types,
+            renewal_window_days: spec.renewal_window_days,
+            etag: Etag(row.etag),
+            created: row.created_at,
+            updated: row.updated_at,
+        })
+    }
+    bookkeeping!(CredentialPolicy, etag);
+}
+
+impl Stored for CertificateIssuer {
+    type Row = IssuerRow;
+    fn to_row(&self) -> Result<IssuerRow> {
+        Ok(IssuerRow {
+            id: key_of(&self.name),
+            name: self.name.clone(),
+            chain_pem: self.chain_pem.clone(),
+            key_pem: self.key_pem.clone(),
+            etag: self.etag.0.clone(),
+            created_at: self.created,
+            updated_at: self.updated,
+        })
+    }
+    fn from_row(row: IssuerRow) -> Result<Self> {
+        Ok(CertificateIssuer {
+            name: row.name,
+            chain_pem: row.chain_pem,
+            key_pem: row.key_pem,
+            etag: Etag(row.etag),
+            created: row.created_at,
+            updated: row.updated_at,
+        })
+    }
+    bookkeeping!(CertificateIssuer, etag);
+}
+
+impl Stored for IssuedCertificate {
+    type Row = IssuedRow;
+    fn to_row(&self) -> Result<IssuedRow> {
+        Ok(IssuedRow {
+            serial: self.serial.to_ascii_lowercase(),
+            device: key_of(&self.registration_id),
+            registration_id: self.registration_id.clone(),
+            issuer: self.issuer.clone(),
+            policy: self.policy.clone(),
+            key_type: self.key_type.as_str().into(),
+            not_before: self.not_before,
+            not_after: self.not_after,
+            revoked_at: self.revoked,
+            created_at: self.created,
+        })
+    }
+    fn from_row(row: IssuedRow) -> Result<Self> {
+        Ok(IssuedCertificate {
+            key_type: parse_or_corrupt("key type", &row.key_type, KeyType::parse(&row.key_type))?,
+            serial: row.serial,
+            registration_id: row.registration_id,
+            issuer: row.issuer,
+            policy: row.policy,
+            not_before: row.not_before,
+            not_after: row.not_after,
+            revoked: row.revoked_at,
+            created: row.created_at,
+        })
+    }
+    /// Issued certificates change only by revocation, which keeps the rest.
+    fn touch(&mut self, _now: DateTime<Utc>) {}
+    bookkeeping!(IssuedCertificate);
 }
 
 impl Stored for HubDevice {

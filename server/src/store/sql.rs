@@ -182,6 +182,7 @@ macro_rules! sql_store {
                 Self::upsert_rows(&mut tx, &batch.hub_devices, &mut created.hub_devices).await?;
                 Self::upsert_rows(&mut tx, &batch.registrations, &mut created.registrations).await?;
                 Self::upsert_rows(&mut tx, &batch.operations, &mut created.operations).await?;
+                Self::upsert_rows(&mut tx, &batch.issued, &mut created.issued).await?;
                 Self::insert_events(&mut tx, &batch.events).await?;
                 tx.commit().await?;
                 Ok(created)
@@ -617,11 +618,15 @@ macro_rules! sql_store {
                 identity: Option<HubDevice>,
                 mut record: RegistrationRecord,
                 operation: RegistrationOperation,
+                issued: Option<IssuedCertificate>,
                 events: &[LifecycleEvent],
             ) -> Result<RegistrationRecord> {
                 let mut rows = vec![HotRow::Registration(record.to_row()?), HotRow::Operation(operation.to_row()?)];
                 if let Some(device) = identity {
                     rows.push(HotRow::HubDevice(device.to_row()?));
+                }
+                if let Some(certificate) = issued {
+                    rows.push(HotRow::Issued(certificate.to_row()?));
                 }
                 let events = self.wanted(events).await?.to_vec();
                 let created = self.commit_hot(rows, events).await?;
@@ -694,6 +699,88 @@ macro_rules! sql_store {
 
             async fn delete_ca_certificate(&self, name: &str, cond: IfMatch) -> Result<()> {
                 self.remove::<CaRow>(&[&key_of(name)], cond, &[]).await
+            }
+
+            async fn list_credential_policies(&self) -> Result<Vec<CredentialPolicy>> {
+                self.fetch_all().await
+            }
+
+            async fn get_credential_policy(&self, name: &str) -> Result<Option<CredentialPolicy>> {
+                self.fetch(&[&key_of(name)]).await
+            }
+
+            async fn put_credential_policy(&self, policy: CredentialPolicy, cond: IfMatch) -> Result<CredentialPolicy> {
+                self.write(policy, cond, &[]).await
+            }
+
+            async fn delete_credential_policy(&self, name: &str, cond: IfMatch) -> Result<()> {
+                self.remove::<CredentialPolicyRow>(&[&key_of(name)], cond, &[]).await
+            }
+
+            async fn list_issuers(&self) -> Result<Vec<CertificateIssuer>> {
+                self.fetch_all().await
+            }
+
+            async fn get_issuer(&self, name: &str) -> Result<Option<CertificateIssuer>> {
+                self.fetch(&[&key_of(name)]).await
+            }
+
+            async fn put_issuer(&self, issuer: CertificateIssuer, cond: IfMatch) -> Result<CertificateIssuer> {
+                self.write(issuer, cond, &[]).await
+            }
+
+            async fn delete_issuer(&self, name: &str, cond: IfMatch) -> Result<()> {
+                self.remove::<IssuerRow>(&[&key_of(name)], cond, &[]).await
+            }
+
+            async fn issued_certificates(&self, registration_id: &str) -> Result<Vec<IssuedCertificate>> {
+                let sql = format!("{} WHERE device = $1 ORDER BY not_after DESC", IssuedRow::statements().select);
+                let rows: Vec<IssuedRow> = sqlx::query_as(&sql)
+                    .bind(key_of(registration_id))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter().map(IssuedCertificate::from_row).collect()
+            }
+
+            async fn get_issued_certificate(&self, serial: &str) -> Result<Option<IssuedCertificate>> {
+                self.fetch(&[&serial.to_ascii_lowercase()]).await
+            }
+
+            async fn revoke_certificates(&self, registration_id: &str, serial: Option<&str>, at: DateTime<Utc>) -> Result<Vec<IssuedCertificate>> {
+                let columns = IssuedRow::statements().column_list();
+                let rows: Vec<IssuedRow> = match serial {
+                    Some(serial) => sqlx::query_as(&format!(
+                        "UPDATE issued_certificates SET revoked_at = $3 WHERE device = $1 AND serial = $2 \
+                         AND revoked_at IS NULL RETURNING {columns}"
+                    ))
+                    .bind(key_of(registration_id))
+                    .bind(serial.to_ascii_lowercase())
+                    .bind(at)
+                    .fetch_all(&self.writer)
+                    .await?,
+                    None => sqlx::query_as(&format!(
+                        "UPDATE issued_certificates SET revoked_at = $2 WHERE device = $1 \
+                         AND revoked_at IS NULL RETURNING {columns}"
+                    ))
+                    .bind(key_of(registration_id))
+                    .bind(at)
+                    .fetch_all(&self.writer)
+                    .await?,
+                };
+                rows.into_iter().map(IssuedCertificate::from_row).collect()
+            }
+
+            async fn revoked_certificates(&self, issuer: &str, now: DateTime<Utc>) -> Result<Vec<IssuedCertificate>> {
+                let sql = format!(
+                    "{} WHERE issuer = $1 AND revoked_at IS NOT NULL AND not_after > $2 ORDER BY serial",
+                    IssuedRow::statements().select
+                );
+                let rows: Vec<IssuedRow> = sqlx::query_as(&sql)
+                    .bind(issuer)
+                    .bind(now)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter().map(IssuedCertificate::from_row).collect()
             }
 
             async fn get_hub_device(&self, hub: &str, device_id: &str) -> Result<Option<HubDevice>> {

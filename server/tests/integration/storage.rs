@@ -59,6 +59,7 @@ storage_suite!(
     lifecycle_events_commit_with_their_change,
     a_reader_of_the_outbox_misses_no_event_of_concurrent_writers,
     event_sinks_lease_and_progress,
+    credential_policies_issuers_and_issued_certificates,
 );
 
 fn symmetric() -> Attestation {
@@ -81,6 +82,7 @@ fn spec(attestation: Attestation, status: ProvisioningStatus) -> EnrollmentSpec 
         allocation_policy: Some(AllocationPolicy::Hashed),
         iot_hubs: vec!["hub-a.localhost".into()],
         custom_allocation: None,
+        credential_policy_name: None,
     }
 }
 
@@ -945,7 +947,7 @@ async fn group_commit_gives_each_writer_its_outcome(store: Arc<dyn Store>) {
                 i,
                 id,
                 store
-                    .finish_registration(None, record, operation, &[])
+                    .finish_registration(None, record, operation, None, &[])
                     .await,
             )
         });
@@ -996,7 +998,7 @@ async fn group_commit_gives_each_writer_its_outcome(store: Arc<dyn Store>) {
     };
     let record = registration_record("with-identity", None);
     store
-        .finish_registration(Some(identity.clone()), record, operation, &[])
+        .finish_registration(Some(identity.clone()), record, operation, None, &[])
         .await
         .unwrap();
     let stored = store
@@ -1187,6 +1189,7 @@ async fn lifecycle_events_commit_with_their_change(store: Arc<dyn Store>) {
                     None,
                     registration_record(&id, None),
                     operation,
+                    None,
                     std::slice::from_ref(&finished),
                 )
                 .await;
@@ -1389,4 +1392,103 @@ async fn event_sinks_lease_and_progress(store: Arc<dyn Store>) {
 
     assert!(store.delete_event_sink("s1").await.unwrap());
     assert!(!store.delete_event_sink("s1").await.unwrap());
+}
+
+async fn credential_policies_issuers_and_issued_certificates(store: Arc<dyn Store>) {
+    let now = Utc::now();
+    let policy = CredentialPolicy {
+        name: "Fleet".into(),
+        issuer: OWN_ISSUER.into(),
+        validity_days: 30,
+        key_types: vec![KeyType::EcP256, KeyType::Rsa3072],
+        renewal_window_days: 7,
+        etag: Etag::new(),
+        created: now,
+        updated: now,
+    };
+    let stored = store
+        .put_credential_policy(policy.clone(), IfMatch::Absent)
+        .await
+        .unwrap();
+    let read = store.get_credential_policy("fleet").await.unwrap().unwrap();
+    assert_eq!(read.key_types, policy.key_types);
+    assert_eq!((read.validity_days, read.renewal_window_days), (30, 7));
+    assert_eq!(read.etag, stored.etag);
+    let stale = IfMatch::Etag(Etag::new());
+    assert!(matches!(
+        store.put_credential_policy(read.clone(), stale).await,
+        Err(StoreError::PreconditionFailed)
+    ));
+    assert_eq!(store.list_credential_policies().await.unwrap().len(), 1);
+
+    let issuer = CertificateIssuer {
+        name: "plant-ica".into(),
+        chain_pem: "-----BEGIN CERTIFICATE-----".into(),
+        key_pem: "secret".into(),
+        etag: Etag::new(),
+        created: now,
+        updated: now,
+    };
+    store.put_issuer(issuer, IfMatch::Absent).await.unwrap();
+    let read = store.get_issuer("PLANT-ICA").await.unwrap().unwrap();
+    assert_eq!(read.key_pem, "secret");
+    assert!(!format!("{read:?}").contains("secret"), "the key is printed");
+
+    // Issued certificates commit with the registration that delivers them.
+    let certificate = |serial: &str, days: i64| IssuedCertificate {
+        serial: serial.into(),
+        registration_id: "Dev-1".into(),
+        issuer: "plant-ica".into(),
+        policy: "Fleet".into(),
+        key_type: KeyType::EcP256,
+        not_before: now,
+        not_after: now + Duration::days(days),
+        revoked: None,
+        created: now,
+    };
+    for (serial, days) in [("4A01", 10), ("4a02", 20)] {
+        let operation = RegistrationOperation {
+            operation_id: format!("op-{serial}"),
+            registration_id: "Dev-1".into(),
+            status: RegistrationStatus::Assigned,
+            result: None,
+            created: now,
+            updated: now,
+        };
+        let record = registration_record("Dev-1", None);
+        store
+            .finish_registration(None, record, operation, Some(certificate(serial, days)), &[])
+            .await
+            .unwrap();
+    }
+    let held = store.issued_certificates("dev-1").await.unwrap();
+    let serials: Vec<&str> = held.iter().map(|c| c.serial.as_str()).collect();
+    assert_eq!(serials, ["4a02", "4a01"], "newest first, serials in lower case");
+    assert_eq!(held[0].not_after.timestamp(), (now + Duration::days(20)).timestamp());
+
+    let revoked = store
+        .revoke_certificates("DEV-1", Some("4A01"), now)
+        .await
+        .unwrap();
+    assert_eq!(revoked.len(), 1);
+    assert!(revoked[0].revoked.is_some());
+    let again = store.revoke_certificates("dev-1", None, now).await.unwrap();
+    let serials: Vec<&str> = again.iter().map(|c| c.serial.as_str()).collect();
+    assert_eq!(serials, ["4a02"], "an already revoked certificate is not revoked again");
+    let listed = store.revoked_certificates("plant-ica", now).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    let later = now + Duration::days(15);
+    let listed = store.revoked_certificates("plant-ica", later).await.unwrap();
+    assert_eq!(listed.len(), 1, "an expired certificate leaves the CRL");
+    assert!(
+        store
+            .get_issued_certificate("4A02")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+            .is_some()
+    );
+    store.delete_credential_policy("fleet", IfMatch::Any).await.unwrap();
+    assert!(store.get_credential_policy("fleet").await.unwrap().is_none());
 }

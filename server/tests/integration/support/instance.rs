@@ -355,6 +355,7 @@ pub fn symmetric_spec(primary: &str, secondary: &str) -> EnrollmentSpec {
         allocation_policy: None,
         iot_hubs: vec![],
         custom_allocation: None,
+        credential_policy_name: None,
     }
 }
 
