@@ -1,6 +1,6 @@
-//! First start: the instance's ID scope, its owner access policy and the built-in hub are created
-//! once and reused by every later start (and by every instance on the same database: first writer
-//! wins).
+//! First start: the instance's ID scope, its owner access policy, the built-in hub and the issuing
+//! CA (with the default credential policy) are created once and reused by every later start (and
+//! by every instance on the same database: first writer wins).
 
 use chrono::Utc;
 use serde::Serialize;
@@ -19,7 +19,7 @@ pub struct Instance {
     pub owner_policy: AccessPolicy,
 }
 
-pub async fn bootstrap(store: &dyn Store, config: &Config) -> Result<Instance, StoreError> {
+pub async fn bootstrap(store: &dyn Store, config: &Config) -> anyhow::Result<Instance> {
     let id_scope = store
         .init_setting(setting::ID_SCOPE, &new_id_scope())
         .await?;
@@ -33,6 +33,7 @@ pub async fn bootstrap(store: &dyn Store, config: &Config) -> Result<Instance, S
         link_builtin_hub(store, &hub).await?;
         store.put_setting(BUILTIN_HUB_SETTING, &hub).await?;
     }
+    crate::domain::issuance::ensure_own_issuer(store, &id_scope).await?;
     Ok(Instance {
         id_scope,
         owner_policy,

@@ -55,10 +55,12 @@ pub fn check_csr(
     registration_id: &str,
     allowed: &[KeyType],
 ) -> Result<CheckedCsr, CsrError> {
-    let (rest, csr) = X509CertificationRequest::from_der(der)
-        .map_err(|e| CsrError::Malformed(e.to_string()))?;
+    let (rest, csr) =
+        X509CertificationRequest::from_der(der).map_err(|e| CsrError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
-        return Err(CsrError::Malformed("trailing bytes after the request".into()));
+        return Err(CsrError::Malformed(
+            "trailing bytes after the request".into(),
+        ));
     }
     let info = &csr.certification_request_info;
     let key_type = key_type(&info.subject_pki)?;
@@ -66,8 +68,7 @@ pub fn check_csr(
     if *signature == OID_PKCS1_SHA1WITHRSA || *signature == OID_SHA1_WITH_RSA {
         return Err(CsrError::WeakSignature);
     }
-    csr.verify_signature()
-        .map_err(|_| CsrError::BadSignature)?;
+    csr.verify_signature().map_err(|_| CsrError::BadSignature)?;
     if !allowed.contains(&key_type) {
         let names: Vec<&str> = allowed.iter().map(|k| k.as_str()).collect();
         return Err(CsrError::KeyTypeNotAllowed(
@@ -222,6 +223,36 @@ impl SigningCa {
         })
     }
 
+    /// A CRL (DER) listing `revoked` (serial in hex, when), valid for `lifetime`. Its number is
+    /// the signing time in seconds, so it grows whichever instance signs.
+    pub fn crl(
+        &self,
+        revoked: &[(String, DateTime<Utc>)],
+        now: DateTime<Utc>,
+        lifetime: chrono::Duration,
+    ) -> anyhow::Result<Vec<u8>> {
+        let revoked_certs = revoked
+            .iter()
+            .map(|(serial, at)| {
+                Ok(rcgen::RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&hex::decode(serial)?),
+                    revocation_time: offset(*at)?,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: offset(now)?,
+            next_update: offset(now + lifetime)?,
+            crl_number: SerialNumber::from(now.timestamp().max(0) as u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: self.issuer.params().key_identifier_method.clone(),
+        };
+        Ok(params.signed_by(&self.issuer, &self.key)?.der().to_vec())
+    }
+
     /// The certificates above a device's: the issuing one first, up to the root.
     pub fn chain(&self) -> &[CertificateDer<'static>] {
         &self.chain
@@ -323,9 +354,14 @@ mod tests {
             assert!(!cert.is_ca());
             let eku = cert.extended_key_usage().unwrap().unwrap().value;
             assert!(eku.client_auth && !eku.server_auth);
-            let issuer = x509_parser::parse_x509_certificate(&ca.chain()[0]).unwrap().1;
+            let issuer = x509_parser::parse_x509_certificate(&ca.chain()[0])
+                .unwrap()
+                .1;
             cert.verify_signature(Some(issuer.public_key())).unwrap();
-            assert_eq!(cert.validity().not_after.timestamp(), signed.not_after.timestamp());
+            assert_eq!(
+                cert.validity().not_after.timestamp(),
+                signed.not_after.timestamp()
+            );
         }
     }
 
@@ -360,11 +396,34 @@ mod tests {
     }
 
     #[test]
+    fn a_crl_lists_revoked_serials_and_verifies() {
+        let ca = own_ca();
+        let now = Utc::now();
+        let revoked = vec![("4a0102".to_string(), now)];
+        let der = ca.crl(&revoked, now, chrono::Duration::hours(24)).unwrap();
+        let (_, crl) =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
+        let serials: Vec<String> = crl
+            .iter_revoked_certificates()
+            .map(|r| hex::encode(r.raw_serial()))
+            .collect();
+        assert_eq!(serials, ["4a0102"]);
+        let issuer = x509_parser::parse_x509_certificate(&ca.chain()[0])
+            .unwrap()
+            .1;
+        crl.verify_signature(issuer.public_key()).unwrap();
+    }
+
+    #[test]
     fn an_issuer_needs_its_own_ca_key() {
         let (cert, _) = new_issuing_ca("A").unwrap();
         let (_, other_key) = new_issuing_ca("B").unwrap();
         let refused = SigningCa::from_pem(&cert, &other_key).err().unwrap();
-        assert!(refused.to_string().contains("not the issuing certificate's"));
+        assert!(
+            refused
+                .to_string()
+                .contains("not the issuing certificate's")
+        );
     }
 
     #[test]

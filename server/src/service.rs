@@ -61,7 +61,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         Connectors::new(BuiltInHub::new(store.clone())),
         bus.clone(),
         instance.id_scope.clone(),
-        &config.limits,
+        &config,
         metrics.clone(),
     );
     let peers = Peers::new(store.clone(), &instance.id_scope);

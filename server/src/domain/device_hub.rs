@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use super::ca;
+use super::{ca, issuance};
 use crate::attestation::sas;
 use crate::attestation::x509::{self, PresentedChain, X509Error};
 use crate::coordination::Peers;
@@ -34,12 +34,23 @@ pub enum HubRefusal {
     NoCertificate,
     #[error("the client certificate's thumbprint is not the identity's")]
     ThumbprintMismatch,
+    #[error("the certificate {0} was revoked")]
+    Revoked(String),
     #[error(transparent)]
     Certificate(#[from] X509Error),
     #[error(transparent)]
     Sas(#[from] sas::SasError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<issuance::Revoked> for HubRefusal {
+    fn from(e: issuance::Revoked) -> Self {
+        match e {
+            issuance::Revoked::Revoked(serial) => HubRefusal::Revoked(serial),
+            issuance::Revoked::Store(e) => HubRefusal::Store(e),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -409,6 +420,7 @@ impl DeviceHub {
             }
             DeviceAuth::CertificateAuthority => {
                 x509::check_leaf(leaf()?, device_id, now)?;
+                issuance::check_not_revoked(self.store.as_ref(), leaf()?).await?;
                 let chain = chain.ok_or(HubRefusal::NoCertificate)?;
                 let cas = ca::decoded(self.store.as_ref()).await?;
                 let (verified, unverified) =

@@ -1,6 +1,7 @@
 //! The provisioning domain's services: the one registration path (`provisioner`), the built-in
 //! hubs' device side (`device_hub`), and every change an operator makes (`admin`), whichever front
-//! end it comes through, with the lifecycle events those changes make (`lifecycle`). Plain data
+//! end it comes through, with the lifecycle events those changes make (`lifecycle`), and the
+//! certificates issued at provisioning (`issuance`). Plain data
 //! lives in `crate::model`.
 
 pub mod access;
@@ -8,6 +9,7 @@ pub mod admin;
 pub mod ca;
 pub mod console_users;
 pub mod device_hub;
+pub mod issuance;
 pub mod lifecycle;
 pub mod provisioner;
 pub mod sign_in_throttle;

@@ -27,6 +27,7 @@ use crate::attestation::tpm::{self, TpmPublic};
 use crate::attestation::x509::{self, PresentedChain, X509Error};
 use crate::diagnostics::{DiagnosticsBus, Protocol, RegistrationEvent};
 use crate::domain::ca::{self, DecodedCa};
+use crate::domain::issuance::{self, Issuance, Signers};
 use crate::domain::lifecycle;
 use crate::domain::throttle::{DeviceThrottles, RateLimit};
 use crate::hubs::{Connectors, Identity, Provisioned, TwinWrite};
@@ -200,6 +201,9 @@ pub enum ProvisionError {
     /// and sign its retry with it.
     #[error("tpm: challenge issued")]
     TpmChallenge(String),
+    /// The `csr` cannot be signed (the message says why; nothing was issued).
+    #[error("csr refused: {0}")]
+    CsrRefused(String),
 }
 
 impl ProvisionError {
@@ -214,6 +218,7 @@ impl ProvisionError {
             ProvisionError::Internal(_) => code::INTERNAL,
             ProvisionError::Unavailable(_) => code::SERVICE_UNAVAILABLE,
             ProvisionError::TpmChallenge(_) => code::UNAUTHORIZED,
+            ProvisionError::CsrRefused(_) => code::CSR_REFUSED,
             ProvisionError::Injected { code, .. } => *code,
         }
     }
@@ -266,6 +271,15 @@ impl From<StoreError> for ProvisionError {
             ProvisionError::Unavailable(e.to_string())
         } else {
             ProvisionError::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<issuance::Revoked> for ProvisionError {
+    fn from(e: issuance::Revoked) -> Self {
+        match e {
+            issuance::Revoked::Revoked(_) => ProvisionError::Unauthorized(e.to_string()),
+            issuance::Revoked::Store(e) => e.into(),
         }
     }
 }
@@ -416,6 +430,7 @@ struct Snapshot {
     cas: Vec<DecodedCa>,
     /// `fault_key`s of enrollments and groups with a test-mode fault left.
     faults: HashSet<String>,
+    signers: Signers,
 }
 
 impl Snapshot {
@@ -447,6 +462,8 @@ pub struct Provisioner {
     throttles: DeviceThrottles,
     metrics: Arc<Metrics>,
     snapshot: Mutex<Option<Arc<Snapshot>>>,
+    /// Where devices reach this instance (the CRLs in issued certificates point here).
+    public_url: String,
 }
 
 /// The attempt's outcome, for its diagnostics event.
@@ -464,6 +481,8 @@ struct Arrival {
     payload: Option<Value>,
     client: Option<IpAddr>,
     protocol: Protocol,
+    /// The accepted `csr`, signed once the device is assigned.
+    issuance: Option<Issuance>,
 }
 
 impl Provisioner {
@@ -472,9 +491,10 @@ impl Provisioner {
         connectors: Connectors,
         bus: DiagnosticsBus,
         id_scope: String,
-        limits: &crate::config::Limits,
+        config: &crate::config::Config,
         metrics: Arc<Metrics>,
     ) -> Arc<Provisioner> {
+        let limits = &config.limits;
         Arc::new(Provisioner {
             store,
             connectors,
@@ -485,6 +505,7 @@ impl Provisioner {
             throttles: limits.into(),
             metrics,
             snapshot: Mutex::new(None),
+            public_url: config.https_url(),
         })
     }
 
@@ -568,6 +589,13 @@ impl Provisioner {
             inject(&fault).await?;
         }
 
+        let issuance = match &body.csr {
+            Some(csr) => Some(
+                self.accept_csr(csr, &request.registration_id, &auth)
+                    .await?,
+            ),
+            None => None,
+        };
         let operation_id = new_operation_id();
         let this = self.clone();
         let registration_id = request.registration_id.clone();
@@ -575,6 +603,7 @@ impl Provisioner {
             payload: body.payload,
             client: request.client,
             protocol: request.protocol,
+            issuance,
         };
         let op_id = operation_id.clone();
         let mut task = tokio::spawn(async move {
@@ -612,6 +641,25 @@ impl Provisioner {
             retry_after_secs: RETRY_AFTER_SECS,
             drop_connection,
         })
+    }
+
+    /// The enrollment's credential policy's verdict on the device's CSR (a policy created a moment
+    /// ago is found: a miss reloads the snapshot).
+    async fn accept_csr(
+        &self,
+        csr: &str,
+        registration_id: &str,
+        auth: &Authenticated,
+    ) -> Result<Issuance, ProvisionError> {
+        let policy = auth.source.spec().credential_policy_name.as_deref();
+        let mut snapshot = self.snapshot(false).await?;
+        if policy.is_some_and(|name| !snapshot.signers.has_policy(name)) {
+            snapshot = self.snapshot(true).await?;
+        }
+        snapshot
+            .signers
+            .accept(policy, csr, registration_id)
+            .map_err(ProvisionError::CsrRefused)
     }
 
     /// A slot for one more registration, or 503 at once: an overloaded instance answers the
@@ -904,6 +952,7 @@ impl Provisioner {
             .leaf()
             .ok_or_else(|| unauthorized("no client certificate was presented"))?;
         let leaf_info = x509::check_leaf(leaf, registration_id, now).map_err(refused)?;
+        issuance::check_not_revoked(self.store.as_ref(), leaf).await?;
         if let Some(enrollment) = self.store.get_enrollment(registration_id).await? {
             let Attestation::X509 { certificates, .. } = &enrollment.spec.attestation else {
                 return Err(unauthorized(
@@ -1124,6 +1173,7 @@ impl Provisioner {
             x509_groups: self.x509_groups().await?,
             cas: ca::decoded(self.store.as_ref()).await?,
             faults: self.store.live_fault_targets().await?.into_iter().collect(),
+            signers: Signers::load(self.store.as_ref()).await?,
         });
         for hub in &snapshot.hubs {
             self.metrics.declare_hub(&hub.host_name);
@@ -1173,12 +1223,17 @@ impl Provisioner {
         &self,
         operation_id: &str,
         registration_id: &str,
-        auth: Authenticated,
+        mut auth: Authenticated,
         previous: Option<RegistrationRecord>,
-        arrival: Arrival,
+        mut arrival: Arrival,
     ) -> Result<DeviceRegistrationResult, ProvisionError> {
         let protocol = arrival.protocol.as_str();
         let now = Utc::now();
+        let issuance = arrival.issuance.take();
+        if issuance.is_some() {
+            // The device will use the issued certificate at its hub, which trusts the issuer.
+            auth.hub_auth = DeviceAuth::CertificateAuthority;
+        }
         let mut record = RegistrationRecord {
             registration_id: registration_id.to_string(),
             enrollment: auth.source.reference(),
@@ -1219,8 +1274,17 @@ impl Provisioner {
         // The hub identity, the record and the operation that reports them commit together, so
         // a device polling never sees one without the others. A first registration raced by
         // another one for the same ID may report a `createdDateTimeUtc` a moment off the stored one.
+        let issued = match issuance.filter(|_| record.status == RegistrationStatus::Assigned) {
+            Some(issuance) => Some(
+                issuance
+                    .issue(registration_id, now, &self.public_url)
+                    .map_err(|e| ProvisionError::Internal(format!("signing failed: {e}")))?,
+            ),
+            None => None,
+        };
         let mut state = registration_result(&record);
         auth.describe(&mut state)?;
+        state.issued_certificate_chain = issued.as_ref().map(|i| i.chain.clone());
         let operation = RegistrationOperation {
             operation_id: operation_id.to_string(),
             registration_id: registration_id.to_string(),
@@ -1235,9 +1299,13 @@ impl Provisioner {
         let events: Vec<_> = lifecycle::registration_finished(previous.as_ref(), &record)
             .into_iter()
             .collect();
-        let commit = self
-            .store
-            .finish_registration(identity, record, operation, None, &events);
+        let commit = self.store.finish_registration(
+            identity,
+            record,
+            operation,
+            issued.map(|i| i.record),
+            &events,
+        );
         self.timed(protocol, Step::Commit, commit).await?;
         if let Some((old_hub, old_device)) = replaced {
             // The device is assigned elsewhere now; a leftover old identity cannot be used by it

@@ -57,4 +57,7 @@ pub struct DeviceRegistrationResult {
     pub x509: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tpm: Option<Value>,
+    /// The certificate issued for the request's `csr`: base64 DER, leaf first, up to the root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_certificate_chain: Option<Vec<String>>,
 }

@@ -33,6 +33,10 @@ pub mod code {
     pub const CUSTOM_ALLOCATION_FAILED: i64 = 400_207;
     /// Documented (C SDK DPS_HUB_ERROR_NO_HUB): no hub could be chosen.
     pub const NO_HUB: i64 = 400_208;
+    /// The register request's `csr` is refused: malformed, a bad signature, a key type or subject
+    /// its credential policy does not allow, or no policy (UNCONFIRMED: DPS's preview has no
+    /// documented code; the message says which).
+    pub const CSR_REFUSED: i64 = 400_209;
     /// Documented: authentication failed (bad, expired or missing SAS; unknown device).
     pub const UNAUTHORIZED: i64 = 401_002;
     /// The ID scope names no instance here.

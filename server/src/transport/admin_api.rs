@@ -59,7 +59,7 @@ pub fn router(state: AppState) -> Router {
     observed(router, state)
 }
 
-fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T> {
+pub(super) fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T> {
     serde_json::from_value(value)
         .map_err(|e| ServiceError::BadRequest(format!("invalid body: {e}")))
 }

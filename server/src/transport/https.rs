@@ -1,5 +1,6 @@
-//! The HTTPS front end: health endpoints, the device, service and admin APIs, the built-in hubs'
-//! REST subset, the console, and MQTT and AMQP over WebSocket (an upgrade on any path).
+//! The HTTPS front end: health endpoints, the device, service, admin and credentials APIs, CRLs,
+//! the built-in hubs' REST subset, the console, and MQTT and AMQP over WebSocket (an upgrade on
+//! any path).
 
 use axum::Router;
 use axum::extract::State;
@@ -19,6 +20,7 @@ pub fn router(state: AppState, mqtt_sessions: WebSocketSessions) -> Router {
         .merge(super::device_api::router(state.clone()))
         .merge(super::service_api::router(state.clone()))
         .merge(super::admin_api::router(state.clone()))
+        .merge(super::credentials_api::router(state.clone()))
         .merge(super::hub_api::router(state.clone()))
         .merge(super::openapi::router())
         .merge(super::console::router(state));

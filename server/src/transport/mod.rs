@@ -4,6 +4,7 @@
 pub mod admin_api;
 pub mod amqp;
 pub mod console;
+pub mod credentials_api;
 pub mod device_api;
 pub mod http_util;
 pub mod https;

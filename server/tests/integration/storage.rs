@@ -1432,7 +1432,10 @@ async fn credential_policies_issuers_and_issued_certificates(store: Arc<dyn Stor
     store.put_issuer(issuer, IfMatch::Absent).await.unwrap();
     let read = store.get_issuer("PLANT-ICA").await.unwrap().unwrap();
     assert_eq!(read.key_pem, "secret");
-    assert!(!format!("{read:?}").contains("secret"), "the key is printed");
+    assert!(
+        !format!("{read:?}").contains("secret"),
+        "the key is printed"
+    );
 
     // Issued certificates commit with the registration that delivers them.
     let certificate = |serial: &str, days: i64| IssuedCertificate {
@@ -1457,14 +1460,27 @@ async fn credential_policies_issuers_and_issued_certificates(store: Arc<dyn Stor
         };
         let record = registration_record("Dev-1", None);
         store
-            .finish_registration(None, record, operation, Some(certificate(serial, days)), &[])
+            .finish_registration(
+                None,
+                record,
+                operation,
+                Some(certificate(serial, days)),
+                &[],
+            )
             .await
             .unwrap();
     }
     let held = store.issued_certificates("dev-1").await.unwrap();
     let serials: Vec<&str> = held.iter().map(|c| c.serial.as_str()).collect();
-    assert_eq!(serials, ["4a02", "4a01"], "newest first, serials in lower case");
-    assert_eq!(held[0].not_after.timestamp(), (now + Duration::days(20)).timestamp());
+    assert_eq!(
+        serials,
+        ["4a02", "4a01"],
+        "newest first, serials in lower case"
+    );
+    assert_eq!(
+        held[0].not_after.timestamp(),
+        (now + Duration::days(20)).timestamp()
+    );
 
     let revoked = store
         .revoke_certificates("DEV-1", Some("4A01"), now)
@@ -1474,11 +1490,18 @@ async fn credential_policies_issuers_and_issued_certificates(store: Arc<dyn Stor
     assert!(revoked[0].revoked.is_some());
     let again = store.revoke_certificates("dev-1", None, now).await.unwrap();
     let serials: Vec<&str> = again.iter().map(|c| c.serial.as_str()).collect();
-    assert_eq!(serials, ["4a02"], "an already revoked certificate is not revoked again");
+    assert_eq!(
+        serials,
+        ["4a02"],
+        "an already revoked certificate is not revoked again"
+    );
     let listed = store.revoked_certificates("plant-ica", now).await.unwrap();
     assert_eq!(listed.len(), 2);
     let later = now + Duration::days(15);
-    let listed = store.revoked_certificates("plant-ica", later).await.unwrap();
+    let listed = store
+        .revoked_certificates("plant-ica", later)
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 1, "an expired certificate leaves the CRL");
     assert!(
         store
@@ -1489,6 +1512,15 @@ async fn credential_policies_issuers_and_issued_certificates(store: Arc<dyn Stor
             .revoked
             .is_some()
     );
-    store.delete_credential_policy("fleet", IfMatch::Any).await.unwrap();
-    assert!(store.get_credential_policy("fleet").await.unwrap().is_none());
+    store
+        .delete_credential_policy("fleet", IfMatch::Any)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get_credential_policy("fleet")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

@@ -5,6 +5,7 @@
 //! (docs/ARCHITECTURE.md, "Who writes the audit trail"). Front ends only decode and encode.
 
 mod cas;
+mod credentials;
 mod enrollments;
 mod faults;
 mod hubs;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+pub use credentials::{PolicyInput, issued_view, issuer_view, policy_view};
 pub use enrollments::{Resource, build};
 pub use settings::{AllocationSettingsView, HubSettings, KeySlot, RegionRule, parse_rights};
 pub use sinks::{SinkInput, SinkOverview, target_of as sink_target};
