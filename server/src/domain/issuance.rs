@@ -26,6 +26,17 @@ pub struct Signers {
     issuers: Vec<(String, Arc<SigningCa>)>,
 }
 
+/// A register request's CSR and what decides it.
+pub struct Candidate<'a> {
+    /// The enrollment's `credentialPolicyName`.
+    pub policy: Option<&'a str>,
+    /// Base64 DER, as the request carries it.
+    pub csr: &'a str,
+    pub registration_id: &'a str,
+    /// The issued certificate the device authenticated with, when it renews with one.
+    pub renewing: Option<&'a IssuedCertificate>,
+}
+
 /// A CSR its enrollment's policy accepts, and what will sign it.
 pub struct Issuance {
     csr: CheckedCsr,
@@ -79,12 +90,13 @@ impl Signers {
 
     /// Checks a register request's `csr` (base64 DER) against the enrollment's policy. The
     /// error is what the device is told.
-    pub fn accept(
-        &self,
-        policy_name: Option<&str>,
-        csr: &str,
-        registration_id: &str,
-    ) -> Result<Issuance, String> {
+    pub fn accept(&self, candidate: Candidate<'_>, now: DateTime<Utc>) -> Result<Issuance, String> {
+        let Candidate {
+            policy: policy_name,
+            csr,
+            registration_id,
+            renewing,
+        } = candidate;
         let name = policy_name.ok_or(
             "the enrollment names no credential policy, so no certificate can be issued for it",
         )?;
@@ -97,6 +109,19 @@ impl Signers {
             .find(|(issuer, _)| issuer.eq_ignore_ascii_case(&policy.issuer))
             .cloned()
             .ok_or_else(|| format!("the issuer of credential policy {name:?} cannot sign now"))?;
+        if let Some(current) = renewing {
+            let window = chrono::Duration::days(policy.renewal_window_days.into());
+            let opens = current.not_after - window;
+            if now < opens {
+                return Err(format!(
+                    "the certificate {} is not due for renewal before {} (the policy's renewal \
+                     window is {} days); renew with the enrollment's other credential",
+                    current.serial,
+                    crate::proto::timestamp(opens),
+                    policy.renewal_window_days
+                ));
+            }
+        }
         let der = BASE64
             .decode(csr.trim())
             .map_err(|_| "the csr must be base64 DER (no PEM headers)".to_string())?;
@@ -166,17 +191,25 @@ pub async fn crl(store: &dyn Store, issuer: &str) -> Result<Option<Vec<u8>>, Sto
     ))
 }
 
+/// The record of `leaf` when Onramp issued it (found by serial: 128 random bits).
+pub async fn issued_leaf(
+    store: &dyn Store,
+    leaf: &[u8],
+) -> Result<Option<IssuedCertificate>, StoreError> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else {
+        return Ok(None);
+    };
+    store
+        .get_issued_certificate(&hex::encode(cert.raw_serial()))
+        .await
+}
+
 /// Refuses a certificate Onramp issued and an operator revoked (others pass: their CAs' own
 /// revocation is not checked here).
 pub async fn check_not_revoked(store: &dyn Store, leaf: &[u8]) -> Result<(), Revoked> {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else {
-        return Ok(());
-    };
-    let serial = hex::encode(cert.raw_serial());
-    match store.get_issued_certificate(&serial).await {
-        Ok(Some(issued)) if issued.revoked.is_some() => Err(Revoked::Revoked(serial)),
-        Ok(_) => Ok(()),
-        Err(e) => Err(Revoked::Store(e)),
+    match issued_leaf(store, leaf).await? {
+        Some(issued) if issued.revoked.is_some() => Err(Revoked::Revoked(issued.serial)),
+        _ => Ok(()),
     }
 }
 

@@ -590,10 +590,7 @@ impl Provisioner {
         }
 
         let issuance = match &body.csr {
-            Some(csr) => Some(
-                self.accept_csr(csr, &request.registration_id, &auth)
-                    .await?,
-            ),
+            Some(csr) => Some(self.accept_csr(csr, request, &auth).await?),
             None => None,
         };
         let operation_id = new_operation_id();
@@ -644,11 +641,12 @@ impl Provisioner {
     }
 
     /// The enrollment's credential policy's verdict on the device's CSR (a policy created a moment
-    /// ago is found: a miss reloads the snapshot).
+    /// ago is found: a miss reloads the snapshot). A device renewing with a certificate issued
+    /// here is held to the policy's renewal window.
     async fn accept_csr(
         &self,
         csr: &str,
-        registration_id: &str,
+        request: &RegisterRequest,
         auth: &Authenticated,
     ) -> Result<Issuance, ProvisionError> {
         let policy = auth.source.spec().credential_policy_name.as_deref();
@@ -656,9 +654,22 @@ impl Provisioner {
         if policy.is_some_and(|name| !snapshot.signers.has_policy(name)) {
             snapshot = self.snapshot(true).await?;
         }
+        let renewing = match &request.credential {
+            Credential::X509(chain) => match chain.leaf() {
+                Some(leaf) => issuance::issued_leaf(self.store.as_ref(), leaf).await?,
+                None => None,
+            },
+            _ => None,
+        };
+        let candidate = issuance::Candidate {
+            policy,
+            csr,
+            registration_id: &request.registration_id,
+            renewing: renewing.as_ref(),
+        };
         snapshot
             .signers
-            .accept(policy, csr, registration_id)
+            .accept(candidate, Utc::now())
             .map_err(ProvisionError::CsrRefused)
     }
 

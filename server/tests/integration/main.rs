@@ -13,6 +13,7 @@ mod events;
 mod fleet;
 mod fuzz_smoke;
 mod hostile;
+mod issuance;
 mod metrics;
 mod mqtt;
 mod outage;
