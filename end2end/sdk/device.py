@@ -4,10 +4,12 @@
 # REST subset (as an operator's script would, with the instance's service connection string) and
 # receive it on the device. Prints one JSON line. Used by server/tests/integration/sdk.rs.
 #
-#   python device.py <py-mqtt|py-ws> <host> <idScope> <registrationId> <key> <reportedJson> <serviceConnectionString> [--x509]
+#   python device.py <py-mqtt|py-ws> <host> <idScope> <registrationId> <key> <reportedJson> <serviceConnectionString> [--x509] [--hub-only]
 #
 # With --x509, <key> is a certificate prefix: both clients authenticate with <key>.pem (leaf first,
-# then any intermediates) and <key>-key.pem instead of a symmetric key.
+# then any intermediates) and <key>-key.pem instead of a symmetric key. With --hub-only the device
+# was provisioned already (a certificate issued for its CSR): <host> is its hub, the device ID its
+# registration ID, and only the hub client runs.
 #
 # Ports are the SDK's own (8883, or 443 over WebSocket); the CA comes from SDK_CA_FILE.
 import base64
@@ -18,6 +20,7 @@ import os
 import sys
 import threading
 import time
+from types import SimpleNamespace
 from urllib.parse import quote_plus
 
 import requests
@@ -26,6 +29,7 @@ from azure.iot.device import X509, IoTHubDeviceClient, ProvisioningDeviceClient
 
 transport, host, id_scope, registration_id, key, reported, service = sys.argv[1:8]
 use_x509 = "--x509" in sys.argv[8:]
+hub_only = "--hub-only" in sys.argv[8:]
 websockets = transport == "py-ws"
 with open(os.environ["SDK_CA_FILE"]) as ca:
     ca_pem = ca.read()
@@ -46,15 +50,18 @@ outcome = {}
 try:
     certificate = X509(cert_file=f"{key}.pem", key_file=f"{key}-key.pem") if use_x509 else None
     common = dict(websockets=websockets, server_verification_cert=ca_pem)
-    if use_x509:
-        provisioning = ProvisioningDeviceClient.create_from_x509_certificate(
-            provisioning_host=host, registration_id=registration_id, id_scope=id_scope,
-            x509=certificate, **common)
+    if hub_only:
+        state = SimpleNamespace(assigned_hub=host, device_id=registration_id)
     else:
-        provisioning = ProvisioningDeviceClient.create_from_symmetric_key(
-            provisioning_host=host, registration_id=registration_id, id_scope=id_scope,
-            symmetric_key=key, **common)
-    state = provisioning.register().registration_state
+        if use_x509:
+            provisioning = ProvisioningDeviceClient.create_from_x509_certificate(
+                provisioning_host=host, registration_id=registration_id, id_scope=id_scope,
+                x509=certificate, **common)
+        else:
+            provisioning = ProvisioningDeviceClient.create_from_symmetric_key(
+                provisioning_host=host, registration_id=registration_id, id_scope=id_scope,
+                symmetric_key=key, **common)
+        state = provisioning.register().registration_state
     outcome["assignedHub"] = state.assigned_hub
     if use_x509:
         device = IoTHubDeviceClient.create_from_x509_certificate(

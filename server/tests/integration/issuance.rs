@@ -2,7 +2,8 @@
 //! SDKs have CSRs only in preview branches): keys and CSRs made by openssl as a device's tooling
 //! would, sent over HTTPS and MQTT; the chains checked with `openssl verify`; the refusals; renewal
 //! over X.509 with the issued certificate and its window; revocation, the CRL, and the refusals
-//! at registration and at the built-in hub.
+//! at registration and at the built-in hub. `with_the_sdks` (run by sdk.rs) takes an issued
+//! certificate to the official SDKs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +21,7 @@ use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
 
 use crate::mqtt::Client;
+use crate::sdk::{Ctx, assert_unauthorized, sdk};
 use crate::support::HUB;
 use crate::support::instance::{
     Backend, Instance, enroll, enroll_group, random_key, symmetric_spec,
@@ -551,4 +553,118 @@ fn crl_distribution_point(cert: &x509_parser::certificate::X509Certificate<'_>) 
         }
     }
     panic!("no CRL distribution point")
+}
+
+/// The official SDKs with an issued certificate, on the server sdk.rs runs at the SDKs' ports: the
+/// Python hub client connects with it and reads its twin (py-mqtt); the Node SDK provisions again
+/// with it over X.509 through a group on the issuing CA (http). Once revoked, both are refused.
+pub(crate) async fn with_the_sdks(ctx: &Ctx, certs: &Path) {
+    let dir = certs.join(format!("issued-{}", ctx.transport));
+    std::fs::create_dir_all(&dir).unwrap();
+    let id = ctx.id("issued");
+    let group_key = random_key();
+    let with_default_policy = |attestation| EnrollmentSpec {
+        attestation,
+        credential_policy_name: Some("default".into()),
+        ..symmetric_spec("", "")
+    };
+    let keys = Attestation::SymmetricKey {
+        primary_key: group_key.clone(),
+        secondary_key: random_key(),
+    };
+    enroll_group(
+        &ctx.store,
+        &ctx.id("issuing-keys"),
+        with_default_policy(keys),
+    )
+    .await;
+    let on_issuer = Attestation::X509 {
+        certificates: vec![],
+        ca_references: vec![OWN_ISSUER.into()],
+    };
+    enroll_group(
+        &ctx.store,
+        &ctx.id("issuing-certs"),
+        with_default_policy(on_issuer),
+    )
+    .await;
+
+    // The device's own client: its derived key proves it, the CSR asks for a certificate.
+    let device = device_key(&dir, KeyType::EcP256, &id);
+    let secret = sas::derive_device_key(&group_key, &id).unwrap();
+    let resource = format!("{}/registrations/{id}", ctx.scope);
+    let expiry = chrono::Utc::now().timestamp() as u64 + 600;
+    let token = sas::sign(&secret, &resource, expiry, Some("registration")).unwrap();
+    let ca = std::fs::read(&ctx.ca).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+    let reply: Value = client
+        .put(format!(
+            "https://localhost/{resource}/register?api-version=2019-03-31"
+        ))
+        .header("Authorization", token)
+        .json(&json!({"registrationId": id, "csr": device.csr}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hub = reply["registrationState"]["assignedHub"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let name = format!("{id}-{}", KeyType::EcP256.as_str());
+    verify_with_openssl(&dir, &name, &chain_of(&reply), &device);
+    // The SDKs take `<prefix>.pem` (leaf first) and `<prefix>-key.pem`.
+    let prefix = dir.join(&name);
+    let prefix = prefix.to_str().unwrap();
+
+    let use_it = || match ctx.is_python() {
+        true => sdk(
+            "device.py",
+            &[
+                ctx.transport,
+                &hub,
+                &ctx.scope,
+                &id,
+                prefix,
+                r#"{"firmware": "issued-1.0"}"#,
+                &ctx.service,
+                "--x509",
+                "--hub-only",
+            ],
+            &ctx.ca,
+        ),
+        false => ctx.register(&id, prefix, &["--x509"]),
+    };
+    let out = use_it();
+    assert_eq!(out["ok"], true, "{out}");
+    match ctx.is_python() {
+        true => assert_eq!(out["twin"]["desired"]["telemetryInterval"], 30, "{out}"),
+        false => {
+            assert_eq!(out["result"]["deviceId"], id, "{out}");
+            assert_eq!(out["result"]["assignedHub"], hub, "{out}");
+        }
+    }
+
+    let path = format!("/registrations/{id}/certificates/revoke");
+    let revoked = ctx
+        .service_api(reqwest::Method::POST, &path, json!({}))
+        .await;
+    assert_eq!(revoked.as_array().map(Vec::len), Some(1), "{revoked}");
+    let out = use_it();
+    match ctx.is_python() {
+        true => assert_eq!(
+            out["ok"], false,
+            "the hub took a revoked certificate: {out}"
+        ),
+        false => {
+            assert_unauthorized(ctx, &out);
+            let reason = ctx.refusal_reason(&id).await;
+            assert!(reason.contains("was revoked"), "{reason}");
+        }
+    }
 }

@@ -263,6 +263,9 @@ async fn conformance(dir: &Path, database_url: &str) {
             _ => {}
         }
         crate::sdk_x509::x509_devices(&ctx, &dir.join("certs")).await;
+        if matches!(ctx.transport, "http" | "py-mqtt") {
+            crate::issuance::with_the_sdks(&ctx, &dir.join("certs")).await;
+        }
         if matches!(ctx.transport, "http" | "amqp" | "amqp-ws") {
             crate::sdk_tpm::tpm_devices(&ctx).await;
         }

@@ -32,7 +32,12 @@ impl Ctx {
     }
 
     /// A request to the service API, signed with the owner policy of the connection string.
-    async fn service_api(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+    pub(crate) async fn service_api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> Value {
         let field = |name: &str| {
             self.service
                 .split(';')

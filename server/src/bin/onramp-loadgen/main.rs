@@ -7,9 +7,10 @@
 //! (`--server-pid`) before and with them. Each client writes its protocol's frames itself, so
 //! that the generator's share of the cores it shares with the server stays small. `--protocol tpm`
 //! provisions the devices over HTTPS with symmetric keys and then as many TPM devices (individual
-//! enrollments, the challenge answered in software), and prints the TPM rate's share of the other.
+//! enrollments, the challenge answered in software), and prints the TPM rate's share of the other;
+//! `--protocol csr` likewise with devices that send a P-256 CSR and get a certificate issued.
 //!
-//!   onramp-loadgen --data-dir D [--database-url U] [--protocol https|mqtt|amqp|tpm] [--devices 20000]
+//!   onramp-loadgen --data-dir D [--database-url U] [--protocol https|mqtt|amqp|tpm|csr] [--devices 20000]
 //!                  [--concurrency 64] [--idle-connections N --server-pid P]
 //!
 //! It seeds its enrollment group straight into the instance's store (same data dir / database URL
@@ -17,6 +18,7 @@
 
 mod amqp;
 mod chaos;
+mod csr;
 mod overload;
 mod tpm;
 
@@ -99,6 +101,9 @@ enum Protocol {
     Amqp,
     /// TPM devices over HTTPS, measured beside symmetric-key ones over HTTPS in the same run.
     Tpm,
+    /// Symmetric-key devices over HTTPS that send a CSR and get a certificate (P-256), measured
+    /// beside plain ones in the same run.
+    Csr,
 }
 
 struct Target {
@@ -151,6 +156,10 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let csr_devices = match args.protocol {
+        Protocol::Csr => Some(csr::seed(store.as_ref(), &prefix, args.devices).await?),
+        _ => None,
+    };
     store.close().await;
     if args.seed_only {
         println!("{scope} {group_key}");
@@ -158,7 +167,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let port = match args.protocol {
-        Protocol::Https | Protocol::Tpm => args.port,
+        Protocol::Https | Protocol::Tpm | Protocol::Csr => args.port,
         Protocol::Mqtt => args.mqtt_port,
         Protocol::Amqp => args.amqp_port,
     };
@@ -256,7 +265,7 @@ async fn main() -> anyhow::Result<()> {
                 );
                 async move {
                     match protocol {
-                        Protocol::Https | Protocol::Tpm => {
+                        Protocol::Https | Protocol::Tpm | Protocol::Csr => {
                             register(&target, &scope, &key, &id).await.map(drop)
                         }
                         Protocol::Mqtt => register_mqtt(&target, &scope, &key, &id).await.map(drop),
@@ -274,10 +283,13 @@ async fn main() -> anyhow::Result<()> {
         Protocol::Https => "registrations (HTTPS)",
         Protocol::Mqtt => "registrations (MQTT)",
         Protocol::Amqp => "registrations (AMQP)",
-        Protocol::Tpm => "registrations (HTTPS, symmetric key)",
+        Protocol::Tpm | Protocol::Csr => "registrations (HTTPS, symmetric key)",
     });
     if let Some(tpms) = tpms {
         return compare_tpm(&target, &scope, &prefix, tpms, &registrations, &args).await;
+    }
+    if let Some(devices) = csr_devices {
+        return csr::compare(&target, &scope, devices, &registrations, &args).await;
     }
     let ratio = registrations.rate() / baseline.rate();
     println!(
@@ -467,9 +479,20 @@ fn register_request(
     group_key: &str,
     id: &str,
 ) -> anyhow::Result<String> {
+    let body = format!(r#"{{"registrationId":"{id}"}}"#);
+    register_request_with(target, scope, group_key, id, &body)
+}
+
+/// [`register_request`] with its own JSON `body`.
+fn register_request_with(
+    target: &Target,
+    scope: &str,
+    group_key: &str,
+    id: &str,
+    body: &str,
+) -> anyhow::Result<String> {
     let key = sas::derive_device_key(group_key, id)?;
     let token = device_token(&key, scope, id)?;
-    let body = format!(r#"{{"registrationId":"{id}"}}"#);
     Ok(format!(
         "PUT /{scope}/registrations/{id}/register?api-version=2019-03-31 HTTP/1.1\r\nHost: {}\r\n\
          Authorization: {token}\r\nContent-Type: application/json; charset=utf-8\r\n\
@@ -487,6 +510,12 @@ async fn register(
     id: &str,
 ) -> anyhow::Result<String> {
     let request = register_request(target, scope, group_key, id)?;
+    send_register(target, id, &request).await
+}
+
+/// Sends a register request on a fresh connection; expects the final `assigned` state in the
+/// reply and returns the reply's body.
+async fn send_register(target: &Target, id: &str, request: &str) -> anyhow::Result<String> {
     let mut tls = target.connect().await?;
     tls.write_all(request.as_bytes()).await?;
     let mut response = Vec::with_capacity(2048);
