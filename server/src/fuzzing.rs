@@ -16,7 +16,8 @@ use crate::attestation::tpm::{Randomness, TpmPublic, activation_blob};
 use crate::attestation::{sas, x509};
 use crate::domain::admin::{self, AllocationSettingsView};
 use crate::domain::device_hub::{merge_patch, parse_reported_patch};
-use crate::model::{Enrollment, EnrollmentGroup};
+use crate::model::{Enrollment, EnrollmentGroup, KeyType};
+use crate::pki;
 use crate::transport::amqp::guard::{Deliveries, FrameLimits, check_frame};
 use crate::transport::amqp::sasl;
 use crate::transport::hub_api::{identity_settings, twin_patch};
@@ -29,6 +30,7 @@ pub type Target = fn(&[u8]);
 pub const TARGETS: &[(&str, Target)] = &[
     ("amqp_frame", amqp_frame),
     ("amqp_sasl", amqp_sasl),
+    ("csr", csr),
     ("device_registration", device_registration),
     ("hub_rest_body", hub_rest_body),
     ("hub_session_input", hub_session_input),
@@ -180,6 +182,32 @@ pub fn tpm_public(data: &[u8]) {
         let _ = key.name();
         let _ = activation_blob(&key, &key, &[7; 32], &Randomness::fresh());
     }
+}
+
+/// Device CSRs (the register body's `csr`): a request the check accepts is signed, and the
+/// certificate names the device.
+pub fn csr(data: &[u8]) {
+    static CA: std::sync::OnceLock<pki::SigningCa> = std::sync::OnceLock::new();
+    let Ok(checked) = pki::check_csr(data, "device-1", &KeyType::ALL) else {
+        return;
+    };
+    let ca = CA.get_or_init(|| {
+        let (cert, key) = pki::new_issuing_ca("fuzz").expect("a CA");
+        pki::SigningCa::from_pem(&cert, &key).expect("its own key")
+    });
+    let terms = pki::LeafTerms {
+        registration_id: "device-1",
+        validity: chrono::Duration::days(1),
+        crl_url: None,
+        now: chrono::Utc::now(),
+    };
+    let signed = ca
+        .sign(&checked, &terms)
+        .expect("an accepted CSR is signed");
+    assert_eq!(
+        x509::common_name(&signed.der).ok().as_deref(),
+        Some("device-1")
+    );
 }
 
 /// Client certificate chains (TLS handshake) and CA certificates (operators): the first byte

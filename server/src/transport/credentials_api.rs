@@ -1,7 +1,7 @@
 //! Certificates issued at provisioning on the service API: credential policies and issuers
 //! (ServiceConfig), a device's issued certificates and their revocation (registration rights),
-//! and each issuer's CRL, public at `/crl/{issuer}.crl` as the certificates' distribution point
-//! says. The rules are in `domain::admin::credentials` and `domain::issuance`.
+//! and each issuer's CRL (`crl`, public at `/crl/{issuer}.crl` as the certificates' distribution
+//! point says, routed by `https`). The rules are in `domain::admin::credentials` and `domain::issuance`.
 
 use axum::Router;
 use axum::body::Body;
@@ -38,10 +38,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/registrations/{id}/certificates", get(list_issued))
         .route("/registrations/{id}/certificates/revoke", post(revoke));
-    let crl = Router::new()
-        .route("/crl/{file}", get(crl))
-        .with_state(state.clone());
-    observed(router, state).merge(crl)
+    observed(router, state)
 }
 
 fn not_found(what: String) -> ServiceError {
@@ -190,7 +187,11 @@ async fn revoke(
 }
 
 /// The CRL, signed when asked (one signature; relying parties cache it until its next update).
-async fn crl(State(state): State<ServiceApiState>, Path(file): Path<String>) -> Result<Response> {
+/// Public, outside the service API: `transport::https` routes it.
+pub(super) async fn crl(
+    State(state): State<ServiceApiState>,
+    Path(file): Path<String>,
+) -> Result<Response> {
     let issuer = file
         .strip_suffix(".crl")
         .ok_or_else(|| not_found(format!("CRL {file:?}")))?;

@@ -16,6 +16,7 @@ pub fn router(state: AppState, mqtt_sessions: WebSocketSessions) -> Router {
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/crl/{file}", get(super::credentials_api::crl))
         .with_state(state.clone())
         .merge(super::device_api::router(state.clone()))
         .merge(super::service_api::router(state.clone()))

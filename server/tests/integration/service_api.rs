@@ -784,6 +784,7 @@ fn declared_routes() -> Vec<(String, String)> {
     let sources = [
         include_str!("../../src/transport/service_api.rs"),
         include_str!("../../src/transport/admin_api.rs"),
+        include_str!("../../src/transport/credentials_api.rs"),
         include_str!("../../src/transport/hub_api.rs"),
     ];
     let mut routes = Vec::new();
