@@ -310,6 +310,33 @@ async fn bad_csrs_are_refused_and_nothing_is_issued() {
     i.finish().await;
 }
 
+/// A symmetric-key group (its key returned) for devices' first certificates and an X.509 group on
+/// the issuing CA (trusted as a verified CA from the first start) for renewals, both naming
+/// `policy`.
+async fn issuing_groups(
+    store: &Arc<dyn onramp::store::Store>,
+    [keys, certs]: [impl AsRef<str>; 2],
+    policy: &str,
+) -> String {
+    let group_key = random_key();
+    let with_policy = |attestation| EnrollmentSpec {
+        attestation,
+        credential_policy_name: Some(policy.into()),
+        ..symmetric_spec("", "")
+    };
+    let sas = Attestation::SymmetricKey {
+        primary_key: group_key.clone(),
+        secondary_key: random_key(),
+    };
+    enroll_group(store, keys.as_ref(), with_policy(sas)).await;
+    let x509 = Attestation::X509 {
+        certificates: vec![],
+        ca_references: vec![OWN_ISSUER.into()],
+    };
+    enroll_group(store, certs.as_ref(), with_policy(x509)).await;
+    group_key
+}
+
 /// An HTTPS client presenting `chain_pem` with the key at `key_pem`.
 fn client_with(i: &Instance, chain_pem: &Path, key_pem: &Path) -> reqwest::Client {
     let mut identity = std::fs::read(chain_pem).unwrap();
@@ -353,22 +380,7 @@ async fn renewal_over_x509_and_revocation() {
     policy(&i, "fleet", json!({"issuer": "onramp", "validityDays": 10, "keyTypes": ["ecP256"], "renewalWindowDays": 5})).await;
     // The first certificate through a symmetric-key group, renewals through an X.509 group on
     // the issuing CA (trusted as a verified CA from the first start).
-    let group_key = random_key();
-    let with_policy = |attestation| EnrollmentSpec {
-        attestation,
-        credential_policy_name: Some("fleet".into()),
-        ..symmetric_spec("", "")
-    };
-    let sas = Attestation::SymmetricKey {
-        primary_key: group_key.clone(),
-        secondary_key: random_key(),
-    };
-    enroll_group(i.store(), "fleet-keys", with_policy(sas)).await;
-    let x509 = Attestation::X509 {
-        certificates: vec![],
-        ca_references: vec![OWN_ISSUER.into()],
-    };
-    enroll_group(i.store(), "fleet-certs", with_policy(x509)).await;
+    let group_key = issuing_groups(i.store(), ["fleet-keys", "fleet-certs"], "fleet").await;
     let device_secret = sas::derive_device_key(&group_key, id).unwrap();
 
     let first_key = device_key(dir.path(), KeyType::EcP256, id);
@@ -562,32 +574,8 @@ pub(crate) async fn with_the_sdks(ctx: &Ctx, certs: &Path) {
     let dir = certs.join(format!("issued-{}", ctx.transport));
     std::fs::create_dir_all(&dir).unwrap();
     let id = ctx.id("issued");
-    let group_key = random_key();
-    let with_default_policy = |attestation| EnrollmentSpec {
-        attestation,
-        credential_policy_name: Some("default".into()),
-        ..symmetric_spec("", "")
-    };
-    let keys = Attestation::SymmetricKey {
-        primary_key: group_key.clone(),
-        secondary_key: random_key(),
-    };
-    enroll_group(
-        &ctx.store,
-        &ctx.id("issuing-keys"),
-        with_default_policy(keys),
-    )
-    .await;
-    let on_issuer = Attestation::X509 {
-        certificates: vec![],
-        ca_references: vec![OWN_ISSUER.into()],
-    };
-    enroll_group(
-        &ctx.store,
-        &ctx.id("issuing-certs"),
-        with_default_policy(on_issuer),
-    )
-    .await;
+    let groups = [ctx.id("issuing-keys"), ctx.id("issuing-certs")];
+    let group_key = issuing_groups(&ctx.store, groups, "default").await;
 
     // The device's own client: its derived key proves it, the CSR asks for a certificate.
     let device = device_key(&dir, KeyType::EcP256, &id);
