@@ -179,6 +179,11 @@ impl SigningCa {
         if !cert.is_ca() {
             anyhow::bail!("the issuing certificate is not a CA (basicConstraints cA)");
         }
+        // Revocation needs the CRL signed by the same key: both uses must be allowed.
+        let usage = cert.key_usage().ok().flatten().map(|ext| ext.value);
+        if usage.is_some_and(|u| !u.key_cert_sign() || !u.crl_sign()) {
+            anyhow::bail!("the issuing certificate's keyUsage must allow keyCertSign and cRLSign");
+        }
         let params = CertificateParams::from_ca_cert_der(first)?;
         let issuer = params.self_signed(&key)?;
         Ok(SigningCa { issuer, key, chain })
@@ -324,6 +329,27 @@ mod tests {
     fn own_ca() -> SigningCa {
         let (cert, key) = new_issuing_ca("Test Issuing CA").unwrap();
         SigningCa::from_pem(&cert, &key).unwrap()
+    }
+
+    #[test]
+    fn an_issuer_must_be_allowed_to_sign_certificates_and_crls() {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = common_name("No CRLs");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let cert = params.clone().self_signed(&key).unwrap();
+        let refused = SigningCa::from_pem(&cert.pem(), &key.serialize_pem()).err();
+        assert!(
+            refused.is_some_and(|e| e.to_string().contains("cRLSign")),
+            "refused for want of cRLSign"
+        );
+        // Without keyUsage every use is allowed (RFC 5280), and the CRL signs.
+        params.key_usages = vec![];
+        let cert = params.self_signed(&key).unwrap();
+        let ca = SigningCa::from_pem(&cert.pem(), &key.serialize_pem()).unwrap();
+        let crl = ca.crl(&[], Utc::now(), chrono::Duration::hours(1)).unwrap();
+        assert!(x509_parser::parse_x509_crl(&crl).is_ok());
     }
 
     #[test]
