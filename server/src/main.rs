@@ -7,6 +7,9 @@ use clap::{Args, Parser, Subcommand};
 use onramp::config::{Config, LogFormat};
 use toml::{Table, Value};
 
+#[path = "cli/credentials.rs"]
+mod credentials;
+
 /// mimalloc: glibc's malloc took about a tenth of the server's CPU under load (TLS records and
 /// frames are many short-lived buffers).
 #[global_allocator]
@@ -125,6 +128,69 @@ enum AdminCommand {
     /// CA certificates for X.509 enrollment groups, with proof of possession (JSON output).
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Credential policies: how devices that send a CSR get certificates (JSON output).
+    #[command(subcommand)]
+    CredentialPolicy(CredentialPolicyCommand),
+    /// Issuers: CAs with their keys that sign for credential policies (JSON output).
+    #[command(subcommand)]
+    Issuer(IssuerCommand),
+    /// A device's issued certificates, and their revocation (JSON output).
+    #[command(subcommand)]
+    Certificate(CertificateCommand),
+}
+
+#[derive(Subcommand)]
+enum CredentialPolicyCommand {
+    List,
+    /// Create or replace a policy; enrollments name it in `credentialPolicyName`.
+    Set {
+        name: String,
+        /// The issuer that signs: the instance's own (`onramp`) or an uploaded one.
+        #[arg(long, default_value = "onramp")]
+        issuer: String,
+        #[arg(long, default_value_t = 90)]
+        validity_days: u32,
+        /// Comma-separated: ecP256,ecP384,rsa2048,rsa3072,ed25519
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "ecP256,ecP384,rsa2048,rsa3072"
+        )]
+        key_types: Vec<String>,
+        /// How long before expiry a device may renew with its issued certificate.
+        #[arg(long, default_value_t = 30)]
+        renewal_window_days: u32,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum IssuerCommand {
+    List,
+    /// Upload an intermediate CA (PEM chain, the CA first) with its private key (PEM) as NAME;
+    /// it also becomes a verified CA for X.509 groups (renewal).
+    Add {
+        name: String,
+        chain: PathBuf,
+        key: PathBuf,
+    },
+    Remove {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertificateCommand {
+    /// The certificates issued to a device, newest first.
+    List { registration_id: String },
+    /// Revoke one (--serial) or all of a device's certificates; they join the issuer's CRL.
+    Revoke {
+        registration_id: String,
+        #[arg(long)]
+        serial: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -282,6 +348,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Admin(AdminCommand::Hub(command)) => admin_hub(config, command).await,
         Command::Admin(AdminCommand::User(command)) => admin_user(config, command).await,
         Command::Admin(AdminCommand::Ca(command)) => admin_ca(config, command).await,
+        Command::Admin(AdminCommand::CredentialPolicy(command)) => {
+            credentials::policy(config, command).await
+        }
+        Command::Admin(AdminCommand::Issuer(command)) => credentials::issuer(config, command).await,
+        Command::Admin(AdminCommand::Certificate(command)) => {
+            credentials::certificate(config, command).await
+        }
         Command::Admin(AdminCommand::Info { json }) => {
             let prepared = onramp::service::prepare(config).await?;
             let state = &prepared.state;
@@ -317,6 +390,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Reads a file an admin command names.
+fn read_file(path: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
 }
 
 /// Changes made here are audited as the operator at the terminal: their login name, else their uid.
@@ -385,10 +464,6 @@ async fn admin_ca(config: Config, command: CaCommand) -> anyhow::Result<()> {
         &prepared.state.admin,
         cli_actor(),
     );
-    let read = |path: &PathBuf| {
-        std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
-    };
     match command {
         CaCommand::List => {
             let cas = store.list_ca_certificates().await?;
@@ -401,13 +476,15 @@ async fn admin_ca(config: Config, command: CaCommand) -> anyhow::Result<()> {
             file,
             verified,
         } => print_json(&ca::view(
-            &admin.put_ca(&actor, &name, &read(&file)?, verified).await?,
+            &admin
+                .put_ca(&actor, &name, &read_file(&file)?, verified)
+                .await?,
         )),
         CaCommand::Code { name } => {
             print_json(&ca::view(&admin.generate_ca_code(&actor, &name).await?))
         }
         CaCommand::Verify { name, file } => print_json(&ca::view(
-            &admin.verify_ca(&actor, &name, &read(&file)?).await?,
+            &admin.verify_ca(&actor, &name, &read_file(&file)?).await?,
         )),
         CaCommand::Remove { name } => admin.delete_ca(&actor, &name).await?,
     }

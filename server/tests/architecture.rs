@@ -30,8 +30,9 @@
 //!
 //! - A file's top-level module is its first path component under `src/`
 //!   (`transport/console/auth.rs` is in `transport`, `service.rs` is `service`); the modules are
-//!   discovered from the listing (`x.rs` files and `x/` directories). `lib.rs`, `main.rs` and
-//!   `bin/` are the crate root and binaries: they may use anything and are not checked.
+//!   discovered from the listing (`x.rs` files and `x/` directories). `lib.rs`, `main.rs` (with
+//!   its modules in `cli/`) and `bin/` are the crate root and binaries: they may use anything and
+//!   are not checked.
 //! - Comments (including doc comments), string and character literals are blanked first, and
 //!   everything from a `#[cfg(test)]` line to the end of the file is dropped: by convention test
 //!   modules sit at the end of their file, and tests may reach across layers.
@@ -247,7 +248,7 @@ impl SourceFile {
     fn module(&self) -> Option<&str> {
         let first = self.rel.split('/').next().unwrap_or_default();
         match first {
-            "lib.rs" | "main.rs" | "bin" => None,
+            "lib.rs" | "main.rs" | "cli" | "bin" => None,
             _ => Some(first.strip_suffix(".rs").unwrap_or(first)),
         }
     }
@@ -370,7 +371,8 @@ fn top_level_modules(root: &Path) -> BTreeSet<String> {
         if path.is_dir() {
             let mut inside = Vec::new();
             rs_files(&path, &mut inside);
-            if name != "bin" && !inside.is_empty() {
+            // The binaries' own directories: `bin/` and `cli/` (the command line's modules).
+            if name != "bin" && name != "cli" && !inside.is_empty() {
                 modules.insert(name);
             }
         } else if let Some(stem) = name

@@ -50,7 +50,7 @@ fn address(i: &Instance, id: &str) -> String {
 }
 
 /// Logs in with SASL PLAIN (the SAS token as password) and attaches both links.
-async fn open(i: &Instance, id: &str, token: &str) -> anyhow::Result<Device> {
+pub(crate) async fn open(i: &Instance, id: &str, token: &str) -> anyhow::Result<Device> {
     let tls = tls_to(i, i.amqp_addr).await;
     let connection = Connection::builder()
         .container_id("test-device")

@@ -1,6 +1,6 @@
 //! Certificates issued at provisioning (issue 21), with a device client written here (the official
 //! SDKs have CSRs only in preview branches): keys and CSRs made by openssl as a device's tooling
-//! would, sent over HTTPS and MQTT; the chains checked with `openssl verify`; the refusals; renewal
+//! would, sent over HTTPS, MQTT and AMQP; the chains checked with `openssl verify`; the refusals; renewal
 //! over X.509 with the issued certificate and its window; revocation, the CRL, and the refusals
 //! at registration and at the built-in hub. `with_the_sdks` (run by sdk.rs) takes an issued
 //! certificate to the official SDKs.
@@ -145,23 +145,46 @@ async fn register_over_mqtt(i: &Instance, id: &str, key: &str, body: Value) -> (
     (status, reply)
 }
 
+/// Registers over AMQP with `body`; returns the reply's JSON.
+async fn register_over_amqp(i: &Instance, id: &str, key: &str, body: Value) -> Value {
+    let mut device = crate::amqp::open(i, id, &i.token(id, key)).await.unwrap();
+    let message = crate::amqp::request(
+        "iotdps-register",
+        None,
+        "csr-1",
+        body.to_string().as_bytes(),
+    );
+    let (_, _, reply) = device.call(message).await.unwrap();
+    device.close().await;
+    reply
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Transport {
+    Https,
+    Mqtt,
+    Amqp,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_key_type_gets_a_chain_openssl_verifies_over_https_and_mqtt() {
+async fn each_key_type_gets_a_chain_openssl_verifies_over_every_transport() {
     let i = Instance::start(Backend::Sqlite).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let id = "issued-1";
     let key = enrolled(&i, id, Some("default")).await;
     let mut serials = Vec::new();
     for (n, kind) in KeyType::ALL.into_iter().enumerate() {
-        for over_mqtt in [false, true] {
+        for transport in [Transport::Https, Transport::Mqtt, Transport::Amqp] {
             let device = device_key(dir.path(), kind, id);
             let body = json!({"registrationId": id, "csr": device.csr});
-            let (status, reply) = match over_mqtt {
-                false => {
+            let (status, reply) = match transport {
+                Transport::Https => {
                     let (status, _, reply) = i.register(id, &key, body).await;
                     (status, reply)
                 }
-                true => register_over_mqtt(&i, id, &key, body).await,
+                Transport::Mqtt => register_over_mqtt(&i, id, &key, body).await,
+                // AMQP has no status code: an accepted request answers with the operation.
+                Transport::Amqp => (202, register_over_amqp(&i, id, &key, body).await),
             };
             assert_eq!(
                 (status, reply["status"].as_str()),
@@ -170,7 +193,7 @@ async fn each_key_type_gets_a_chain_openssl_verifies_over_https_and_mqtt() {
             );
             let chain = chain_of(&reply);
             assert_eq!(chain.len(), 2, "leaf and the issuing CA");
-            verify_with_openssl(dir.path(), &format!("{n}-{over_mqtt}"), &chain, &device);
+            verify_with_openssl(dir.path(), &format!("{n}-{transport:?}"), &chain, &device);
             serials.push(serial_of(&chain[0]));
         }
     }
@@ -655,4 +678,133 @@ pub(crate) async fn with_the_sdks(ctx: &Ctx, certs: &Path) {
             assert!(reason.contains("was revoked"), "{reason}");
         }
     }
+}
+
+/// `onramp admin credential-policy | issuer | certificate` on a running instance's database:
+/// the rules refuse with their reason, an uploaded issuer signs a device's CSR, and a revocation
+/// from the terminal is what the service API then shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_policies_issuers_and_revocation() {
+    let i = Instance::start(Backend::Sqlite).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = i.data_dir().to_str().unwrap().to_string();
+    let cli = |args: &[&str]| {
+        let mut all = vec![
+            "--data-dir",
+            &data,
+            "--database-url",
+            &i.database_url,
+            "admin",
+        ];
+        all.extend_from_slice(args);
+        crate::support::process::run(&all, &[])
+    };
+    let json = |args: &[&str]| -> Value {
+        let out = cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    let refused = |args: &[&str], needle: &str| {
+        let out = cli(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(needle),
+            "{args:?}: {stderr}"
+        );
+    };
+
+    // An intermediate with its key becomes an issuer (its key never shown).
+    let intermediate = onramp::test_certs::self_signed("cli issuing CA", true);
+    let chain_file = dir.path().join("issuer.pem");
+    let key_file = dir.path().join("issuer-key.pem");
+    std::fs::write(&chain_file, intermediate.pem()).unwrap();
+    std::fs::write(&key_file, intermediate.key.serialize_pem()).unwrap();
+    let (chain, key) = (chain_file.to_str().unwrap(), key_file.to_str().unwrap());
+    refused(&["issuer", "add", "plant", chain, chain], "cannot sign");
+    let issuer = json(&["issuer", "add", "plant", chain, key]);
+    assert_eq!(issuer["name"], "plant");
+    let issuers = json(&["issuer", "list"]).to_string();
+    assert!(
+        issuers.contains("\"plant\"") && !issuers.contains("PRIVATE"),
+        "{issuers}"
+    );
+
+    let set = [
+        "credential-policy",
+        "set",
+        "plant-p256",
+        "--issuer",
+        "plant",
+    ];
+    refused(
+        &[&set[..], &["--key-types", "dsa"]].concat(),
+        "is not one of",
+    );
+    refused(
+        &[
+            &set[..],
+            &["--validity-days", "7", "--renewal-window-days", "7"],
+        ]
+        .concat(),
+        "renewalWindowDays",
+    );
+    refused(
+        &["credential-policy", "set", "x", "--issuer", "nobody"],
+        "nobody",
+    );
+    let valid = [
+        "--validity-days",
+        "7",
+        "--renewal-window-days",
+        "2",
+        "--key-types",
+        "ecP256",
+    ];
+    let policy = json(&[&set[..], &valid].concat());
+    assert_eq!(
+        (&policy["validityDays"], &policy["keyTypes"]),
+        (&json!(7), &json!(["ecP256"]))
+    );
+    let names: Vec<Value> = json(&["credential-policy", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("default"), json!("plant-p256")]);
+    refused(&["issuer", "remove", "plant"], "plant-p256");
+
+    // A device's CSR is signed by the uploaded issuer; the terminal lists and revokes it.
+    let id = "cli-device";
+    let key = enrolled(&i, id, Some("plant-p256")).await;
+    let device = device_key(dir.path(), KeyType::EcP256, id);
+    let (_, _, reply) = i
+        .register(id, &key, json!({"registrationId": id, "csr": device.csr}))
+        .await;
+    let issued = chain_of(&reply);
+    assert_eq!(
+        issued[1],
+        intermediate.der.to_vec(),
+        "signed by the uploaded CA"
+    );
+    let listed = json(&["certificate", "list", id]);
+    assert_eq!(listed[0]["serialNumber"], serial_of(&issued[0]));
+    assert_eq!(listed[0]["revoked"], Value::Null);
+    refused(
+        &["certificate", "revoke", id, "--serial", "00"],
+        "unrevoked certificate",
+    );
+    let revoked = json(&["certificate", "revoke", id]);
+    assert_eq!(revoked[0]["serialNumber"], serial_of(&issued[0]));
+    let path = format!("registrations/{id}/certificates");
+    let (_, _, shown) = i.service_call("GET", &path, None).await;
+    assert!(shown[0]["revoked"].is_string(), "{shown}");
+
+    json(&["credential-policy", "delete", "plant-p256"]);
+    json(&["issuer", "remove", "plant"]);
+    i.finish().await;
 }
