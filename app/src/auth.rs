@@ -72,12 +72,17 @@ pub fn current_role() -> impl Fn() -> Option<Role> + Copy {
 /// Whether the signed-in user may change things (operator or admin), once the session is known.
 /// Awaited inside a `Suspend`, so the server and the hydrating browser decide alike.
 pub async fn may_change() -> bool {
+    has_role(Role::Operator).await
+}
+
+/// Whether the signed-in user has at least the role `min`, once the session is known.
+pub async fn has_role(min: Role) -> bool {
     let session = expect_context::<CurrentSession>().0;
     session
         .await
         .ok()
         .and_then(|s| s.user)
-        .is_some_and(|u| u.role >= Role::Operator)
+        .is_some_and(|u| u.role >= min)
 }
 
 /// A hidden `csrf` field for a form.

@@ -44,6 +44,15 @@ pub fn refused(e: BackendError) -> ServerFnError {
     ServerFnError::new(e.to_string())
 }
 
+/// A form's whole number, or a refusal naming `what`.
+pub fn whole_number(text: &str, what: &str) -> Result<u32, ServerFnError> {
+    text.trim().parse().map_err(|_| {
+        refused(BackendError::Invalid(format!(
+            "{what} must be a whole number, not {text:?}"
+        )))
+    })
+}
+
 pub trait ConsoleBackend: Send + Sync + 'static {
     fn summary(&self) -> BackendFuture<'_, InstanceSummary>;
     /// Linked hubs with the number of devices on each.
@@ -158,6 +167,35 @@ pub trait ConsoleBackend: Send + Sync + 'static {
         proof_pem: &'a str,
     ) -> BackendFuture<'a, ()>;
     fn delete_ca<'a>(&'a self, actor: &'a str, name: &'a str) -> BackendFuture<'a, ()>;
+    /// Credential policies and issuers.
+    fn credentials(&self) -> BackendFuture<'_, CredentialsOverview>;
+    /// Creates or replaces a credential policy.
+    fn save_credential_policy<'a>(
+        &'a self,
+        actor: &'a str,
+        form: CredentialPolicyForm,
+    ) -> BackendFuture<'a, ()>;
+    fn delete_credential_policy<'a>(
+        &'a self,
+        actor: &'a str,
+        name: &'a str,
+    ) -> BackendFuture<'a, ()>;
+    /// Uploads an intermediate CA with its key as an issuer.
+    fn upload_issuer<'a>(
+        &'a self,
+        actor: &'a str,
+        name: &'a str,
+        chain_pem: &'a str,
+        key_pem: &'a str,
+    ) -> BackendFuture<'a, ()>;
+    fn delete_issuer<'a>(&'a self, actor: &'a str, name: &'a str) -> BackendFuture<'a, ()>;
+    /// Revokes one of a device's issued certificates (`serial`), or all of them.
+    fn revoke_certificates<'a>(
+        &'a self,
+        actor: &'a str,
+        registration_id: &'a str,
+        serial: Option<&'a str>,
+    ) -> BackendFuture<'a, ()>;
     fn list_registrations(&self, filter: RegistrationFilter)
     -> BackendFuture<'_, RegistrationPage>;
     fn registration<'a>(

@@ -60,6 +60,7 @@ pub async fn save_enrollment(
     secondary_certificate: Option<String>,
     ca_reference: Option<String>,
     endorsement_key: Option<String>,
+    credential_policy: Option<String>,
 ) -> Result<String, ServerFnError> {
     let _ = csrf;
     let user = require(Role::Operator)?;
@@ -77,6 +78,7 @@ pub async fn save_enrollment(
         secondary_certificate: secondary_certificate.unwrap_or_default(),
         ca_reference: ca_reference.unwrap_or_default(),
         endorsement_key: endorsement_key.unwrap_or_default(),
+        credential_policy: credential_policy.unwrap_or_default(),
     };
     let id = form.registration_id.clone();
     backend()?
@@ -589,6 +591,8 @@ fn EnrollmentEditor(form: EnrollmentForm, kind: String, create: bool) -> impl In
             <label for="webhook_url">"Custom allocation webhook URL"</label>
             <input id="webhook_url" name="webhook_url" type="url" value=form.webhook_url.clone()
                 placeholder="https://allocator.example/api/allocate" autocomplete="off"/>
+            <label for="credential_policy">"Credential policy (signs the devices' CSRs; empty: none)"</label>
+            <input id="credential_policy" name="credential_policy" value=form.credential_policy.clone() autocomplete="off"/>
             <label for="iot_hubs">"Hubs (comma-separated; empty: all linked hubs)"</label>
             <input id="iot_hubs" name="iot_hubs" value=form.iot_hubs.clone() autocomplete="off"/>
             <label for="initial_twin">"Initial twin (JSON: tags and properties.desired)"</label>

@@ -27,11 +27,7 @@ pub async fn save_hub(
 ) -> Result<(), ServerFnError> {
     let _ = csrf;
     let user = require(Role::Operator)?;
-    let weight = allocation_weight.trim().parse::<u32>().map_err(|_| {
-        refused(crate::backend::BackendError::Invalid(
-            "the weight must be a whole number from 1 to 1000".into(),
-        ))
-    })?;
+    let weight = crate::backend::whole_number(&allocation_weight, "the weight")?;
     let hub = HubSummary {
         host_name: host_name.trim().to_string(),
         connector: "builtIn".into(),

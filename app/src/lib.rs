@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod auth;
 pub mod cas;
+pub mod credentials;
 pub mod dashboard;
 pub mod enrollments;
 pub mod forms;
@@ -114,6 +115,7 @@ pub fn App() -> impl IntoView {
                     <Route path=(StaticSegment("console"), StaticSegment("policies")) view=policies::Policies/>
                     <Route path=(StaticSegment("console"), StaticSegment("sinks")) view=sinks::Sinks/>
                     <Route path=(StaticSegment("console"), StaticSegment("certificates")) view=cas::CaCertificates/>
+                    <Route path=(StaticSegment("console"), StaticSegment("credentials")) view=credentials::Credentials/>
                     <Route path=(StaticSegment("console"), StaticSegment("users")) view=users::Users/>
                     <Route
                         path=(StaticSegment("console"), StaticSegment("registrations"))
@@ -149,6 +151,7 @@ fn TopBar() -> impl IntoView {
                         {(user.role == model::Role::Admin).then(|| view! {
                             <a href="/console/policies">"Policies"</a>
                             <a href="/console/certificates">"CA certificates"</a>
+                            <a href="/console/credentials">"Issued certificates"</a>
                             <a href="/console/sinks">"Event sinks"</a>
                             <a href="/console/users">"Users"</a>
                         })}

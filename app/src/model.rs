@@ -144,6 +144,9 @@ pub struct EnrollmentForm {
     /// TPM (individual enrollments): the device's endorsement key, base64.
     #[serde(default)]
     pub endorsement_key: String,
+    /// The credential policy whose issuer signs the devices' CSRs; empty: none are signed.
+    #[serde(default)]
+    pub credential_policy: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,6 +274,59 @@ pub struct RegistrationDetail {
     /// The device's identity on its built-in hub, if it is assigned to one.
     #[serde(default)]
     pub on_hub: Option<HubDeviceView>,
+    /// Certificates issued to the device at provisioning, newest first.
+    #[serde(default)]
+    pub issued: Vec<IssuedRow>,
+}
+
+/// A certificate issued to a device from its CSR.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IssuedRow {
+    pub serial: String,
+    pub policy: String,
+    pub issuer: String,
+    pub key_type: String,
+    pub not_before: String,
+    pub not_after: String,
+    pub revoked: Option<String>,
+}
+
+/// How devices that send a CSR get certificates: which issuer signs, for how long, which keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CredentialPolicyRow {
+    pub name: String,
+    pub issuer: String,
+    pub validity_days: u32,
+    pub key_types: Vec<String>,
+    pub renewal_window_days: u32,
+    pub updated: String,
+}
+
+/// A CA that signs issued certificates; its key stays on the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IssuerRow {
+    pub name: String,
+    pub subject: String,
+    pub expiry: String,
+    /// The instance's own issuing CA, made at first start (it cannot be removed).
+    pub own: bool,
+}
+
+/// The credentials page: policies and the issuers they may name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CredentialsOverview {
+    pub policies: Vec<CredentialPolicyRow>,
+    pub issuers: Vec<IssuerRow>,
+}
+
+/// A credential policy as the editor submits it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CredentialPolicyForm {
+    pub name: String,
+    pub issuer: String,
+    pub validity_days: u32,
+    pub key_types: Vec<String>,
+    pub renewal_window_days: u32,
 }
 
 /// A device identity on a built-in hub: connection, twin and recent telemetry.

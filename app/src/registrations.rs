@@ -45,6 +45,21 @@ pub async fn delete_registration(
         .map_err(refused)
 }
 
+/// Revokes the certificate `serial` of the device, or all of its certificates without one.
+#[server(endpoint = "certificate/revoke")]
+pub async fn revoke_certificates(
+    csrf: String,
+    registration_id: String,
+    serial: Option<String>,
+) -> Result<(), ServerFnError> {
+    let _ = csrf;
+    let user = require(Role::Operator)?;
+    backend()?
+        .revoke_certificates(&user.username, &registration_id, serial.as_deref())
+        .await
+        .map_err(refused)
+}
+
 impl Params for RegistrationFilter {
     fn from_map(
         map: &leptos_router::params::ParamsMap,
@@ -152,19 +167,21 @@ pub fn RegistrationPage() -> impl IntoView {
     let params = use_params_map();
     let id = move || params.with(|p| p.get("id").unwrap_or_default());
     let delete = ServerAction::<DeleteRegistration>::new();
+    let revoke = ServerAction::<RevokeCertificates>::new();
     let detail = Resource::new(
-        move || (id(), delete.version().get()),
-        |(id, _)| get_registration(id),
+        move || (id(), delete.version().get(), revoke.version().get()),
+        |(id, _, _)| get_registration(id),
     );
     view! {
         <section class="registration">
             <p><a href="/console/registrations">"← Registration records"</a></p>
             <ActionError action=delete/>
+            <ActionError action=revoke/>
             <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
                 {move || Suspend::new(async move {
                     let editable = may_change().await;
                     match detail.await {
-                        Ok(Some(detail)) => view! { <RegistrationView detail delete editable/> }.into_any(),
+                        Ok(Some(detail)) => view! { <RegistrationView detail delete revoke editable/> }.into_any(),
                         Ok(None) => view! { <p class="empty" role="status">"No registration record: the device's next registration starts fresh."</p> }.into_any(),
                         Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
                     }
@@ -178,9 +195,14 @@ pub fn RegistrationPage() -> impl IntoView {
 fn RegistrationView(
     detail: RegistrationDetail,
     delete: ServerAction<DeleteRegistration>,
+    revoke: ServerAction<RevokeCertificates>,
     editable: bool,
 ) -> impl IntoView {
     let r = detail.row;
+    let issued = (!detail.issued.is_empty()).then(|| {
+        let id = r.registration_id.clone();
+        view! { <Issued rows=detail.issued registration_id=id revoke editable/> }
+    });
     let id = r.registration_id.clone();
     let error = detail.error_code.map(|code| {
         view! { <dt>"Error"</dt><dd><span class="mono">{code}</span>" "{detail.error_message.clone().unwrap_or_default()}</dd> }
@@ -210,7 +232,63 @@ fn RegistrationView(
             <dt>"Updated"</dt><dd>{r.updated}</dd>
         </dl>
         {action}
+        {issued}
         {detail.on_hub.map(|hub| view! { <OnHub hub/> })}
+    }
+}
+
+/// The certificates issued to the device, each with its revocation (or a button for it).
+#[component]
+fn Issued(
+    rows: Vec<IssuedRow>,
+    registration_id: String,
+    revoke: ServerAction<RevokeCertificates>,
+    editable: bool,
+) -> impl IntoView {
+    let revoke_form = move |serial: Option<String>, label: &'static str| {
+        let id = registration_id.clone();
+        view! {
+            <ActionForm action=revoke attr:class="inline">
+                <CsrfField/>
+                <input type="hidden" name="registration_id" value=id/>
+                {serial.map(|s| view! { <input type="hidden" name="serial" value=s/> })}
+                <button type="submit" class="danger">{label}</button>
+            </ActionForm>
+        }
+    };
+    let any_valid = rows.iter().any(|c| c.revoked.is_none());
+    let all = (editable && any_valid).then(|| revoke_form(None, "Revoke all"));
+    let rows = rows
+        .into_iter()
+        .map(|c| {
+            let state = match (&c.revoked, editable) {
+                (Some(at), _) => {
+                    view! { <span class="revoked">"revoked "{at.clone()}</span> }.into_any()
+                }
+                (None, true) => revoke_form(Some(c.serial.clone()), "Revoke").into_any(),
+                (None, false) => view! { <span>"valid"</span> }.into_any(),
+            };
+            let key = c.serial.clone();
+            view! {
+                <tr data-serial=key>
+                    <td class="mono">{c.serial}</td>
+                    <td class="mono">{c.policy}</td>
+                    <td class="mono">{c.issuer}</td>
+                    <td>{c.key_type}</td>
+                    <td>{c.not_before}</td>
+                    <td>{c.not_after}</td>
+                    <td class="issued-state">{state}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <h2>"Issued certificates"</h2>
+        <table class="issued-list">
+            <thead><tr><th>"Serial"</th><th>"Policy"</th><th>"Issuer"</th><th>"Key"</th><th>"Valid from"</th><th>"Until"</th><th></th></tr></thead>
+            <tbody>{rows}</tbody>
+        </table>
+        {all}
     }
 }
 

@@ -4,8 +4,8 @@
 // and front end, and never a key.
 import { expect, test } from '@playwright/test';
 import { execFileSync } from 'node:child_process';
-import { createHmac, randomBytes } from 'node:crypto';
-import { signIn, users } from './users';
+import { randomBytes } from 'node:crypto';
+import { sasToken, signIn, users } from './users';
 
 const dataDir = process.env.E2E_DATA_DIR!;
 
@@ -19,14 +19,6 @@ function serviceConnection(): { name: string; key: string } {
     }),
   );
   return { name: fields.SharedAccessKeyName, key: fields.SharedAccessKey };
-}
-
-/// A service SAS token as the Azure service SDKs sign it.
-function sasToken(resource: string, policy: { name: string; key: string }): string {
-  const expiry = Math.floor(Date.now() / 1000) + 600;
-  const sr = encodeURIComponent(resource);
-  const sig = createHmac('sha256', Buffer.from(policy.key, 'base64')).update(`${sr}\n${expiry}`).digest('base64');
-  return `SharedAccessSignature sr=${sr}&sig=${encodeURIComponent(sig)}&se=${expiry}&skn=${policy.name}`;
 }
 
 test('the audit page shows changes from the console, the service API and the command line', async ({ page }, testInfo) => {

@@ -22,7 +22,7 @@ function read(prefix: string): Cert {
 export function selfSigned(name: string, cn: string, ca: boolean): Cert {
   const prefix = path.join(dir, name);
   const extensions = ca
-    ? ['-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,digitalSignature']
+    ? ['-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign,digitalSignature']
     : ['-addext', 'basicConstraints=critical,CA:FALSE', '-addext', 'extendedKeyUsage=clientAuth'];
   openssl(['req', '-x509', ...newKey, '-keyout', `${prefix}-key.pem`, '-out', `${prefix}.pem`,
     '-days', '30', '-subj', `/CN=${cn}`, ...extensions]);
@@ -39,4 +39,11 @@ export function signedBy(issuer: Cert, name: string, cn: string): Cert {
   openssl(['x509', '-req', '-in', `${prefix}.csr`, '-CA', `${issuer.prefix}.pem`, '-CAkey', `${issuer.prefix}-key.pem`,
     '-CAcreateserial', '-out', `${prefix}.pem`, '-days', '1', '-extfile', extensions]);
   return read(prefix);
+}
+
+/// A device's fresh P-256 key and its CSR (subject CN `cn`), as base64 DER for a register request.
+export function csrFor(name: string, cn: string): { prefix: string; csr: string } {
+  const prefix = path.join(dir, name);
+  openssl(['req', '-new', ...newKey, '-keyout', `${prefix}-key.pem`, '-outform', 'DER', '-out', `${prefix}.csr`, '-subj', `/CN=${cn}`]);
+  return { prefix, csr: fs.readFileSync(`${prefix}.csr`).toString('base64') };
 }

@@ -2,6 +2,7 @@
 // sign-in helper that goes through the real login form.
 import { expect, type Page } from '@playwright/test';
 import { execFileSync } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import * as path from 'node:path';
 
 export const users = {
@@ -38,3 +39,11 @@ export function registerDevice(idScope: string, registrationId: string, key: str
   return JSON.parse(out.toString().trim().split('\n').pop()!);
 }
 
+
+/// A SAS token as the Azure SDKs sign it: a service policy's, or a device's (`name` "registration").
+export function sasToken(resource: string, policy: { name: string; key: string }): string {
+  const expiry = Math.floor(Date.now() / 1000) + 600;
+  const sr = encodeURIComponent(resource);
+  const sig = createHmac('sha256', Buffer.from(policy.key, 'base64')).update(`${sr}\n${expiry}`).digest('base64');
+  return `SharedAccessSignature sr=${sr}&sig=${encodeURIComponent(sig)}&se=${expiry}&skn=${policy.name}`;
+}

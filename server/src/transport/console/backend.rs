@@ -9,14 +9,16 @@ use serde_json::json;
 
 use super::forms::{PAGE_SIZE, allocation_view, document_of, fault_of, list_query};
 use super::views::{
-    ca_row, domain_role, failure_row, form_of, minute_bars, policy_name, registration_row, row,
-    summary_of, view_role,
+    ca_row, credential_policy_row, domain_role, failure_row, form_of, issued_row, issuer_row,
+    minute_bars, policy_name, registration_row, row, summary_of, view_role,
 };
 use crate::attestation::sas;
-use crate::domain::admin::{AdminError, HubSettings, KeySlot, Resource, SinkInput, parse_rights};
+use crate::domain::admin::{
+    AdminError, HubSettings, KeySlot, PolicyInput, Resource, SinkInput, parse_rights,
+};
 use crate::domain::provisioner::validate_registration_id;
 use crate::model::{
-    Actor, Attestation, DeviceAuth, Enrollment, EnrollmentGroup, IfMatch, ListQuery,
+    Actor, Attestation, DeviceAuth, Enrollment, EnrollmentGroup, IfMatch, KeyType, ListQuery,
 };
 use crate::proto::{timestamp, twin};
 use crate::state::AppState;
@@ -537,6 +539,11 @@ impl ConsoleBackend for AppState {
                 (Some(hub), Some(device)) => self.hub_device_view(hub, device).await?,
                 _ => None,
             };
+            let issued = self
+                .store
+                .issued_certificates(registration_id)
+                .await
+                .map_err(failed)?;
             Ok(Some(RegistrationDetail {
                 on_hub,
                 attestation: r.attestation.as_str().into(),
@@ -550,6 +557,7 @@ impl ConsoleBackend for AppState {
                     .as_ref()
                     .and_then(|p| serde_json::to_string_pretty(p).ok()),
                 created: timestamp(r.created),
+                issued: issued.iter().map(issued_row).collect(),
                 row: registration_row(r),
             }))
         })
@@ -729,6 +737,93 @@ impl ConsoleBackend for AppState {
             let admin = &self.admin;
             let stored = admin.verify_ca(&actor, name, proof_pem).await;
             stored.map(drop).map_err(admin_failed)
+        })
+    }
+
+    fn credentials(&self) -> BackendFuture<'_, CredentialsOverview> {
+        Box::pin(async move {
+            let store = &self.store;
+            let policies = store.list_credential_policies().await.map_err(failed)?;
+            let issuers = store.list_issuers().await.map_err(failed)?;
+            Ok(CredentialsOverview {
+                policies: policies.iter().map(credential_policy_row).collect(),
+                issuers: issuers.iter().map(issuer_row).collect(),
+            })
+        })
+    }
+
+    fn save_credential_policy<'a>(
+        &'a self,
+        actor: &'a str,
+        form: CredentialPolicyForm,
+    ) -> BackendFuture<'a, ()> {
+        let actor = Actor::console(actor);
+        Box::pin(async move {
+            let key_types = form
+                .key_types
+                .iter()
+                .map(|k| KeyType::parse(k).ok_or_else(|| invalid(format!("no key type {k:?}"))))
+                .collect::<Result<_, _>>()?;
+            let input = PolicyInput {
+                issuer: form.issuer,
+                validity_days: form.validity_days,
+                key_types,
+                renewal_window_days: form.renewal_window_days,
+            };
+            let admin = &self.admin;
+            let stored = admin.put_credential_policy(&actor, form.name.trim(), input);
+            stored.await.map(drop).map_err(admin_failed)
+        })
+    }
+
+    fn delete_credential_policy<'a>(
+        &'a self,
+        actor: &'a str,
+        name: &'a str,
+    ) -> BackendFuture<'a, ()> {
+        let actor = Actor::console(actor);
+        Box::pin(async move {
+            let deleted = self.admin.delete_credential_policy(&actor, name);
+            deleted.await.map_err(admin_failed)
+        })
+    }
+
+    fn upload_issuer<'a>(
+        &'a self,
+        actor: &'a str,
+        name: &'a str,
+        chain_pem: &'a str,
+        key_pem: &'a str,
+    ) -> BackendFuture<'a, ()> {
+        let actor = Actor::console(actor);
+        Box::pin(async move {
+            let stored = self
+                .admin
+                .put_issuer(&actor, name.trim(), chain_pem, key_pem);
+            stored.await.map(drop).map_err(admin_failed)
+        })
+    }
+
+    fn delete_issuer<'a>(&'a self, actor: &'a str, name: &'a str) -> BackendFuture<'a, ()> {
+        let actor = Actor::console(actor);
+        Box::pin(async move {
+            let deleted = self.admin.delete_issuer(&actor, name);
+            deleted.await.map_err(admin_failed)
+        })
+    }
+
+    fn revoke_certificates<'a>(
+        &'a self,
+        actor: &'a str,
+        registration_id: &'a str,
+        serial: Option<&'a str>,
+    ) -> BackendFuture<'a, ()> {
+        let actor = Actor::console(actor);
+        Box::pin(async move {
+            let revoked = self
+                .admin
+                .revoke_certificates(&actor, registration_id, serial);
+            revoked.await.map(drop).map_err(admin_failed)
         })
     }
 

@@ -151,6 +151,7 @@ pub(super) fn document_of(
         },
         "allocationPolicy": text(&form.allocation_policy),
         "iotHubs": hubs,
+        "credentialPolicyName": text(&form.credential_policy),
     });
     if id_field == "registrationId" {
         fields["deviceId"] = json!(text(&form.device_id));

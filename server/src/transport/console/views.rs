@@ -4,10 +4,14 @@
 use app::model::{Role as ViewRole, *};
 use serde_json::Value;
 
+use crate::attestation::x509;
 use crate::diagnostics::{MinuteCount, RecordedFailure, hint};
 use crate::domain::admin::Resource;
 use crate::domain::ca;
-use crate::model::{AllocationPolicy, CaCertificate, RegistrationRecord, RegistrationStatus, Role};
+use crate::model::{
+    AllocationPolicy, CaCertificate, CertificateIssuer, CredentialPolicy, IssuedCertificate,
+    OWN_ISSUER, RegistrationRecord, RegistrationStatus, Role,
+};
 use crate::proto::timestamp;
 
 pub(super) fn row<R: Resource>(e: &R) -> EnrollmentRow {
@@ -56,6 +60,7 @@ pub(super) fn form_of<R: Resource>(e: &R) -> EnrollmentForm {
         secondary_certificate: certificate(&document, "secondary"),
         ca_reference: string_at(&document, "/attestation/x509/caReferences/primary"),
         endorsement_key: string_at(&document, "/attestation/tpm/endorsementKey"),
+        credential_policy: spec.credential_policy_name.clone().unwrap_or_default(),
     }
 }
 
@@ -176,6 +181,43 @@ pub(super) fn ca_row(c: &CaCertificate) -> CaRow {
         sha256_thumbprint: c.sha256_thumbprint.clone(),
         verified: c.verified,
         verification_code: c.verification_code.clone(),
+    }
+}
+
+pub(super) fn issued_row(c: &IssuedCertificate) -> IssuedRow {
+    IssuedRow {
+        serial: c.serial.clone(),
+        policy: c.policy.clone(),
+        issuer: c.issuer.clone(),
+        key_type: c.key_type.as_str().into(),
+        not_before: timestamp(c.not_before),
+        not_after: timestamp(c.not_after),
+        revoked: c.revoked.map(timestamp),
+    }
+}
+
+pub(super) fn credential_policy_row(p: &CredentialPolicy) -> CredentialPolicyRow {
+    CredentialPolicyRow {
+        name: p.name.clone(),
+        issuer: p.issuer.clone(),
+        validity_days: p.validity_days,
+        key_types: p.key_types.iter().map(|k| k.as_str().into()).collect(),
+        renewal_window_days: p.renewal_window_days,
+        updated: timestamp(p.updated),
+    }
+}
+
+/// An issuer by its own certificate, the chain's first.
+pub(super) fn issuer_row(issuer: &CertificateIssuer) -> IssuerRow {
+    let info = x509::describe_text(&issuer.chain_pem).ok();
+    IssuerRow {
+        name: issuer.name.clone(),
+        subject: info
+            .as_ref()
+            .map(|i| i.subject_name.clone())
+            .unwrap_or_default(),
+        expiry: info.map(|i| i.not_after_utc).unwrap_or_default(),
+        own: issuer.name == OWN_ISSUER,
     }
 }
 
