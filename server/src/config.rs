@@ -110,6 +110,12 @@ pub struct Limits {
     pub poll_window_secs: u64,
     /// Service API calls per minute for each access policy (0: no limit).
     pub service_api_calls_per_minute: u32,
+    /// Seconds a CRL fetched for an uploaded CA's device is used before it is fetched again.
+    /// 0 (the default) checks no CRLs; certificates Onramp issued are always checked.
+    pub crl_max_age_secs: u64,
+    /// Seconds a CRL download may take; one that does not arrive leaves the status unknown
+    /// and the device is answered 503 (it retries).
+    pub crl_fetch_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -170,6 +176,8 @@ impl Default for Limits {
             polls_per_device: 5,
             poll_window_secs: 10,
             service_api_calls_per_minute: 6_000,
+            crl_max_age_secs: 0,
+            crl_fetch_timeout_secs: 5,
         }
     }
 }
@@ -282,6 +290,7 @@ impl Config {
             ),
             ("limits.login_lockout_secs", l.login_lockout_secs),
             ("limits.poll_window_secs", l.poll_window_secs),
+            ("limits.crl_fetch_timeout_secs", l.crl_fetch_timeout_secs),
             (
                 "limits.database_max_connections",
                 l.database_max_connections as u64,

@@ -292,6 +292,62 @@ fn offset(at: DateTime<Utc>) -> anyhow::Result<time::OffsetDateTime> {
     Ok(time::OffsetDateTime::from_unix_timestamp(at.timestamp())?)
 }
 
+/// The http(s) addresses of a certificate's CRL distribution points (none if it is unreadable).
+pub fn crl_urls(der: &[u8]) -> Vec<String> {
+    use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let mut urls = Vec::new();
+    for ext in cert.extensions() {
+        let ParsedExtension::CRLDistributionPoints(points) = ext.parsed_extension() else {
+            continue;
+        };
+        for point in points.iter() {
+            if let Some(DistributionPointName::FullName(names)) = &point.distribution_point {
+                urls.extend(names.iter().filter_map(|name| match name {
+                    GeneralName::URI(uri)
+                        if uri.starts_with("http://") || uri.starts_with("https://") =>
+                    {
+                        Some(uri.to_string())
+                    }
+                    _ => None,
+                }));
+            }
+        }
+    }
+    urls
+}
+
+/// Whether `crl` lists `cert`, once the CRL is shown to be `issuer`'s (its name and signature)
+/// and current at `now` (a CRL past its nextUpdate proves nothing).
+pub fn crl_lists(
+    crl: &[u8],
+    issuer: &[u8],
+    cert: &[u8],
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let (_, crl) = x509_parser::parse_x509_crl(crl)
+        .map_err(|e| anyhow::anyhow!("the CRL cannot be parsed: {e}"))?;
+    let (_, issuer) = x509_parser::parse_x509_certificate(issuer)
+        .map_err(|e| anyhow::anyhow!("the CA certificate cannot be parsed: {e}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(cert)
+        .map_err(|e| anyhow::anyhow!("the certificate cannot be parsed: {e}"))?;
+    if crl.issuer() != issuer.subject() || crl.verify_signature(issuer.public_key()).is_err() {
+        anyhow::bail!("the CRL is not signed by {}", issuer.subject());
+    }
+    if crl
+        .next_update()
+        .is_some_and(|next| next.timestamp() < now.timestamp())
+    {
+        anyhow::bail!("the CRL is past its nextUpdate");
+    }
+    let serial = cert.raw_serial();
+    Ok(crl
+        .iter_revoked_certificates()
+        .any(|revoked| revoked.raw_serial() == serial))
+}
+
 /// Certificates hold whole seconds; the record says what the certificate says.
 fn truncate_to_second(at: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(at.timestamp(), 0).unwrap_or(at)
@@ -329,6 +385,35 @@ mod tests {
     fn own_ca() -> SigningCa {
         let (cert, key) = new_issuing_ca("Test Issuing CA").unwrap();
         SigningCa::from_pem(&cert, &key).unwrap()
+    }
+
+    #[test]
+    fn a_crl_is_checked_against_its_issuer_and_its_dates() {
+        let ca = own_ca();
+        let (_, csr) = csr_for(&rcgen::PKCS_ECDSA_P256_SHA256, "dev-crl");
+        let checked = check_csr(&csr, "dev-crl", &KeyType::ALL).unwrap();
+        let url = "http://crl.example/ca.crl";
+        let terms = LeafTerms {
+            registration_id: "dev-crl",
+            now: Utc::now(),
+            validity: chrono::Duration::days(1),
+            crl_url: Some(url),
+        };
+        let leaf = ca.sign(&checked, &terms).unwrap();
+        assert_eq!(crl_urls(&leaf.der), [url]);
+        let issuer = ca.chain()[0].to_vec();
+        let now = Utc::now();
+        let hour = chrono::Duration::hours(1);
+        let empty = ca.crl(&[], now, hour).unwrap();
+        assert!(!crl_lists(&empty, &issuer, &leaf.der, now).unwrap());
+        let listing = ca.crl(&[(leaf.serial.clone(), now)], now, hour).unwrap();
+        assert!(crl_lists(&listing, &issuer, &leaf.der, now).unwrap());
+        // Stale, or signed by another CA: no answer either way.
+        let later = now + chrono::Duration::hours(2);
+        assert!(crl_lists(&listing, &issuer, &leaf.der, later).is_err());
+        let other = own_ca().crl(&[], now, hour).unwrap();
+        assert!(crl_lists(&other, &issuer, &leaf.der, now).is_err());
+        assert!(crl_lists(b"junk", &issuer, &leaf.der, now).is_err());
     }
 
     #[test]

@@ -77,6 +77,7 @@ fn params(cn: &str, ca: bool, valid_days: (i64, i64)) -> CertificateParams {
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         p.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
     } else {
@@ -108,4 +109,48 @@ pub fn signed(issuer: &TestCert, cn: &str, ca: bool, valid_days: (i64, i64)) -> 
 /// A device certificate signed by `issuer`, valid now.
 pub fn device(issuer: &TestCert, cn: &str) -> TestCert {
     signed(issuer, cn, false, (-1, 30))
+}
+
+/// A device certificate signed by `issuer` that names the CRL at `crl_url`.
+pub fn device_with_crl(issuer: &TestCert, cn: &str, crl_url: &str) -> TestCert {
+    let key = KeyPair::generate().unwrap();
+    let mut params = params(cn, false, (-1, 30));
+    params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+        uris: vec![crl_url.to_string()],
+    }];
+    let cert = params
+        .clone()
+        .signed_by(&key, &issuer.cert, &issuer.key)
+        .unwrap();
+    TestCert::new(cert, params, key)
+}
+
+/// `issuer`'s CRL (DER) listing `revoked`, current for an hour.
+pub fn crl(issuer: &TestCert, revoked: &[&TestCert]) -> Vec<u8> {
+    let now = OffsetDateTime::now_utc();
+    let revoked_certs = revoked
+        .iter()
+        .map(|cert| rcgen::RevokedCertParams {
+            serial_number: cert.params.serial_number.clone().unwrap_or_else(|| {
+                let (_, parsed) = x509_parser::parse_x509_certificate(&cert.der).unwrap();
+                rcgen::SerialNumber::from_slice(parsed.raw_serial())
+            }),
+            revocation_time: now,
+            reason_code: None,
+            invalidity_date: None,
+        })
+        .collect();
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: now - Duration::minutes(1),
+        next_update: now + Duration::hours(1),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    params
+        .signed_by(&issuer.cert, &issuer.key)
+        .unwrap()
+        .der()
+        .to_vec()
 }

@@ -204,12 +204,12 @@ pub async fn issued_leaf(
         .await
 }
 
-/// Refuses a certificate Onramp issued and an operator revoked (others pass: their CAs' own
-/// revocation is not checked here).
-pub async fn check_not_revoked(store: &dyn Store, leaf: &[u8]) -> Result<(), Revoked> {
+/// Refuses a certificate Onramp issued and an operator revoked; says whether Onramp issued it
+/// (others pass: their CAs' CRLs are `domain::revocation`'s).
+pub async fn check_not_revoked(store: &dyn Store, leaf: &[u8]) -> Result<bool, Revoked> {
     match issued_leaf(store, leaf).await? {
         Some(issued) if issued.revoked.is_some() => Err(Revoked::Revoked(issued.serial)),
-        _ => Ok(()),
+        issued => Ok(issued.is_some()),
     }
 }
 

@@ -12,5 +12,6 @@ pub mod device_hub;
 pub mod issuance;
 pub mod lifecycle;
 pub mod provisioner;
+pub mod revocation;
 pub mod sign_in_throttle;
 pub mod throttle;

@@ -29,6 +29,7 @@ use crate::diagnostics::{DiagnosticsBus, Protocol, RegistrationEvent};
 use crate::domain::ca::{self, DecodedCa};
 use crate::domain::issuance::{self, Issuance, Signers};
 use crate::domain::lifecycle;
+use crate::domain::revocation::{CrlCache, CrlRefusal};
 use crate::domain::throttle::{DeviceThrottles, RateLimit};
 use crate::hubs::{Connectors, Identity, Provisioned, TwinWrite};
 use crate::metrics::{AttemptOutcome, Metrics, Step};
@@ -284,6 +285,15 @@ impl From<issuance::Revoked> for ProvisionError {
     }
 }
 
+impl From<CrlRefusal> for ProvisionError {
+    fn from(e: CrlRefusal) -> Self {
+        match e {
+            CrlRefusal::Revoked { .. } => ProvisionError::Unauthorized(e.to_string()),
+            CrlRefusal::Unknown(_) => ProvisionError::Unavailable(e.to_string()),
+        }
+    }
+}
+
 impl From<crate::hubs::HubError> for ProvisionError {
     fn from(e: crate::hubs::HubError) -> Self {
         ProvisionError::Internal(e.to_string())
@@ -464,6 +474,8 @@ pub struct Provisioner {
     snapshot: Mutex<Option<Arc<Snapshot>>>,
     /// Where devices reach this instance (the CRLs in issued certificates point here).
     public_url: String,
+    /// CRL checks for devices of uploaded CAs (`limits.crl_max_age_secs`; `None`: off).
+    crls: Option<CrlCache>,
 }
 
 /// The attempt's outcome, for its diagnostics event.
@@ -506,6 +518,10 @@ impl Provisioner {
             metrics,
             snapshot: Mutex::new(None),
             public_url: config.https_url(),
+            crls: CrlCache::new(
+                Duration::from_secs(limits.crl_max_age_secs),
+                Duration::from_secs(limits.crl_fetch_timeout_secs),
+            ),
         })
     }
 
@@ -963,7 +979,7 @@ impl Provisioner {
             .leaf()
             .ok_or_else(|| unauthorized("no client certificate was presented"))?;
         let leaf_info = x509::check_leaf(leaf, registration_id, now).map_err(refused)?;
-        issuance::check_not_revoked(self.store.as_ref(), leaf).await?;
+        let issued_here = issuance::check_not_revoked(self.store.as_ref(), leaf).await?;
         if let Some(enrollment) = self.store.get_enrollment(registration_id).await? {
             let Attestation::X509 { certificates, .. } = &enrollment.spec.attestation else {
                 return Err(unauthorized(
@@ -1006,6 +1022,9 @@ impl Provisioner {
                 };
             for cert in &path {
                 if let Some(group) = snapshot.group_signed_by(cert) {
+                    if let Some(crls) = self.crls.as_ref().filter(|_| !issued_here) {
+                        crls.check(leaf, &path).await?;
+                    }
                     let details = json!({
                         "certificateInfo": leaf_info,
                         "enrollmentGroupId": group.group_id,

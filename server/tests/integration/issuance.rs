@@ -221,7 +221,7 @@ async fn each_key_type_gets_a_chain_openssl_verifies_over_every_transport() {
 
 /// The reason the diagnostics give for the last refusal of `id` (the recorder writes events a
 /// moment after they happen).
-async fn refusal_reason(i: &Instance, id: &str) -> String {
+pub(crate) async fn refusal_reason(i: &Instance, id: &str) -> String {
     for _ in 0..50 {
         let failures = i.store().recent_failures(50).await.unwrap();
         if let Some(failure) = failures.iter().find(|f| f.registration_id == id) {
@@ -361,7 +361,7 @@ async fn issuing_groups(
 }
 
 /// An HTTPS client presenting `chain_pem` with the key at `key_pem`.
-fn client_with(i: &Instance, chain_pem: &Path, key_pem: &Path) -> reqwest::Client {
+pub(crate) fn client_with(i: &Instance, chain_pem: &Path, key_pem: &Path) -> reqwest::Client {
     let mut identity = std::fs::read(chain_pem).unwrap();
     identity.extend(std::fs::read(key_pem).unwrap());
     reqwest::Client::builder()
@@ -371,7 +371,7 @@ fn client_with(i: &Instance, chain_pem: &Path, key_pem: &Path) -> reqwest::Clien
         .unwrap()
 }
 
-async fn register_with_certificate(
+pub(crate) async fn register_with_certificate(
     i: &Instance,
     client: &reqwest::Client,
     id: &str,

@@ -6,6 +6,7 @@ mod support;
 mod amqp;
 mod audit;
 mod bulk;
+mod ca_crl;
 mod cli;
 mod console;
 mod deploy;
