@@ -30,6 +30,7 @@ pub type Target = fn(&[u8]);
 pub const TARGETS: &[(&str, Target)] = &[
     ("amqp_frame", amqp_frame),
     ("amqp_sasl", amqp_sasl),
+    ("crl", crl),
     ("csr", csr),
     ("device_registration", device_registration),
     ("hub_rest_body", hub_rest_body),
@@ -207,6 +208,21 @@ pub fn csr(data: &[u8]) {
     assert_eq!(
         x509::common_name(&signed.der).ok().as_deref(),
         Some("device-1")
+    );
+}
+
+/// CRLs fetched for uploaded CAs' devices, and the CRL addresses read from certificates: neither
+/// panics, and no CRL the input makes is taken as signed by a CA whose key it lacks.
+pub fn crl(data: &[u8]) {
+    static CA: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let _ = pki::crl_urls(data);
+    let ca = CA.get_or_init(|| {
+        let (cert, _) = pki::new_issuing_ca("fuzz").expect("a CA");
+        x509::first_certificate(&cert).expect("its certificate").to_vec()
+    });
+    assert!(
+        pki::crl_lists(data, ca, ca, chrono::Utc::now()).is_err(),
+        "a CRL the CA did not sign is no answer"
     );
 }
 
