@@ -218,7 +218,9 @@ pub fn crl(data: &[u8]) {
     let _ = pki::crl_urls(data);
     let ca = CA.get_or_init(|| {
         let (cert, _) = pki::new_issuing_ca("fuzz").expect("a CA");
-        x509::first_certificate(&cert).expect("its certificate").to_vec()
+        x509::first_certificate(&cert)
+            .expect("its certificate")
+            .to_vec()
     });
     assert!(
         pki::crl_lists(data, ca, ca, chrono::Utc::now()).is_err(),

@@ -2,7 +2,8 @@
 //! certificate of the device's path is looked up in the CRL it names (its http(s) CRL
 //! distribution points), signed by the certificate above it. CRLs are fetched with a timeout and a
 //! size bound and kept for the max age. Certificates Onramp issued are checked in its own records
-//! instead (`issuance::check_not_revoked`).
+//! instead (`issuance::check_not_revoked`). Checked only once the path to the verified CA is
+//! verified, so only certificates the CA signed choose where Onramp fetches from.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::support::HUB;
 use crate::support::db;
-use crate::support::process::{Server, run};
+use crate::support::process::{Server, json_of, run};
 
 fn admin_info(args: &[&str]) -> Value {
     let mut all = vec!["admin", "info", "--json"];
@@ -462,15 +462,7 @@ fn admin_ca_commands_verify_a_ca_by_proof_of_possession() {
         all.extend_from_slice(args);
         run(&all, &[])
     };
-    let json = |args: &[&str]| -> Value {
-        let out = admin(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-    };
+    let json = |args: &[&str]| json_of(args, &admin(args));
     let root = certs::self_signed("cli root", true);
     let root_file = dir.path().join("root.pem");
     std::fs::write(&root_file, root.pem()).unwrap();

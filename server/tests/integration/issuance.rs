@@ -28,9 +28,9 @@ use crate::support::instance::{
 };
 
 /// A device key and its CSR, made by openssl in `dir`.
-struct DeviceKey {
-    key_pem: PathBuf,
-    csr: String,
+pub(crate) struct DeviceKey {
+    pub(crate) key_pem: PathBuf,
+    pub(crate) csr: String,
 }
 
 fn openssl(args: &[&str]) -> String {
@@ -43,7 +43,7 @@ fn openssl(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn device_key(dir: &Path, kind: KeyType, common_name: &str) -> DeviceKey {
+pub(crate) fn device_key(dir: &Path, kind: KeyType, common_name: &str) -> DeviceKey {
     let name = format!("{common_name}-{}", kind.as_str());
     let key_pem = dir.join(format!("{name}-key.pem"));
     let key = key_pem.to_str().unwrap();
@@ -79,7 +79,7 @@ fn device_key(dir: &Path, kind: KeyType, common_name: &str) -> DeviceKey {
 }
 
 /// The chain a reply carries, DER, leaf first.
-fn chain_of(reply: &Value) -> Vec<Vec<u8>> {
+pub(crate) fn chain_of(reply: &Value) -> Vec<Vec<u8>> {
     reply["registrationState"]["issuedCertificateChain"]
         .as_array()
         .unwrap_or_else(|| panic!("no issuedCertificateChain in {reply}"))
@@ -90,7 +90,12 @@ fn chain_of(reply: &Value) -> Vec<Vec<u8>> {
 
 /// Writes the chain as `{name}.pem` (leaf first, as the SDKs take it) and its root alone; checks
 /// it with `openssl verify` for client authentication and that it certifies the device's key.
-fn verify_with_openssl(dir: &Path, name: &str, chain: &[Vec<u8>], key: &DeviceKey) -> PathBuf {
+pub(crate) fn verify_with_openssl(
+    dir: &Path,
+    name: &str,
+    chain: &[Vec<u8>],
+    key: &DeviceKey,
+) -> PathBuf {
     let pem: String = chain.iter().map(|der| to_pem(der)).collect();
     let chain_path = dir.join(format!("{name}.pem"));
     std::fs::write(&chain_path, &pem).unwrap();
@@ -387,6 +392,14 @@ pub(crate) async fn register_with_certificate(
     (status, response.json().await.unwrap())
 }
 
+/// An X.509 registration's answer: assigned, through the enrollment group `group`.
+pub(crate) fn assert_assigned_through(status: u16, reply: &Value, group: &str) {
+    let assigned = (status, reply["status"].as_str());
+    assert_eq!(assigned, (202, Some("assigned")), "{reply}");
+    let through = &reply["registrationState"]["x509"]["enrollmentGroupId"];
+    assert_eq!(through, group, "{reply}");
+}
+
 fn presented(chain: &[Vec<u8>]) -> PresentedChain {
     let certs: Vec<CertificateDer<'static>> = chain
         .iter()
@@ -431,15 +444,7 @@ async fn renewal_over_x509_and_revocation() {
     // ...and allowed once the window covers what is left.
     policy(&i, "fleet", json!({"issuer": "onramp", "validityDays": 20, "keyTypes": ["ecP256"], "renewalWindowDays": 15})).await;
     let (status, reply) = register_with_certificate(&i, &client, id, body).await;
-    assert_eq!(
-        (status, reply["status"].as_str()),
-        (202, Some("assigned")),
-        "{reply}"
-    );
-    assert_eq!(
-        reply["registrationState"]["x509"]["enrollmentGroupId"],
-        "fleet-certs"
-    );
+    assert_assigned_through(status, &reply, "fleet-certs");
     let second = chain_of(&reply);
     verify_with_openssl(dir.path(), "second", &second, &second_key);
     let second_serial = serial_of(&second[0]);
@@ -699,15 +704,7 @@ async fn the_cli_manages_policies_issuers_and_revocation() {
         all.extend_from_slice(args);
         crate::support::process::run(&all, &[])
     };
-    let json = |args: &[&str]| -> Value {
-        let out = cli(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-    };
+    let json = |args: &[&str]| crate::support::process::json_of(args, &cli(args));
     let refused = |args: &[&str], needle: &str| {
         let out = cli(args);
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -19,9 +19,10 @@ use onramp::transport::amqp::encoding::{SASL_FRAME, write_frame};
 use onramp::transport::amqp::rewind::Rewind;
 
 use crate::amqp::{linked, request};
+use crate::issuance::{chain_of, device_key, verify_with_openssl};
 use crate::mqtt::tls_to;
 use crate::support::HUB;
-use crate::support::instance::{Instance, enroll, random_key, symmetric_spec};
+use crate::support::instance::{Backend, Instance, enroll, random_key, symmetric_spec};
 
 crate::backend_suite!(
     a_tpm_device_is_challenged_then_assigned_with_its_hub_key,
@@ -139,6 +140,33 @@ async fn challenged_then_assigned(i: &Instance, tpm: &SoftTpm) {
         (200, &json!("assigned")),
         "{polled}"
     );
+}
+
+/// A TPM device that sends a CSR gets its certificate like any other (issue 21); its hub identity
+/// then trusts the issuing CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tpm_device_gets_a_certificate_for_its_csr() {
+    let i = Instance::start(Backend::Sqlite).await.unwrap();
+    let tpm = SoftTpm::ecc().unwrap();
+    let id = "tpm-csr-1";
+    let spec = EnrollmentSpec {
+        credential_policy_name: Some("default".into()),
+        ..tpm_spec(&tpm, ProvisioningStatus::Enabled)
+    };
+    enroll(i.store(), id, None, spec).await;
+    let dir = tempfile::tempdir().unwrap();
+    let device = device_key(dir.path(), KeyType::EcP256, id);
+    let mut body = tpm.body(id);
+    body["csr"] = json!(device.csr);
+    let (status, challenge) = put(&i, id, None, body.clone()).await;
+    assert_eq!(status, 401, "the challenge comes first: {challenge}");
+    let signed = token(&i, id, &tpm.open(&challenge["authenticationKey"]));
+    let (status, operation) = put(&i, id, Some(&signed), body).await;
+    assert_eq!(status, 202, "{operation}");
+    verify_with_openssl(dir.path(), id, &chain_of(&operation), &device);
+    let identity = i.store().get_hub_device(HUB, id).await.unwrap().unwrap();
+    assert_eq!(identity.auth, DeviceAuth::CertificateAuthority);
+    i.finish().await;
 }
 
 /// The challenge, then the signed register: the final state and the hub key its blob carries.

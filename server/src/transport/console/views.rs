@@ -7,7 +7,6 @@ use serde_json::Value;
 use crate::attestation::x509;
 use crate::diagnostics::{MinuteCount, RecordedFailure, hint};
 use crate::domain::admin::Resource;
-use crate::domain::ca;
 use crate::model::{
     AllocationPolicy, CaCertificate, CertificateIssuer, CredentialPolicy, IssuedCertificate,
     OWN_ISSUER, RegistrationRecord, RegistrationStatus, Role,
@@ -169,15 +168,19 @@ pub(super) fn domain_role(role: ViewRole) -> Role {
     }
 }
 
+/// The subject and expiry of a PEM text's first certificate (empty when it is unreadable).
+fn subject_and_expiry(pem: &str) -> (String, String) {
+    x509::describe_text(pem)
+        .map(|i| (i.subject_name, i.not_after_utc))
+        .unwrap_or_default()
+}
+
 pub(super) fn ca_row(c: &CaCertificate) -> CaRow {
-    let info = ca::describe(c);
+    let (subject, expiry) = subject_and_expiry(&c.pem);
     CaRow {
         name: c.name.clone(),
-        subject: info
-            .as_ref()
-            .map(|i| i.subject_name.clone())
-            .unwrap_or_default(),
-        expiry: info.map(|i| i.not_after_utc).unwrap_or_default(),
+        subject,
+        expiry,
         sha256_thumbprint: c.sha256_thumbprint.clone(),
         verified: c.verified,
         verification_code: c.verification_code.clone(),
@@ -209,14 +212,11 @@ pub(super) fn credential_policy_row(p: &CredentialPolicy) -> CredentialPolicyRow
 
 /// An issuer by its own certificate, the chain's first.
 pub(super) fn issuer_row(issuer: &CertificateIssuer) -> IssuerRow {
-    let info = x509::describe_text(&issuer.chain_pem).ok();
+    let (subject, expiry) = subject_and_expiry(&issuer.chain_pem);
     IssuerRow {
         name: issuer.name.clone(),
-        subject: info
-            .as_ref()
-            .map(|i| i.subject_name.clone())
-            .unwrap_or_default(),
-        expiry: info.map(|i| i.not_after_utc).unwrap_or_default(),
+        subject,
+        expiry,
         own: issuer.name == OWN_ISSUER,
     }
 }

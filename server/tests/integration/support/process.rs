@@ -28,6 +28,16 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("run onramp")
 }
 
+/// A command's JSON output (`Null` when it prints nothing); a failure panics with its stderr.
+pub fn json_of(args: &[&str], out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
 pub struct Server {
     child: Option<Child>,
     pub data_dir: PathBuf,
